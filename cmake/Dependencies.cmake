@@ -1,0 +1,49 @@
+# LibTorch comes from the installed PyTorch wheel (CPU here, CUDA on the GPU machine).
+if(NOT Torch_DIR)
+  find_package(Python3 COMPONENTS Interpreter QUIET)
+  if(Python3_Interpreter_FOUND)
+    execute_process(
+      COMMAND ${Python3_EXECUTABLE} -c "import torch; print(torch.utils.cmake_prefix_path)"
+      OUTPUT_VARIABLE MICRODIT_TORCH_PREFIX OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
+    if(MICRODIT_TORCH_PREFIX)
+      list(APPEND CMAKE_PREFIX_PATH "${MICRODIT_TORCH_PREFIX}")
+    endif()
+  endif()
+endif()
+find_package(Torch REQUIRED)
+
+find_package(yaml-cpp REQUIRED)
+# yaml-cpp 0.7 exports the target `yaml-cpp`, 0.8 exports `yaml-cpp::yaml-cpp`.
+if(TARGET yaml-cpp::yaml-cpp)
+  set(MICRODIT_YAML_TARGET yaml-cpp::yaml-cpp)
+else()
+  set(MICRODIT_YAML_TARGET yaml-cpp)
+endif()
+
+find_package(fmt REQUIRED)
+find_package(spdlog REQUIRED)
+
+set(MICRODIT_HAVE_OPENCV OFF)
+if(MICRODIT_WITH_OPENCV)
+  find_package(OpenCV QUIET COMPONENTS core imgproc imgcodecs)
+  if(OpenCV_FOUND)
+    set(MICRODIT_HAVE_OPENCV ON)
+  else()
+    message(STATUS "OpenCV not found: image output is off")
+  endif()
+endif()
+
+# The torch wheel ships headers of another fmt major version in its include directory, and its
+# -isystem path comes before /usr/include, so <fmt/...> would not match the libfmt and libspdlog
+# we link. A build-tree directory of symlinks to the system fmt and spdlog headers, added with
+# -I (searched before -isystem), puts the right headers first.
+set(MICRODIT_SYSTEM_HEADERS "${CMAKE_BINARY_DIR}/system-headers")
+file(MAKE_DIRECTORY "${MICRODIT_SYSTEM_HEADERS}")
+foreach(_lib fmt spdlog)
+  get_target_property(_dirs ${_lib}::${_lib} INTERFACE_INCLUDE_DIRECTORIES)
+  find_path(_header_dir NAMES ${_lib} PATHS ${_dirs} /usr/include /usr/local/include NO_DEFAULT_PATH)
+  if(_header_dir AND NOT EXISTS "${MICRODIT_SYSTEM_HEADERS}/${_lib}")
+    file(CREATE_LINK "${_header_dir}/${_lib}" "${MICRODIT_SYSTEM_HEADERS}/${_lib}" SYMBOLIC)
+  endif()
+  unset(_header_dir CACHE)
+endforeach()

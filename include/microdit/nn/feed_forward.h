@@ -1,0 +1,40 @@
+// Dense feed-forward layers: the SwiGLU FFN of the DiT blocks (official `FeedForward`) and the
+// timm-style two-layer MLP of the embedders (official `Mlp`).
+// Legend: D width, F hidden width.
+#pragma once
+#include <torch/nn/module.h>
+#include <torch/nn/modules/linear.h>
+
+#include "microdit/nn/norm.h"
+
+namespace microdit::nn {
+
+// int(2*hidden/3) rounded up to a multiple of `multiple_of` (official FeedForward.__init__).
+int64_t swiglu_hidden_dim(int64_t hidden_dim, int64_t multiple_of);
+int64_t round_up(int64_t value, int64_t multiple_of);
+
+class FeedForwardImpl : public torch::nn::Module {
+ public:
+  FeedForwardImpl(int64_t dim, int64_t hidden_dim, int64_t multiple_of, bool use_bias);
+  at::Tensor forward(const at::Tensor& x);  // w3(silu(w1 x) * w2 x)
+  void custom_init(double out_std);
+
+  torch::nn::Linear w1{nullptr};  // (F, D)
+  torch::nn::Linear w2{nullptr};  // (F, D)
+  torch::nn::Linear w3{nullptr};  // (D, F)
+};
+TORCH_MODULE(FeedForward);
+
+// fc1 -> GELU(tanh) -> norm (optional LayerNorm) -> fc2, all Linears with bias.
+class MlpImpl : public torch::nn::Module {
+ public:
+  MlpImpl(int64_t in, int64_t hidden, int64_t out, std::optional<double> norm_eps);
+  at::Tensor forward(const at::Tensor& x);
+
+  torch::nn::Linear fc1{nullptr};
+  LayerNorm norm{nullptr};  // null when the MLP has no norm
+  torch::nn::Linear fc2{nullptr};
+};
+TORCH_MODULE(Mlp);
+
+}  // namespace microdit::nn

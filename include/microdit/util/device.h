@@ -1,0 +1,15 @@
+// Device helpers that work with both the CPU and the CUDA build of LibTorch.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <string>
+
+namespace microdit::util {
+
+bool cuda_available();
+std::string default_device_name();  // "cuda" when a GPU is visible, else "cpu"
+void synchronize(const at::Device& device);
+void reset_peak_memory(const at::Device& device);
+int64_t peak_memory_bytes(const at::Device& device);  // 0 on CPU
+
+}  // namespace microdit::util

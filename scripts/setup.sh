@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what the build needs on a fresh Debian machine: compilers and libraries from Debian,
+# LibTorch as the pinned PyTorch CPU wheel (never an unpinned torch: that pulls a CUDA build).
+# Idempotent: skips what is already there.
+set -euo pipefail
+
+DEBIAN_PACKAGES=(build-essential cmake ninja-build ccache pkg-config
+  libyaml-cpp-dev libspdlog-dev libfmt-dev libgtest-dev libgmock-dev
+  libopencv-dev libsentencepiece-dev)
+TORCH_VERSION=2.13.0
+PYTHON=${PYTHON:-python3}
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+
+missing=()
+for pkg in "${DEBIAN_PACKAGES[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('$TORCH_VERSION') else 1)" 2>/dev/null; then
+  echo "setup: installing torch==$TORCH_VERSION (CPU wheel)"
+  "$PYTHON" -m pip install -q "torch==$TORCH_VERSION"
+fi
+echo "setup: ready (torch $("$PYTHON" -c 'import torch; print(torch.__version__)'))"

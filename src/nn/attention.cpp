@@ -1,0 +1,74 @@
+#include "microdit/nn/attention.h"
+
+#include <ATen/ATen.h>
+
+#include "microdit/nn/init.h"
+
+namespace microdit::nn {
+namespace {
+torch::nn::Linear make_linear(int64_t in, int64_t out, bool bias) {
+  return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
+}
+}  // namespace
+
+at::Tensor multi_head_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                int64_t num_heads) {
+  const auto B = q.size(0), N = q.size(1), Hd = q.size(2);
+  const auto head_dim = Hd / num_heads;
+  auto heads = [&](const at::Tensor& t) {  // (B,L,Hd) -> (B,H,L,head_dim)
+    return t.view({B, t.size(1), num_heads, head_dim}).transpose(1, 2);
+  };
+  auto out = at::scaled_dot_product_attention(heads(q), heads(k), heads(v));
+  return out.transpose(1, 2).contiguous().view({B, N, Hd});
+}
+
+SelfAttentionImpl::SelfAttentionImpl(const AttentionOptions& opts) : options(opts) {
+  TORCH_CHECK(opts.hidden_dim % opts.num_heads == 0, "attention width ", opts.hidden_dim,
+              " is not divisible by ", opts.num_heads, " heads");
+  qkv = register_module("qkv", make_linear(opts.dim, 3 * opts.hidden_dim, opts.qkv_bias));
+  proj = register_module("proj", make_linear(opts.hidden_dim, opts.dim, opts.qkv_bias));
+  ln_q = register_module("ln_q", LayerNorm(opts.hidden_dim, opts.norm_eps, /*affine=*/false));
+  ln_k = register_module("ln_k", LayerNorm(opts.hidden_dim, opts.norm_eps, /*affine=*/false));
+}
+
+at::Tensor SelfAttentionImpl::forward(const at::Tensor& x) {
+  // The official code splits (B,N,3*Hd) as (B,N,3,H,head_dim): q, k, v are contiguous Hd slices.
+  auto qkv_out = qkv(x).chunk(3, /*dim=*/-1);
+  // Under autocast the norm may return float32; attention runs in the projections' dtype.
+  auto q = ln_q(qkv_out[0]).to(qkv_out[0].scalar_type());
+  auto k = ln_k(qkv_out[1]).to(qkv_out[1].scalar_type());
+  return proj(multi_head_attention(q, k, qkv_out[2], options.num_heads));
+}
+
+void SelfAttentionImpl::custom_init(double proj_std) {
+  trunc_normal_(qkv->weight, 0.0, 0.02);
+  trunc_normal_(proj->weight, 0.0, proj_std);
+}
+
+CrossAttentionImpl::CrossAttentionImpl(const AttentionOptions& opts) : options(opts) {
+  TORCH_CHECK(opts.hidden_dim % opts.num_heads == 0, "attention width ", opts.hidden_dim,
+              " is not divisible by ", opts.num_heads, " heads");
+  q_linear = register_module("q_linear", make_linear(opts.dim, opts.hidden_dim, opts.qkv_bias));
+  kv_linear =
+      register_module("kv_linear", make_linear(opts.dim, 2 * opts.hidden_dim, opts.qkv_bias));
+  proj = register_module("proj", make_linear(opts.hidden_dim, opts.dim, opts.qkv_bias));
+  ln_q = register_module("ln_q", LayerNorm(opts.hidden_dim, opts.norm_eps, /*affine=*/false));
+  ln_k = register_module("ln_k", LayerNorm(opts.hidden_dim, opts.norm_eps, /*affine=*/false));
+}
+
+at::Tensor CrossAttentionImpl::forward(const at::Tensor& x, const at::Tensor& cond) {
+  auto q = q_linear(x);
+  auto kv = kv_linear(cond).chunk(2, /*dim=*/-1);
+  // Under autocast the norm may return float32; attention runs in the projections' dtype.
+  q = ln_q(q).to(q.scalar_type());
+  auto k = ln_k(kv[0]).to(kv[0].scalar_type());
+  return proj(multi_head_attention(q, k, kv[1], options.num_heads));
+}
+
+void CrossAttentionImpl::custom_init(double proj_std) {
+  trunc_normal_(q_linear->weight, 0.0, 0.02);
+  trunc_normal_(kv_linear->weight, 0.0, 0.02);
+  trunc_normal_(proj->weight, 0.0, proj_std);
+}
+
+}  // namespace microdit::nn
