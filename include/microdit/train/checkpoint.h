@@ -1,0 +1,57 @@
+// Training checkpoints: one safetensors file per save holding the model, the EMA weights and the
+// AdamW moments, with the step counter and run facts in its metadata. Written atomically
+// (temporary file, fsync, rename); the newest N are kept. All randomness is a function of
+// (seed, step, sample position), so the step and the seed are the whole RNG and data state.
+#pragma once
+#include <torch/optim/adamw.h>
+
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+
+#include "microdit/io/tensor_map.h"
+#include "microdit/model/microdit.h"
+
+namespace microdit::train {
+
+class EMA;
+
+struct CheckpointState {
+  int64_t step = 0;          // optimizer steps completed on the global counter
+  int64_t samples_seen = 0;  // global stream position of the next sample
+  uint64_t seed = 0;
+  std::string config_yaml;  // the resolved config of the run that wrote it
+};
+
+// checkpoints/step-00001234.safetensors under the run directory.
+std::filesystem::path checkpoint_path(const std::filesystem::path& run_dir, int64_t step);
+// The newest checkpoint in run_dir/checkpoints, if any.
+std::optional<std::filesystem::path> latest_checkpoint(const std::filesystem::path& run_dir);
+
+void save_checkpoint(const std::filesystem::path& path, model::DiT& dit,
+                     torch::optim::AdamW& optimizer, const EMA* ema, const CheckpointState& state);
+// Removes all but the newest `keep` checkpoints.
+void prune_checkpoints(const std::filesystem::path& run_dir, int64_t keep);
+
+struct LoadedCheckpoint {
+  CheckpointState state;
+  io::TensorMap model;         // state-dict names
+  io::TensorMap ema;           // empty when the run had no active EMA
+  io::TensorMap optimizer;     // "<param name>.exp_avg" / ".exp_avg_sq"
+  int64_t optimizer_step = 0;  // AdamW's per-parameter step count
+};
+
+// Throws naming the file when it is not a training checkpoint.
+LoadedCheckpoint load_checkpoint(const std::filesystem::path& path);
+
+// Puts the AdamW moments of `loaded` into `optimizer` for the parameters of `dit` (by name);
+// throws naming a missing or mis-shaped moment. Nothing changes on error.
+void restore_optimizer(torch::optim::AdamW& optimizer, model::DiT& dit,
+                       const LoadedCheckpoint& loaded);
+
+// Model weights for `init_from`: a training checkpoint's model tensors, or a plain weights file
+// (.safetensors or the official .pt).
+io::TensorMap load_weights_any(const std::filesystem::path& path);
+
+}  // namespace microdit::train

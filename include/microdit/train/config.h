@@ -1,0 +1,101 @@
+// TrainConfig: everything `microdit-train` reads from its YAML config (keys documented in
+// docs/config.md), with validation, `--set a.b=c` overrides and the resolved YAML that is saved
+// into every run directory.
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "microdit/diffusion/edm_precond.h"
+#include "microdit/model/config.h"
+
+namespace microdit::train {
+
+struct RunSection {
+  std::string dir = "runs/default";  // run directory: checkpoints, metrics, samples, config
+  uint64_t seed = 0;
+  std::string device = "auto";      // auto | cpu | cuda | cuda:N
+  int64_t log_every = 10;           // steps between progress lines / metrics records
+  int64_t checkpoint_every = 1000;  // steps between checkpoints (0: only at the end)
+  int64_t keep_checkpoints = 3;     // newest N kept
+  int64_t sample_every = 0;         // steps between sample grids (0: only at the end)
+};
+
+struct ModelSection {
+  std::string arch = "MicroDiT_XL_2";  // a zoo name, or "custom" (then `dit` holds every field)
+  model::ZooArgs zoo;                  // used when arch is a zoo name
+  model::DiTConfig dit;                // used when arch is "custom"
+  model::DiTConfig resolved() const;   // the DiTConfig this section describes
+};
+
+struct EMASection {
+  bool enabled = false;
+  double smoothing = 0.99975;
+  int64_t start_step = 0;  // on the global step counter
+};
+
+struct OptimSection {
+  int64_t steps = 1000;          // train until the global step counter reaches this
+  int64_t batch_size = 256;      // global batch (all processes, all micro-batches)
+  int64_t micro_batch_size = 0;  // per process and forward pass; 0 = batch_size / world size
+  double lr = 1e-4;
+  double weight_decay = 0.1;  // on every parameter, one group (as the official recipe)
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  double moe_lr_scale = 1.0;          // lr factor for MoE expert weights (official intent 0.5)
+  std::string schedule = "constant";  // constant | constant_with_warmup | cosine_with_warmup
+  int64_t warmup_steps = 0;
+  double alpha_f = 0.0;            // cosine: final lr factor
+  int64_t t_max = 0;               // cosine: step where the decay ends (0 = steps)
+  double clip_norm = 0.0;          // global gradient norm bound (0 = off)
+  double mask_ratio = 0.0;         // deferred masking ratio in [0, 1)
+  double caption_drop_prob = 0.1;  // per sample, for classifier-free guidance
+  std::string precision = "auto";  // auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
+  EMASection ema;
+  std::string continue_from;  // checkpoint: full state, new lr/schedule/EMA smoothing
+  std::string init_from;      // checkpoint or weights file: weights only
+  std::vector<std::string> init_ignore_keys{"pos_embed"};
+};
+
+struct DataSection {
+  std::string kind = "builtin";  // builtin | safetensors
+  std::string path;              // directory of shards (safetensors)
+  std::string latents_key = "latents";
+  std::string captions_key = "caption_latents";
+  // Built-in dataset (no downloads): coloured shapes on coloured backgrounds.
+  int64_t builtin_samples = 4096;
+  int64_t builtin_palette = 6;
+  int64_t builtin_image_size = 16;
+  int64_t builtin_caption_len = 8;
+  int64_t builtin_caption_channels = 32;
+};
+
+struct SampleSection {
+  std::vector<std::string> prompts;  // empty: the built-in dataset's fixed prompt set
+  int64_t steps = 30;
+  double cfg = 5.0;
+  int64_t seed = 0;
+};
+
+struct TrainConfig {
+  RunSection run;
+  ModelSection model;
+  diffusion::EDMConfig edm;
+  OptimSection optim;
+  DataSection data;
+  SampleSection sample;
+};
+
+// Reads a YAML file, applies `overrides` ("a.b=c", YAML value syntax), validates. Throws
+// std::invalid_argument naming the file, the key and what was expected; an unknown key names the
+// closest valid one.
+TrainConfig load_train_config(const std::filesystem::path& path,
+                              const std::vector<std::string>& overrides = {});
+TrainConfig parse_train_config(const std::string& yaml_text,
+                               const std::vector<std::string>& overrides = {},
+                               const std::string& source = "<config>");
+void validate(const TrainConfig& config, int64_t world_size = 1);
+// The fully resolved config as YAML (every key, defaults included); parses back to the same.
+std::string to_yaml(const TrainConfig& config);
+
+}  // namespace microdit::train

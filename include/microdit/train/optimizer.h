@@ -1,0 +1,58 @@
+// AdamW as the official recipe configures it: weight decay on every parameter (biases and norm
+// weights included) in one parameter group, plus an optional learning-rate scale for the
+// expert-choice MoE expert weights (the official code's intended, never applied, half lr).
+#pragma once
+
+#include <torch/optim/adamw.h>
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace microdit::train {
+
+struct AdamWSettings {
+  double lr = 1e-4;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.1;  // decoupled, on every parameter
+  double moe_lr_scale = 1.0;  // lr factor for MoE expert weights; 1.0 keeps a single group
+};
+
+// True for a FeedForwardECMoe expert weight: a 3-D tensor named "<...>.mlp.w1" or "<...>.mlp.w2"
+// ((E, D, F) / (E, F, D)). The dense FeedForward's "mlp.w1.weight" is not one.
+bool is_moe_expert_weight(const std::string& name, const at::Tensor& parameter);
+
+// An AdamW that remembers, per parameter group, the factor its learning rate carries relative to
+// the base learning rate. LibTorch parameter groups hold options only, so the factors live here,
+// in group order; groups added later through add_param_group() count as factor 1.
+class ScaledAdamW : public torch::optim::AdamW {
+ public:
+  ScaledAdamW(const std::vector<torch::optim::OptimizerParamGroup>& groups,
+              const torch::optim::AdamWOptions& defaults, std::vector<double> lr_scales);
+  double lr_scale(std::size_t group) const;
+
+ private:
+  std::vector<double> lr_scales_;
+};
+
+// Groups, in order: [0] every parameter that is not an MoE expert weight (lr scale 1), then, only
+// when moe_lr_scale != 1 and such weights exist, [1] the expert weights (lr scale moe_lr_scale);
+// an empty group is left out.
+// Parameters keep their order from `named_params` inside each group. The returned object is a
+// ScaledAdamW. Throws std::invalid_argument for an empty parameter list or a negative scale.
+std::unique_ptr<torch::optim::AdamW> make_adamw(
+    const std::vector<std::pair<std::string, at::Tensor>>& named_params,
+    const AdamWSettings& settings);
+
+// The lr factor of `group`: ScaledAdamW's recorded factor, 1 for any other optimizer.
+double lr_scale(const torch::optim::Optimizer& optimizer, std::size_t group);
+
+// Sets every group's learning rate to base_lr * lr_scale(optimizer, group), e.g. once per step
+// with base_lr = lr * lr_factor(schedule, t).
+void set_learning_rate(torch::optim::Optimizer& optimizer, double base_lr);
+
+}  // namespace microdit::train

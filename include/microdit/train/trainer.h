@@ -1,0 +1,46 @@
+// The training loop of `microdit-train`: the official recipe's step (EDM loss with deferred
+// masking, gradient accumulation from micro-batch to batch, clipping, AdamW, EMA) over a
+// deterministic sample stream, with checkpoints, exact resume, stage chaining, progress, metrics,
+// TensorBoard and sample grids.
+#pragma once
+#include <filesystem>
+#include <functional>
+#include <memory>
+
+#include "microdit/model/microdit.h"
+#include "microdit/train/config.h"
+
+namespace microdit::train {
+
+struct TrainerOptions {
+  bool resume = false;  // continue from the newest checkpoint in run.dir
+  // Called after every optimizer step with the new global step and its loss (tests, tools).
+  std::function<void(int64_t step, double loss)> on_step;
+};
+
+struct TrainResult {
+  int64_t final_step = 0;
+  bool stopped_by_signal = false;  // SIGTERM/SIGINT: checkpoint written, clean exit
+  double prompt_match = -1;        // built-in data: fraction of samples matching their prompt
+  std::vector<double> losses;      // loss of each step this run performed
+};
+
+class Trainer {
+ public:
+  Trainer(TrainConfig config, TrainerOptions options = {});
+  ~Trainer();
+  TrainResult run();
+  // The trained model; after run() its parameters' .grad hold the last step's gradient.
+  model::DiT& model();
+
+ private:
+  struct State;
+  std::unique_ptr<State> s_;
+};
+
+// Thrown when a step's loss is not finite; names the step and the last good checkpoint.
+struct NonFiniteLoss : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+}  // namespace microdit::train

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# All GPU checks in one call, in tiers so that a cut-off still returns the earlier ones:
+#   1. build against the machine's python3 PyTorch (CUDA LibTorch), no OpenCV
+#   2. parity on CUDA: float32 with TF32 off (bounds enforced), bf16 autocast (errors reported),
+#      and the *_CUDA GoogleTest cases
+#   3. timings: microdit-bench beside the official code (../shared/tools/bench_official.py) on the
+#      same shapes, in the same call; out-of-memory is caught per row
+# Needs .device/ from scripts/device/prepare.sh (carry it). Writes to $OUT (at most 8 files).
+# Without a GPU it runs the same tiers on the CPU with tiny shapes (to test this script).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/microdit-device-out}
+mkdir -p "$OUT"
+SUMMARY="$OUT/summary.txt"
+log() { echo "[$(date +%T)] $*" | tee -a "$SUMMARY"; }
+
+if command -v nvidia-smi >/dev/null && nvidia-smi >/dev/null 2>&1; then GPU=1; DEVICE=cuda; else GPU=0; DEVICE=cpu; fi
+{ date -u; uname -a; nvidia-smi 2>&1 | head -15; python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'; nproc; } > "$OUT/env.txt" 2>&1
+log "device: $DEVICE"
+
+# Tier 1: build.
+BUILD_DIR=${BUILD_DIR:-build-device}
+t0=$(date +%s)
+if cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMICRODIT_WITH_OPENCV=OFF > "$OUT/build.log" 2>&1 &&
+   cmake --build "$BUILD_DIR" -j "$(nproc)" >> "$OUT/build.log" 2>&1; then
+  log "tier 1 build: ok in $(( $(date +%s) - t0 )) s"
+else
+  log "tier 1 build: FAILED after $(( $(date +%s) - t0 )) s (see build.log)"; tail -30 "$OUT/build.log"; exit 1
+fi
+
+# Tier 2: parity.
+REF=.device/reference/microdit-official-tiny
+{
+  "$BUILD_DIR/microdit-check-reference" "$REF" --device "$DEVICE"; echo "exit $?"
+  [ "$GPU" = 1 ] && { "$BUILD_DIR/microdit-check-reference" "$REF" --device cuda --bf16; echo "exit $?"; }
+  for other in .device/reference/*/; do
+    [ "$other" = "$REF/" ] && continue
+    "$BUILD_DIR/microdit-check-reference" "$other" --device "$DEVICE"; echo "exit $?"
+  done
+} > "$OUT/parity.txt" 2>&1
+log "tier 2 parity: $(grep -E 'cases,' "$OUT/parity.txt" | tr '\n' ';')"
+"$BUILD_DIR/tests/microdit_tests" --gtest_filter='*_CUDA*' > "$OUT/tests.txt" 2>&1
+log "tier 2 CUDA tests: $(tail -1 "$OUT/tests.txt")"
+
+# Tier 3: timings, ours and the official code on the same shapes, one JSON line per row.
+BENCH="$OUT/bench.jsonl"
+: > "$BENCH"
+row() {  # row TIMEOUT_S COMMAND...
+  local limit=$1; shift
+  timeout "$limit" "$@" 2>>"$OUT/bench_err.log" | grep '^{' >> "$BENCH" ||
+    echo "{\"cmd\": \"$*\", \"error\": \"exit $? (out of memory = 3, timeout = 124)\"}" >> "$BENCH"
+}
+ours() { row 120 "$BUILD_DIR/microdit-bench" --device "$DEVICE" "$@"; }
+official() {
+  [ -f .device/peer/md/dit.py ] || return 0
+  row "${OFFICIAL_LIMIT:-120}" env PYTHONUNBUFFERED=1 python3 .device/peer/bench_official.py --models .device/peer "$@"
+}
+if [ "$GPU" = 1 ]; then
+  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75
+  official --arch MicroDiT_XL_2 --batch 256 --mask 0.75
+  if grep -q 'out of memory' "$BENCH"; then
+    ours --arch MicroDiT_XL_2 --batch 128 --mask 0.75
+    official --arch MicroDiT_XL_2 --batch 128 --mask 0.75
+  fi
+  ours --arch MicroDiT_XL_2 --batch 64 --mask 0
+  official --arch MicroDiT_XL_2 --batch 64 --mask 0
+  ours --arch MicroDiT_Tiny_2 --batch 256 --mask 0.75
+  official --arch MicroDiT_Tiny_2 --batch 256 --mask 0.75
+  OFFICIAL_LIMIT=240 official --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --compile
+else
+  ours --arch MicroDiT_Tiny_2 --batch 2 --mask 0.75 --steps 1 --warmup 1
+  official --arch MicroDiT_Tiny_2 --batch 2 --mask 0.75 --steps 1 --warmup 1
+fi
+log "tier 3 bench: $(wc -l < "$BENCH") rows"
+cat "$BENCH"

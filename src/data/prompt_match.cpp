@@ -1,0 +1,100 @@
+#include "microdit/data/prompt_match.h"
+
+#include <c10/util/StringUtil.h>
+
+#include <stdexcept>
+
+#include "microdit/io/tensor_map.h"
+
+namespace microdit::data {
+
+namespace {
+
+void check_palette(const at::Tensor& palette) {
+  if (palette.dim() != 2 || palette.size(1) != 3 || palette.size(0) < 2) {
+    throw std::invalid_argument(c10::str("prompt match: palette must be (P,3) with P >= 2, got ",
+                                         io::shape_string(palette.sizes())));
+  }
+}
+
+// Index of the largest count; the lowest index wins ties; -1 when every count is zero.
+int argmax_count(const std::vector<int64_t>& counts) {
+  int best = -1;
+  for (std::size_t k = 0; k < counts.size(); ++k) {
+    if (counts[k] > 0 && (best < 0 || counts[k] > counts[best])) best = static_cast<int>(k);
+  }
+  return best;
+}
+
+ColorReading read_labels(const int64_t* labels, int64_t H, int64_t W, int64_t P) {
+  std::vector<int64_t> border(static_cast<std::size_t>(P), 0);
+  for (int64_t y = 0; y < H; ++y) {
+    for (int64_t x = 0; x < W; ++x) {
+      if (y == 0 || y == H - 1 || x == 0 || x == W - 1) ++border[labels[y * W + x]];
+    }
+  }
+  ColorReading reading;
+  reading.background = argmax_count(border);
+  std::vector<int64_t> rest(static_cast<std::size_t>(P), 0);
+  for (int64_t i = 0; i < H * W; ++i) {
+    if (labels[i] != reading.background) ++rest[labels[i]];
+  }
+  reading.object = argmax_count(rest);
+  return reading;
+}
+
+}  // namespace
+
+std::vector<ColorReading> read_colors_batch(const at::Tensor& images, const at::Tensor& palette,
+                                            PixelRange range) {
+  check_palette(palette);
+  if (images.dim() != 4 || images.size(1) != 3 || images.size(2) < 1 || images.size(3) < 1) {
+    throw std::invalid_argument(
+        c10::str("read_colors: images must be (N,3,H,W), got ", io::shape_string(images.sizes())));
+  }
+  auto rgb = images.detach().to(at::kCPU, at::kFloat);
+  if (range == PixelRange::kSigned) rgb = (rgb + 1) / 2;
+  rgb = rgb.clamp(0, 1).permute({0, 2, 3, 1});  // (N,H,W,3)
+  auto colors = palette.detach().to(at::kCPU, at::kFloat);
+  auto distance2 = (rgb.unsqueeze(3) - colors).pow(2).sum(-1);  // (N,H,W,P)
+  auto labels = distance2.argmin(-1).contiguous();              // (N,H,W) int64
+  const int64_t N = labels.size(0), H = labels.size(1), W = labels.size(2);
+  const int64_t* data = labels.data_ptr<int64_t>();
+  std::vector<ColorReading> readings;
+  readings.reserve(static_cast<std::size_t>(N));
+  for (int64_t n = 0; n < N; ++n) {
+    readings.push_back(read_labels(data + n * H * W, H, W, palette.size(0)));
+  }
+  return readings;
+}
+
+ColorReading read_colors(const at::Tensor& image, const at::Tensor& palette, PixelRange range) {
+  if (image.dim() != 3) {
+    throw std::invalid_argument(
+        c10::str("read_colors: image must be (3,H,W), got ", io::shape_string(image.sizes())));
+  }
+  return read_colors_batch(image.unsqueeze(0), palette, range).front();
+}
+
+double prompt_match(const at::Tensor& images, const std::vector<ColorReading>& expected,
+                    const at::Tensor& palette, PixelRange range) {
+  const auto readings = read_colors_batch(images, palette, range);
+  if (readings.size() != expected.size()) {
+    throw std::invalid_argument(c10::str("prompt_match: ", readings.size(), " images but ",
+                                         expected.size(), " expected colour pairs"));
+  }
+  if (readings.empty()) return 0;
+  int64_t matches = 0;
+  for (std::size_t i = 0; i < readings.size(); ++i) matches += readings[i] == expected[i];
+  return static_cast<double>(matches) / static_cast<double>(readings.size());
+}
+
+double chance(int palette_size) {
+  if (palette_size < 2) {
+    throw std::invalid_argument(
+        c10::str("chance: palette size must be at least 2, got ", palette_size));
+  }
+  return 1.0 / (static_cast<double>(palette_size) * (palette_size - 1));
+}
+
+}  // namespace microdit::data

@@ -1,0 +1,154 @@
+#include "microdit/train/checkpoint.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <regex>
+#include <stdexcept>
+#include <vector>
+
+#include "microdit/io/safetensors.h"
+#include "microdit/io/state_dict.h"
+#include "microdit/io/torch_checkpoint.h"
+#include "microdit/train/ema.h"
+
+namespace microdit::train {
+namespace {
+constexpr const char* kFormat = "microdit-train-checkpoint-1";
+const std::string kModel = "model.", kEma = "ema.", kOptim = "optim.";
+
+void add_prefixed(io::TensorMap& out, const std::string& prefix, const io::TensorMap& tensors) {
+  for (const auto& [name, t] : tensors) out[prefix + name] = t.detach().to(at::kCPU);
+}
+
+io::TensorMap take_prefixed(const io::TensorMap& all, const std::string& prefix) {
+  io::TensorMap out;
+  for (const auto& [name, t] : all) {
+    if (name.rfind(prefix, 0) == 0) out[name.substr(prefix.size())] = t;
+  }
+  return out;
+}
+
+std::vector<std::pair<int64_t, std::filesystem::path>> list_checkpoints(
+    const std::filesystem::path& run_dir) {
+  std::vector<std::pair<int64_t, std::filesystem::path>> found;
+  const auto dir = run_dir / "checkpoints";
+  if (!std::filesystem::is_directory(dir)) return found;
+  static const std::regex name(R"(step-(\d+)\.safetensors)");
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    std::smatch m;
+    const auto file = entry.path().filename().string();
+    if (std::regex_match(file, m, name)) found.emplace_back(std::stoll(m[1]), entry.path());
+  }
+  std::sort(found.begin(), found.end());
+  return found;
+}
+
+const std::string& meta(const std::map<std::string, std::string>& m, const std::string& key,
+                        const std::filesystem::path& path) {
+  auto it = m.find(key);
+  if (it == m.end()) {
+    throw std::runtime_error(
+        fmt::format("{}: checkpoint metadata has no '{}'", path.string(), key));
+  }
+  return it->second;
+}
+}  // namespace
+
+std::filesystem::path checkpoint_path(const std::filesystem::path& run_dir, int64_t step) {
+  return run_dir / "checkpoints" / fmt::format("step-{:08d}.safetensors", step);
+}
+
+std::optional<std::filesystem::path> latest_checkpoint(const std::filesystem::path& run_dir) {
+  auto found = list_checkpoints(run_dir);
+  if (found.empty()) return std::nullopt;
+  return found.back().second;
+}
+
+void save_checkpoint(const std::filesystem::path& path, model::DiT& dit,
+                     torch::optim::AdamW& optimizer, const EMA* ema, const CheckpointState& state) {
+  io::TensorMap tensors;
+  add_prefixed(tensors, kModel, io::state_dict(*dit));
+  if (ema && ema->active()) add_prefixed(tensors, kEma, ema->state());
+  int64_t optimizer_step = 0;
+  for (const auto& item : dit->named_parameters()) {
+    auto it = optimizer.state().find(item.value().unsafeGetTensorImpl());
+    if (it == optimizer.state().end()) continue;
+    const auto& s = static_cast<const torch::optim::AdamWParamState&>(*it->second);
+    tensors[kOptim + item.key() + ".exp_avg"] = s.exp_avg().detach().to(at::kCPU);
+    tensors[kOptim + item.key() + ".exp_avg_sq"] = s.exp_avg_sq().detach().to(at::kCPU);
+    optimizer_step = s.step();
+  }
+  std::filesystem::create_directories(path.parent_path());
+  io::save_safetensors(path, tensors,
+                       {{"format", kFormat},
+                        {"step", std::to_string(state.step)},
+                        {"samples_seen", std::to_string(state.samples_seen)},
+                        {"seed", std::to_string(state.seed)},
+                        {"optimizer_step", std::to_string(optimizer_step)},
+                        {"config", state.config_yaml}});
+}
+
+void prune_checkpoints(const std::filesystem::path& run_dir, int64_t keep) {
+  auto found = list_checkpoints(run_dir);
+  for (size_t i = 0; i + static_cast<size_t>(keep) < found.size(); ++i) {
+    std::filesystem::remove(found[i].second);
+  }
+}
+
+LoadedCheckpoint load_checkpoint(const std::filesystem::path& path) {
+  std::map<std::string, std::string> m;
+  const auto tensors = io::load_safetensors(path, &m);
+  if (m.count("format") == 0 || m.at("format") != kFormat) {
+    throw std::runtime_error(
+        fmt::format("{}: not a microdit-train checkpoint (no format '{}' in its metadata)",
+                    path.string(), kFormat));
+  }
+  LoadedCheckpoint c;
+  c.state.step = std::stoll(meta(m, "step", path));
+  c.state.samples_seen = std::stoll(meta(m, "samples_seen", path));
+  c.state.seed = std::stoull(meta(m, "seed", path));
+  c.state.config_yaml = meta(m, "config", path);
+  c.optimizer_step = std::stoll(meta(m, "optimizer_step", path));
+  c.model = take_prefixed(tensors, kModel);
+  c.ema = take_prefixed(tensors, kEma);
+  c.optimizer = take_prefixed(tensors, kOptim);
+  return c;
+}
+
+void restore_optimizer(torch::optim::AdamW& optimizer, model::DiT& dit,
+                       const LoadedCheckpoint& loaded) {
+  if (loaded.optimizer.empty()) return;  // saved before the first step
+  std::vector<std::pair<at::Tensor, std::unique_ptr<torch::optim::AdamWParamState>>> states;
+  for (const auto& item : dit->named_parameters()) {
+    const auto& p = item.value();
+    auto moment = [&](const std::string& suffix) {
+      auto it = loaded.optimizer.find(item.key() + suffix);
+      if (it == loaded.optimizer.end() || it->second.sizes() != p.sizes()) {
+        throw std::runtime_error(fmt::format(
+            "checkpoint optimizer state for {} is missing or has another shape", item.key()));
+      }
+      return it->second.to(p.device(), p.scalar_type()).clone();
+    };
+    auto state = std::make_unique<torch::optim::AdamWParamState>();
+    state->step(loaded.optimizer_step);
+    state->exp_avg(moment(".exp_avg"));
+    state->exp_avg_sq(moment(".exp_avg_sq"));
+    states.emplace_back(p, std::move(state));
+  }
+  for (auto& [p, state] : states) optimizer.state()[p.unsafeGetTensorImpl()] = std::move(state);
+}
+
+io::TensorMap load_weights_any(const std::filesystem::path& path) {
+  if (!std::filesystem::exists(path)) {
+    throw std::runtime_error(fmt::format("weights file {} does not exist", path.string()));
+  }
+  if (path.extension() == ".pt" || path.extension() == ".pth")
+    return io::load_torch_state_dict(path);
+  std::map<std::string, std::string> m;
+  auto tensors = io::load_safetensors(path, &m);
+  if (m.count("format") && m.at("format") == kFormat) return take_prefixed(tensors, kModel);
+  return tensors;
+}
+
+}  // namespace microdit::train

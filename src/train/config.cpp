@@ -1,0 +1,668 @@
+#include "microdit/train/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+#include <string_view>
+#include <system_error>
+
+namespace microdit::train {
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Scalars: YAML text <-> values. Numbers are parsed with std::from_chars and written with the
+// shortest representation that reads back to the same double, so to_yaml round-trips exactly.
+
+std::string join_path(const std::string& prefix, const std::string& name) {
+  return prefix.empty() ? name : prefix + "." + name;
+}
+
+// How a YAML node is shown in an error message.
+std::string describe(const YAML::Node& node) {
+  if (!node.IsDefined() || node.IsNull()) return "an empty value";
+  if (node.IsSequence()) return "a list";
+  if (node.IsMap()) return "a mapping";
+  return "'" + node.Scalar() + "'";
+}
+
+[[noreturn]] void throw_type_error(const std::string& path, const std::string& source,
+                                   const std::string& expected, const YAML::Node& node) {
+  throw std::invalid_argument("key '" + path + "' in " + source + " expects " + expected +
+                              ", got " + describe(node));
+}
+
+std::string_view strip_plus(std::string_view text) {
+  if (text.size() > 1 && text.front() == '+') text.remove_prefix(1);
+  return text;
+}
+
+template <class Int>
+bool parse_integer(std::string_view text, Int& out) {
+  text = strip_plus(text);
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
+  return ec == std::errc() && end == text.data() + text.size() && !text.empty();
+}
+
+bool parse_double(std::string_view text, double& out) {
+  text = strip_plus(text);
+  const bool negative = !text.empty() && text.front() == '-';
+  const std::string_view body = negative ? text.substr(1) : text;
+  if (body == ".inf" || body == ".Inf" || body == ".INF") {
+    out = negative ? -std::numeric_limits<double>::infinity()
+                   : std::numeric_limits<double>::infinity();
+    return true;
+  }
+  if (!negative && (body == ".nan" || body == ".NaN" || body == ".NAN")) {
+    out = std::numeric_limits<double>::quiet_NaN();
+    return true;
+  }
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
+  return ec == std::errc() && end == text.data() + text.size() && !text.empty();
+}
+
+std::string format_double(double value) {
+  if (std::isnan(value)) return ".nan";
+  if (std::isinf(value)) return value > 0 ? ".inf" : "-.inf";
+  char buffer[64];
+  const auto [end, ec] = std::to_chars(buffer, buffer + sizeof(buffer), value);
+  std::string text(buffer, end);
+  // Keep a '.' so every YAML reader (PyYAML too) sees a float: "3" -> "3.0", "1e-08" -> "1.0e-08".
+  if (text.find_first_of(".e") == std::string::npos) {
+    text += ".0";
+  } else if (text.find('.') == std::string::npos) {
+    text.insert(text.find('e'), ".0");
+  }
+  return text;
+}
+
+std::string quote(const std::string& text) {
+  static const char* hex = "0123456789ABCDEF";
+  std::string out = "\"";
+  for (const char ch : text) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += ch;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (c < 0x20 || c == 0x7f) {
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 0xf];
+    } else {
+      out += ch;
+    }
+  }
+  return out + "\"";
+}
+
+// read_value: one YAML node into one member; write_value: the member as YAML flow text.
+void read_value(const YAML::Node& node, const std::string& path, const std::string& source,
+                int64_t& out) {
+  if (!node.IsScalar() || !parse_integer(node.Scalar(), out))
+    throw_type_error(path, source, "an integer", node);
+}
+
+void read_value(const YAML::Node& node, const std::string& path, const std::string& source,
+                uint64_t& out) {
+  if (!node.IsScalar() || !parse_integer(node.Scalar(), out))
+    throw_type_error(path, source, "a non-negative integer", node);
+}
+
+void read_value(const YAML::Node& node, const std::string& path, const std::string& source,
+                double& out) {
+  if (!node.IsScalar() || !parse_double(node.Scalar(), out))
+    throw_type_error(path, source, "a number", node);
+}
+
+void read_value(const YAML::Node& node, const std::string& path, const std::string& source,
+                bool& out) {
+  static const std::set<std::string> yes{"true", "True", "TRUE"};
+  static const std::set<std::string> no{"false", "False", "FALSE"};
+  if (node.IsScalar() && yes.count(node.Scalar())) {
+    out = true;
+  } else if (node.IsScalar() && no.count(node.Scalar())) {
+    out = false;
+  } else {
+    throw_type_error(path, source, "a boolean (true or false)", node);
+  }
+}
+
+void read_value(const YAML::Node& node, const std::string& path, const std::string& source,
+                std::string& out) {
+  if (node.IsNull()) {
+    out.clear();
+  } else if (node.IsScalar()) {
+    out = node.Scalar();
+  } else {
+    throw_type_error(path, source, "a string", node);
+  }
+}
+
+template <class T>
+void read_list(const YAML::Node& node, const std::string& path, const std::string& source,
+               const std::string& expected, std::vector<T>& out) {
+  if (node.IsNull()) {
+    out.clear();
+    return;
+  }
+  if (!node.IsSequence()) throw_type_error(path, source, expected, node);
+  std::vector<T> values(node.size());
+  for (size_t i = 0; i < node.size(); ++i)
+    read_value(node[i], path + "[" + std::to_string(i) + "]", source, values[i]);
+  out = std::move(values);
+}
+
+void read_value(const YAML::Node& node, const std::string& path, const std::string& source,
+                std::vector<double>& out) {
+  read_list(node, path, source, "a list of numbers such as [0.5, 1.0]", out);
+}
+
+void read_value(const YAML::Node& node, const std::string& path, const std::string& source,
+                std::vector<std::string>& out) {
+  read_list(node, path, source, "a list of strings", out);
+}
+
+std::string write_value(int64_t value) { return std::to_string(value); }
+std::string write_value(uint64_t value) { return std::to_string(value); }
+std::string write_value(double value) { return format_double(value); }
+std::string write_value(bool value) { return value ? "true" : "false"; }
+std::string write_value(const std::string& value) { return quote(value); }
+
+template <class T>
+std::string write_value(const std::vector<T>& values) {
+  std::string out = "[";
+  for (size_t i = 0; i < values.size(); ++i) out += (i ? ", " : "") + write_value(values[i]);
+  return out + "]";
+}
+
+// ---------------------------------------------------------------------------------------------
+// The schema: a tree of keys bound to the members of one TrainConfig. Parsing, overrides and
+// to_yaml all walk it, so a key exists in all three or in none.
+
+struct Key {
+  std::string name;
+  std::vector<Key> children;  // a section when non-empty
+  std::function<void(const YAML::Node&, const std::string& path, const std::string& source)> read;
+  std::function<std::string()> write;
+
+  bool is_section() const { return !children.empty(); }
+};
+
+template <class T>
+Key leaf(std::string name, T& member) {
+  Key key;
+  key.name = std::move(name);
+  key.read = [&member](const YAML::Node& node, const std::string& path, const std::string& source) {
+    read_value(node, path, source, member);
+  };
+  key.write = [&member] { return write_value(member); };
+  return key;
+}
+
+Key section(std::string name, std::vector<Key> children) {
+  Key key;
+  key.name = std::move(name);
+  key.children = std::move(children);
+  return key;
+}
+
+std::vector<Key> schema(TrainConfig& c) {
+  RunSection& r = c.run;
+  model::ZooArgs& z = c.model.zoo;
+  model::DiTConfig& d = c.model.dit;
+  diffusion::EDMConfig& e = c.edm;
+  OptimSection& o = c.optim;
+  EMASection& ema = c.optim.ema;
+  DataSection& data = c.data;
+  SampleSection& s = c.sample;
+  return {
+      section("run",
+              {leaf("dir", r.dir), leaf("seed", r.seed), leaf("device", r.device),
+               leaf("log_every", r.log_every), leaf("checkpoint_every", r.checkpoint_every),
+               leaf("keep_checkpoints", r.keep_checkpoints), leaf("sample_every", r.sample_every)}),
+      section("model",
+              {leaf("arch", c.model.arch),
+               section("zoo", {leaf("caption_channels", z.caption_channels),
+                               leaf("qkv_ratio", z.qkv_ratio), leaf("mlp_ratio", z.mlp_ratio),
+                               leaf("pos_interp_scale", z.pos_interp_scale),
+                               leaf("input_size", z.input_size), leaf("num_experts", z.num_experts),
+                               leaf("expert_capacity", z.expert_capacity),
+                               leaf("experts_every_n", z.experts_every_n),
+                               leaf("in_channels", z.in_channels)}),
+               section("dit", {leaf("input_size", d.input_size),
+                               leaf("patch_size", d.patch_size),
+                               leaf("in_channels", d.in_channels),
+                               leaf("dim", d.dim),
+                               leaf("depth", d.depth),
+                               leaf("head_dim", d.head_dim),
+                               leaf("multiple_of", d.multiple_of),
+                               leaf("caption_channels", d.caption_channels),
+                               leaf("pos_interp_scale", d.pos_interp_scale),
+                               leaf("norm_eps", d.norm_eps),
+                               leaf("depth_init", d.depth_init),
+                               leaf("qkv_multipliers", d.qkv_multipliers),
+                               leaf("ffn_multipliers", d.ffn_multipliers),
+                               leaf("use_patch_mixer", d.use_patch_mixer),
+                               leaf("patch_mixer_depth", d.patch_mixer_depth),
+                               leaf("patch_mixer_dim", d.patch_mixer_dim),
+                               leaf("patch_mixer_qkv_ratio", d.patch_mixer_qkv_ratio),
+                               leaf("patch_mixer_mlp_ratio", d.patch_mixer_mlp_ratio),
+                               leaf("use_bias", d.use_bias),
+                               leaf("num_experts", d.num_experts),
+                               leaf("expert_capacity", d.expert_capacity),
+                               leaf("experts_every_n", d.experts_every_n)})}),
+      section("edm",
+              {leaf("sigma_min", e.sigma_min), leaf("sigma_max", e.sigma_max),
+               leaf("P_mean", e.P_mean), leaf("P_std", e.P_std), leaf("sigma_data", e.sigma_data),
+               leaf("num_steps", e.num_steps), leaf("rho", e.rho), leaf("S_churn", e.S_churn),
+               leaf("S_min", e.S_min), leaf("S_max", e.S_max), leaf("S_noise", e.S_noise)}),
+      section("optim",
+              {leaf("steps", o.steps),
+               leaf("batch_size", o.batch_size),
+               leaf("micro_batch_size", o.micro_batch_size),
+               leaf("lr", o.lr),
+               leaf("weight_decay", o.weight_decay),
+               leaf("beta1", o.beta1),
+               leaf("beta2", o.beta2),
+               leaf("eps", o.eps),
+               leaf("moe_lr_scale", o.moe_lr_scale),
+               leaf("schedule", o.schedule),
+               leaf("warmup_steps", o.warmup_steps),
+               leaf("alpha_f", o.alpha_f),
+               leaf("t_max", o.t_max),
+               leaf("clip_norm", o.clip_norm),
+               leaf("mask_ratio", o.mask_ratio),
+               leaf("caption_drop_prob", o.caption_drop_prob),
+               leaf("precision", o.precision),
+               section("ema", {leaf("enabled", ema.enabled), leaf("smoothing", ema.smoothing),
+                               leaf("start_step", ema.start_step)}),
+               leaf("continue_from", o.continue_from),
+               leaf("init_from", o.init_from),
+               leaf("init_ignore_keys", o.init_ignore_keys)}),
+      section(
+          "data",
+          {leaf("kind", data.kind), leaf("path", data.path), leaf("latents_key", data.latents_key),
+           leaf("captions_key", data.captions_key), leaf("builtin_samples", data.builtin_samples),
+           leaf("builtin_palette", data.builtin_palette),
+           leaf("builtin_image_size", data.builtin_image_size),
+           leaf("builtin_caption_len", data.builtin_caption_len),
+           leaf("builtin_caption_channels", data.builtin_caption_channels)}),
+      section("sample", {leaf("prompts", s.prompts), leaf("steps", s.steps), leaf("cfg", s.cfg),
+                         leaf("seed", s.seed)}),
+  };
+}
+
+size_t levenshtein(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t substitute = diagonal + (a[i - 1] == b[j - 1] ? 0 : 1);
+      diagonal = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, substitute});
+    }
+  }
+  return row[b.size()];
+}
+
+std::string closest(const std::vector<std::string>& names, const std::string& name) {
+  std::string best;
+  size_t best_distance = SIZE_MAX;
+  for (const auto& candidate : names) {
+    const size_t distance = levenshtein(name, candidate);
+    if (distance < best_distance) {
+      best = candidate;
+      best_distance = distance;
+    }
+  }
+  return best;
+}
+
+const Key* find_key(const std::vector<Key>& keys, const std::string& name) {
+  for (const auto& key : keys)
+    if (key.name == name) return &key;
+  return nullptr;
+}
+
+[[noreturn]] void throw_unknown_key(const std::vector<Key>& keys, const std::string& prefix,
+                                    const std::string& name, const std::string& source) {
+  std::vector<std::string> names;
+  for (const auto& key : keys) names.push_back(key.name);
+  throw std::invalid_argument("unknown key '" + join_path(prefix, name) + "' in " + source +
+                              "; did you mean '" + join_path(prefix, closest(names, name)) + "'?");
+}
+
+void read_section(const std::vector<Key>& keys, const YAML::Node& node, const std::string& prefix,
+                  const std::string& source) {
+  if (node.IsNull()) return;  // "section:" with nothing under it keeps the defaults
+  if (!node.IsMap()) {
+    throw_type_error(prefix.empty() ? "<top level>" : prefix, source, "a mapping of keys to values",
+                     node);
+  }
+  std::set<std::string> seen;
+  for (const auto& item : node) {
+    if (!item.first.IsScalar())
+      throw std::invalid_argument("a key under " + (prefix.empty() ? "the top level" : prefix) +
+                                  " in " + source + " is not a name");
+    const std::string name = item.first.Scalar();
+    const std::string path = join_path(prefix, name);
+    const Key* key = find_key(keys, name);
+    if (key == nullptr) throw_unknown_key(keys, prefix, name, source);
+    if (!seen.insert(name).second)
+      throw std::invalid_argument("key '" + path + "' appears twice in " + source);
+    if (key->is_section()) {
+      read_section(key->children, item.second, path, source);
+    } else {
+      key->read(item.second, path, source);
+    }
+  }
+}
+
+YAML::Node load_yaml(const std::string& text, const std::string& source) {
+  try {
+    return YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    throw std::invalid_argument("cannot parse " + source + " as YAML: " + e.what());
+  }
+}
+
+// "a.b.c=value": the value is a YAML scalar or flow collection, e.g. optim.lr=1e-4 or
+// model.dit.qkv_multipliers=[0.5,1.0].
+void apply_override(const std::vector<Key>& root, const std::string& text) {
+  const auto equals = text.find('=');
+  if (equals == std::string::npos) {
+    throw std::invalid_argument("override '" + text +
+                                "' has no '=': expected key=value, e.g. optim.lr=1e-4");
+  }
+  const std::string dotted = text.substr(0, equals);
+  std::vector<std::string> parts;
+  std::stringstream stream(dotted);
+  for (std::string part; std::getline(stream, part, '.');) parts.push_back(part);
+  if (dotted.empty() || dotted.back() == '.' ||
+      std::any_of(parts.begin(), parts.end(), [](const auto& p) { return p.empty(); })) {
+    throw std::invalid_argument("override '" + text +
+                                "' has a malformed key: expected dotted names such as optim.lr");
+  }
+  const std::string source = "override '" + text + "'";
+  const YAML::Node value = load_yaml(text.substr(equals + 1), source);
+
+  const std::vector<Key>* keys = &root;
+  std::string prefix;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const Key* key = find_key(*keys, parts[i]);
+    if (key == nullptr) throw_unknown_key(*keys, prefix, parts[i], source);
+    const std::string path = join_path(prefix, parts[i]);
+    if (i + 1 == parts.size()) {
+      if (key->is_section()) {
+        read_section(key->children, value, path, source);
+      } else {
+        key->read(value, path, source);
+      }
+    } else if (!key->is_section()) {
+      throw std::invalid_argument("unknown key '" + dotted + "' in " + source + ": '" + path +
+                                  "' is a value, not a section");
+    } else {
+      keys = &key->children;
+      prefix = path;
+    }
+  }
+}
+
+void write_section(const std::vector<Key>& keys, int indent, std::ostringstream& out) {
+  for (const auto& key : keys) {
+    out << std::string(static_cast<size_t>(indent), ' ') << key.name << ':';
+    if (key.is_section()) {
+      out << '\n';
+      write_section(key.children, indent + 2, out);
+    } else {
+      out << ' ' << key.write() << '\n';
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation: the first value out of range throws, naming its key, the value and what is valid.
+
+std::string show(double value) { return format_double(value); }
+std::string show(int64_t value) { return std::to_string(value); }
+std::string show(const std::string& value) { return quote(value); }
+
+template <class T>
+void require(bool ok, const std::string& key, const T& value, const std::string& expected) {
+  if (!ok) {
+    throw std::invalid_argument("invalid config: " + key + " = " + show(value) + ", expected " +
+                                expected);
+  }
+}
+
+bool is_device(const std::string& device) {
+  if (device == "auto" || device == "cpu" || device == "cuda") return true;
+  const std::string prefix = "cuda:";
+  if (device.rfind(prefix, 0) != 0 || device.size() == prefix.size()) return false;
+  return std::all_of(device.begin() + static_cast<std::ptrdiff_t>(prefix.size()), device.end(),
+                     [](char c) { return c >= '0' && c <= '9'; });
+}
+
+bool one_of(const std::string& value, const std::vector<std::string>& choices) {
+  return std::find(choices.begin(), choices.end(), value) != choices.end();
+}
+
+void validate_run(const RunSection& r) {
+  require(!r.dir.empty(), "run.dir", r.dir, "a directory path");
+  require(is_device(r.device), "run.device", r.device, "auto, cpu, cuda or cuda:N");
+  require(r.log_every > 0, "run.log_every", r.log_every, "> 0");
+  require(r.checkpoint_every >= 0, "run.checkpoint_every", r.checkpoint_every,
+          ">= 0 (0: only at the end)");
+  require(r.keep_checkpoints >= 1, "run.keep_checkpoints", r.keep_checkpoints, ">= 1");
+  require(r.sample_every >= 0, "run.sample_every", r.sample_every, ">= 0 (0: only at the end)");
+}
+
+// Where a field of the resolved model comes from: model.dit for "custom", else model.zoo.
+std::string model_key(const ModelSection& m, const std::string& field) {
+  return (m.arch == "custom" ? "model.dit." : "model.zoo.") + field;
+}
+
+model::DiTConfig validate_model(const ModelSection& m) {
+  model::DiTConfig dit;
+  try {
+    dit = m.resolved();
+    dit.validate();
+  } catch (const std::exception& e) {
+    throw std::invalid_argument(std::string("invalid config: model: ") + e.what());
+  }
+  // Fields DiTConfig::validate leaves to its callers.
+  const bool custom = m.arch == "custom";
+  require(dit.input_size > 0, model_key(m, "input_size"), dit.input_size, "> 0");
+  require(dit.in_channels > 0, model_key(m, "in_channels"), dit.in_channels, "> 0");
+  require(dit.caption_channels > 0, model_key(m, "caption_channels"), dit.caption_channels, "> 0");
+  require(dit.multiple_of > 0, "model.dit.multiple_of", dit.multiple_of, "> 0");
+  require(dit.norm_eps > 0, "model.dit.norm_eps", dit.norm_eps, "> 0");
+  for (const double r : dit.qkv_multipliers)
+    require(r > 0, model_key(m, custom ? "qkv_multipliers" : "qkv_ratio"), r, "ratios > 0");
+  for (const double r : dit.ffn_multipliers)
+    require(r > 0, model_key(m, custom ? "ffn_multipliers" : "mlp_ratio"), r, "ratios > 0");
+  require(dit.patch_mixer_qkv_ratio > 0, "model.dit.patch_mixer_qkv_ratio",
+          dit.patch_mixer_qkv_ratio, "> 0");
+  require(dit.patch_mixer_mlp_ratio > 0, "model.dit.patch_mixer_mlp_ratio",
+          dit.patch_mixer_mlp_ratio, "> 0");
+  return dit;
+}
+
+void validate_edm(const diffusion::EDMConfig& e) {
+  require(e.sigma_min > 0, "edm.sigma_min", e.sigma_min, "> 0");
+  require(e.sigma_max > e.sigma_min && std::isfinite(e.sigma_max), "edm.sigma_max", e.sigma_max,
+          "a finite value > edm.sigma_min");
+  require(std::isfinite(e.P_mean), "edm.P_mean", e.P_mean, "a finite number");
+  require(e.P_std > 0 && std::isfinite(e.P_std), "edm.P_std", e.P_std, "a finite value > 0");
+  require(e.sigma_data > 0 && std::isfinite(e.sigma_data), "edm.sigma_data", e.sigma_data,
+          "a finite value > 0");
+  require(e.num_steps >= 1, "edm.num_steps", e.num_steps, ">= 1");
+  require(e.rho > 0, "edm.rho", e.rho, "> 0");
+  require(e.S_churn >= 0, "edm.S_churn", e.S_churn, ">= 0");
+  require(e.S_min >= 0, "edm.S_min", e.S_min, ">= 0");
+  require(e.S_max >= e.S_min, "edm.S_max", e.S_max, ">= edm.S_min (.inf allowed)");
+  require(e.S_noise > 0, "edm.S_noise", e.S_noise, "> 0");
+}
+
+void validate_optim(const OptimSection& o, int64_t world_size, const model::DiTConfig& dit) {
+  require(o.steps > 0, "optim.steps", o.steps, "> 0");
+  require(o.batch_size > 0, "optim.batch_size", o.batch_size, "> 0");
+  require(o.micro_batch_size >= 0, "optim.micro_batch_size", o.micro_batch_size,
+          ">= 0 (0: batch_size / world size)");
+  if (o.micro_batch_size == 0) {
+    require(o.batch_size % world_size == 0, "optim.batch_size", o.batch_size,
+            "a multiple of the world size " + std::to_string(world_size) +
+                " (optim.micro_batch_size is 0, i.e. batch_size / world size)");
+  } else {
+    const int64_t per_step = world_size * o.micro_batch_size;
+    require(o.batch_size % per_step == 0, "optim.batch_size", o.batch_size,
+            "a multiple of world size " + std::to_string(world_size) +
+                " x optim.micro_batch_size " + std::to_string(o.micro_batch_size) + " = " +
+                std::to_string(per_step));
+  }
+  require(o.lr >= 0 && std::isfinite(o.lr), "optim.lr", o.lr, "a finite value >= 0");
+  require(o.weight_decay >= 0 && std::isfinite(o.weight_decay), "optim.weight_decay",
+          o.weight_decay, "a finite value >= 0");
+  require(o.beta1 >= 0 && o.beta1 < 1, "optim.beta1", o.beta1, "a value in [0, 1)");
+  require(o.beta2 >= 0 && o.beta2 < 1, "optim.beta2", o.beta2, "a value in [0, 1)");
+  require(o.eps > 0, "optim.eps", o.eps, "> 0");
+  require(o.moe_lr_scale >= 0 && std::isfinite(o.moe_lr_scale), "optim.moe_lr_scale",
+          o.moe_lr_scale, "a finite value >= 0");
+  require(one_of(o.schedule, {"constant", "constant_with_warmup", "cosine_with_warmup"}),
+          "optim.schedule", o.schedule, "constant, constant_with_warmup or cosine_with_warmup");
+  require(o.warmup_steps >= 0 && o.warmup_steps <= o.steps, "optim.warmup_steps", o.warmup_steps,
+          "a value in [0, optim.steps = " + std::to_string(o.steps) + "]");
+  require(o.alpha_f >= 0 && o.alpha_f <= 1, "optim.alpha_f", o.alpha_f, "a value in [0, 1]");
+  require(o.t_max >= 0, "optim.t_max", o.t_max, ">= 0 (0: optim.steps)");
+  if (o.schedule == "cosine_with_warmup") {
+    const int64_t t_max = o.t_max == 0 ? o.steps : o.t_max;
+    require(t_max > o.warmup_steps, "optim.t_max", o.t_max,
+            "a decay end after optim.warmup_steps = " + std::to_string(o.warmup_steps) +
+                " (0 means optim.steps)");
+  }
+  require(o.clip_norm >= 0, "optim.clip_norm", o.clip_norm, ">= 0 (0: off)");
+  require(o.mask_ratio >= 0 && o.mask_ratio < 1, "optim.mask_ratio", o.mask_ratio,
+          "a value in [0, 1)");
+  // Official len_keep = int(T * (1 - ratio)) must leave the backbone at least one token.
+  const auto kept =
+      static_cast<int64_t>(static_cast<double>(dit.num_patches()) * (1.0 - o.mask_ratio));
+  require(kept >= 1, "optim.mask_ratio", o.mask_ratio,
+          "a ratio that keeps at least one of the model's " + std::to_string(dit.num_patches()) +
+              " patches");
+  require(o.caption_drop_prob >= 0 && o.caption_drop_prob <= 1, "optim.caption_drop_prob",
+          o.caption_drop_prob, "a probability in [0, 1]");
+  require(one_of(o.precision, {"auto", "bf16", "fp32"}), "optim.precision", o.precision,
+          "auto, bf16 or fp32");
+  require(o.ema.smoothing >= 0 && o.ema.smoothing <= 1, "optim.ema.smoothing", o.ema.smoothing,
+          "a value in [0, 1]");
+  require(o.ema.start_step >= 0, "optim.ema.start_step", o.ema.start_step, ">= 0");
+  require(o.continue_from.empty() || o.init_from.empty(), "optim.init_from", o.init_from,
+          "empty when optim.continue_from is set (continue a run, or initialise weights from "
+          "one, not both)");
+}
+
+void validate_data(const DataSection& d, const ModelSection& model, const model::DiTConfig& dit) {
+  require(one_of(d.kind, {"builtin", "safetensors"}), "data.kind", d.kind,
+          "builtin or safetensors");
+  if (d.kind == "safetensors") {
+    require(!d.path.empty(), "data.path", d.path,
+            "a directory of shards when data.kind is safetensors");
+    require(!d.latents_key.empty(), "data.latents_key", d.latents_key, "a tensor name");
+    require(!d.captions_key.empty(), "data.captions_key", d.captions_key, "a tensor name");
+  } else {
+    require(d.builtin_samples > 0, "data.builtin_samples", d.builtin_samples, "> 0");
+    require(d.builtin_palette >= 2 && d.builtin_palette <= 8, "data.builtin_palette",
+            d.builtin_palette, "a number of colours in [2, 8]");
+    require(d.builtin_caption_len >= 7, "data.builtin_caption_len", d.builtin_caption_len,
+            ">= 7 (the words of a caption)");
+    require(dit.in_channels == 3, model_key(model, "in_channels"), dit.in_channels,
+            "3 for data.kind builtin (RGB pixels are the latents)");
+    require(d.builtin_image_size == dit.input_size, "data.builtin_image_size", d.builtin_image_size,
+            "the model's input_size " + std::to_string(dit.input_size) +
+                " (the built-in images are the model's input)");
+    require(d.builtin_caption_channels == dit.caption_channels, "data.builtin_caption_channels",
+            d.builtin_caption_channels,
+            "the model's caption_channels " + std::to_string(dit.caption_channels));
+  }
+}
+
+void validate_sample(const SampleSection& s) {
+  require(s.steps >= 1, "sample.steps", s.steps, ">= 1");
+  require(s.cfg >= 1 && std::isfinite(s.cfg), "sample.cfg", s.cfg,
+          "a finite guidance scale >= 1 (1: no guidance)");
+}
+
+}  // namespace
+
+model::DiTConfig ModelSection::resolved() const {
+  if (arch == "custom") return dit;
+  const auto names = model::zoo_names();
+  if (!one_of(arch, names)) {
+    std::string valid = "custom";
+    for (const auto& name : names) valid += ", " + name;
+    std::vector<std::string> all = names;
+    all.push_back("custom");
+    throw std::invalid_argument("unknown model.arch '" + arch + "': valid are " + valid +
+                                "; did you mean '" + closest(all, arch) + "'?");
+  }
+  return model::zoo_config(arch, zoo);
+}
+
+TrainConfig parse_train_config(const std::string& yaml_text,
+                               const std::vector<std::string>& overrides,
+                               const std::string& source) {
+  TrainConfig config;
+  const std::vector<Key> keys = schema(config);
+  read_section(keys, load_yaml(yaml_text, source), "", source);
+  for (const auto& text : overrides) apply_override(keys, text);
+  try {
+    validate(config);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(std::string(e.what()) + " (in " + source +
+                                (overrides.empty() ? "" : " with overrides") + ")");
+  }
+  return config;
+}
+
+TrainConfig load_train_config(const std::filesystem::path& path,
+                              const std::vector<std::string>& overrides) {
+  std::ifstream file(path, std::ios::binary);
+  if (!file) throw std::invalid_argument("cannot read config file " + path.string());
+  std::ostringstream text;
+  text << file.rdbuf();
+  return parse_train_config(text.str(), overrides, path.string());
+}
+
+void validate(const TrainConfig& config, int64_t world_size) {
+  if (world_size < 1)
+    throw std::invalid_argument("world size " + std::to_string(world_size) + " must be >= 1");
+  validate_run(config.run);
+  const model::DiTConfig dit = validate_model(config.model);
+  validate_edm(config.edm);
+  validate_optim(config.optim, world_size, dit);
+  validate_data(config.data, config.model, dit);
+  validate_sample(config.sample);
+}
+
+std::string to_yaml(const TrainConfig& config) {
+  TrainConfig copy = config;  // the schema binds mutable members
+  std::ostringstream out;
+  out << "# MicroDiT training config, fully resolved: every key (docs/config.md).\n";
+  write_section(schema(copy), 0, out);
+  return out.str();
+}
+
+}  // namespace microdit::train

@@ -1,0 +1,76 @@
+#include "microdit/train/optimizer.h"
+
+#include <c10/util/StringUtil.h>
+
+#include <stdexcept>
+
+namespace microdit::train {
+
+bool is_moe_expert_weight(const std::string& name, const at::Tensor& parameter) {
+  auto ends_with = [&](std::string_view suffix) {
+    // "mlp.w1" at the top level, or "<prefix>.mlp.w1".
+    return name == suffix.substr(1) || name.ends_with(suffix);
+  };
+  return parameter.dim() == 3 && (ends_with(".mlp.w1") || ends_with(".mlp.w2"));
+}
+
+ScaledAdamW::ScaledAdamW(const std::vector<torch::optim::OptimizerParamGroup>& groups,
+                         const torch::optim::AdamWOptions& defaults, std::vector<double> lr_scales)
+    : torch::optim::AdamW(groups, defaults), lr_scales_(std::move(lr_scales)) {
+  if (lr_scales_.size() != groups.size()) {
+    throw std::invalid_argument(c10::str("ScaledAdamW: ", lr_scales_.size(), " lr scales for ",
+                                         groups.size(), " parameter groups"));
+  }
+}
+
+double ScaledAdamW::lr_scale(std::size_t group) const {
+  return group < lr_scales_.size() ? lr_scales_[group] : 1.0;
+}
+
+std::unique_ptr<torch::optim::AdamW> make_adamw(
+    const std::vector<std::pair<std::string, at::Tensor>>& named_params,
+    const AdamWSettings& settings) {
+  if (named_params.empty()) throw std::invalid_argument("make_adamw: no parameters to optimize");
+  if (settings.moe_lr_scale < 0) {
+    throw std::invalid_argument(
+        c10::str("make_adamw: moe_lr_scale ", settings.moe_lr_scale, " is negative"));
+  }
+  const bool split = settings.moe_lr_scale != 1.0;
+  std::vector<at::Tensor> base, experts;
+  for (const auto& [name, parameter] : named_params) {
+    (split && is_moe_expert_weight(name, parameter) ? experts : base).push_back(parameter);
+  }
+
+  auto options = torch::optim::AdamWOptions(settings.lr)
+                     .betas({settings.beta1, settings.beta2})
+                     .eps(settings.eps)
+                     .weight_decay(settings.weight_decay);
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  std::vector<double> scales;
+  if (!base.empty()) {
+    groups.emplace_back(std::move(base), std::make_unique<torch::optim::AdamWOptions>(options));
+    scales.push_back(1.0);
+  }
+  if (!experts.empty()) {
+    auto expert_options = options;
+    expert_options.lr(settings.lr * settings.moe_lr_scale);
+    groups.emplace_back(std::move(experts),
+                        std::make_unique<torch::optim::AdamWOptions>(expert_options));
+    scales.push_back(settings.moe_lr_scale);
+  }
+  return std::make_unique<ScaledAdamW>(groups, options, std::move(scales));
+}
+
+double lr_scale(const torch::optim::Optimizer& optimizer, std::size_t group) {
+  const auto* scaled = dynamic_cast<const ScaledAdamW*>(&optimizer);
+  return scaled ? scaled->lr_scale(group) : 1.0;
+}
+
+void set_learning_rate(torch::optim::Optimizer& optimizer, double base_lr) {
+  auto& groups = optimizer.param_groups();
+  for (std::size_t g = 0; g < groups.size(); ++g) {
+    groups[g].options().set_lr(base_lr * lr_scale(optimizer, g));
+  }
+}
+
+}  // namespace microdit::train

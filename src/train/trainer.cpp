@@ -1,0 +1,361 @@
+#include "microdit/train/trainer.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <fstream>
+
+#include "microdit/data/builtin_shapes.h"
+#include "microdit/data/prompt_match.h"
+#include "microdit/data/safetensors_shards.h"
+#include "microdit/data/sample_order.h"
+#include "microdit/diffusion/edm_loss.h"
+#include "microdit/diffusion/edm_sampler.h"
+#include "microdit/io/atomic_file.h"
+#include "microdit/io/png.h"
+#include "microdit/io/state_dict.h"
+#include "microdit/model/masking.h"
+#include "microdit/nn/autocast.h"
+#include "microdit/train/checkpoint.h"
+#include "microdit/train/ema.h"
+#include "microdit/train/lr_schedule.h"
+#include "microdit/train/metrics_log.h"
+#include "microdit/train/optimizer.h"
+#include "microdit/train/sample_draws.h"
+#include "microdit/train/tensorboard.h"
+#include "microdit/train/train_step.h"
+#include "microdit/util/device.h"
+
+namespace microdit::train {
+namespace {
+std::atomic<int> g_stop_signal{0};
+extern "C" void on_stop_signal(int signal) { g_stop_signal = signal; }
+
+// Installs the SIGTERM/SIGINT handlers for the duration of a run, restores the old ones after.
+class StopSignals {
+ public:
+  StopSignals() {
+    g_stop_signal = 0;
+    old_term_ = std::signal(SIGTERM, on_stop_signal);
+    old_int_ = std::signal(SIGINT, on_stop_signal);
+  }
+  ~StopSignals() {
+    std::signal(SIGTERM, old_term_);
+    std::signal(SIGINT, old_int_);
+  }
+  bool requested() const { return g_stop_signal != 0; }
+
+ private:
+  void (*old_term_)(int);
+  void (*old_int_)(int);
+};
+
+std::string format_duration(double seconds) {
+  const auto s = static_cast<int64_t>(seconds);
+  if (s >= 3600) return fmt::format("{}h{:02d}m", s / 3600, (s % 3600) / 60);
+  if (s >= 60) return fmt::format("{}m{:02d}s", s / 60, s % 60);
+  return fmt::format("{}s", s);
+}
+
+at::Device resolve_device(const std::string& name) {
+  if (name == "auto") return at::Device(util::default_device_name());
+  at::Device device(name);
+  if (device.is_cuda() && !util::cuda_available()) {
+    throw std::runtime_error("run.device is '" + name + "' but no CUDA device is available");
+  }
+  return device;
+}
+}  // namespace
+
+struct Trainer::State {
+  TrainConfig cfg;
+  TrainerOptions opts;
+  std::filesystem::path run_dir;
+  at::Device device{at::kCPU};
+  bool bf16 = false;
+  model::DiTConfig dit_cfg;
+  model::DiT dit{nullptr};
+  std::unique_ptr<torch::optim::AdamW> optimizer;
+  std::unique_ptr<EMA> ema;
+  std::unique_ptr<data::Dataset> dataset;
+  std::unique_ptr<data::BuiltinShapes> builtin;  // also `dataset` when data.kind is builtin
+  std::unique_ptr<data::SampleOrder> order;
+  std::unique_ptr<EventWriter> events;
+  std::unique_ptr<MetricsLog> metrics;
+  int64_t step = 0;
+  double grad_norm = 0;  // of the last step, before clipping
+  int64_t world_size = 1, rank = 0;
+  std::string last_checkpoint = "none";
+
+  void setup();
+  void make_dataset();
+  void restore();
+  double train_one_step();
+  double micro_batch(const std::vector<int64_t>& positions);
+  void save(bool final);
+  void log_progress(double loss, double images_per_s, double eta_s);
+  double sample_grid();
+};
+
+Trainer::Trainer(TrainConfig config, TrainerOptions options) : s_(std::make_unique<State>()) {
+  s_->cfg = std::move(config);
+  s_->opts = std::move(options);
+  validate(s_->cfg, s_->world_size);
+  s_->setup();
+}
+
+Trainer::~Trainer() = default;
+
+model::DiT& Trainer::model() { return s_->dit; }
+
+void Trainer::State::setup() {
+  run_dir = cfg.run.dir;
+  device = resolve_device(cfg.run.device);
+  bf16 = cfg.optim.precision == "bf16" || (cfg.optim.precision == "auto" && device.is_cuda());
+  dit_cfg = cfg.model.resolved();
+  std::filesystem::create_directories(run_dir / "samples");
+  io::write_file_atomically(run_dir / "config.yaml",
+                            [&](std::ostream& out) { out << to_yaml(cfg); });
+  make_dataset();
+  at::manual_seed(cfg.run.seed);  // the model's initialisation
+  dit = model::DiT(dit_cfg);
+  dit->to(device);
+  dit->train();
+  std::vector<std::pair<std::string, at::Tensor>> named;
+  for (const auto& item : dit->named_parameters()) named.emplace_back(item.key(), item.value());
+  optimizer = make_adamw(named, {cfg.optim.lr, cfg.optim.beta1, cfg.optim.beta2, cfg.optim.eps,
+                                 cfg.optim.weight_decay, cfg.optim.moe_lr_scale});
+  if (cfg.optim.ema.enabled) {
+    ema = std::make_unique<EMA>(cfg.optim.ema.smoothing, cfg.optim.ema.start_step);
+  }
+  restore();
+  events = std::make_unique<EventWriter>(run_dir);
+  metrics = std::make_unique<MetricsLog>(run_dir / "metrics.jsonl");
+}
+
+void Trainer::State::make_dataset() {
+  const auto& d = cfg.data;
+  if (d.kind == "builtin") {
+    data::BuiltinShapesOptions o;
+    o.num_samples = d.builtin_samples;
+    o.palette = static_cast<int>(d.builtin_palette);
+    o.image_size = d.builtin_image_size;
+    o.caption_len = d.builtin_caption_len;
+    o.caption_channels = d.builtin_caption_channels;
+    o.seed = cfg.run.seed;
+    builtin = std::make_unique<data::BuiltinShapes>(o);
+  } else {
+    data::SafetensorsShardsOptions o;
+    o.latents_key = d.latents_key;
+    o.caption_key = d.captions_key;
+    dataset = std::make_unique<data::SafetensorsShards>(d.path, o);
+  }
+  const data::Dataset& ds = builtin ? *builtin : *dataset;
+  const auto sample = ds.get(0);
+  const std::vector<int64_t> expected{dit_cfg.in_channels, dit_cfg.input_size, dit_cfg.input_size};
+  if (sample.latents.sizes() != at::IntArrayRef(expected) ||
+      sample.caption.size(-1) != dit_cfg.caption_channels) {
+    throw std::invalid_argument(fmt::format(
+        "data gives latents {} and captions {}, the model expects latents [{},{},{}] and {} "
+        "caption channels",
+        io::shape_string(sample.latents.sizes()), io::shape_string(sample.caption.sizes()),
+        dit_cfg.in_channels, dit_cfg.input_size, dit_cfg.input_size, dit_cfg.caption_channels));
+  }
+  order = std::make_unique<data::SampleOrder>(ds.size(), cfg.run.seed);
+}
+
+void Trainer::State::restore() {
+  std::optional<std::filesystem::path> full;
+  if (opts.resume) {
+    full = latest_checkpoint(run_dir);
+    if (!full) {
+      throw std::runtime_error(
+          fmt::format("--resume: no checkpoint in {}/checkpoints", run_dir.string()));
+    }
+  } else if (!cfg.optim.continue_from.empty()) {
+    full = cfg.optim.continue_from;
+  }
+  if (full) {
+    auto loaded = load_checkpoint(*full);
+    io::load_state_dict(*dit, loaded.model);
+    restore_optimizer(*optimizer, dit, loaded);
+    if (ema && !loaded.ema.empty()) ema->load_state(loaded.ema);
+    step = loaded.state.step;
+    last_checkpoint = full->string();
+    spdlog::info("continuing from {} at step {}", full->string(), step);
+  } else if (!cfg.optim.init_from.empty()) {
+    io::LoadOptions o;
+    o.ignore_keys = cfg.optim.init_ignore_keys;
+    io::load_state_dict(*dit, load_weights_any(cfg.optim.init_from), o);
+    spdlog::info("initialised weights from {} (kept from this model: {})", cfg.optim.init_from,
+                 fmt::join(o.ignore_keys, ", "));
+  }
+}
+
+double Trainer::State::micro_batch(const std::vector<int64_t>& positions) {
+  const data::Dataset& ds = builtin ? *builtin : *dataset;
+  auto batch = data::collate(ds, order->indices_at(positions), positions);
+  const auto T = dit_cfg.num_patches();
+  auto draws = draw_samples(cfg.run.seed, step, positions, batch.latents.sizes().slice(1), T,
+                            cfg.optim.caption_drop_prob);
+  auto x = batch.latents.to(device);
+  auto y = batch.captions.to(device) * draws.keep_caption.to(device).view({-1, 1, 1, 1});
+  std::optional<model::TokenMask> mask;
+  if (cfg.optim.mask_ratio > 0) {
+    mask = model::mask_from_noise(draws.mask_noise.to(device), cfg.optim.mask_ratio);
+  }
+  at::Tensor loss;
+  {
+    nn::AutocastGuard autocast(device.type(), at::kBFloat16, bf16);
+    loss = diffusion::edm_loss_per_sample(dit, x, y,
+                                          {draws.rnd_normal.to(device), draws.noise.to(device)},
+                                          cfg.edm, mask ? &*mask : nullptr)
+               .sum() /
+           static_cast<double>(cfg.optim.batch_size);
+  }
+  loss.backward();
+  return loss.item<double>();
+}
+
+double Trainer::State::train_one_step() {
+  const auto& o = cfg.optim;
+  const int64_t micro = o.micro_batch_size > 0 ? o.micro_batch_size : o.batch_size / world_size;
+  const int64_t num_micro = o.batch_size / (world_size * micro);
+  set_learning_rate(*optimizer, o.lr * lr_factor({o.schedule, o.warmup_steps, o.alpha_f,
+                                                  o.t_max > 0 ? o.t_max : o.steps},
+                                                 step));
+  optimizer->zero_grad(/*set_to_none=*/true);
+  double loss = 0;
+  for (int64_t m = 0; m < num_micro; ++m) {
+    loss += micro_batch(data::positions_for(step, o.batch_size, rank, world_size, micro, m));
+  }
+  if (!std::isfinite(loss)) {
+    throw NonFiniteLoss(fmt::format("loss is {} at step {}; stopping. Last good checkpoint: {}",
+                                    loss, step + 1, last_checkpoint));
+  }
+  grad_norm = clip_grad_norm(dit->parameters(), o.clip_norm).item<double>();
+  optimizer->step();
+  ++step;
+  if (ema) ema->update(*dit, step);
+  return loss;
+}
+
+void Trainer::State::save(bool final) {
+  if (rank != 0) return;
+  const auto path = checkpoint_path(run_dir, step);
+  save_checkpoint(path, dit, *optimizer, ema.get(),
+                  {step, step * cfg.optim.batch_size, cfg.run.seed, to_yaml(cfg)});
+  prune_checkpoints(run_dir, cfg.run.keep_checkpoints);
+  last_checkpoint = path.string();
+  if (final) spdlog::info("checkpoint {}", path.string());
+}
+
+void Trainer::State::log_progress(double loss, double images_per_s, double eta_s) {
+  const auto& o = cfg.optim;
+  const double lr =
+      o.lr *
+      lr_factor({o.schedule, o.warmup_steps, o.alpha_f, o.t_max > 0 ? o.t_max : o.steps}, step - 1);
+  spdlog::info("step {}/{} | loss {:.4f} | lr {:.3e} | grad norm {:.3f} | {:.1f} img/s | ETA {}",
+               step, o.steps, loss, lr, grad_norm, images_per_s, format_duration(eta_s));
+  metrics->write(
+      step, {{"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm}, {"images_per_s", images_per_s}});
+  events->add_scalar("train/loss", loss, step);
+  events->add_scalar("train/lr", lr, step);
+  events->add_scalar("train/grad_norm", grad_norm, step);
+  events->add_scalar("train/images_per_s", images_per_s, step);
+}
+
+// Samples the fixed prompts of the built-in dataset with the EMA weights when there are any,
+// writes the grid, and returns the prompt match (-1 without built-in data).
+double Trainer::State::sample_grid() {
+  if (!builtin) {
+    spdlog::info("sample grids need the text encoder and VAE (not built yet): skipped");
+    return -1;
+  }
+  const auto prompts = data::fixed_prompts(static_cast<int>(cfg.data.builtin_palette));
+  std::vector<at::Tensor> captions;
+  std::vector<data::ColorReading> expected;
+  for (const auto& p : prompts) {
+    captions.push_back(builtin->embedder().embed(p.text));
+    expected.push_back(p.colors());
+  }
+  model::DiT sampler(dit_cfg);
+  io::load_state_dict(*sampler, ema && ema->active() ? ema->state() : io::state_dict(*dit));
+  sampler->to(device);
+  sampler->eval();
+  const auto n = static_cast<int64_t>(prompts.size());
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(cfg.sample.seed);
+  auto init = at::randn({n, dit_cfg.in_channels, dit_cfg.input_size, dit_cfg.input_size}, gen);
+  diffusion::SamplerOptions so;
+  so.num_steps = cfg.sample.steps;
+  so.cfg = cfg.sample.cfg;
+  auto y = at::stack(captions).unsqueeze(1).to(device);
+  auto images = diffusion::edm_sample(sampler, init.to(device), y, so, cfg.edm).cpu();
+  const double match = data::prompt_match(images, expected, builtin->palette_rgb());
+  // Small images are enlarged (nearest neighbour) so the grid is readable.
+  const int64_t zoom = std::max<int64_t>(1, 64 / dit_cfg.input_size);
+  auto shown =
+      ((images.clamp(-1, 1) + 1) / 2).repeat_interleave(zoom, 2).repeat_interleave(zoom, 3);
+  auto grid = io::make_grid(shown, static_cast<int64_t>(std::ceil(std::sqrt(double(n)))));
+  io::write_png(run_dir / "samples" / fmt::format("step-{:08d}.png", step), grid);
+  events->add_image("samples", grid, step);
+  events->add_scalar("samples/prompt_match", match, step);
+  metrics->write(step, {{"prompt_match", match}});
+  spdlog::info("samples: prompt match {:.1f}% over {} prompts (chance {:.1f}%), grid {}",
+               100 * match, n, 100 * data::chance(static_cast<int>(cfg.data.builtin_palette)),
+               (run_dir / "samples" / fmt::format("step-{:08d}.png", step)).string());
+  return match;
+}
+
+TrainResult Trainer::run() {
+  auto& s = *s_;
+  StopSignals signals;
+  TrainResult result;
+  const int64_t first = s.step;
+  auto window_start = std::chrono::steady_clock::now();
+  int64_t window_steps = 0;
+  double window_loss = 0;
+  while (s.step < s.cfg.optim.steps) {
+    const double loss = s.train_one_step();
+    result.losses.push_back(loss);
+    window_loss += loss;
+    ++window_steps;
+    if (s.opts.on_step) s.opts.on_step(s.step, loss);
+    const bool last = s.step == s.cfg.optim.steps;
+    if (s.step % s.cfg.run.log_every == 0 || last || s.step == first + 1) {
+      const double secs =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - window_start).count();
+      const double per_step = secs / static_cast<double>(window_steps);
+      s.log_progress(window_loss / window_steps,
+                     static_cast<double>(s.cfg.optim.batch_size) / per_step,
+                     per_step * static_cast<double>(s.cfg.optim.steps - s.step));
+      window_start = std::chrono::steady_clock::now();
+      window_steps = 0;
+      window_loss = 0;
+    }
+    if (signals.requested()) {
+      s.save(/*final=*/true);
+      spdlog::info("stopped by signal {} at step {}: checkpoint written", g_stop_signal.load(),
+                   s.step);
+      result.stopped_by_signal = true;
+      result.final_step = s.step;
+      return result;
+    }
+    if (s.cfg.run.checkpoint_every > 0 && s.step % s.cfg.run.checkpoint_every == 0 && !last) {
+      s.save(/*final=*/false);
+    }
+    if (s.cfg.run.sample_every > 0 && s.step % s.cfg.run.sample_every == 0 && !last) {
+      s.sample_grid();
+    }
+  }
+  if (s.step > first || !latest_checkpoint(s.run_dir)) s.save(/*final=*/true);
+  result.prompt_match = s.sample_grid();
+  result.final_step = s.step;
+  return result;
+}
+
+}  // namespace microdit::train

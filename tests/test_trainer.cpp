@@ -1,0 +1,212 @@
+// The training loop end to end on tiny models: learning, exact resume, SIGTERM, stage chaining,
+// micro-batch split invariance, a non-finite loss, and the run directory's files.
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+
+#include "microdit/io/safetensors.h"
+#include "microdit/io/state_dict.h"
+#include "microdit/model/pos_embed.h"
+#include "microdit/train/checkpoint.h"
+#include "microdit/train/config.h"
+#include "microdit/train/tensorboard.h"
+#include "microdit/train/trainer.h"
+
+namespace microdit {
+namespace {
+namespace fs = std::filesystem;
+
+fs::path fresh_dir(const std::string& name) {
+  auto dir =
+      fs::temp_directory_path() / ("microdit_trainer_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  return dir;
+}
+
+// A tiny model on the built-in data (8x8 RGB), CPU, constant lr, logs quiet.
+train::TrainConfig tiny(const fs::path& dir, int64_t steps) {
+  return train::parse_train_config(
+      R"(
+run: {dir: )" +
+      dir.string() + R"(, device: cpu, log_every: 1000, checkpoint_every: 0, keep_checkpoints: 5}
+model:
+  arch: custom
+  dit: {input_size: 8, patch_size: 2, in_channels: 3, caption_channels: 16, dim: 32, depth: 2,
+        head_dim: 16, multiple_of: 16, qkv_multipliers: [1.0], ffn_multipliers: [2.0],
+        patch_mixer_depth: 1, patch_mixer_dim: 32, patch_mixer_mlp_ratio: 2.0, use_bias: false,
+        num_experts: 2, expert_capacity: 1.0, experts_every_n: 2}
+optim: {steps: )" +
+      std::to_string(steps) + R"(, batch_size: 8, lr: 0.001, schedule: constant_with_warmup,
+        warmup_steps: 1, clip_norm: 1.0, mask_ratio: 0.5, caption_drop_prob: 0.2}
+data: {kind: builtin, builtin_samples: 64, builtin_palette: 3, builtin_image_size: 8,
+       builtin_caption_len: 8, builtin_caption_channels: 16}
+sample: {steps: 2, cfg: 2.0}
+)");
+}
+
+TEST(Trainer, OverfittingOneBatchLowersTheLoss) {
+  auto c = tiny(fresh_dir("overfit"), 100);
+  c.data.builtin_samples = 8;  // every step sees the same 8 samples
+  c.optim.mask_ratio = 0;
+  c.optim.caption_drop_prob = 0;
+  c.optim.lr = 3e-3;
+  const auto r = train::Trainer(c).run();
+  ASSERT_EQ(r.losses.size(), 100u);
+  // The noise level is drawn anew every step, so compare averages over ten steps.
+  const double first = std::accumulate(r.losses.begin(), r.losses.begin() + 10, 0.0) / 10;
+  const double last = std::accumulate(r.losses.end() - 10, r.losses.end(), 0.0) / 10;
+  EXPECT_LT(last, 0.75 * first) << "first " << first << " last " << last;
+}
+
+TEST(Trainer, ResumeContinuesTheLossSequenceExactly) {
+  const auto full = train::Trainer(tiny(fresh_dir("full"), 6)).run();
+  const auto dir = fresh_dir("resumed");
+  train::Trainer(tiny(dir, 3)).run();
+  ASSERT_TRUE(train::latest_checkpoint(dir).has_value());
+  const auto rest = train::Trainer(tiny(dir, 6), {/*resume=*/true, {}}).run();
+  ASSERT_EQ(rest.losses.size(), 3u);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(rest.losses[i], full.losses[3 + i]) << "step " << 4 + i;
+}
+
+TEST(Trainer, SigtermWritesACheckpointAndResumesExactly) {
+  const auto full = train::Trainer(tiny(fresh_dir("full2"), 5)).run();
+  const auto dir = fresh_dir("sigterm");
+  train::TrainerOptions o;
+  o.on_step = [](int64_t step, double) {
+    if (step == 2) std::raise(SIGTERM);
+  };
+  const auto stopped = train::Trainer(tiny(dir, 5), o).run();
+  EXPECT_TRUE(stopped.stopped_by_signal);
+  EXPECT_EQ(stopped.final_step, 2);
+  ASSERT_TRUE(fs::exists(train::checkpoint_path(dir, 2)));
+  const auto rest = train::Trainer(tiny(dir, 5), {true, {}}).run();
+  ASSERT_EQ(rest.losses.size(), 3u);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(rest.losses[i], full.losses[2 + i]);
+}
+
+TEST(Trainer, ResumeWithoutACheckpointIsAnError) {
+  EXPECT_THROW(train::Trainer(tiny(fresh_dir("nockpt"), 2), {true, {}}), std::runtime_error);
+}
+
+TEST(Trainer, ContinueFromKeepsOptimizerStateAndCounter) {
+  const auto a = fresh_dir("stage_a");
+  train::Trainer(tiny(a, 4)).run();
+  auto c = tiny(fresh_dir("stage_b"), 6);
+  c.optim.continue_from = train::checkpoint_path(a, 4).string();
+  c.optim.lr = 5e-4;
+  c.optim.schedule = "constant";
+  const auto r = train::Trainer(c).run();
+  EXPECT_EQ(r.losses.size(), 2u);  // steps 5 and 6 of the global counter
+  const auto loaded = train::load_checkpoint(train::checkpoint_path(c.run.dir, 6));
+  EXPECT_EQ(loaded.state.step, 6);
+  EXPECT_EQ(loaded.optimizer_step, 6);  // AdamW moments and bias correction carried over
+}
+
+TEST(Trainer, InitFromA256CheckpointAt512RecomputesPosEmbed) {
+  const auto a = fresh_dir("init_a");
+  train::Trainer(tiny(a, 2)).run();
+  auto c = tiny(fresh_dir("init_b"), 1);
+  c.model.dit.input_size = 16;  // twice the latent size, as 512 px after 256 px
+  c.model.dit.pos_interp_scale = 2.0;
+  c.data.builtin_image_size = 16;
+  c.optim.init_from = train::checkpoint_path(a, 2).string();
+  c.optim.lr = 0;  // keep the loaded weights unchanged through the step
+  c.optim.weight_decay = 0;
+  train::Trainer t(c);
+  const auto before = train::load_checkpoint(train::checkpoint_path(a, 2)).model;
+  const auto after = io::state_dict(*t.model());
+  for (const auto& [name, tensor] : before) {
+    if (name == "pos_embed") continue;
+    EXPECT_TRUE(at::equal(tensor, after.at(name))) << name;
+  }
+  EXPECT_TRUE(at::equal(after.at("pos_embed"), model::sincos_pos_embed_2d(32, 8, 2.0, 8)));
+}
+
+TEST(Trainer, MicroBatchSplitDoesNotChangeLossOrGradients) {
+  auto c = tiny(fresh_dir("split_a"), 1);
+  c.optim.clip_norm = 0;
+  c.optim.warmup_steps = 0;
+  c.optim.schedule = "constant";
+  train::Trainer one(c);
+  const auto r1 = one.run();
+  auto c2 = c;
+  c2.run.dir = fresh_dir("split_b").string();
+  c2.optim.micro_batch_size = 4;
+  train::Trainer two(c2);
+  const auto r2 = two.run();
+  EXPECT_NEAR(r1.losses[0], r2.losses[0], 1e-6 * std::abs(r1.losses[0]));
+  auto p1 = one.model()->named_parameters();
+  auto p2 = two.model()->named_parameters();
+  for (const auto& item : p1) {
+    const auto& g1 = item.value().grad();
+    const auto& g2 = p2[item.key()].grad();
+    EXPECT_TRUE(at::allclose(g1, g2, 1e-4, 1e-7)) << item.key();
+  }
+}
+
+TEST(Trainer, NonFiniteLossStopsNamingTheStep) {
+  const auto shards = fresh_dir("nan_data");
+  fs::create_directories(shards);
+  auto latents = at::randn({8, 3, 8, 8});
+  latents[5][0][0][0] = std::numeric_limits<float>::quiet_NaN();
+  io::save_safetensors(shards / "shard-0.safetensors",
+                       {{"latents", latents}, {"caption_latents", at::randn({8, 8, 16})}});
+  auto c = tiny(fresh_dir("nan_run"), 3);
+  c.data.kind = "safetensors";
+  c.data.path = shards.string();
+  try {
+    train::Trainer(c).run();
+    FAIL() << "a NaN latent must stop the run";
+  } catch (const train::NonFiniteLoss& e) {
+    EXPECT_NE(std::string(e.what()).find("at step 1"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(train::latest_checkpoint(c.run.dir).has_value());
+}
+
+TEST(Trainer, RunDirectoryHoldsConfigMetricsEventsSamples) {
+  auto c = tiny(fresh_dir("rundir"), 3);
+  c.run.log_every = 1;
+  const auto r = train::Trainer(c).run();
+  const fs::path dir = c.run.dir;
+  EXPECT_TRUE(fs::exists(dir / "config.yaml"));
+  EXPECT_EQ(train::to_yaml(train::load_train_config(dir / "config.yaml")), train::to_yaml(c));
+  EXPECT_TRUE(fs::exists(dir / "samples" / "step-00000003.png"));
+  EXPECT_GE(r.prompt_match, 0.0);
+  std::ifstream metrics(dir / "metrics.jsonl");
+  int lines = 0;
+  for (std::string line; std::getline(metrics, line);) ++lines;
+  EXPECT_EQ(lines, 4);  // 3 steps + the sample record
+  int event_files = 0;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    if (entry.path().filename().string().find("tfevents") == std::string::npos) continue;
+    ++event_files;
+    // first record + 4 scalars x 3 steps + image + prompt match
+    EXPECT_EQ(train::read_tfevents_records(entry.path()).size(), 1u + 12u + 2u);
+  }
+  EXPECT_EQ(event_files, 1);
+}
+
+}  // namespace
+}  // namespace microdit
+
+namespace microdit {
+namespace {
+
+// A short version of the built-in demo (configs/demo.yaml): it must learn to follow prompts.
+TEST(Demo, ShortRunFollowsPrompts) {
+  const auto dir = fresh_dir("demo");
+  auto c =
+      train::load_train_config(fs::path(MICRODIT_SOURCE_DIR) / "configs" / "demo.yaml",
+                               {"optim.steps=150", "optim.warmup_steps=20",
+                                "run.dir=" + dir.string(), "run.device=cpu", "run.sample_every=0"});
+  const auto r = train::Trainer(c).run();
+  const double chance = 1.0 / (6 * 5);
+  EXPECT_GT(r.prompt_match, 5 * chance) << "prompt match " << r.prompt_match;
+  EXPECT_TRUE(fs::exists(dir / "samples" / "step-00000150.png"));
+}
+
+}  // namespace
+}  // namespace microdit

@@ -1,0 +1,92 @@
+// microdit-train: trains MicroDiT from a YAML config (see docs/config.md).
+#include <fmt/format.h>
+
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "microdit/model/param_count.h"
+#include "microdit/train/config.h"
+#include "microdit/train/trainer.h"
+
+namespace {
+constexpr const char* kUsage = R"(usage: microdit-train --config FILE [options]
+
+Trains MicroDiT as the YAML config says (keys: docs/config.md).
+
+options:
+  --config FILE   the run's YAML config (required)
+  --set KEY=VALUE override one config key, e.g. --set optim.lr=1e-4 (repeatable)
+  --resume        continue from the newest checkpoint in run.dir
+  --dry-run       print the resolved config and the model size, then exit (builds no model)
+  -h, --help      this text
+exit status: 0 done (or stopped by SIGTERM after writing a checkpoint), 1 training failed
+(e.g. a non-finite loss), 2 bad arguments or config
+)";
+
+struct Args {
+  std::string config;
+  std::vector<std::string> overrides;
+  bool resume = false, dry_run = false;
+};
+
+Args parse(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) throw std::invalid_argument(arg + " needs a value");
+      return argv[++i];
+    };
+    if (arg == "-h" || arg == "--help") {
+      std::cout << kUsage;
+      std::exit(0);
+    } else if (arg == "--config") {
+      a.config = value();
+    } else if (arg == "--set") {
+      a.overrides.push_back(value());
+    } else if (arg == "--resume") {
+      a.resume = true;
+    } else if (arg == "--dry-run") {
+      a.dry_run = true;
+    } else {
+      throw std::invalid_argument("unknown argument " + arg);
+    }
+  }
+  if (a.config.empty()) throw std::invalid_argument("--config is required");
+  return a;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace microdit;
+  Args args;
+  train::TrainConfig config;
+  try {
+    args = parse(argc, argv);
+    config = train::load_train_config(args.config, args.overrides);
+  } catch (const std::exception& e) {
+    std::cerr << "microdit-train: " << e.what() << "\n";
+    if (args.config.empty()) std::cerr << "\n" << kUsage;
+    return 2;
+  }
+  if (args.dry_run) {
+    const auto dit = config.model.resolved();
+    std::cout << train::to_yaml(config);
+    fmt::print("# model: {} parameters, {} tokens per image\n", model::count_parameters(dit),
+               dit.num_patches());
+    return 0;
+  }
+  try {
+    const auto result = train::Trainer(config, {args.resume, {}}).run();
+    fmt::print("finished at step {}{}\n", result.final_step,
+               result.stopped_by_signal ? " (stopped by signal, checkpoint written)" : "");
+    return 0;
+  } catch (const std::invalid_argument& e) {
+    std::cerr << "microdit-train: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "microdit-train: " << e.what() << "\n";
+    return 1;
+  }
+}
