@@ -2,7 +2,6 @@
 // AdamW) on random inputs, the same work as ../shared/tools/bench_official.py, and prints one JSON
 // line: images/s, seconds per step, peak GPU memory, parameter count.
 #include <fmt/format.h>
-#include <torch/optim/adamw.h>
 
 #include <chrono>
 #include <iostream>
@@ -10,6 +9,7 @@
 
 #include "microdit/model/config.h"
 #include "microdit/model/microdit.h"
+#include "microdit/train/optimizer.h"
 #include "microdit/train/train_step.h"
 #include "microdit/util/device.h"
 
@@ -80,8 +80,12 @@ int run(const Args& a) {
   model::DiT dit(model::zoo_config(a.arch, zoo));
   dit->to(device);
   dit->train();
-  torch::optim::AdamW opt(dit->parameters(),
-                          torch::optim::AdamWOptions(1e-4).weight_decay(0.1).eps(1e-8));
+  std::vector<std::pair<std::string, at::Tensor>> named;
+  for (const auto& item : dit->named_parameters()) named.emplace_back(item.key(), item.value());
+  train::AdamWSettings adamw;  // lr 1e-4, weight decay 0.1, eps 1e-8, as bench_official.py
+  adamw.fused = device.is_cuda();
+  auto optimizer = train::make_adamw(named, adamw);
+  auto& opt = *optimizer;
   auto x0 = at::randn({a.batch, 4, a.res, a.res}, at::TensorOptions(device));
   auto y = at::randn({a.batch, 1, 77, 1024}, at::TensorOptions(device));
   train::TrainStepOptions options;

@@ -15,8 +15,9 @@ bool is_moe_expert_weight(const std::string& name, const at::Tensor& parameter) 
 }
 
 ScaledAdamW::ScaledAdamW(const std::vector<torch::optim::OptimizerParamGroup>& groups,
-                         const torch::optim::AdamWOptions& defaults, std::vector<double> lr_scales)
-    : torch::optim::AdamW(groups, defaults), lr_scales_(std::move(lr_scales)) {
+                         const torch::optim::AdamWOptions& defaults, std::vector<double> lr_scales,
+                         bool fused)
+    : torch::optim::AdamW(groups, defaults), lr_scales_(std::move(lr_scales)), fused_(fused) {
   if (lr_scales_.size() != groups.size()) {
     throw std::invalid_argument(c10::str("ScaledAdamW: ", lr_scales_.size(), " lr scales for ",
                                          groups.size(), " parameter groups"));
@@ -25,6 +26,44 @@ ScaledAdamW::ScaledAdamW(const std::vector<torch::optim::OptimizerParamGroup>& g
 
 double ScaledAdamW::lr_scale(std::size_t group) const {
   return group < lr_scales_.size() ? lr_scales_[group] : 1.0;
+}
+
+at::Tensor ScaledAdamW::step(LossClosure closure) {
+  if (!fused_) return torch::optim::AdamW::step(closure);
+  at::NoGradGuard no_grad;
+  at::Tensor loss = closure ? closure() : at::Tensor();
+  for (auto& group : param_groups()) fused_step(group);
+  return loss;
+}
+
+void ScaledAdamW::fused_step(torch::optim::OptimizerParamGroup& group) {
+  const auto& o = static_cast<const torch::optim::AdamWOptions&>(group.options());
+  std::vector<at::Tensor> params, grads, exp_avgs, exp_avg_sqs;
+  std::vector<float> step_counts;
+  for (auto& p : group.params()) {
+    if (!p.grad().defined()) continue;
+    auto& slot = state()[p.unsafeGetTensorImpl()];
+    if (!slot) {
+      auto fresh = std::make_unique<torch::optim::AdamWParamState>();
+      fresh->exp_avg(at::zeros_like(p, at::MemoryFormat::Preserve));
+      fresh->exp_avg_sq(at::zeros_like(p, at::MemoryFormat::Preserve));
+      slot = std::move(fresh);
+    }
+    auto& s = static_cast<torch::optim::AdamWParamState&>(*slot);
+    s.step(s.step() + 1);
+    params.push_back(p);
+    grads.push_back(p.grad());
+    exp_avgs.push_back(s.exp_avg());
+    exp_avg_sqs.push_back(s.exp_avg_sq());
+    step_counts.push_back(static_cast<float>(s.step()));
+  }
+  if (params.empty()) return;
+  // The kernel reads each (already incremented) step count as a float tensor: one copy for all.
+  auto steps = at::tensor(step_counts).to(params.front().device()).unbind(0);
+  const auto [beta1, beta2] = o.betas();
+  at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, /*max_exp_avg_sqs=*/{}, steps, o.lr(),
+                    beta1, beta2, o.weight_decay(), o.eps(), /*amsgrad=*/false,
+                    /*maximize=*/false);
 }
 
 std::unique_ptr<torch::optim::AdamW> make_adamw(
@@ -58,7 +97,7 @@ std::unique_ptr<torch::optim::AdamW> make_adamw(
                         std::make_unique<torch::optim::AdamWOptions>(expert_options));
     scales.push_back(settings.moe_lr_scale);
   }
-  return std::make_unique<ScaledAdamW>(groups, options, std::move(scales));
+  return std::make_unique<ScaledAdamW>(groups, options, std::move(scales), settings.fused);
 }
 
 double lr_scale(const torch::optim::Optimizer& optimizer, std::size_t group) {

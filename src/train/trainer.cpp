@@ -128,7 +128,8 @@ void Trainer::State::setup() {
   std::vector<std::pair<std::string, at::Tensor>> named;
   for (const auto& item : dit->named_parameters()) named.emplace_back(item.key(), item.value());
   optimizer = make_adamw(named, {cfg.optim.lr, cfg.optim.beta1, cfg.optim.beta2, cfg.optim.eps,
-                                 cfg.optim.weight_decay, cfg.optim.moe_lr_scale});
+                                 cfg.optim.weight_decay, cfg.optim.moe_lr_scale,
+                                 /*fused=*/device.is_cuda()});
   if (cfg.optim.ema.enabled) {
     ema = std::make_unique<EMA>(cfg.optim.ema.smoothing, cfg.optim.ema.start_step);
   }

@@ -20,6 +20,7 @@ struct AdamWSettings {
   double eps = 1e-8;
   double weight_decay = 0.1;  // decoupled, on every parameter
   double moe_lr_scale = 1.0;  // lr factor for MoE expert weights; 1.0 keeps a single group
+  bool fused = false;         // one multi-tensor kernel per group (at::_fused_adamw_)
 };
 
 // True for a FeedForwardECMoe expert weight: a 3-D tensor named "<...>.mlp.w1" or "<...>.mlp.w2"
@@ -32,11 +33,18 @@ bool is_moe_expert_weight(const std::string& name, const at::Tensor& parameter);
 class ScaledAdamW : public torch::optim::AdamW {
  public:
   ScaledAdamW(const std::vector<torch::optim::OptimizerParamGroup>& groups,
-              const torch::optim::AdamWOptions& defaults, std::vector<double> lr_scales);
+              const torch::optim::AdamWOptions& defaults, std::vector<double> lr_scales,
+              bool fused = false);
   double lr_scale(std::size_t group) const;
+  // Fused: the same AdamW update by at::_fused_adamw_, one kernel per group instead of a dozen
+  // per parameter. The moments live in the usual AdamWParamState, so checkpoints do not change.
+  at::Tensor step(LossClosure closure = nullptr) override;
 
  private:
+  void fused_step(torch::optim::OptimizerParamGroup& group);
+
   std::vector<double> lr_scales_;
+  bool fused_;
 };
 
 // Groups, in order: [0] every parameter that is not an MoE expert weight (lr scale 1), then, only
