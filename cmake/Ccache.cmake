@@ -1,7 +1,12 @@
 # Use ccache when it is installed: rebuilds after a fresh configure reuse object files.
+# With precompiled headers ccache needs `pch_defines,time_macros` sloppiness and GCC's
+# -fpch-preprocess; the environment is passed through the launcher so that it reaches the
+# compiler invocations at build time, not just this configure step.
 find_program(CCACHE_PROGRAM ccache)
 if(CCACHE_PROGRAM AND NOT CMAKE_CXX_COMPILER_LAUNCHER)
-  set(CMAKE_CXX_COMPILER_LAUNCHER "${CCACHE_PROGRAM}")
-  # Precompiled headers change their mtime on every rebuild; tell ccache to look at content.
-  set(ENV{CCACHE_SLOPPINESS} "pch_defines,time_macros,include_file_mtime,include_file_ctime")
+  set(CMAKE_CXX_COMPILER_LAUNCHER
+      "${CMAKE_COMMAND};-E;env;CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime;${CCACHE_PROGRAM}")
+  if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+    add_compile_options(-fpch-preprocess)
+  endif()
 endif()

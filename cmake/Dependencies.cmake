@@ -47,3 +47,21 @@ foreach(_lib fmt spdlog)
   endif()
   unset(_header_dir CACHE)
 endforeach()
+
+# Optional libraries of the real-data path, found through pkg-config. Each missing one turns off
+# one feature with a clear runtime error, so the trainer still builds on a bare GPU machine:
+# PCRE2 (CLIP tokenizer's Unicode classes), zstd (compressed MDS shards), zlib (gzip vocabularies).
+find_package(PkgConfig QUIET)
+foreach(_dep PCRE2:libpcre2-8 ZSTD:libzstd ZLIB:zlib)
+  string(REPLACE ":" ";" _pair "${_dep}")
+  list(GET _pair 0 _name)
+  list(GET _pair 1 _module)
+  set(MICRODIT_HAVE_${_name} OFF)
+  if(PKG_CONFIG_FOUND)
+    pkg_check_modules(MICRODIT_${_name} QUIET IMPORTED_TARGET ${_module})
+    if(MICRODIT_${_name}_FOUND)
+      set(MICRODIT_HAVE_${_name} ON)
+    endif()
+  endif()
+  message(STATUS "${_module}: ${MICRODIT_HAVE_${_name}}")
+endforeach()

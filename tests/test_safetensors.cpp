@@ -9,6 +9,7 @@
 
 #include "microdit/io/atomic_file.h"
 #include "microdit/io/safetensors.h"
+#include "test_support.h"
 
 namespace microdit::io {
 namespace {
@@ -17,31 +18,7 @@ namespace fs = std::filesystem;
 
 const fs::path kFixtures = fs::path(MICRODIT_SOURCE_DIR) / "tests" / "data" / "io";
 
-// Passes when `f` throws a std::runtime_error whose message starts with `prefix` and
-// contains every piece.
-template <class F>
-testing::AssertionResult throws_with(F&& f, const std::string& prefix,
-                                     std::initializer_list<std::string_view> pieces) {
-  try {
-    f();
-  } catch (const std::runtime_error& e) {
-    const std::string message = e.what();
-    if (!message.starts_with(prefix)) {
-      return testing::AssertionFailure()
-             << "message \"" << message << "\" does not start with \"" << prefix << "\"";
-    }
-    for (std::string_view piece : pieces) {
-      if (message.find(piece) == std::string::npos) {
-        return testing::AssertionFailure()
-               << "message \"" << message << "\" lacks \"" << piece << "\"";
-      }
-    }
-    return testing::AssertionSuccess();
-  } catch (const std::exception& e) {
-    return testing::AssertionFailure() << "threw a non-runtime_error: " << e.what();
-  }
-  return testing::AssertionFailure() << "did not throw";
-}
+using test::throws_with;
 
 // Same dtype, shape and bytes (NaN-safe, works for every dtype).
 testing::AssertionResult same_tensor(const at::Tensor& a, const at::Tensor& b) {

@@ -1,6 +1,11 @@
 // Shared test helpers: the official reference set and small model configs.
 #pragma once
+#include <gtest/gtest.h>
+
 #include <filesystem>
+#include <initializer_list>
+#include <string>
+#include <string_view>
 
 #include "microdit/model/config.h"
 #include "microdit/parity/reference_check.h"
@@ -14,5 +19,31 @@ const parity::ReferenceSet& reference_set();
 
 // A small config with every feature on: mixer of another width, MoE in backbone and mixer.
 model::DiTConfig small_config();
+
+// Passes when `f` throws a std::runtime_error whose message starts with `prefix` and
+// contains every piece.
+template <class F>
+testing::AssertionResult throws_with(F&& f, const std::string& prefix,
+                                     std::initializer_list<std::string_view> pieces) {
+  try {
+    f();
+  } catch (const std::runtime_error& e) {
+    const std::string message = e.what();
+    if (!message.starts_with(prefix)) {
+      return testing::AssertionFailure()
+             << "message \"" << message << "\" does not start with \"" << prefix << "\"";
+    }
+    for (std::string_view piece : pieces) {
+      if (message.find(piece) == std::string::npos) {
+        return testing::AssertionFailure()
+               << "message \"" << message << "\" lacks \"" << piece << "\"";
+      }
+    }
+    return testing::AssertionSuccess();
+  } catch (const std::exception& e) {
+    return testing::AssertionFailure() << "threw a non-runtime_error: " << e.what();
+  }
+  return testing::AssertionFailure() << "did not throw";
+}
 
 }  // namespace microdit::test

@@ -1,0 +1,30 @@
+// Image preprocessing of the official data preparation (torchvision on PIL images):
+// Resize(s, BICUBIC) of the short side, CenterCrop(s), ToTensor, Normalize(0.5, 0.5).
+// The resize reproduces Pillow's antialiased bicubic resampling bit for bit (separable
+// fixed-point convolution, horizontal pass then vertical, 8-bit rounding after each); OpenCV's
+// resize differs.
+// Legend: H W image size, C channels (uint8 images are HWC, model inputs CHW).
+#pragma once
+#include <ATen/ATen.h>
+
+#include <cstdint>
+
+namespace microdit::image {
+
+// (H,W,C) uint8 -> (out_h,out_w,C) uint8, as PIL's Image.resize(..., Image.BICUBIC).
+at::Tensor pil_resize_bicubic(const at::Tensor& image, int64_t out_w, int64_t out_h);
+
+// torchvision Resize(size) on a PIL image: the short side becomes `size`, the long side
+// int(size * long / short).
+at::Tensor resize_short_side(const at::Tensor& image, int64_t size);
+
+// torchvision CenterCrop(size): offsets int(round((h - size) / 2)) with round-half-to-even.
+at::Tensor center_crop(const at::Tensor& image, int64_t size);
+
+// (H,W,3) uint8 -> (3,H,W) float32 in [-1, 1] (ToTensor then Normalize(0.5, 0.5)).
+at::Tensor to_model_input(const at::Tensor& image);
+
+// resize_short_side + center_crop + to_model_input.
+at::Tensor preprocess(const at::Tensor& image, int64_t size);
+
+}  // namespace microdit::image
