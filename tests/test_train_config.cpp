@@ -206,7 +206,8 @@ TEST(TrainConfig, RangeErrorsNameTheKey) {
       {"run.checkpoint_every=-1", "run.checkpoint_every"},
       {"run.sample_every=-1", "run.sample_every"},
       {"run.dir=", "run.dir"},
-      {"data.kind=mds", "data.kind = \"mds\", expected builtin or safetensors"},
+      {"data.kind=lmdb", "data.kind = \"lmdb\", expected builtin, safetensors or mds"},
+      {"data.kind=mds", "data.mds_dirs"},
       {"data.kind=safetensors", "data.path"},
       {"data.builtin_samples=0", "data.builtin_samples"},
       {"data.builtin_palette=1", "data.builtin_palette"},
@@ -474,7 +475,9 @@ TEST(TrainConfig, StageConfigsFollowTheOfficialRecipe) {
     EXPECT_EQ(c.optim.beta2, 0.999);
     EXPECT_EQ(c.optim.eps, 1e-8);
     EXPECT_EQ(c.optim.caption_drop_prob, 0.1);
-    EXPECT_EQ(c.data.kind, "safetensors");
+    EXPECT_EQ(c.data.kind, "mds");
+    EXPECT_EQ(c.data.mds_dirs.size(), hi_res ? 4u : 5u);  // the official mixes
+    EXPECT_EQ(c.data.resolution, hi_res ? 512 : 256);
     EXPECT_EQ(c.optim.ema.enabled, hi_res);
   }
   EXPECT_EQ(s1.optim.warmup_steps, 2500);

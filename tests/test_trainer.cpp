@@ -210,3 +210,45 @@ TEST(Demo, ShortRunFollowsPrompts) {
 
 }  // namespace
 }  // namespace microdit
+
+namespace microdit {
+namespace {
+
+// Training reads the official MDS layout (a merged index over two writer folders).
+TEST(Trainer, TrainsOnMDSShards) {
+  const auto mds = fs::path(MICRODIT_SOURCE_DIR) / "tests" / "data" / "mds" / "merged";
+  auto c = train::parse_train_config(R"(
+run: {dir: )" + fresh_dir("mds").string() +
+                                     R"(, device: cpu, log_every: 1}
+model:
+  arch: custom
+  dit: {input_size: 4, patch_size: 2, in_channels: 4, caption_channels: 8, dim: 32, depth: 2,
+        head_dim: 16, multiple_of: 16, qkv_multipliers: [1.0], ffn_multipliers: [2.0],
+        patch_mixer_depth: 1, patch_mixer_dim: 32, use_bias: false, num_experts: 2,
+        expert_capacity: 1.0, experts_every_n: 2}
+optim: {steps: 3, batch_size: 4, lr: 0.001, mask_ratio: 0.5}
+data: {kind: mds, mds_dirs: [)" + mds.string() +
+                                     R"(], resolution: 256, caption_tokens: 7}
+)");
+  const auto r = train::Trainer(c).run();
+  ASSERT_EQ(r.losses.size(), 3u);
+  for (double loss : r.losses) EXPECT_TRUE(std::isfinite(loss));
+  EXPECT_TRUE(fs::exists(train::checkpoint_path(c.run.dir, 3)));
+}
+
+TEST(Trainer, MDSLatentsOfAnotherShapeAreAClearError) {
+  const auto mds = fs::path(MICRODIT_SOURCE_DIR) / "tests" / "data" / "mds" / "merged";
+  auto c = tiny(fresh_dir("mds_shape"), 1);
+  c.data.kind = "mds";
+  c.data.mds_dirs = {mds.string()};
+  c.data.caption_tokens = 7;
+  try {
+    train::Trainer t(c);
+    FAIL() << "8x8 RGB model on 4x4x4 latents must be rejected";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("latents"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace microdit

@@ -290,14 +290,15 @@ std::vector<Key> schema(TrainConfig& c) {
                leaf("continue_from", o.continue_from),
                leaf("init_from", o.init_from),
                leaf("init_ignore_keys", o.init_ignore_keys)}),
-      section(
-          "data",
-          {leaf("kind", data.kind), leaf("path", data.path), leaf("latents_key", data.latents_key),
-           leaf("captions_key", data.captions_key), leaf("builtin_samples", data.builtin_samples),
-           leaf("builtin_palette", data.builtin_palette),
-           leaf("builtin_image_size", data.builtin_image_size),
-           leaf("builtin_caption_len", data.builtin_caption_len),
-           leaf("builtin_caption_channels", data.builtin_caption_channels)}),
+      section("data",
+              {leaf("kind", data.kind), leaf("path", data.path), leaf("mds_dirs", data.mds_dirs),
+               leaf("resolution", data.resolution), leaf("caption_tokens", data.caption_tokens),
+               leaf("latents_key", data.latents_key), leaf("captions_key", data.captions_key),
+               leaf("builtin_samples", data.builtin_samples),
+               leaf("builtin_palette", data.builtin_palette),
+               leaf("builtin_image_size", data.builtin_image_size),
+               leaf("builtin_caption_len", data.builtin_caption_len),
+               leaf("builtin_caption_channels", data.builtin_caption_channels)}),
       section("sample", {leaf("prompts", s.prompts), leaf("steps", s.steps), leaf("cfg", s.cfg),
                          leaf("seed", s.seed)}),
   };
@@ -575,9 +576,15 @@ void validate_optim(const OptimSection& o, int64_t world_size, const model::DiTC
 }
 
 void validate_data(const DataSection& d, const ModelSection& model, const model::DiTConfig& dit) {
-  require(one_of(d.kind, {"builtin", "safetensors"}), "data.kind", d.kind,
-          "builtin or safetensors");
-  if (d.kind == "safetensors") {
+  require(one_of(d.kind, {"builtin", "safetensors", "mds"}), "data.kind", d.kind,
+          "builtin, safetensors or mds");
+  if (d.kind == "mds") {
+    require(!d.mds_dirs.empty(), "data.mds_dirs", "[]",
+            "at least one MDS directory when data.kind is mds");
+    require(d.resolution > 0 && d.resolution % 8 == 0, "data.resolution", d.resolution,
+            "an image size divisible by 8 (the VAE's downsampling)");
+    require(d.caption_tokens > 0, "data.caption_tokens", d.caption_tokens, "> 0");
+  } else if (d.kind == "safetensors") {
     require(!d.path.empty(), "data.path", d.path,
             "a directory of shards when data.kind is safetensors");
     require(!d.latents_key.empty(), "data.latents_key", d.latents_key, "a tensor name");

@@ -10,6 +10,7 @@
 #include <fstream>
 
 #include "microdit/data/builtin_shapes.h"
+#include "microdit/data/mds_dataset.h"
 #include "microdit/data/prompt_match.h"
 #include "microdit/data/safetensors_shards.h"
 #include "microdit/data/sample_order.h"
@@ -149,6 +150,15 @@ void Trainer::State::make_dataset() {
     o.caption_channels = d.builtin_caption_channels;
     o.seed = cfg.run.seed;
     builtin = std::make_unique<data::BuiltinShapes>(o);
+  } else if (d.kind == "mds") {
+    data::MDSLatentDatasetOptions o;
+    o.resolution = d.resolution;
+    o.latent_channels = dit_cfg.in_channels;
+    o.latent_size = dit_cfg.input_size;  // the model decides; resolution picks the column
+    o.caption_tokens = d.caption_tokens;
+    o.caption_channels = dit_cfg.caption_channels;
+    std::vector<std::filesystem::path> dirs(d.mds_dirs.begin(), d.mds_dirs.end());
+    dataset = std::make_unique<data::MDSLatentDataset>(dirs, o);
   } else {
     data::SafetensorsShardsOptions o;
     o.latents_key = d.latents_key;

@@ -58,8 +58,12 @@ struct OptimSection {
 };
 
 struct DataSection {
-  std::string kind = "builtin";  // builtin | safetensors
+  std::string kind = "builtin";  // builtin | safetensors | mds
   std::string path;              // directory of shards (safetensors)
+  // MDS: directories of the official preparation, mixed in this order.
+  std::vector<std::string> mds_dirs;
+  int64_t resolution = 256;     // MDS: reads the column latents_<resolution>
+  int64_t caption_tokens = 77;  // MDS: caption_latents is (caption_tokens, caption_channels)
   std::string latents_key = "latents";
   std::string captions_key = "caption_latents";
   // Built-in dataset (no downloads): coloured shapes on coloured backgrounds.
