@@ -6,6 +6,7 @@
 
 #include "microdit/io/safetensors.h"
 #include "microdit/io/state_dict.h"
+#include "test_support.h"
 
 namespace microdit::io {
 namespace {
@@ -37,19 +38,7 @@ TORCH_MODULE(TinyModel);
 
 testing::AssertionResult throws_with(const std::function<void()>& f,
                                      std::initializer_list<std::string_view> pieces) {
-  try {
-    f();
-  } catch (const std::runtime_error& e) {
-    const std::string message = e.what();
-    for (std::string_view piece : pieces) {
-      if (message.find(piece) == std::string::npos) {
-        return testing::AssertionFailure()
-               << "message \"" << message << "\" lacks \"" << piece << "\"";
-      }
-    }
-    return testing::AssertionSuccess();
-  }
-  return testing::AssertionFailure() << "did not throw";
+  return test::throws_with(f, /*prefix=*/"", pieces);
 }
 
 // Deep copies, so later changes to the model do not show through.

@@ -9,6 +9,8 @@
 #include <span>
 #include <unordered_map>
 
+#include "microdit/util/utf8.h"
+
 namespace microdit::encoders {
 
 namespace {
@@ -60,24 +62,6 @@ bool in_ranges(std::span<const CodePointRange> table, char32_t c) {
 }
 
 // ---- UTF-8 ---------------------------------------------------------------------------------
-
-void append_utf8(std::string& out, char32_t c) {
-  if (c < 0x80) {
-    out += static_cast<char>(c);
-  } else if (c < 0x800) {
-    out += static_cast<char>(0xC0 | (c >> 6));
-    out += static_cast<char>(0x80 | (c & 0x3F));
-  } else if (c < 0x10000) {
-    out += static_cast<char>(0xE0 | (c >> 12));
-    out += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (c & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (c >> 18));
-    out += static_cast<char>(0x80 | ((c >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (c & 0x3F));
-  }
-}
 
 // ---- Entities ------------------------------------------------------------------------------
 
@@ -521,7 +505,7 @@ std::u32string utf8_to_code_points(std::string_view text) {
 std::string code_points_to_utf8(std::u32string_view text) {
   std::string out;
   out.reserve(text.size());
-  for (char32_t c : text) append_utf8(out, c);
+  for (char32_t c : text) util::append_utf8(out, c);
   return out;
 }
 

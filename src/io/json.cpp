@@ -9,6 +9,8 @@
 #include <stdexcept>
 #include <unordered_set>
 
+#include "microdit/util/utf8.h"
+
 namespace microdit::io {
 
 namespace {
@@ -42,24 +44,6 @@ std::size_t utf8_sequence_length(std::string_view text, std::size_t pos) {
     return byte(1) >= lo && byte(1) <= hi && cont(2) && cont(3) ? 4 : 0;
   }
   return 0;
-}
-
-void append_utf8(std::string& out, char32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xc0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3f));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xe0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-    out += static_cast<char>(0x80 | (cp & 0x3f));
-  } else {
-    out += static_cast<char>(0xf0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3f));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-    out += static_cast<char>(0x80 | (cp & 0x3f));
-  }
 }
 
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
@@ -273,7 +257,7 @@ class JsonParser {
         out += '\t';
         return;
       case 'u':
-        append_utf8(out, parse_unicode_escape());
+        util::append_utf8(out, parse_unicode_escape());
         return;
       default:
         fail_at(pos_ - 1, "an escape character (\" \\ / b f n r t u)");

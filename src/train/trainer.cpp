@@ -83,7 +83,7 @@ struct Trainer::State {
   std::unique_ptr<torch::optim::AdamW> optimizer;
   std::unique_ptr<EMA> ema;
   std::unique_ptr<data::Dataset> dataset;
-  std::unique_ptr<data::BuiltinShapes> builtin;  // also `dataset` when data.kind is builtin
+  const data::BuiltinShapes* builtin = nullptr;  // `dataset` when data.kind is builtin
   std::unique_ptr<data::SampleOrder> order;
   std::unique_ptr<EventWriter> events;
   std::unique_ptr<MetricsLog> metrics;
@@ -94,6 +94,12 @@ struct Trainer::State {
 
   void setup();
   void make_dataset();
+  // Learning rate of update t (from 0) on the global counter: lr * f(t), Composer's convention.
+  double lr_at(int64_t t) const {
+    const auto& o = cfg.optim;
+    return o.lr *
+           lr_factor({o.schedule, o.warmup_steps, o.alpha_f, o.t_max > 0 ? o.t_max : o.steps}, t);
+  }
   void restore();
   double train_one_step();
   double micro_batch(const std::vector<int64_t>& positions);
@@ -149,7 +155,9 @@ void Trainer::State::make_dataset() {
     o.caption_len = d.builtin_caption_len;
     o.caption_channels = d.builtin_caption_channels;
     o.seed = cfg.run.seed;
-    builtin = std::make_unique<data::BuiltinShapes>(o);
+    auto shapes = std::make_unique<data::BuiltinShapes>(o);
+    builtin = shapes.get();
+    dataset = std::move(shapes);
   } else if (d.kind == "mds") {
     data::MDSLatentDatasetOptions o;
     o.resolution = d.resolution;
@@ -165,8 +173,7 @@ void Trainer::State::make_dataset() {
     o.caption_key = d.captions_key;
     dataset = std::make_unique<data::SafetensorsShards>(d.path, o);
   }
-  const data::Dataset& ds = builtin ? *builtin : *dataset;
-  const auto sample = ds.get(0);
+  const auto sample = dataset->get(0);
   const std::vector<int64_t> expected{dit_cfg.in_channels, dit_cfg.input_size, dit_cfg.input_size};
   if (sample.latents.sizes() != at::IntArrayRef(expected) ||
       sample.caption.size(-1) != dit_cfg.caption_channels) {
@@ -176,7 +183,7 @@ void Trainer::State::make_dataset() {
         io::shape_string(sample.latents.sizes()), io::shape_string(sample.caption.sizes()),
         dit_cfg.in_channels, dit_cfg.input_size, dit_cfg.input_size, dit_cfg.caption_channels));
   }
-  order = std::make_unique<data::SampleOrder>(ds.size(), cfg.run.seed);
+  order = std::make_unique<data::SampleOrder>(dataset->size(), cfg.run.seed);
 }
 
 void Trainer::State::restore() {
@@ -208,8 +215,7 @@ void Trainer::State::restore() {
 }
 
 double Trainer::State::micro_batch(const std::vector<int64_t>& positions) {
-  const data::Dataset& ds = builtin ? *builtin : *dataset;
-  auto batch = data::collate(ds, order->indices_at(positions), positions);
+  auto batch = data::collate(*dataset, order->indices_at(positions), positions);
   const auto T = dit_cfg.num_patches();
   auto draws = draw_samples(cfg.run.seed, step, positions, batch.latents.sizes().slice(1), T,
                             cfg.optim.caption_drop_prob);
@@ -236,9 +242,7 @@ double Trainer::State::train_one_step() {
   const auto& o = cfg.optim;
   const int64_t micro = o.micro_batch_size > 0 ? o.micro_batch_size : o.batch_size / world_size;
   const int64_t num_micro = o.batch_size / (world_size * micro);
-  set_learning_rate(*optimizer, o.lr * lr_factor({o.schedule, o.warmup_steps, o.alpha_f,
-                                                  o.t_max > 0 ? o.t_max : o.steps},
-                                                 step));
+  set_learning_rate(*optimizer, lr_at(step));
   optimizer->zero_grad(/*set_to_none=*/true);
   double loss = 0;
   for (int64_t m = 0; m < num_micro; ++m) {
@@ -267,9 +271,7 @@ void Trainer::State::save(bool final) {
 
 void Trainer::State::log_progress(double loss, double images_per_s, double eta_s) {
   const auto& o = cfg.optim;
-  const double lr =
-      o.lr *
-      lr_factor({o.schedule, o.warmup_steps, o.alpha_f, o.t_max > 0 ? o.t_max : o.steps}, step - 1);
+  const double lr = lr_at(step - 1);  // of the update just made
   spdlog::info("step {}/{} | loss {:.4f} | lr {:.3e} | grad norm {:.3f} | {:.1f} img/s | ETA {}",
                step, o.steps, loss, lr, grad_norm, images_per_s, format_duration(eta_s));
   metrics->write(
