@@ -11,6 +11,7 @@
 
 #include "microdit/data/builtin_shapes.h"
 #include "microdit/data/mds_dataset.h"
+#include "microdit/data/prefetcher.h"
 #include "microdit/data/prompt_match.h"
 #include "microdit/data/safetensors_shards.h"
 #include "microdit/data/sample_order.h"
@@ -72,6 +73,12 @@ at::Device resolve_device(const std::string& name) {
 }
 }  // namespace
 
+// What one micro-batch needs from the CPU, prepared ahead on the prefetch thread.
+struct MicroBatchInput {
+  data::Batch batch;
+  SampleDraws draws;
+};
+
 struct Trainer::State {
   TrainConfig cfg;
   TrainerOptions opts;
@@ -92,6 +99,9 @@ struct Trainer::State {
   int64_t world_size = 1, rank = 0;
   std::string last_checkpoint = "none";
 
+  // Last: destroyed (its thread joined) before anything make_input reads.
+  std::unique_ptr<data::Prefetcher<MicroBatchInput>> prefetch;
+
   void setup();
   void make_dataset();
   // Learning rate of update t (from 0) on the global counter: lr * f(t), Composer's convention.
@@ -102,7 +112,13 @@ struct Trainer::State {
   }
   void restore();
   double train_one_step();
-  double micro_batch(const std::vector<int64_t>& positions);
+  int64_t micro_batch_size() const {
+    const auto& o = cfg.optim;
+    return o.micro_batch_size > 0 ? o.micro_batch_size : o.batch_size / world_size;
+  }
+  int64_t micro_batches() const { return cfg.optim.batch_size / (world_size * micro_batch_size()); }
+  MicroBatchInput make_input(int64_t key) const;
+  double micro_batch(const MicroBatchInput& input);
   void save(bool final);
   void log_progress(double loss, double images_per_s, double eta_s);
   double sample_grid();
@@ -214,13 +230,21 @@ void Trainer::State::restore() {
   }
 }
 
-double Trainer::State::micro_batch(const std::vector<int64_t>& positions) {
+// The CPU side of micro-batch `key` = step * micro_batches + m: samples and their random draws.
+MicroBatchInput Trainer::State::make_input(int64_t key) const {
+  const int64_t m_step = key / micro_batches(), m = key % micro_batches();
+  const auto positions =
+      data::positions_for(m_step, cfg.optim.batch_size, rank, world_size, micro_batch_size(), m);
   auto batch = data::collate(*dataset, order->indices_at(positions), positions);
-  const auto T = dit_cfg.num_patches();
-  auto draws = draw_samples(cfg.run.seed, step, positions, batch.latents.sizes().slice(1), T,
-                            cfg.optim.caption_drop_prob);
-  auto x = batch.latents.to(device);
-  auto y = batch.captions.to(device) * draws.keep_caption.to(device).view({-1, 1, 1, 1});
+  auto draws = draw_samples(cfg.run.seed, m_step, positions, batch.latents.sizes().slice(1),
+                            dit_cfg.num_patches(), cfg.optim.caption_drop_prob);
+  return {std::move(batch), std::move(draws)};
+}
+
+double Trainer::State::micro_batch(const MicroBatchInput& input) {
+  const auto& draws = input.draws;
+  auto x = input.batch.latents.to(device);
+  auto y = input.batch.captions.to(device) * draws.keep_caption.to(device).view({-1, 1, 1, 1});
   std::optional<model::TokenMask> mask;
   if (cfg.optim.mask_ratio > 0) {
     mask = model::mask_from_noise(draws.mask_noise.to(device), cfg.optim.mask_ratio);
@@ -240,13 +264,16 @@ double Trainer::State::micro_batch(const std::vector<int64_t>& positions) {
 
 double Trainer::State::train_one_step() {
   const auto& o = cfg.optim;
-  const int64_t micro = o.micro_batch_size > 0 ? o.micro_batch_size : o.batch_size / world_size;
-  const int64_t num_micro = o.batch_size / (world_size * micro);
+  if (!prefetch) {
+    prefetch = std::make_unique<data::Prefetcher<MicroBatchInput>>(
+        [this](int64_t key) { return make_input(key); }, step * micro_batches(),
+        /*depth=*/std::max<int64_t>(2, micro_batches()));
+  }
   set_learning_rate(*optimizer, lr_at(step));
   optimizer->zero_grad(/*set_to_none=*/true);
   double loss = 0;
-  for (int64_t m = 0; m < num_micro; ++m) {
-    loss += micro_batch(data::positions_for(step, o.batch_size, rank, world_size, micro, m));
+  for (int64_t m = 0; m < micro_batches(); ++m) {
+    loss += micro_batch(prefetch->take(step * micro_batches() + m));
   }
   if (!std::isfinite(loss)) {
     throw NonFiniteLoss(fmt::format("loss is {} at step {}; stopping. Last good checkpoint: {}",
