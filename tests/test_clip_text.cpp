@@ -13,6 +13,7 @@
 #include "microdit/io/json.h"
 #include "microdit/io/safetensors.h"
 #include "microdit/io/state_dict.h"
+#include "test_support.h"
 
 namespace microdit::encoders {
 namespace {
@@ -87,19 +88,7 @@ CLIPTextEncoder load_case(const Case& c) {
 
 template <class F>
 testing::AssertionResult throws_with(F&& f, std::initializer_list<std::string_view> pieces) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    const std::string message = e.what();
-    for (std::string_view piece : pieces) {
-      if (message.find(piece) == std::string::npos) {
-        return testing::AssertionFailure()
-               << "message \"" << message << "\" lacks \"" << piece << "\"";
-      }
-    }
-    return testing::AssertionSuccess();
-  }
-  return testing::AssertionFailure() << "did not throw";
+  return test::throws_with<std::exception>(f, "", pieces);
 }
 
 io::TensorMap open_clip_tensors() { return io::load_safetensors(kData / "open_clip.safetensors"); }

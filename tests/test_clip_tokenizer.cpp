@@ -18,6 +18,7 @@
 #include "microdit/encoders/clip_tokenizer.h"
 #include "microdit/encoders/text_clean.h"
 #include "microdit/io/json.h"
+#include "test_support.h"
 
 namespace microdit::encoders {
 namespace {
@@ -117,19 +118,7 @@ const Tokenizers& tokenizers() {
 // Passes when `f` throws a std::exception whose message contains every piece.
 testing::AssertionResult throws_with(const std::function<void()>& f,
                                      std::initializer_list<std::string> pieces) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    const std::string message = e.what();
-    for (const std::string& piece : pieces) {
-      if (message.find(piece) == std::string::npos) {
-        return testing::AssertionFailure()
-               << "message \"" << message << "\" lacks \"" << piece << "\"";
-      }
-    }
-    return testing::AssertionSuccess();
-  }
-  return testing::AssertionFailure() << "nothing was thrown";
+  return test::throws_with<std::exception>(f, "", pieces);
 }
 
 // ---- Parity with the references ------------------------------------------------------------

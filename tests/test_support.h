@@ -20,15 +20,18 @@ const parity::ReferenceSet& reference_set();
 // A small config with every feature on: mixer of another width, MoE in backbone and mixer.
 model::DiTConfig small_config();
 
-// Passes when `f` throws a std::runtime_error whose message starts with `prefix` and
-// contains every piece.
-template <class F>
-testing::AssertionResult throws_with(F&& f, const std::string& prefix,
-                                     std::initializer_list<std::string_view> pieces) {
+// Passes when `f` throws an E (std::runtime_error unless given) whose message starts with
+// `prefix` and contains every piece.
+template <class E = std::runtime_error, class F,
+          class Pieces = std::initializer_list<std::string_view>>
+testing::AssertionResult throws_with(F&& f, std::string_view prefix, const Pieces& pieces) {
   try {
     f();
-  } catch (const std::runtime_error& e) {
+  } catch (const std::exception& e) {
     const std::string message = e.what();
+    if (dynamic_cast<const E*>(&e) == nullptr) {
+      return testing::AssertionFailure() << "threw another exception type: " << message;
+    }
     if (!message.starts_with(prefix)) {
       return testing::AssertionFailure()
              << "message \"" << message << "\" does not start with \"" << prefix << "\"";
@@ -40,8 +43,6 @@ testing::AssertionResult throws_with(F&& f, const std::string& prefix,
       }
     }
     return testing::AssertionSuccess();
-  } catch (const std::exception& e) {
-    return testing::AssertionFailure() << "threw a non-runtime_error: " << e.what();
   }
   return testing::AssertionFailure() << "did not throw";
 }

@@ -15,6 +15,7 @@
 
 #include "microdit/model/config.h"
 #include "microdit/train/config.h"
+#include "test_support.h"
 
 namespace microdit::train {
 namespace {
@@ -44,18 +45,7 @@ optim: {steps: 20, batch_size: 8}
 // Passes when `fn` throws std::invalid_argument whose message contains every piece.
 testing::AssertionResult throws_with(const std::function<void()>& fn,
                                      const std::vector<std::string>& pieces) {
-  try {
-    fn();
-  } catch (const std::invalid_argument& e) {
-    const std::string message = e.what();
-    for (const auto& piece : pieces) {
-      if (message.find(piece) == std::string::npos)
-        return testing::AssertionFailure()
-               << "message \"" << message << "\" lacks \"" << piece << "\"";
-    }
-    return testing::AssertionSuccess();
-  }
-  return testing::AssertionFailure() << "nothing was thrown";
+  return test::throws_with<std::invalid_argument>(fn, "", pieces);
 }
 
 testing::AssertionResult parse_fails(const std::string& yaml,
