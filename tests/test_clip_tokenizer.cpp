@@ -69,10 +69,10 @@ struct TempDir {
   fs::path path;
   explicit TempDir(const std::string& name)
       : path(fs::temp_directory_path() / ("microdit_" + name + "_" + std::to_string(getpid()))) {
-    fs::remove_all(path);
+    test::remove_tree(path);
     fs::create_directories(path);
   }
-  ~TempDir() { fs::remove_all(path); }
+  ~TempDir() { test::remove_tree(path); }
 };
 
 // Both flavours on the committed vocabulary: open_clip reads the .gz, HF reads vocab.json and

@@ -1,5 +1,7 @@
 // Tests for the dataset of precomputed latents stored as safetensors shards.
 #include <gtest/gtest.h>
+
+#include "test_support.h"
 #include <unistd.h>
 
 #include <fstream>
@@ -18,10 +20,10 @@ class SafetensorsShardsTest : public testing::Test {
     const auto* info = testing::UnitTest::GetInstance()->current_test_info();
     dir_ = fs::temp_directory_path() /
            ("microdit-shards-" + std::to_string(::getpid()) + "-" + info->name());
-    fs::remove_all(dir_);
+    test::remove_tree(dir_);
     fs::create_directories(dir_);
   }
-  void TearDown() override { fs::remove_all(dir_); }
+  void TearDown() override { test::remove_tree(dir_); }
 
   // A shard of n samples whose values encode (first + sample index).
   void write(const std::string& name, int64_t first, int64_t n, at::ScalarType dtype = at::kFloat,
@@ -93,7 +95,7 @@ TEST_F(SafetensorsShardsTest, UsesConfiguredKeys) {
 
 TEST_F(SafetensorsShardsTest, RejectsMissingDirectoryAndNoShards) {
   EXPECT_TRUE(fails_with({dir_.string(), "no *.safetensors shards"}));
-  fs::remove_all(dir_);
+  test::remove_tree(dir_);
   EXPECT_TRUE(fails_with({dir_.string(), "no such dataset directory"}));
   fs::create_directories(dir_);
   write("a.safetensors", 0, 0);

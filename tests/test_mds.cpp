@@ -155,10 +155,10 @@ class MDSTest : public testing::Test {
     const auto* info = testing::UnitTest::GetInstance()->current_test_info();
     dir_ = fs::temp_directory_path() /
            ("microdit-mds-" + std::to_string(::getpid()) + "-" + info->name());
-    fs::remove_all(dir_);
+    test::remove_tree(dir_);
     fs::create_directories(dir_);
   }
-  void TearDown() override { fs::remove_all(dir_); }
+  void TearDown() override { test::remove_tree(dir_); }
 
   // A copy of fixture `name` in the temporary directory, under `as` (default: the same name).
   fs::path copy_fixture(const std::string& name, std::string as = "") {

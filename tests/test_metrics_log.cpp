@@ -1,5 +1,7 @@
 // Tests for metrics.jsonl: one JSON object per line, appended, non-finite values as null.
 #include <gtest/gtest.h>
+
+#include "test_support.h"
 #include <unistd.h>
 
 #include <fstream>
@@ -24,7 +26,7 @@ std::vector<std::string> read_lines(const fs::path& path) {
 fs::path scratch_dir(const std::string& test) {
   const auto dir =
       fs::temp_directory_path() / ("microdit-metrics-" + std::to_string(::getpid()) + "-" + test);
-  fs::remove_all(dir);
+  test::remove_tree(dir);
   return dir;
 }
 
@@ -43,7 +45,7 @@ TEST(MetricsLog, WritesOneObjectPerLineInOrder) {
   const auto record = io::parse_json(lines[1]);
   EXPECT_EQ(record.at("step").as_int(), 20);
   EXPECT_EQ(record.at("loss").as_double(), 0.25);
-  fs::remove_all(dir);
+  test::remove_tree(dir);
 }
 
 TEST(MetricsLog, NonFiniteValuesBecomeNull) {
@@ -55,7 +57,7 @@ TEST(MetricsLog, NonFiniteValuesBecomeNull) {
   const auto lines = read_lines(dir / "metrics.jsonl");
   ASSERT_EQ(lines.size(), 1u);
   EXPECT_EQ(lines[0], R"({"step":1,"loss":null,"grad_norm":null,"neg":null})");
-  fs::remove_all(dir);
+  test::remove_tree(dir);
 }
 
 TEST(MetricsLog, AppendsToAnExistingLog) {
@@ -67,7 +69,7 @@ TEST(MetricsLog, AppendsToAnExistingLog) {
   ASSERT_EQ(lines.size(), 2u);
   EXPECT_EQ(io::parse_json(lines[0]).at("step").as_int(), 1);
   EXPECT_EQ(io::parse_json(lines[1]).at("step").as_int(), 2);
-  fs::remove_all(dir);
+  test::remove_tree(dir);
 }
 
 TEST(MetricsLog, RepeatedOrReservedNamesAreRejected) {
@@ -76,7 +78,7 @@ TEST(MetricsLog, RepeatedOrReservedNamesAreRejected) {
   EXPECT_THROW(log.write(1, {{"loss", 1.0}, {"loss", 2.0}}), std::invalid_argument);
   EXPECT_THROW(log.write(1, {{"step", 1.0}}), std::invalid_argument);
   EXPECT_TRUE(read_lines(dir / "metrics.jsonl").empty());
-  fs::remove_all(dir);
+  test::remove_tree(dir);
 }
 
 }  // namespace

@@ -2,6 +2,8 @@
 // check the structure a decoder relies on: signature, IHDR, chunk CRCs, the zlib header, stored
 // blocks that reassemble to the filtered scanlines, and the Adler-32 trailer.
 #include <gtest/gtest.h>
+
+#include "test_support.h"
 #include <unistd.h>
 
 #include <fstream>
@@ -163,7 +165,7 @@ TEST(Png, WritePngWritesTheEncodedBytes) {
   std::ifstream in(dir / "grid.png", std::ios::binary);
   const std::string bytes{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
   EXPECT_EQ(bytes, encode_png(image));
-  fs::remove_all(dir);
+  test::remove_tree(dir);
 }
 
 TEST(MakeGrid, LaysOutTilesWithPaddingLikeTorchvision) {

@@ -65,10 +65,10 @@ class Safetensors : public testing::Test {
     dir_ =
         fs::temp_directory_path() / ("microdit-safetensors-" + std::to_string(::getpid()) + "-" +
                                      testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
+    test::remove_tree(dir_);
     fs::create_directories(dir_);
   }
-  void TearDown() override { fs::remove_all(dir_); }
+  void TearDown() override { test::remove_tree(dir_); }
 
   fs::path file(std::string_view name) const { return dir_ / name; }
 

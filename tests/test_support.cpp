@@ -1,6 +1,17 @@
 #include "test_support.h"
 
+#include <ftw.h>
+
+#include <cstdio>
+
 namespace microdit::test {
+
+void remove_tree(const std::filesystem::path& path) {
+  auto remove_one = [](const char* name, const struct stat*, int, struct FTW*) {
+    return std::remove(name);
+  };
+  ::nftw(path.c_str(), remove_one, 16, FTW_DEPTH | FTW_PHYS);
+}
 
 const parity::ReferenceSet& reference_set() {
   static const parity::ReferenceSet ref = parity::load_reference_set(reference_dir());

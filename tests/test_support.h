@@ -20,6 +20,11 @@ const parity::ReferenceSet& reference_set();
 // A small config with every feature on: mixer of another width, MoE in backbone and mixer.
 model::DiTConfig small_config();
 
+// Removes a file or directory tree (no error if missing). Not std::filesystem::remove_all: the
+// CUDA build of libtorch.so (PyTorch 2.11) exports a broken copy of it that the tests would bind
+// to and crash in (seen on the GPU machine, 2026-11-26).
+void remove_tree(const std::filesystem::path& path);
+
 // Passes when `f` throws an E (std::runtime_error unless given) whose message starts with
 // `prefix` and contains every piece.
 template <class E = std::runtime_error, class F,

@@ -1,6 +1,8 @@
 // Tests for the tfevents writer and reader: CRC32C and its mask, record framing, and the
 // hand-encoded Event protos (decoded here by a separate minimal protobuf reader).
 #include <gtest/gtest.h>
+
+#include "test_support.h"
 #include <unistd.h>
 
 #include <cstring>
@@ -73,7 +75,7 @@ T fixed(const Field& f) {
 fs::path scratch_dir(const std::string& test) {
   const auto dir =
       fs::temp_directory_path() / ("microdit-tfevents-" + std::to_string(::getpid()) + "-" + test);
-  fs::remove_all(dir);
+  test::remove_tree(dir);
   return dir;
 }
 
@@ -121,7 +123,7 @@ TEST(TensorBoard, FileNameFollowsTheTensorFlowPattern) {
   EXPECT_EQ(match[1].str(), std::to_string(::getpid()));
   EXPECT_EQ(first.path().parent_path(), dir);
   EXPECT_NE(first.path(), second.path()) << "the per-process counter keeps writers apart";
-  fs::remove_all(dir);
+  test::remove_tree(dir);
 }
 
 TEST(TensorBoard, FirstRecordIsTheFileVersion) {
@@ -134,7 +136,7 @@ TEST(TensorBoard, FirstRecordIsTheFileVersion) {
   EXPECT_GT(fixed<double>(field(event, 1)), 1.6e9);
   EXPECT_EQ(field(event, 3).bytes, "brain.Event:2");
   EXPECT_EQ(static_cast<uint8_t>(records[0][0]), 0x09);  // key byte of wall_time
-  fs::remove_all(dir);
+  test::remove_tree(dir);
 }
 
 TEST(TensorBoard, ScalarEventEncodesTagStepAndFloat) {
@@ -162,7 +164,7 @@ TEST(TensorBoard, ScalarEventEncodesTagStepAndFloat) {
   EXPECT_EQ(field(second, 2).varint, 300000u);
   const auto second_value = decode(field(decode(field(second, 5).bytes), 1).bytes);
   EXPECT_EQ(fixed<float>(field(second_value, 2)), 2.4e-4f);
-  fs::remove_all(dir);
+  test::remove_tree(dir);
 }
 
 TEST(TensorBoard, ImageEventCarriesSizeColorspaceAndPng) {
@@ -182,7 +184,7 @@ TEST(TensorBoard, ImageEventCarriesSizeColorspaceAndPng) {
   EXPECT_EQ(field(encoded, 3).varint, 3u);   // colorspace RGB
   EXPECT_EQ(field(encoded, 4).bytes, io::encode_png(image));
   EXPECT_THROW(writer.add_image("bad", at::zeros({6, 10, 3}), 8), std::invalid_argument);
-  fs::remove_all(dir);
+  test::remove_tree(dir);
 }
 
 TEST(TensorBoard, RecordsAreFramedWithLengthAndCrcs) {
@@ -202,7 +204,7 @@ TEST(TensorBoard, RecordsAreFramedWithLengthAndCrcs) {
   uint32_t length_crc = 0;
   std::memcpy(&length_crc, bytes.data() + 8, 4);
   EXPECT_EQ(length_crc, masked_crc32c(bytes.data(), 8));
-  fs::remove_all(dir);
+  test::remove_tree(dir);
 }
 
 TEST(TensorBoard, CorruptedOrTruncatedFilesAreRejectedNamingTheRecord) {
@@ -238,7 +240,7 @@ TEST(TensorBoard, CorruptedOrTruncatedFilesAreRejectedNamingTheRecord) {
   EXPECT_TRUE(rejected_naming(path, "truncated"));
 
   EXPECT_THROW(read_tfevents_records(dir / "missing"), std::runtime_error);
-  fs::remove_all(dir);
+  test::remove_tree(dir);
 }
 
 TEST(TensorBoard, NegativeStepsUseTenByteVarints) {
@@ -247,7 +249,7 @@ TEST(TensorBoard, NegativeStepsUseTenByteVarints) {
   writer.add_scalar("x", 1.0, -1);
   const auto records = read_tfevents_records(writer.path());
   EXPECT_EQ(static_cast<int64_t>(field(decode(records[1]), 2).varint), -1);
-  fs::remove_all(dir);
+  test::remove_tree(dir);
 }
 
 }  // namespace

@@ -167,10 +167,10 @@ class TorchCheckpointArchive : public testing::Test {
     dir_ =
         fs::temp_directory_path() / ("microdit-checkpoint-" + std::to_string(::getpid()) + "-" +
                                      testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
+    test::remove_tree(dir_);
     fs::create_directories(dir_);
   }
-  void TearDown() override { fs::remove_all(dir_); }
+  void TearDown() override { test::remove_tree(dir_); }
 
   // A zip archive with data.pkl = `pickle` and a data/0 record of `floats` floats.
   fs::path archive(const std::string& pickle, int floats = 4) {

@@ -173,7 +173,7 @@ TEST(TrainConfig, RangeErrorsNameTheKey) {
       {"optim.alpha_f=1.5", "optim.alpha_f"},
       {"optim.alpha_f=-0.1", "optim.alpha_f"},
       {"optim.schedule=linear", "optim.schedule = \"linear\", expected constant, "},
-      {"optim.precision=fp16", "optim.precision = \"fp16\", expected auto, bf16 or fp32"},
+      {"optim.precision=fp16", "optim.precision = \"fp16\", expected auto, bf16, bf16-fp32norm or fp32"},
       {"optim.caption_drop_prob=1.1", "optim.caption_drop_prob"},
       {"optim.caption_drop_prob=-0.5", "optim.caption_drop_prob"},
       {"optim.ema.smoothing=1.5", "optim.ema.smoothing"},

@@ -2,6 +2,11 @@
 // micro-batch split invariance, a non-finite loss, and the run directory's files.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <vector>
+
+#include "test_support.h"
+
 #include <csignal>
 #include <filesystem>
 #include <fstream>
@@ -19,10 +24,18 @@ namespace microdit {
 namespace {
 namespace fs = std::filesystem;
 
+// An empty directory for one run, removed again when the test program exits.
 fs::path fresh_dir(const std::string& name) {
   auto dir =
       fs::temp_directory_path() / ("microdit_trainer_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
+  test::remove_tree(dir);
+  static std::vector<fs::path> made;
+  if (made.empty()) {
+    std::atexit([] {
+      for (const auto& d : made) test::remove_tree(d);
+    });
+  }
+  made.push_back(dir);
   return dir;
 }
 

@@ -3,15 +3,20 @@
 // line: images/s, seconds per step, peak GPU memory, parameter count.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <iostream>
+#include <numeric>
 #include <string>
 
 #include "microdit/model/config.h"
+#include "microdit/model/flops.h"
 #include "microdit/model/microdit.h"
 #include "microdit/train/optimizer.h"
 #include "microdit/train/train_step.h"
 #include "microdit/util/device.h"
+#include "microdit/util/kernel_profile.h"
 
 namespace {
 constexpr const char* kUsage = R"(usage: microdit-bench [options]
@@ -24,6 +29,11 @@ constexpr const char* kUsage = R"(usage: microdit-bench [options]
   --warmup N      untimed steps first (default 3)
   --device D      cuda (default when available) or cpu
   --fp32          no bf16 autocast on CUDA
+  --fp32-norm     plain autocast: LayerNorms in float32 (default: bf16, as the official runs)
+  --micro-batches N  the batch in N accumulated parts (default 1; 0: the fewest that fit)
+  --peak-tflops X matrix ceiling for MFU (default 796: bf16 GEMM measured on an H100/H200)
+  --profile N     after timing, profile N more steps and print the time per step of each GPU
+                  kernel (CPU operator on the CPU), largest first, as JSON lines
 )";
 
 struct Args {
@@ -32,6 +42,10 @@ struct Args {
   double mask = 0.75;
   std::string device;
   bool fp32 = false;
+  bool fp32_norm = false;
+  int64_t micro_batches = 1;
+  int64_t profile = 0;
+  double peak_tflops = 796.0;
 };
 
 Args parse(int argc, char** argv) {
@@ -61,6 +75,14 @@ Args parse(int argc, char** argv) {
       a.device = next();
     else if (arg == "--fp32")
       a.fp32 = true;
+    else if (arg == "--fp32-norm")
+      a.fp32_norm = true;
+    else if (arg == "--micro-batches")
+      a.micro_batches = std::stoll(next());
+    else if (arg == "--peak-tflops")
+      a.peak_tflops = std::stod(next());
+    else if (arg == "--profile")
+      a.profile = std::stoll(next());
     else
       throw std::invalid_argument("unknown option " + arg);
   }
@@ -91,22 +113,57 @@ int run(const Args& a) {
   train::TrainStepOptions options;
   options.mask_ratio = a.mask;
   options.bf16_autocast = !a.fp32;
-  for (int64_t i = 0; i < a.warmup; ++i) train::train_step(dit, opt, x0, y, options);
+  options.low_precision_norm = !a.fp32_norm;
+  options.micro_batches = std::max<int64_t>(1, a.micro_batches);
+  for (int64_t i = 0; i < std::max<int64_t>(1, a.warmup); ++i) {
+    try {
+      train::train_step(dit, opt, x0, y, options);
+    } catch (const c10::OutOfMemoryError&) {
+      // --micro-batches 0: halve the micro-batch until one step fits.
+      if (a.micro_batches != 0 || options.micro_batches * 2 > a.batch) throw;
+      options.micro_batches *= 2;
+      util::empty_cache(device);
+      --i;
+    }
+  }
   util::synchronize(device);
   util::reset_peak_memory(device);
-  const auto t0 = std::chrono::steady_clock::now();
+  // Each step timed on its own (synchronised), so the spread shows; the mean is over all steps.
+  std::vector<double> times;
   at::Tensor loss;
-  for (int64_t i = 0; i < a.steps; ++i) loss = train::train_step(dit, opt, x0, y, options).loss;
-  util::synchronize(device);
-  const double secs =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / a.steps;
+  double loss_sum = 0;
+  for (int64_t i = 0; i < a.steps; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    loss = train::train_step(dit, opt, x0, y, options).loss;
+    util::synchronize(device);
+    times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    loss_sum += loss.item<double>();  // after the clock: the step already synchronised
+  }
+  const double mean = std::accumulate(times.begin(), times.end(), 0.0) / a.steps;
+  const double tflop = model::training_step_flops(dit->config, {a.batch, a.mask}) * 1e-12;
+  std::sort(times.begin(), times.end());
   fmt::print(R"({{"impl": "microdit-cpp", "arch": "{}", "batch": {}, "mask": {}, "res": {}, )"
-             R"("device": "{}", "bf16": {}, "s_per_step": {:.4f}, "images_per_s": {:.1f}, )"
-             R"("peak_gib": {:.2f}, "params": {}, "loss": {:.4f}}})"
+             R"("device": "{}", "bf16": {}, "bf16_norm": {}, "micro_batches": {}, "s_per_step": {:.4f}, "s_median": {:.4f}, )"
+             R"("s_min": {:.4f}, "s_max": {:.4f}, "images_per_s": {:.1f}, )"
+             R"("tflop_per_step": {:.2f}, "tflops": {:.1f}, "mfu": {:.3f}, )"
+             R"("peak_gib": {:.2f}, "params": {}, "loss": {:.4f}, "loss_mean": {:.5f}}})"
              "\n",
-             a.arch, a.batch, a.mask, a.res, device.str(), !a.fp32 && device.is_cuda(), secs,
-             a.batch / secs, util::peak_memory_bytes(device) / double(1 << 30),
-             dit->num_parameters(), loss.item<double>());
+             a.arch, a.batch, a.mask, a.res, device.str(), !a.fp32 && device.is_cuda(),
+             !a.fp32 && !a.fp32_norm && device.is_cuda(), options.micro_batches, mean,
+             times[times.size() / 2], times.front(), times.back(), a.batch / mean, tflop,
+             tflop / mean, tflop / mean / a.peak_tflops,
+             util::peak_memory_bytes(device) / double(1 << 30), dit->num_parameters(),
+             loss.item<double>(), loss_sum / a.steps);
+  std::fflush(stdout);
+  if (a.profile > 0) {
+    auto totals = util::profile_kernels(
+        [&] {
+          for (int64_t i = 0; i < a.profile; ++i) train::train_step(dit, opt, x0, y, options);
+          util::synchronize(device);
+        },
+        device.is_cuda());
+    util::print_kernel_totals(std::cout, totals, /*top=*/40, static_cast<double>(a.profile));
+  }
   return 0;
 }
 }  // namespace

@@ -40,7 +40,8 @@ at::Tensor FeedForwardECMoeImpl::forward(const at::Tensor& x) {
   auto h = at::gelu(at::bmm(xin, w1));  // exact erf GELU
   h = at::bmm(h, w2);                   // (E,B*K,D)
   h = h.view({num_experts, B, K, D}).transpose(0, 1).reshape({B, num_experts * K, D});
-  h = h * routing.probs.reshape({B, num_experts * K, 1});  // float32 probs, as official
+  // The official einsum runs in the autocast dtype, so the probabilities are cast to it.
+  h = h * routing.probs.reshape({B, num_experts * K, 1}).to(h.scalar_type());
   auto scatter_idx = flat_idx.unsqueeze(-1).expand({B, num_experts * K, D});
   // Tokens no expert chose stay zero; tokens chosen several times get the sum.
   return at::zeros({B, T, D}, h.options()).scatter_add(1, scatter_idx, h);

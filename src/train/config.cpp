@@ -565,8 +565,8 @@ void validate_optim(const OptimSection& o, int64_t world_size, const model::DiTC
               " patches");
   require(o.caption_drop_prob >= 0 && o.caption_drop_prob <= 1, "optim.caption_drop_prob",
           o.caption_drop_prob, "a probability in [0, 1]");
-  require(one_of(o.precision, {"auto", "bf16", "fp32"}), "optim.precision", o.precision,
-          "auto, bf16 or fp32");
+  require(one_of(o.precision, {"auto", "bf16", "bf16-fp32norm", "fp32"}), "optim.precision",
+          o.precision, "auto, bf16, bf16-fp32norm or fp32");
   require(o.ema.smoothing >= 0 && o.ema.smoothing <= 1, "optim.ema.smoothing", o.ema.smoothing,
           "a value in [0, 1]");
   require(o.ema.start_step >= 0, "optim.ema.start_step", o.ema.start_step, ">= 0");

@@ -3,6 +3,7 @@
 #include "microdit/diffusion/edm_loss.h"
 #include "microdit/model/masking.h"
 #include "microdit/nn/autocast.h"
+#include "microdit/nn/norm.h"
 
 namespace microdit::train {
 
@@ -27,23 +28,40 @@ TrainStepResult train_step(model::DiT& dit, torch::optim::Optimizer& optimizer,
                            const TrainStepOptions& options,
                            std::optional<at::Generator> generator) {
   const auto device = x0.device();
+  const int64_t batch = x0.size(0);
+  TORCH_CHECK(options.micro_batches >= 1 && batch % options.micro_batches == 0, "batch ", batch,
+              " does not split into ", options.micro_batches, " equal micro-batches");
   auto draws = diffusion::sample_loss_noise(x0, generator);
   std::optional<model::TokenMask> mask;
   if (options.mask_ratio > 0) {
-    mask = model::sample_mask(x0.size(0), dit->config.num_patches(), options.mask_ratio, generator,
+    mask = model::sample_mask(batch, dit->config.num_patches(), options.mask_ratio, generator,
                               device);
   }
-  at::Tensor loss;
-  {
-    nn::AutocastGuard autocast(device.type(), at::kBFloat16,
-                               options.bf16_autocast && device.is_cuda());
-    loss = diffusion::edm_loss(dit, x0, y, draws, options.edm, mask ? &*mask : nullptr);
-  }
   optimizer.zero_grad(/*set_to_none=*/true);
-  loss.backward();
+  const int64_t micro = batch / options.micro_batches;
+  at::Tensor loss = at::zeros({}, x0.options());
+  for (int64_t start = 0; start < batch; start += micro) {
+    auto part = [&](const at::Tensor& t) { return t.narrow(0, start, micro); };
+    std::optional<model::TokenMask> part_mask;
+    if (mask) part_mask = model::TokenMask{part(mask->ids_keep), part(mask->ids_restore),
+                                           part(mask->mask)};
+    at::Tensor part_loss;
+    {
+      nn::AutocastGuard autocast(device.type(), at::kBFloat16,
+                                 options.bf16_autocast && device.is_cuda());
+      nn::LowPrecisionNormGuard low_precision_norm(options.low_precision_norm);
+      part_loss = diffusion::edm_loss_per_sample(dit, part(x0), part(y),
+                                                 {part(draws.rnd_normal), part(draws.noise)},
+                                                 options.edm, part_mask ? &*part_mask : nullptr)
+                      .sum() /
+                  static_cast<double>(batch);
+    }
+    part_loss.backward();
+    loss = loss + part_loss.detach();
+  }
   auto grad_norm = clip_grad_norm(dit->parameters(), options.clip_norm);
   optimizer.step();
-  return {loss.detach(), grad_norm};
+  return {loss, grad_norm};
 }
 
 }  // namespace microdit::train

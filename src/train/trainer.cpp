@@ -22,6 +22,7 @@
 #include "microdit/io/state_dict.h"
 #include "microdit/model/masking.h"
 #include "microdit/nn/autocast.h"
+#include "microdit/nn/norm.h"
 #include "microdit/train/checkpoint.h"
 #include "microdit/train/ema.h"
 #include "microdit/train/lr_schedule.h"
@@ -138,7 +139,8 @@ model::DiT& Trainer::model() { return s_->dit; }
 void Trainer::State::setup() {
   run_dir = cfg.run.dir;
   device = resolve_device(cfg.run.device);
-  bf16 = cfg.optim.precision == "bf16" || (cfg.optim.precision == "auto" && device.is_cuda());
+  bf16 = cfg.optim.precision.starts_with("bf16") ||
+         (cfg.optim.precision == "auto" && device.is_cuda());
   dit_cfg = cfg.model.resolved();
   std::filesystem::create_directories(run_dir / "samples");
   io::write_file_atomically(run_dir / "config.yaml",
@@ -252,6 +254,7 @@ double Trainer::State::micro_batch(const MicroBatchInput& input) {
   at::Tensor loss;
   {
     nn::AutocastGuard autocast(device.type(), at::kBFloat16, bf16);
+    nn::LowPrecisionNormGuard low_precision_norm(cfg.optim.precision != "bf16-fp32norm");
     loss = diffusion::edm_loss_per_sample(dit, x, y,
                                           {draws.rnd_normal.to(device), draws.noise.to(device)},
                                           cfg.edm, mask ? &*mask : nullptr)

@@ -27,6 +27,12 @@ void reset_peak_memory(const at::Device& device) {
 #endif
 }
 
+void empty_cache(const at::Device& device) {
+#ifdef MICRODIT_WITH_CUDA
+  if (device.is_cuda()) c10::cuda::CUDACachingAllocator::emptyCache();
+#endif
+}
+
 int64_t peak_memory_bytes(const at::Device& device) {
 #ifdef MICRODIT_WITH_CUDA
   if (device.is_cuda()) {

@@ -6,6 +6,21 @@
 
 namespace microdit::nn {
 
+// While one lives on this thread, LayerNorms under autocast run in the autocast dtype (input and
+// weight cast down, statistics in float32 inside the kernel, output in the low dtype), as
+// Composer's LPLayerNorm that the official training uses. Without it autocast runs them in float32.
+class LowPrecisionNormGuard {
+ public:
+  explicit LowPrecisionNormGuard(bool enabled = true);
+  ~LowPrecisionNormGuard();
+  LowPrecisionNormGuard(const LowPrecisionNormGuard&) = delete;
+  LowPrecisionNormGuard& operator=(const LowPrecisionNormGuard&) = delete;
+  static bool active();
+
+ private:
+  bool previous_;
+};
+
 class LayerNormImpl : public torch::nn::Module {
  public:
   LayerNormImpl(int64_t dim, double eps, bool affine = true);

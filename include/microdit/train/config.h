@@ -50,7 +50,9 @@ struct OptimSection {
   double clip_norm = 0.0;          // global gradient norm bound (0 = off)
   double mask_ratio = 0.0;         // deferred masking ratio in [0, 1)
   double caption_drop_prob = 0.1;  // per sample, for classifier-free guidance
-  std::string precision = "auto";  // auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
+  // auto (bf16 on CUDA, fp32 on CPU) | bf16 (LayerNorms in bf16, as the official runs) |
+  // bf16-fp32norm (plain autocast: LayerNorms in float32) | fp32
+  std::string precision = "auto";
   EMASection ema;
   std::string continue_from;  // checkpoint: full state, new lr/schedule/EMA smoothing
   std::string init_from;      // checkpoint or weights file: weights only

@@ -15,6 +15,9 @@ struct TrainStepOptions {
   double mask_ratio = 0.75;
   double clip_norm = 0.25;    // <= 0: no clipping
   bool bf16_autocast = true;  // only on CUDA; CPU runs float32
+  // LayerNorms in bf16 under autocast, as the official runs (Composer's LPLayerNorm).
+  bool low_precision_norm = true;
+  int64_t micro_batches = 1;  // gradient accumulation: the batch in this many equal parts
   diffusion::EDMConfig edm;
 };
 

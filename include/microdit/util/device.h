@@ -10,6 +10,7 @@ bool cuda_available();
 std::string default_device_name();  // "cuda" when a GPU is visible, else "cpu"
 void synchronize(const at::Device& device);
 void reset_peak_memory(const at::Device& device);
+void empty_cache(const at::Device& device);  // returns cached GPU blocks to the driver
 int64_t peak_memory_bytes(const at::Device& device);  // 0 on CPU
 
 }  // namespace microdit::util

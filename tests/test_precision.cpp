@@ -1,0 +1,136 @@
+// The fast paths compute the same function: gather-based expert-choice MoE against the official
+// one-hot einsum formulation, and bf16 LayerNorms (the official runs' LPLayerNorm) against plain
+// autocast. On the CPU with CPU autocast; the *_CUDA cases repeat them on a GPU.
+#include <gtest/gtest.h>
+#include <torch/csrc/autograd/autograd.h>
+
+#include "microdit/diffusion/edm_loss.h"
+#include "microdit/model/masking.h"
+#include "microdit/model/microdit.h"
+#include "microdit/nn/autocast.h"
+#include "microdit/nn/expert_choice_moe.h"
+#include "microdit/nn/norm.h"
+#include "test_support.h"
+
+namespace microdit {
+namespace {
+
+double relative_error(const at::Tensor& ours, const at::Tensor& ref) {
+  return (ours.to(at::kDouble) - ref.to(at::kDouble)).norm().item<double>() /
+         ref.to(at::kDouble).norm().item<double>();
+}
+
+// The official FeedForwardECMoe.forward: gather and scatter as products with one-hot matrices.
+at::Tensor one_hot_moe(nn::FeedForwardECMoe& moe, const at::Tensor& x) {
+  const auto routing = moe->route(x);  // (B,E,K) probabilities and token indices
+  auto P = at::one_hot(routing.indices, x.size(1)).to(x.scalar_type());  // (B,E,K,T)
+  auto x_in = at::einsum("becn,bnd->becd", {P, x});
+  auto h = at::gelu(at::einsum("becd,edh->bech", {x_in, moe->w1}));
+  h = at::einsum("bech,ehd->becd", {h, moe->w2});
+  return at::einsum("becn,becd,bec->bnd", {P, h, routing.probs});
+}
+
+void expect_gather_equals_one_hot(at::Device device) {
+  at::manual_seed(3);
+  nn::FeedForwardECMoe moe(8, 2.0, 64, 96, 32);
+  moe->to(device);
+  auto x = at::randn({3, 40, 64}, device).requires_grad_();
+  auto ours = moe(x);
+  auto g = at::randn_like(ours);
+  auto grads = torch::autograd::grad({ours}, {x, moe->w1, moe->w2, moe->gate->weight}, {g});
+  auto ref = one_hot_moe(moe, x);
+  auto ref_grads = torch::autograd::grad({ref}, {x, moe->w1, moe->w2, moe->gate->weight}, {g});
+  EXPECT_LE(relative_error(ours, ref), 1e-6);
+  for (std::size_t i = 0; i < grads.size(); ++i) {
+    EXPECT_LE(relative_error(grads[i], ref_grads[i]), 1e-6) << "gradient " << i;
+  }
+}
+
+TEST(FastPath, GatherMoEEqualsOneHotEinsum) { expect_gather_equals_one_hot(at::kCPU); }
+
+TEST(FastPath, GatherMoEEqualsOneHotEinsum_CUDA) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  const bool tf32 = at::globalContext().allowTF32CuBLAS();
+  at::globalContext().setAllowTF32CuBLAS(false);
+  expect_gather_equals_one_hot(at::kCUDA);
+  at::globalContext().setAllowTF32CuBLAS(tf32);
+}
+
+TEST(FastPath, LowPrecisionNormRunsInTheAutocastDtype) {
+  nn::LayerNorm norm(32, 1e-6);
+  {
+    at::NoGradGuard no_grad;
+    norm->weight.uniform_(0.5, 1.5);
+  }
+  auto x = at::randn({4, 32});
+  const auto plain = norm(x);
+  {
+    nn::LowPrecisionNormGuard low(true);
+    EXPECT_TRUE(at::equal(norm(x), plain)) << "no effect outside autocast";
+    nn::AutocastGuard autocast(at::kCPU, at::kBFloat16);
+    const auto out = norm(x);
+    EXPECT_EQ(out.scalar_type(), at::kBFloat16);
+    EXPECT_TRUE(at::equal(out, at::layer_norm(x.to(at::kBFloat16), {32},
+                                              norm->weight.to(at::kBFloat16), {}, 1e-6)));
+  }
+  nn::AutocastGuard autocast(at::kCPU, at::kBFloat16);
+  EXPECT_NE(norm(x).scalar_type(), at::kBFloat16) << "plain autocast keeps LayerNorm in float32";
+  EXPECT_FALSE(nn::LowPrecisionNormGuard::active());
+}
+
+// Gradients of one masked EDM step of a small model, flattened over all parameters.
+at::Tensor step_gradients(model::DiT& dit, const at::Tensor& x, const at::Tensor& y,
+                          const diffusion::EDMLossNoise& draws, const model::TokenMask& mask,
+                          bool bf16, bool low_precision_norm) {
+  dit->zero_grad(/*set_to_none=*/true);
+  {
+    nn::AutocastGuard autocast(x.device().type(), at::kBFloat16, bf16);
+    nn::LowPrecisionNormGuard norm(low_precision_norm);
+    diffusion::edm_loss(dit, x, y, draws, {}, &mask).backward();
+  }
+  std::vector<at::Tensor> flat;
+  for (const auto& p : dit->parameters()) {
+    if (p.grad().defined()) flat.push_back(p.grad().flatten().to(at::kDouble));
+  }
+  return at::cat(flat);
+}
+
+double cosine(const at::Tensor& a, const at::Tensor& b) {
+  return (a * b).sum().item<double>() / (a.norm() * b.norm()).item<double>();
+}
+
+void expect_bf16_norm_gradients_close(at::Device device) {
+  at::manual_seed(5);
+  model::DiT dit(test::small_config());
+  // Non-zero output layers, so every parameter gets a gradient.
+  {
+    at::NoGradGuard no_grad;
+    for (auto& p : dit->parameters()) {
+      if (p.abs().max().item<double>() == 0) p.normal_(0, 0.02);
+    }
+  }
+  dit->to(device);
+  const auto& c = dit->config;
+  auto x = at::randn({8, c.in_channels, c.input_size, c.input_size}, device);
+  auto y = at::randn({8, 1, 77, c.caption_channels}, device);
+  const auto draws = diffusion::sample_loss_noise(x);
+  const auto mask = model::sample_mask(8, c.num_patches(), 0.5, std::nullopt, device);
+  const auto fp32 = step_gradients(dit, x, y, draws, mask, false, false);
+  const auto plain = step_gradients(dit, x, y, draws, mask, true, false);
+  const auto fast = step_gradients(dit, x, y, draws, mask, true, true);
+  EXPECT_GE(cosine(fast, plain), 0.999);
+  EXPECT_GE(cosine(fast, fp32), 0.99);
+  testing::Test::RecordProperty("cosine_fast_plain", std::to_string(cosine(fast, plain)));
+  testing::Test::RecordProperty("cosine_fast_fp32", std::to_string(cosine(fast, fp32)));
+  testing::Test::RecordProperty("cosine_plain_fp32", std::to_string(cosine(plain, fp32)));
+}
+
+TEST(FastPath, Bf16NormGradientsMatchPlainAutocast) { expect_bf16_norm_gradients_close(at::kCPU); }
+
+TEST(FastPath, Bf16NormGradientsMatchPlainAutocast_CUDA) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  expect_bf16_norm_gradients_close(at::kCUDA);
+}
+
+}  // namespace
+}  // namespace microdit
