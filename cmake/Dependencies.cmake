@@ -29,7 +29,7 @@ if(MICRODIT_WITH_OPENCV)
   if(OpenCV_FOUND)
     set(MICRODIT_HAVE_OPENCV ON)
   else()
-    message(STATUS "OpenCV not found: image output is off")
+    message(STATUS "OpenCV not found: images other than PNG cannot be decoded (microdit-prepare)")
   endif()
 endif()
 

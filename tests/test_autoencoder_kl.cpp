@@ -3,6 +3,8 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 
+#include "test_support.h"
+
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -36,13 +38,6 @@ void expect_close(const at::Tensor& ours, const at::Tensor& reference, const std
   EXPECT_LE(error, kTolerance) << what;
 }
 
-std::string read_text(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 // A diffusers test model and its reference tensors, loaded once.
 struct Fixture {
   AutoencoderKL vae{nullptr};
@@ -68,7 +63,7 @@ TEST(AutoencoderKL, ParameterNamesAndShapesEqualDiffusers) {
         AutoencoderKLConfig::from_json_file(kDataDir / c10::str("config_", name, ".json"));
     AutoencoderKL vae(config);
     const auto ours = io::state_dict(*vae);
-    const io::Json keys = io::parse_json(read_text(kDataDir / c10::str("keys_", name, ".json")));
+    const io::Json keys = io::parse_json(test::read_bytes(kDataDir / c10::str("keys_", name, ".json")));
     EXPECT_EQ(ours.size(), keys.size());
     for (const auto& [key, shape] : keys.as_object()) {
       const auto it = ours.find(key);

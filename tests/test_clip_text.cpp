@@ -42,17 +42,7 @@ double relative_error(const at::Tensor& ours, const at::Tensor& ref) {
 
 // The tiny open_clip tower of the fixtures: width 32, 4 heads, 2 layers, 256 ids, QuickGELU.
 CLIPTextConfig open_clip_config() {
-  const io::Json cfg = read_json(kData / "open_clip_config.json");
-  const io::Json& text = cfg.at("text_cfg");
-  CLIPTextConfig config;
-  config.vocab_size = text.at("vocab_size").as_int();
-  config.context_length = text.at("context_length").as_int();
-  config.width = text.at("width").as_int();
-  config.heads = text.at("heads").as_int();
-  config.layers = text.at("layers").as_int();
-  config.activation =
-      cfg.at("quick_gelu").as_bool() ? CLIPTextActivation::quick_gelu : CLIPTextActivation::gelu;
-  return config;
+  return CLIPTextConfig::from_open_clip_json(read_json(kData / "open_clip_config.json"));
 }
 
 struct Case {
@@ -307,6 +297,17 @@ TEST(CLIPText, Dfn5bConfigMatchesOpenClip) {
   EXPECT_EQ(config.mlp_width(), 4096);  // open_clip's default mlp_ratio 4
   EXPECT_EQ(config.layer_norm_eps, 1e-5);
   EXPECT_EQ(config.layout, CLIPTextLayout::open_clip);
+  // The same tower read from the open_clip model config.
+  const CLIPTextConfig parsed = CLIPTextConfig::from_open_clip_json(cfg);
+  EXPECT_EQ(parsed.vocab_size, config.vocab_size);
+  EXPECT_EQ(parsed.context_length, config.context_length);
+  EXPECT_EQ(parsed.width, config.width);
+  EXPECT_EQ(parsed.heads, config.heads);
+  EXPECT_EQ(parsed.layers, config.layers);
+  EXPECT_EQ(parsed.mlp_width(), config.mlp_width());
+  EXPECT_EQ(parsed.activation, config.activation);
+  EXPECT_EQ(parsed.layout, CLIPTextLayout::open_clip);
+  EXPECT_THROW(CLIPTextConfig::from_open_clip_json(io::parse_json("{}")), std::invalid_argument);
 }
 
 TEST(CLIPText, ConfigFromHfJson) {

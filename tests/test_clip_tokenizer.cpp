@@ -28,20 +28,9 @@ const fs::path kData = fs::path(MICRODIT_SOURCE_DIR) / "tests" / "data" / "token
 const fs::path kVocab = kData / "bpe_simple_vocab_16e6.txt.gz";
 constexpr int64_t kStart = 49406, kEnd = 49407, kLength = 77;
 
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream data;
-  data << in.rdbuf();
-  return std::move(data).str();
-}
-
-void write_text(const fs::path& path, const std::string& text) {
-  std::ofstream(path, std::ios::binary) << text;
-}
-
 std::vector<io::Json> read_jsonl(const fs::path& path) {
   std::vector<io::Json> records;
-  std::istringstream lines(read_text(path));
+  std::istringstream lines(test::read_bytes(path));
   for (std::string line; std::getline(lines, line);) {
     if (!line.empty()) records.push_back(io::parse_json(line));
   }
@@ -65,20 +54,10 @@ std::vector<int64_t> padded(std::vector<int64_t> ids, int64_t pad) {
 }
 
 // A directory under the system temp dir, removed with the object.
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& name)
-      : path(fs::temp_directory_path() / ("microdit_" + name + "_" + std::to_string(getpid()))) {
-    test::remove_tree(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { test::remove_tree(path); }
-};
-
 // Both flavours on the committed vocabulary: open_clip reads the .gz, HF reads vocab.json and
 // merges.txt derived from it, as the reference script does for transformers.
 struct Tokenizers {
-  TempDir dir{"clip_tokenizer"};
+  test::TempDir dir{"clip_tokenizer"};
   CLIPTokenizer open_clip = CLIPTokenizer::open_clip(kVocab);
   CLIPTokenizer hf = [this] {
     write_hf_vocabulary(read_open_clip_vocabulary(kVocab), dir.path / "vocab.json",
@@ -346,69 +325,69 @@ TEST(CLIPTokenizer, MissingVocabularyFile) {
 
 TEST(CLIPTokenizer, CorruptVocabularyFiles) {
   SKIP_WITHOUT_LIBRARIES();
-  TempDir dir("clip_tokenizer_corrupt");
-  const std::string gz = read_text(kVocab);
+  test::TempDir dir("clip_tokenizer_corrupt");
+  const std::string gz = test::read_bytes(kVocab);
   const fs::path truncated = dir.path / "truncated.gz", garbage = dir.path / "garbage.gz";
-  write_text(truncated, gz.substr(0, gz.size() / 2));
-  write_text(garbage, std::string("\x1f\x8b\x08\x00", 4) + std::string(64, 'x'));
+  test::write_bytes(truncated, gz.substr(0, gz.size() / 2));
+  test::write_bytes(garbage, std::string("\x1f\x8b\x08\x00", 4) + std::string(64, 'x'));
   EXPECT_TRUE(throws_with([&] { CLIPTokenizer::open_clip(truncated); },
                           {truncated.string(), "gzip data is truncated"}));
   EXPECT_TRUE(throws_with([&] { CLIPTokenizer::open_clip(garbage); },
                           {garbage.string(), "not valid gzip data"}));
 
   const fs::path short_merges = dir.path / "short.txt";
-  write_text(short_merges, "#version: 0.2\ni n\nt h\n");
+  test::write_bytes(short_merges, "#version: 0.2\ni n\nt h\n");
   EXPECT_TRUE(throws_with([&] { CLIPTokenizer::open_clip(short_merges); },
                           {"has 2 merge lines after the header, expected 48894"}));
   const fs::path bad_line = dir.path / "bad_line.txt";
-  write_text(bad_line, "#version: 0.2\ni n\nt h e\n");
+  test::write_bytes(bad_line, "#version: 0.2\ni n\nt h e\n");
   EXPECT_TRUE(throws_with([&] { CLIPTokenizer::open_clip(bad_line); },
                           {"line 3 has 3 fields, expected a merge of two symbols"}));
   const fs::path not_utf8 = dir.path / "latin1.txt";
-  write_text(not_utf8, "#version: 0.2\n\xe9 n\n");
+  test::write_bytes(not_utf8, "#version: 0.2\n\xe9 n\n");
   EXPECT_TRUE(throws_with([&] { CLIPTokenizer::open_clip(not_utf8); },
                           {"not valid UTF-8 (byte offset 14)"}));
 }
 
 TEST(CLIPTokenizer, CorruptHFFiles) {
   SKIP_WITHOUT_LIBRARIES();
-  TempDir dir("clip_tokenizer_hf_corrupt");
+  test::TempDir dir("clip_tokenizer_hf_corrupt");
   const CLIPVocabulary v = read_open_clip_vocabulary(kVocab);
   const fs::path vocab = dir.path / "vocab.json", merges = dir.path / "merges.txt";
   write_hf_vocabulary(v, vocab, merges);
-  const std::string good_vocab = read_text(vocab);
+  const std::string good_vocab = test::read_bytes(vocab);
 
-  write_text(vocab, good_vocab.substr(0, 1000));
+  test::write_bytes(vocab, good_vocab.substr(0, 1000));
   EXPECT_TRUE(
       throws_with([&] { CLIPTokenizer::hf(vocab, merges); }, {vocab.string(), "not valid JSON"}));
-  write_text(vocab, "[1, 2]");
+  test::write_bytes(vocab, "[1, 2]");
   EXPECT_TRUE(throws_with([&] { CLIPTokenizer::hf(vocab, merges); },
                           {"expected a JSON object, got array"}));
-  write_text(vocab, R"({"!": "zero"})");
+  test::write_bytes(vocab, R"({"!": "zero"})");
   EXPECT_TRUE(
       throws_with([&] { CLIPTokenizer::hf(vocab, merges); }, {"token \"!\" has id \"zero\""}));
 
   std::string no_end = good_vocab;
   no_end.replace(no_end.find("\"<|endoftext|>\""), 15, "\"<|the_end|>\"");
-  write_text(vocab, no_end);
+  test::write_bytes(vocab, no_end);
   EXPECT_TRUE(throws_with([&] { CLIPTokenizer::hf(vocab, merges); },
                           {"end token \"<|endoftext|>\" is not in the vocabulary"}));
 
   std::string no_merge_result = good_vocab;
   no_merge_result.replace(no_merge_result.find("\"in\":"), 5, "\"IN\":");
-  write_text(vocab, no_merge_result);
+  test::write_bytes(vocab, no_merge_result);
   EXPECT_TRUE(throws_with([&] { CLIPTokenizer::hf(vocab, merges); },
                           {"merge 1 (\"i n\"): symbol \"in\" is not in the vocabulary"}));
 
-  write_text(vocab, good_vocab);
-  const std::string good_merges = read_text(merges);
-  write_text(merges, good_merges.substr(0, good_merges.size() / 2));
+  test::write_bytes(vocab, good_vocab);
+  const std::string good_merges = test::read_bytes(merges);
+  test::write_bytes(merges, good_merges.substr(0, good_merges.size() / 2));
   EXPECT_TRUE(throws_with([&] { CLIPTokenizer::hf(vocab, merges); },
                           {merges.string(), "merge lines after the header, expected 48894"}));
   // Windows line ends and surrounding whitespace are fine, as for transformers.
   std::string crlf = "\n\n";
   for (char c : good_merges) crlf += c == '\n' ? std::string("\r\n") : std::string(1, c);
-  write_text(merges, crlf);
+  test::write_bytes(merges, crlf);
   EXPECT_EQ(CLIPTokenizer::hf(vocab, merges).encode("a photo of a cat"),
             tokenizers().hf.encode("a photo of a cat"));
 }

@@ -23,21 +23,9 @@ using io::Json;
 
 fs::path fixtures() { return fs::path(MICRODIT_SOURCE_DIR) / "tests" / "data" / "mds"; }
 
-std::string read_bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return std::move(text).str();
-}
-
-void write_bytes(const fs::path& path, const std::string& data) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(data.data(), static_cast<std::streamsize>(data.size()));
-}
-
 // expected.json, loaded once.
 const Json& expected() {
-  static const Json json = io::parse_json(read_bytes(fixtures() / "expected.json"));
+  static const Json json = io::parse_json(test::read_bytes(fixtures() / "expected.json"));
   return json;
 }
 
@@ -347,7 +335,7 @@ TEST_F(MDSTest, WriterMatchesPythonWriterBytes) {
   const fs::path reference = fixtures() / "plain";
   ASSERT_EQ(files_under(out), files_under(reference));
   for (const auto& name : files_under(reference)) {
-    EXPECT_EQ(read_bytes(out / name), read_bytes(reference / name)) << name;
+    EXPECT_EQ(test::read_bytes(out / name), test::read_bytes(reference / name)) << name;
   }
 }
 
@@ -355,8 +343,8 @@ TEST_F(MDSTest, WriterMatchesPythonWriterBytes) {
 TEST_F(MDSTest, ZstdWriterMatchesPythonRawData) {
   const fs::path out = write_fixture_samples("zstd", dir_ / "ours");
   // The zstd frames may differ between zstd builds; the uncompressed shards may not.
-  const Json ours = io::parse_json(read_bytes(out / "index.json"));
-  const Json theirs = io::parse_json(read_bytes(fixtures() / "zstd" / "index.json"));
+  const Json ours = io::parse_json(test::read_bytes(out / "index.json"));
+  const Json theirs = io::parse_json(test::read_bytes(fixtures() / "zstd" / "index.json"));
   ASSERT_EQ(ours.at("shards").size(), theirs.at("shards").size());
   for (std::size_t k = 0; k < ours.at("shards").size(); ++k) {
     const Json& a = ours.at("shards").at(k);
@@ -389,7 +377,7 @@ TEST_F(MDSTest, WriterAndMergeIndexMatchPythonMergedLayout) {
   const fs::path reference = fixtures() / "merged";
   ASSERT_EQ(files_under(root), files_under(reference));
   for (const auto& name : files_under(reference)) {
-    EXPECT_EQ(read_bytes(root / name), read_bytes(reference / name)) << name;
+    EXPECT_EQ(test::read_bytes(root / name), test::read_bytes(reference / name)) << name;
   }
   EXPECT_TRUE(
       fails_with<std::invalid_argument>([&] { merge_index(root, {"../x"}); }, {"relative path"}));
@@ -467,7 +455,7 @@ TEST_F(MDSTest, WriterRejectsBadSettingsAndValues) {
       },
       {"listed twice"}));
   fs::create_directories(dir_ / "full");
-  write_bytes(dir_ / "full" / "index.json", "{}");
+  test::write_bytes(dir_ / "full" / "index.json", "{}");
   EXPECT_TRUE(fails_with([&] { make("full", columns, 0, "", {}); }, {"not empty"}));
 
   MDSWriter writer(dir_ / "values", {{"x", "int"}, {"u", "uint8"}, {"a", "ndarray:int16:2"}});
@@ -499,8 +487,8 @@ TEST_F(MDSTest, WriterRejectsBadSettingsAndValues) {
 TEST_F(MDSTest, TruncatedShardIsReported) {
   const fs::path dir = copy_fixture("plain");
   const fs::path shard = dir / "shard.00001.mds";
-  const std::string data = read_bytes(shard);
-  write_bytes(shard, data.substr(0, data.size() - 10));
+  const std::string data = test::read_bytes(shard);
+  test::write_bytes(shard, data.substr(0, data.size() - 10));
   MDSReader reader(dir);
   EXPECT_NO_THROW(reader.get(0));  // shard 0 is intact
   EXPECT_TRUE(fails_with([&] { reader.get(5); },
@@ -510,10 +498,10 @@ TEST_F(MDSTest, TruncatedShardIsReported) {
   EXPECT_TRUE(fails_with([&] { reader.get(10); }, {"shard.00002.mds", "cannot open"}));
   // A shard whose length agrees with index.json but whose offsets run past its end.
   const fs::path other = copy_fixture("plain", "offsets");
-  std::string bad = read_bytes(other / "shard.00000.mds");
+  std::string bad = test::read_bytes(other / "shard.00000.mds");
   const uint32_t past = static_cast<uint32_t>(bad.size() + 100);
   std::memcpy(bad.data() + 4 + 4 * 4, &past, 4);  // offsets[4] = end of the last sample
-  write_bytes(other / "shard.00000.mds", bad);
+  test::write_bytes(other / "shard.00000.mds", bad);
   MDSReaderOptions no_hashes;
   no_hashes.verify_hashes = false;
   EXPECT_TRUE(fails_with([&] { MDSReader(other, no_hashes).get(0); },
@@ -522,9 +510,9 @@ TEST_F(MDSTest, TruncatedShardIsReported) {
 
 TEST_F(MDSTest, BadIndexJsonIsReported) {
   const fs::path dir = copy_fixture("plain");
-  const std::string good = read_bytes(dir / "index.json");
+  const std::string good = test::read_bytes(dir / "index.json");
   auto with_index = [&](const std::string& text) {
-    write_bytes(dir / "index.json", text);
+    test::write_bytes(dir / "index.json", text);
     return [dir] { MDSReader reader(dir); };
   };
   auto replaced = [&](const std::string& from, const std::string& to) {
@@ -556,9 +544,9 @@ TEST_F(MDSTest, BadIndexJsonIsReported) {
 
 TEST_F(MDSTest, HashMismatchIsReported) {
   const fs::path dir = copy_fixture("plain");
-  std::string data = read_bytes(dir / "shard.00000.mds");
+  std::string data = test::read_bytes(dir / "shard.00000.mds");
   data[data.size() - 1] ^= 0x40;  // inside the last sample, offsets intact
-  write_bytes(dir / "shard.00000.mds", data);
+  test::write_bytes(dir / "shard.00000.mds", data);
   EXPECT_TRUE(fails_with([&] { MDSReader(dir).get(0); },
                          {"shard.00000.mds", "md5 hash mismatch", "index.json says"}));
   MDSReaderOptions options;
@@ -566,12 +554,12 @@ TEST_F(MDSTest, HashMismatchIsReported) {
   EXPECT_NO_THROW(MDSReader(dir, options).get(0));
 #ifdef MICRODIT_HAVE_ZSTD
   const fs::path zdir = copy_fixture("zstd");
-  std::string zip = read_bytes(zdir / "shard.00001.mds.zstd");
+  std::string zip = test::read_bytes(zdir / "shard.00001.mds.zstd");
   zip[zip.size() / 2] ^= 0x01;
-  write_bytes(zdir / "shard.00001.mds.zstd", zip);
+  test::write_bytes(zdir / "shard.00001.mds.zstd", zip);
   EXPECT_TRUE(
       fails_with([&] { MDSReader(zdir).get(5); }, {"shard.00001.mds.zstd", "sha1 hash mismatch"}));
-  write_bytes(zdir / "shard.00002.mds.zstd", zip.substr(0, 20));
+  test::write_bytes(zdir / "shard.00002.mds.zstd", zip.substr(0, 20));
   EXPECT_TRUE(
       fails_with([&] { MDSReader(zdir, options).get(10); }, {"shard.00002.mds.zstd", "truncated"}));
 #endif
@@ -579,12 +567,12 @@ TEST_F(MDSTest, HashMismatchIsReported) {
 
 TEST_F(MDSTest, HashesWeDoNotImplementAreSkipped) {
   const fs::path dir = copy_fixture("plain");
-  std::string index = read_bytes(dir / "index.json");
+  std::string index = test::read_bytes(dir / "index.json");
   for (std::size_t pos = 0; (pos = index.find("\"hashes\": {\"md5\"", pos)) != std::string::npos;) {
     index.insert(pos + 11, "\"xxh3_64\": \"0123\", ");
     pos += 30;
   }
-  write_bytes(dir / "index.json", index);
+  test::write_bytes(dir / "index.json", index);
   MDSReader reader(dir);
   EXPECT_EQ(reader.unchecked_hashes(), std::vector<std::string>{"xxh3_64"});
   expect_matches_fixture(reader, "plain");
@@ -598,11 +586,11 @@ TEST_F(MDSTest, ImageColumnsAreReportedAndSkippable) {
   }
   // Relabel the column as jpeg in index.json and in the shard's config (same length).
   for (const char* name : {"index.json", "shard.00000.mds"}) {
-    std::string text = read_bytes(dir_ / "img" / name);
+    std::string text = test::read_bytes(dir_ / "img" / name);
     const auto pos = text.find("[\"str\", \"bytes\"]");
     ASSERT_NE(pos, std::string::npos);
     text.replace(pos, 16, "[\"str\", \"jpeg\"] ");
-    write_bytes(dir_ / "img" / name, text);
+    test::write_bytes(dir_ / "img" / name, text);
   }
   MDSReaderOptions options;
   options.verify_hashes = false;

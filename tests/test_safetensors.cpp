@@ -36,18 +36,6 @@ testing::AssertionResult same_tensor(const at::Tensor& a, const at::Tensor& b) {
   return testing::AssertionSuccess();
 }
 
-std::string read_bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
-
-void write_bytes(const fs::path& path, std::string_view bytes) {
-  std::ofstream(path, std::ios::binary)
-      .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
-
 std::string u64_le(std::uint64_t value) {
   std::string out(8, '\0');
   std::memcpy(out.data(), &value, 8);
@@ -76,7 +64,7 @@ class Safetensors : public testing::Test {
   testing::AssertionResult rejects(std::string_view bytes,
                                    std::initializer_list<std::string_view> pieces) {
     const fs::path path = file("bad.safetensors");
-    write_bytes(path, bytes);
+    test::write_bytes(path, bytes);
     return throws_with([&] { load_safetensors(path); }, path.string() + ": ", pieces);
   }
 
@@ -127,7 +115,7 @@ TEST_F(Safetensors, WritesTheReferenceLayout) {
                           {"z", at::scalar_tensor(true, at::kBool)},
                           {"e", at::zeros({0}, at::kChar)}};
   save_safetensors(file("layout.safetensors"), tensors, {{"format", "pt"}});
-  const std::string bytes = read_bytes(file("layout.safetensors"));
+  const std::string bytes = test::read_bytes(file("layout.safetensors"));
   std::uint64_t header_size = 0;
   std::memcpy(&header_size, bytes.data(), 8);
   const std::string json = R"({"__metadata__":{"format":"pt"},)"
@@ -144,7 +132,7 @@ TEST_F(Safetensors, WritesTheReferenceLayout) {
 
 TEST_F(Safetensors, EmptyMetadataWritesNoMetadataEntry) {
   save_safetensors(file("plain.safetensors"), {{"x", at::ones({1})}});
-  EXPECT_EQ(read_bytes(file("plain.safetensors")).substr(8, 9), R"({"x":{"dt)");
+  EXPECT_EQ(test::read_bytes(file("plain.safetensors")).substr(8, 9), R"({"x":{"dt)");
   std::map<std::string, std::string> metadata{{"stale", "entry"}};
   load_safetensors(file("plain.safetensors"), &metadata);
   EXPECT_TRUE(metadata.empty());
@@ -155,7 +143,7 @@ TEST_F(Safetensors, MatchesPythonWriterByteForByte) {
   std::map<std::string, std::string> metadata;
   const TensorMap tensors = load_safetensors(python, &metadata);
   save_safetensors(file("ours.safetensors"), tensors, metadata);
-  EXPECT_EQ(read_bytes(file("ours.safetensors")), read_bytes(python));
+  EXPECT_EQ(test::read_bytes(file("ours.safetensors")), test::read_bytes(python));
 }
 
 TEST(SafetensorsFixture, LoadsValuesWrittenByPython) {
@@ -191,7 +179,7 @@ TEST(SafetensorsFixture, ReadsEscapedAndNonAsciiMetadata) {
 TEST_F(Safetensors, AcceptsWhitespaceAndUnknownFields) {
   const std::string header = R"( {"a":{"dtype":"F32","shape":[],"data_offsets":[0,4],"note":1},)"
                              R"("e":{"dtype":"I64","shape":[2,0],"data_offsets":[4,4]}} )";
-  write_bytes(file("ok.safetensors"), raw_file(header, 4));
+  test::write_bytes(file("ok.safetensors"), raw_file(header, 4));
   const TensorMap t = load_safetensors(file("ok.safetensors"));
   EXPECT_EQ(t.at("a").dim(), 0);
   EXPECT_EQ(t.at("e").numel(), 0);
@@ -216,7 +204,7 @@ TEST_F(Safetensors, RejectsTruncatedAndOverlongFiles) {
 
 TEST_F(Safetensors, RejectsTruncatedSavedFile) {
   save_safetensors(file("full.safetensors"), every_dtype());
-  const std::string bytes = read_bytes(file("full.safetensors"));
+  const std::string bytes = test::read_bytes(file("full.safetensors"));
   EXPECT_TRUE(rejects(bytes.substr(0, bytes.size() - 1),
                       {"file is truncated", "file has " + std::to_string(bytes.size() - 1)}));
 }
@@ -302,10 +290,10 @@ TEST_F(Safetensors, SaveRejectsUnwritableTensors) {
 TEST_F(Safetensors, FailedSaveKeepsTheOldFile) {
   const fs::path path = file("weights.safetensors");
   save_safetensors(path, {{"x", at::ones({3})}});
-  const std::string before = read_bytes(path);
+  const std::string before = test::read_bytes(path);
   EXPECT_THROW(save_safetensors(path, {{"x", at::zeros({3}, at::kComplexDouble)}}),
                std::runtime_error);
-  EXPECT_EQ(read_bytes(path), before);
+  EXPECT_EQ(test::read_bytes(path), before);
   EXPECT_EQ(std::distance(fs::directory_iterator(dir_), fs::directory_iterator()), 1);
 }
 
@@ -335,7 +323,7 @@ TEST_F(Safetensors, AtomicWriteRemovesTheTemporaryOnError) {
     throw std::runtime_error("writer gave up");
   };
   EXPECT_TRUE(throws_with([&] { write_file_atomically(path, fail_midway); }, "writer gave up", {}));
-  EXPECT_EQ(read_bytes(path), "old");
+  EXPECT_EQ(test::read_bytes(path), "old");
   EXPECT_EQ(std::distance(fs::directory_iterator(dir_), fs::directory_iterator()), 1);
 }
 

@@ -1,17 +1,34 @@
 #include "test_support.h"
 
-#include <ftw.h>
+#include <unistd.h>
 
-#include <cstdio>
+#include <fstream>
+#include <iterator>
+
+#include "microdit/util/remove_tree.h"
 
 namespace microdit::test {
 
-void remove_tree(const std::filesystem::path& path) {
-  auto remove_one = [](const char* name, const struct stat*, int, struct FTW*) {
-    return std::remove(name);
-  };
-  ::nftw(path.c_str(), remove_one, 16, FTW_DEPTH | FTW_PHYS);
+void remove_tree(const std::filesystem::path& path) { util::remove_tree(path); }
+
+std::string read_bytes(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
+
+void write_bytes(const std::filesystem::path& path, std::string_view bytes) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc)
+      .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+TempDir::TempDir(const std::string& name)
+    : path(std::filesystem::temp_directory_path() /
+           ("microdit_" + name + "_" + std::to_string(::getpid()))) {
+  remove_tree(path);
+  std::filesystem::create_directories(path);
+}
+
+TempDir::~TempDir() { remove_tree(path); }
 
 const parity::ReferenceSet& reference_set() {
   static const parity::ReferenceSet ref = parity::load_reference_set(reference_dir());

@@ -20,9 +20,21 @@ const parity::ReferenceSet& reference_set();
 // A small config with every feature on: mixer of another width, MoE in backbone and mixer.
 model::DiTConfig small_config();
 
-// Removes a file or directory tree (no error if missing). Not std::filesystem::remove_all: the
-// CUDA build of libtorch.so (PyTorch 2.11) exports a broken copy of it that the tests would bind
-// to and crash in (seen on the GPU machine, 2026-11-26).
+// Whole-file reads and writes in binary mode (a missing file reads as empty).
+std::string read_bytes(const std::filesystem::path& path);
+void write_bytes(const std::filesystem::path& path, std::string_view bytes);
+
+// A fresh empty directory under the system temporary directory, named after `name` and the
+// process, removed with its contents when the object goes.
+struct TempDir {
+  explicit TempDir(const std::string& name);
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::filesystem::path path;
+};
+
+// util::remove_tree (not std::filesystem::remove_all, which crashes against the CUDA libtorch).
 void remove_tree(const std::filesystem::path& path);
 
 // Passes when `f` throws an E (std::runtime_error unless given) whose message starts with

@@ -79,15 +79,6 @@ fs::path scratch_dir(const std::string& test) {
   return dir;
 }
 
-std::string read_bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-void write_bytes(const fs::path& path, const std::string& bytes) {
-  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
-}
-
 testing::AssertionResult rejected_naming(const fs::path& path, const std::string& piece) {
   try {
     read_tfevents_records(path);
@@ -191,7 +182,7 @@ TEST(TensorBoard, RecordsAreFramedWithLengthAndCrcs) {
   const auto dir = scratch_dir("framing");
   EventWriter writer(dir);
   for (int step = 0; step < 5; ++step) writer.add_scalar("x", step * 0.5, step);
-  const std::string bytes = read_bytes(writer.path());
+  const std::string bytes = test::read_bytes(writer.path());
   const auto records = read_tfevents_records(writer.path());
   ASSERT_EQ(records.size(), 6u);
   std::size_t total = 0;
@@ -216,27 +207,27 @@ TEST(TensorBoard, CorruptedOrTruncatedFilesAreRejectedNamingTheRecord) {
     writer.add_scalar("b", 2.0, 2);
     path = writer.path();
   }
-  const std::string good = read_bytes(path);
+  const std::string good = test::read_bytes(path);
   const auto records = read_tfevents_records(path);
   ASSERT_EQ(records.size(), 3u);
   const std::size_t third = good.size() - (records[2].size() + 16);  // offset of record 2
 
   std::string bad = good;
   bad[third + 12 + 3] ^= 0x40;  // a data byte of record 2
-  write_bytes(path, bad);
+  test::write_bytes(path, bad);
   EXPECT_TRUE(rejected_naming(path, "record 2"));
   EXPECT_TRUE(rejected_naming(path, "data CRC"));
 
   bad = good;
   bad[third + 1] ^= 0x01;  // the length of record 2
-  write_bytes(path, bad);
+  test::write_bytes(path, bad);
   EXPECT_TRUE(rejected_naming(path, "length CRC"));
 
-  write_bytes(path, good.substr(0, good.size() - 3));
+  test::write_bytes(path, good.substr(0, good.size() - 3));
   EXPECT_TRUE(rejected_naming(path, "record 2 (at byte " + std::to_string(third) + ")"));
   EXPECT_TRUE(rejected_naming(path, "truncated"));
 
-  write_bytes(path, good.substr(0, third + 5));
+  test::write_bytes(path, good.substr(0, third + 5));
   EXPECT_TRUE(rejected_naming(path, "truncated"));
 
   EXPECT_THROW(read_tfevents_records(dir / "missing"), std::runtime_error);

@@ -10,6 +10,7 @@
 #include <numeric>
 #include <string>
 
+#include "microdit/util/arg_cursor.h"
 #include "microdit/model/config.h"
 #include "microdit/model/flops.h"
 #include "microdit/model/microdit.h"
@@ -50,39 +51,32 @@ struct Args {
 
 Args parse(int argc, char** argv) {
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) throw std::invalid_argument(arg + " needs a value");
-      return argv[++i];
-    };
-    if (arg == "-h" || arg == "--help") {
-      std::cout << kUsage;
-      std::exit(0);
-    } else if (arg == "--arch")
-      a.arch = next();
+  for (microdit::util::ArgCursor args(argc, argv); args.next(kUsage);) {
+    const std::string& arg = args.flag();
+    if (arg == "--arch")
+      a.arch = args.value();
     else if (arg == "--batch")
-      a.batch = std::stoll(next());
+      a.batch = std::stoll(args.value());
     else if (arg == "--mask")
-      a.mask = std::stod(next());
+      a.mask = std::stod(args.value());
     else if (arg == "--res")
-      a.res = std::stoll(next());
+      a.res = std::stoll(args.value());
     else if (arg == "--steps")
-      a.steps = std::stoll(next());
+      a.steps = std::stoll(args.value());
     else if (arg == "--warmup")
-      a.warmup = std::stoll(next());
+      a.warmup = std::stoll(args.value());
     else if (arg == "--device")
-      a.device = next();
+      a.device = args.value();
     else if (arg == "--fp32")
       a.fp32 = true;
     else if (arg == "--fp32-norm")
       a.fp32_norm = true;
     else if (arg == "--micro-batches")
-      a.micro_batches = std::stoll(next());
+      a.micro_batches = std::stoll(args.value());
     else if (arg == "--peak-tflops")
-      a.peak_tflops = std::stod(next());
+      a.peak_tflops = std::stod(args.value());
     else if (arg == "--profile")
-      a.profile = std::stoll(next());
+      a.profile = std::stoll(args.value());
     else
       throw std::invalid_argument("unknown option " + arg);
   }

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "microdit/util/arg_cursor.h"
 #include "microdit/parity/reference_check.h"
 
 namespace {
@@ -34,17 +35,10 @@ struct Args {
 
 Args parse_args(int argc, char** argv) {
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) throw std::invalid_argument(arg + " needs a value");
-      return argv[++i];
-    };
-    if (arg == "-h" || arg == "--help") {
-      std::cout << kUsage;
-      std::exit(0);
-    } else if (arg == "--weights") {
-      const auto w = value();
+  for (microdit::util::ArgCursor args(argc, argv); args.next(kUsage);) {
+    const std::string& arg = args.flag();
+    if (arg == "--weights") {
+      const auto w = args.value();
       if (w == "both")
         a.weights = {"weights.safetensors", "weights.pt"};
       else if (w == "safetensors" || w == "pt")
@@ -52,7 +46,7 @@ Args parse_args(int argc, char** argv) {
       else
         throw std::invalid_argument("--weights must be safetensors, pt or both, got " + w);
     } else if (arg == "--device") {
-      a.device = value();
+      a.device = args.value();
     } else if (arg == "--bf16") {
       a.bf16 = true;
     } else if (!arg.empty() && arg[0] == '-') {

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "microdit/util/arg_cursor.h"
 #include "microdit/model/param_count.h"
 #include "microdit/train/config.h"
 #include "microdit/train/trainer.h"
@@ -32,19 +33,12 @@ struct Args {
 
 Args parse(int argc, char** argv) {
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) throw std::invalid_argument(arg + " needs a value");
-      return argv[++i];
-    };
-    if (arg == "-h" || arg == "--help") {
-      std::cout << kUsage;
-      std::exit(0);
-    } else if (arg == "--config") {
-      a.config = value();
+  for (microdit::util::ArgCursor args(argc, argv); args.next(kUsage);) {
+    const std::string& arg = args.flag();
+    if (arg == "--config") {
+      a.config = args.value();
     } else if (arg == "--set") {
-      a.overrides.push_back(value());
+      a.overrides.push_back(args.value());
     } else if (arg == "--resume") {
       a.resume = true;
     } else if (arg == "--dry-run") {

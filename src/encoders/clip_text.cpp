@@ -125,6 +125,29 @@ CLIPTextConfig CLIPTextConfig::from_hf_json(const io::Json& json) {
   return config;
 }
 
+CLIPTextConfig CLIPTextConfig::from_open_clip_json(const io::Json& json) {
+  const io::Json* text = json.is_object() ? json.find("text_cfg") : nullptr;
+  if (text == nullptr || !text->is_object()) {
+    throw std::invalid_argument("open_clip model config: no \"text_cfg\" object");
+  }
+  CLIPTextConfig config;  // open_clip's CLIPTextCfg defaults
+  config.layout = CLIPTextLayout::open_clip;
+  config.vocab_size = json_int(*text, "vocab_size", 49408);
+  config.context_length = json_int(*text, "context_length", 77);
+  config.width = json_int(*text, "width", 512);
+  config.heads = json_int(*text, "heads", 8);
+  config.layers = json_int(*text, "layers", 12);
+  if (const io::Json* ratio = text->find("mlp_ratio"); ratio != nullptr && !ratio->is_null()) {
+    config.mlp_ratio = ratio->as_double();
+  }
+  const io::Json* quick = json.find("quick_gelu");
+  config.activation = quick != nullptr && quick->is_bool() && quick->as_bool()
+                          ? CLIPTextActivation::quick_gelu
+                          : CLIPTextActivation::gelu;
+  config.validate();
+  return config;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Modules
 

@@ -32,6 +32,7 @@
 #include "microdit/train/tensorboard.h"
 #include "microdit/train/train_step.h"
 #include "microdit/util/device.h"
+#include "microdit/util/duration.h"
 
 namespace microdit::train {
 namespace {
@@ -56,13 +57,6 @@ class StopSignals {
   void (*old_term_)(int);
   void (*old_int_)(int);
 };
-
-std::string format_duration(double seconds) {
-  const auto s = static_cast<int64_t>(seconds);
-  if (s >= 3600) return fmt::format("{}h{:02d}m", s / 3600, (s % 3600) / 60);
-  if (s >= 60) return fmt::format("{}m{:02d}s", s / 60, s % 60);
-  return fmt::format("{}s", s);
-}
 
 at::Device resolve_device(const std::string& name) {
   if (name == "auto") return at::Device(util::default_device_name());
@@ -303,7 +297,7 @@ void Trainer::State::log_progress(double loss, double images_per_s, double eta_s
   const auto& o = cfg.optim;
   const double lr = lr_at(step - 1);  // of the update just made
   spdlog::info("step {}/{} | loss {:.4f} | lr {:.3e} | grad norm {:.3f} | {:.1f} img/s | ETA {}",
-               step, o.steps, loss, lr, grad_norm, images_per_s, format_duration(eta_s));
+               step, o.steps, loss, lr, grad_norm, images_per_s, util::format_duration(eta_s));
   metrics->write(
       step, {{"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm}, {"images_per_s", images_per_s}});
   events->add_scalar("train/loss", loss, step);

@@ -60,6 +60,10 @@ struct CLIPTextConfig {
   // An HF CLIPTextConfig (config.json of a CLIPTextModel) or a CLIPConfig, whose "text_config"
   // is used; keys left out take HF's CLIPTextConfig defaults. The layout is hf.
   static CLIPTextConfig from_hf_json(const io::Json& json);
+  // An open_clip model config (e.g. ViT-H-14-378-quickgelu.json): its "text_cfg" (keys left out
+  // take open_clip's CLIPTextCfg defaults) and "quick_gelu" (absent: the exact GELU). The layout
+  // is open_clip.
+  static CLIPTextConfig from_open_clip_json(const io::Json& json);
 };
 
 // Multi-head self-attention under the causal mask (a token sees itself and earlier tokens).

@@ -1,0 +1,35 @@
+// Image files to RGB pixels as the official data preparation reads them:
+// np.asarray(PIL.Image.open(f).convert('RGB')). That means alpha is dropped (not composited),
+// grayscale is replicated, palettes are expanded, EXIF orientation is NOT applied, and 16-bit PNGs
+// are reduced as Pillow does: 16-bit grayscale (mode I;16) is clipped to 255, other 16-bit color
+// types keep the high byte of each sample.
+// Backends: OpenCV's imdecode when the build has it (MICRODIT_HAVE_OPENCV); otherwise PNG only,
+// with the built-in decoder below (needs zlib).
+// Errors are std::runtime_error whose message starts with the name given (or the path).
+#pragma once
+#include <ATen/ATen.h>
+
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+namespace microdit::image {
+
+enum class ImageFormat { png, jpeg, webp, gif, bmp, tiff, unknown };
+
+// By the magic bytes at the start of the data.
+ImageFormat detect_image_format(std::string_view bytes);
+const char* image_format_name(ImageFormat format);  // "PNG", "JPEG", ...
+
+// Encoded bytes -> (H, W, 3) uint8 RGB on the CPU.
+at::Tensor decode_image_rgb(std::string_view bytes, const std::string& name_for_errors);
+
+// The file at `path`, decoded as decode_image_rgb does; errors name the path.
+at::Tensor read_image_rgb(const std::filesystem::path& path);
+
+// The built-in PNG decoder behind decode_image_rgb when OpenCV is absent, public so that tests
+// check it in every build: all color types and bit depths, non-interlaced only (Adam7 images
+// need OpenCV). Throws when the build has no zlib.
+at::Tensor decode_png_rgb(std::string_view bytes, const std::string& name_for_errors);
+
+}  // namespace microdit::image

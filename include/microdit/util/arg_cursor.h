@@ -1,0 +1,39 @@
+// Walking a tool's command line: `for (ArgCursor args(argc, argv); args.next();)`, compare
+// args.flag(), take args.value() for options that have one.
+#pragma once
+#include <cstdlib>
+#include <iostream>
+#include <stdexcept>
+#include <string>
+
+namespace microdit::util {
+
+class ArgCursor {
+ public:
+  ArgCursor(int argc, char** argv) : argc_(argc), argv_(argv) {}
+
+  // Moves to the next argument; prints `usage` and exits 0 on -h / --help.
+  bool next(const char* usage) {
+    if (++i_ >= argc_) return false;
+    flag_ = argv_[i_];
+    if (flag_ == "-h" || flag_ == "--help") {
+      std::cout << usage;
+      std::exit(0);
+    }
+    return true;
+  }
+  const std::string& flag() const { return flag_; }
+  // The argument after the current flag; throws "<flag> needs a value" at the end.
+  std::string value() {
+    if (i_ + 1 >= argc_) throw std::invalid_argument(flag_ + " needs a value");
+    return argv_[++i_];
+  }
+
+ private:
+  int argc_;
+  char** argv_;
+  int i_ = 0;
+  std::string flag_;
+};
+
+}  // namespace microdit::util

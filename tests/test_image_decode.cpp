@@ -1,0 +1,181 @@
+// Image decoding against np.asarray(Image.open(f).convert('RGB')) from Pillow
+// (scripts/reference/make_decode_reference.py -> tests/data/decode). PNG tests run wherever a
+// PNG decoder is built (OpenCV or zlib); JPEG and BMP need OpenCV.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "microdit/image/decode.h"
+#include "microdit/io/png.h"
+#include "microdit/io/safetensors.h"
+#include "test_support.h"
+
+namespace microdit::image {
+namespace {
+
+namespace fs = std::filesystem;
+
+const fs::path kData = fs::path(MICRODIT_SOURCE_DIR) / "tests" / "data" / "decode";
+
+#if defined(MICRODIT_HAVE_OPENCV) || defined(MICRODIT_HAVE_ZLIB)
+constexpr bool kCanDecodePng = true;
+#else
+constexpr bool kCanDecodePng = false;
+#endif
+#ifdef MICRODIT_HAVE_OPENCV
+constexpr bool kHaveOpenCV = true;
+#else
+constexpr bool kHaveOpenCV = false;
+#endif
+#ifdef MICRODIT_HAVE_ZLIB
+constexpr bool kHaveZlib = true;
+#else
+constexpr bool kHaveZlib = false;
+#endif
+
+const io::TensorMap& expected() {
+  static const io::TensorMap tensors = io::load_safetensors(kData / "expected.safetensors");
+  return tensors;
+}
+
+// The non-interlaced PNG fixtures: every color type, bit depth and filter type.
+std::vector<std::string> plain_pngs() {
+  std::vector<std::string> names;
+  for (const auto& [name, tensor] : expected()) {
+    if (name.ends_with(".png") && name != "interlaced.png") names.push_back(name);
+  }
+  return names;
+}
+
+TEST(DecodeImage, PngMatchesPillowExactly) {
+  if (!kCanDecodePng) GTEST_SKIP() << "built without OpenCV and zlib";
+  ASSERT_EQ(plain_pngs().size(), 14u);
+  for (const std::string& name : plain_pngs()) {
+    const at::Tensor got = read_image_rgb(kData / name);
+    ASSERT_EQ(got.sizes(), expected().at(name).sizes()) << name;
+    EXPECT_TRUE(got.equal(expected().at(name))) << name;
+  }
+}
+
+TEST(DecodeImage, BuiltinPngDecoderMatchesPillowExactly) {
+  if (!kHaveZlib) GTEST_SKIP() << "built without zlib";
+  for (const std::string& name : plain_pngs()) {
+    const at::Tensor got = decode_png_rgb(test::read_bytes(kData / name), name);
+    ASSERT_EQ(got.sizes(), expected().at(name).sizes()) << name;
+    EXPECT_TRUE(got.equal(expected().at(name))) << name;
+  }
+}
+
+TEST(DecodeImage, BuiltinPngDecoderReadsWhatEncodePngWrites) {
+  if (!kHaveZlib) GTEST_SKIP() << "built without zlib";
+  for (int64_t channels : {1, 2, 3, 4}) {
+    const at::Tensor image = at::randint(0, 256, {37, 101, channels}, at::kByte);
+    const at::Tensor rgb =
+        channels <= 2 ? image.narrow(2, 0, 1).expand({37, 101, 3}) : image.narrow(2, 0, 3);
+    EXPECT_TRUE(decode_png_rgb(io::encode_png(image), "x.png").equal(rgb)) << channels;
+  }
+}
+
+TEST(DecodeImage, InterlacedPngNeedsOpenCV) {
+  if (!kCanDecodePng) GTEST_SKIP() << "built without OpenCV and zlib";
+  const std::string bytes = test::read_bytes(kData / "interlaced.png");
+  if (kHaveZlib) {
+    EXPECT_TRUE(test::throws_with([&] { decode_png_rgb(bytes, "i.png"); }, "i.png",
+                                  {"interlaced PNG needs OpenCV"}));
+  }
+  if (kHaveOpenCV) {
+    EXPECT_TRUE(decode_image_rgb(bytes, "i.png").equal(expected().at("interlaced.png")));
+  }
+}
+
+// JPEG decoders differ in rounding (Pillow bundles its own libjpeg-turbo): a small tolerance.
+TEST(DecodeImage, JpegWithinTwoGreyLevelsOfPillow) {
+  if (!kHaveOpenCV) GTEST_SKIP() << "JPEG needs OpenCV";
+  for (const std::string name : {"rgb_q90.jpg", "gray_q90.jpg", "exif_orientation6.jpg"}) {
+    const at::Tensor got = read_image_rgb(kData / name);
+    // Pillow does not apply the EXIF orientation on open: 24x32 stays 24x32.
+    ASSERT_EQ(got.sizes(), expected().at(name).sizes()) << name;
+    const at::Tensor diff = (got.to(at::kInt) - expected().at(name).to(at::kInt)).abs();
+    const int64_t max_diff = diff.max().item<int64_t>();
+    const double mean_diff = diff.to(at::kDouble).mean().item<double>();
+    std::cout << name << ": max |diff| " << max_diff << ", mean |diff| " << mean_diff << "\n";
+    EXPECT_LE(max_diff, 2) << name;
+    EXPECT_LT(mean_diff, 0.5) << name;
+  }
+}
+
+TEST(DecodeImage, BmpMatchesPillowExactly) {
+  if (!kHaveOpenCV) GTEST_SKIP() << "BMP needs OpenCV";
+  EXPECT_TRUE(read_image_rgb(kData / "rgb.bmp").equal(expected().at("rgb.bmp")));
+}
+
+TEST(DecodeImage, OtherFormatsWithoutOpenCVAreAClearError) {
+  if (kHaveOpenCV) GTEST_SKIP() << "this build decodes them with OpenCV";
+  EXPECT_TRUE(test::throws_with(
+      [] { read_image_rgb(kData / "rgb_q90.jpg"); }, (kData / "rgb_q90.jpg").string(),
+      {"cannot decode JPEG images: this build has no OpenCV (only PNG)"}));
+}
+
+TEST(DecodeImage, DetectsFormatsByMagicBytes) {
+  EXPECT_EQ(detect_image_format(test::read_bytes(kData / "rgb.png")), ImageFormat::png);
+  EXPECT_EQ(detect_image_format(test::read_bytes(kData / "rgb_q90.jpg")), ImageFormat::jpeg);
+  EXPECT_EQ(detect_image_format(test::read_bytes(kData / "rgb.bmp")), ImageFormat::bmp);
+  EXPECT_EQ(detect_image_format(std::string_view("RIFF\x10\0\0\0WEBPVP8 ", 16)), ImageFormat::webp);
+  EXPECT_EQ(detect_image_format("GIF89a..."), ImageFormat::gif);
+  EXPECT_EQ(detect_image_format(std::string("II*\0", 4)), ImageFormat::tiff);
+  EXPECT_EQ(detect_image_format(std::string("MM\0*", 4)), ImageFormat::tiff);
+  EXPECT_EQ(detect_image_format("hello"), ImageFormat::unknown);
+  EXPECT_EQ(detect_image_format(""), ImageFormat::unknown);
+}
+
+TEST(DecodeImage, CorruptPngIsAnErrorNamingTheFile) {
+  if (!kCanDecodePng) GTEST_SKIP() << "built without OpenCV and zlib";
+  test::TempDir dir("decode");
+  const std::string png = test::read_bytes(kData / "rgb.png");
+  std::string flipped = png;
+  flipped[png.find("IDAT") + 40] ^= 0x5A;  // the IDAT CRC no longer matches
+  const std::map<std::string, std::string> damaged = {
+      {"half.png", png.substr(0, png.size() / 2)},
+      {"flipped.png", flipped},
+      {"header_only.png", png.substr(0, 20)},
+  };
+  for (const auto& [name, bytes] : damaged) {
+    const fs::path path = dir.path / name;
+    test::write_bytes(path, bytes);
+    EXPECT_TRUE(
+        test::throws_with([&] { read_image_rgb(path); }, path.string(), {"cannot be decoded"}))
+        << name;
+    if (kHaveZlib) {
+      EXPECT_TRUE(
+          test::throws_with([&] { decode_png_rgb(bytes, name); }, name, {"cannot be decoded"}));
+    }
+  }
+}
+
+TEST(DecodeImage, CorruptOrUnknownDataIsAnErrorNamingTheFile) {
+  test::TempDir dir("decode");
+  const fs::path noise = dir.path / "noise.bin";
+  test::write_bytes(noise, "this is not an image at all");
+  EXPECT_TRUE(
+      test::throws_with([&] { read_image_rgb(noise); }, noise.string(), {"cannot be decoded"}));
+  const fs::path missing = dir.path / "missing.png";
+  EXPECT_TRUE(
+      test::throws_with([&] { read_image_rgb(missing); }, missing.string(), {"cannot open"}));
+  if (!kHaveOpenCV) return;
+  // libjpeg only warns about a cut JPEG; Pillow raises "image file is truncated", and so do we.
+  const std::string jpeg = test::read_bytes(kData / "rgb_q90.jpg");
+  for (std::size_t size : {jpeg.size() / 2, jpeg.size() - 2}) {
+    EXPECT_TRUE(test::throws_with([&] { decode_image_rgb(jpeg.substr(0, size), "cut.jpg"); },
+                                  "cut.jpg", {"cannot be decoded", "truncated JPEG"}))
+        << size;
+  }
+  // Bytes after the end-of-image marker are accepted, as Pillow accepts them.
+  EXPECT_EQ(decode_image_rgb(jpeg + std::string(10, '\0') + "junk", "junk.jpg").sizes(),
+            expected().at("rgb_q90.jpg").sizes());
+}
+
+}  // namespace
+}  // namespace microdit::image

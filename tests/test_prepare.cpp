@@ -1,0 +1,273 @@
+// microdit-prepare end to end on generated images with tiny random encoders (the diffusers-made
+// tiny VAE of tests/data/vae/tiny, a random CLIP text tower with the real vocabulary and
+// tokenizer), then training on its output; resumption, the split between processes, and the
+// input lists.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+
+#include "microdit/data/caption_cleaner.h"
+#include "microdit/data/mds.h"
+#include "microdit/data/prepare.h"
+#include "microdit/image/decode.h"
+#include "microdit/image/resize.h"
+#include "microdit/io/json.h"
+#include "microdit/io/png.h"
+#include "microdit/io/safetensors.h"
+#include "microdit/io/state_dict.h"
+#include "microdit/train/config.h"
+#include "microdit/train/trainer.h"
+#include "test_support.h"
+
+namespace microdit {
+namespace {
+namespace fs = std::filesystem;
+
+const fs::path kData = fs::path(MICRODIT_SOURCE_DIR) / "tests" / "data";
+
+// A folder of six captioned 20x16 PNGs, one unreadable image and one image without caption.
+const std::vector<std::string> kCaptions{"A RED square!", "a green  circle", "Blue   sky",
+                                         "<b>bold</b> text", "www.example.com a cat", "the end"};
+
+void make_images(const fs::path& dir) {
+  fs::create_directories(dir);
+  at::manual_seed(1);
+  for (std::size_t i = 0; i < kCaptions.size(); ++i) {
+    const auto image = at::randint(0, 256, {16, 20, 3}, at::kByte);
+    const auto stem = dir / ("img" + std::to_string(i));
+    test::write_bytes(fs::path(stem).replace_extension(".png"), io::encode_png(image));
+    test::write_bytes(fs::path(stem).replace_extension(".txt"), kCaptions[i]);
+  }
+  test::write_bytes(dir / "zz_broken.png", "not a png at all");
+  test::write_bytes(dir / "zz_broken.txt", "a broken image");
+  test::write_bytes(dir / "zz_uncaptioned.png", io::encode_png(at::zeros({16, 20, 3}, at::kByte)));
+}
+
+// A random CLIP text tower (width 32, one layer) in open_clip layout, with its model config.
+void make_text_encoder(const fs::path& dir) {
+  fs::create_directories(dir);
+  encoders::CLIPTextConfig c;
+  c.width = 32;
+  c.heads = 2;
+  c.layers = 1;
+  encoders::CLIPTextEncoder encoder(c);
+  {
+    at::NoGradGuard no_grad;
+    for (auto& p : encoder->parameters()) p.normal_(0.0, 0.05);  // the module leaves some unset
+  }
+  io::save_safetensors(dir / "text.safetensors", io::state_dict(*encoder));
+  test::write_bytes(dir / "open_clip_config.json",
+             R"({"quick_gelu": true, "text_cfg": {"context_length": 77, "vocab_size": 49408, )"
+             R"("width": 32, "heads": 2, "layers": 1}})");
+}
+
+class Prepare : public testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("microdit-prepare-" + std::to_string(::getpid()));
+    test::remove_tree(dir_);
+    make_images(dir_ / "images");
+    make_text_encoder(dir_ / "clip");
+    files_ = {kData / "vae" / "tiny", dir_ / "clip" / "text.safetensors",
+              dir_ / "clip" / "open_clip_config.json",
+              kData / "tokenizer" / "bpe_simple_vocab_16e6.txt.gz"};
+  }
+  void TearDown() override { test::remove_tree(dir_); }
+
+  data::PrepareOptions options(const fs::path& out) const {
+    data::PrepareOptions o;
+    o.inputs = {dir_ / "images"};
+    o.out = out;
+    o.resolutions = {16};
+    o.batch_size = 3;
+    o.sources.entries_per_part = 4;
+    return o;
+  }
+
+  fs::path dir_;
+  data::EncoderFiles files_;
+};
+
+TEST_F(Prepare, CommandLineWritesMDSThatTrainingReads) {
+  const fs::path out = dir_ / "out";
+  const std::string command =
+      std::string(MICRODIT_PREPARE_BIN) + " --out " + out.string() + " --vae " +
+      files_.vae.string() + " --text-encoder " + files_.text_encoder.string() + " --text-config " +
+      files_.text_config.string() + " --tokenizer " + files_.tokenizer.string() +
+      " --resolutions 16 --batch-size 3 --entries-per-part 4 " + (dir_ / "images").string() +
+      " > " + (dir_ / "log.txt").string() + " 2>&1";
+  ASSERT_EQ(std::system(command.c_str()), 0) << test::read_bytes(dir_ / "log.txt");
+  const std::string log = test::read_bytes(dir_ / "log.txt");
+  EXPECT_NE(log.find("skipping " + (dir_ / "images" / "zz_broken.png").string()), std::string::npos)
+      << log;
+  EXPECT_NE(log.find("no caption file"), std::string::npos) << log;
+  EXPECT_NE(log.find("6 samples written, 2 skipped"), std::string::npos) << log;
+
+  // The merged index lists both parts' shards; captions are cleaned as the official pipeline.
+  const data::MDSReader reader(out);
+  ASSERT_EQ(reader.size(), 6);
+  EXPECT_EQ(reader.columns(), (std::vector<std::string>{"caption", "caption_latents", "latents_16"}));
+  std::vector<std::string> stored;
+  for (int64_t i = 0; i < reader.size(); ++i) stored.push_back(reader.get(i).str("caption"));
+  for (std::size_t i = 0; i < kCaptions.size(); ++i) {
+    EXPECT_EQ(stored[i], data::clean_caption(kCaptions[i])) << kCaptions[i];
+  }
+  EXPECT_EQ(stored[0], "a red square!");
+
+  // caption_latents: the text tower's 77 token states of the cleaned caption, in fp16 (computed
+  // here alone, there in a batch of three: equal up to fp16 rounding).
+  {
+    auto encoders = data::load_prepare_encoders(files_, at::kCPU, at::kFloat);
+    at::NoGradGuard no_grad;
+    const auto ids = encoders.tokenizer->tokenize({stored[2]});
+    const auto expected = encoders.text_encoder(ids)[0];
+    const data::MDSSample sample = reader.get(2);
+    const auto& bytes = sample.bytes("caption_latents");
+    ASSERT_EQ(bytes.size(), 77u * 32u * 2u);
+    const auto got =
+        at::from_blob(const_cast<char*>(bytes.data()), {77, 32}, at::kHalf).to(at::kFloat);
+    EXPECT_TRUE(at::allclose(got, expected, 1e-3, 1e-3))
+        << (got - expected).abs().max().item<float>();
+  }
+
+  // latents_16: a posterior sample of the tiny VAE (factor 2: 4x8x8) of the resized image, times
+  // the scaling factor: within a few posterior standard deviations of the scaled mean.
+  {
+    auto encoders = data::load_prepare_encoders(files_, at::kCPU, at::kFloat);
+    at::NoGradGuard no_grad;
+    const auto image = image::read_image_rgb(dir_ / "images" / "img0.png");
+    const auto posterior = encoders.vae->encode(image::preprocess(image, 16).unsqueeze(0));
+    const double scale = encoders.vae->config().scaling_factor;
+    const data::MDSSample first = reader.get(0);
+    const auto& latent_bytes = first.bytes("latents_16");
+    ASSERT_EQ(latent_bytes.size(), 4u * 8u * 8u * 2u);
+    const auto latent =
+        at::from_blob(const_cast<char*>(latent_bytes.data()), {4, 8, 8}, at::kHalf).to(at::kFloat);
+    // The random VAE's log-variances span the whole clamp range: compare where fp16 resolves
+    // a posterior standard deviation (0.01 .. 100).
+    const auto std = posterior.std[0];
+    const auto usable = (std > 0.01) & (std < 100);
+    ASSERT_GT(usable.sum().item<int64_t>(), 20);
+    const auto z = ((latent / scale - posterior.mean[0]) / std).masked_select(usable);
+    EXPECT_LT(z.abs().max().item<double>(), 5.0);
+    EXPECT_GT(z.std().item<double>(), 0.5) << "a sample, not the mean";
+  }
+
+  // Training on the result (model input 8x8x4, caption width 32).
+  auto c = train::parse_train_config(R"(
+run: {dir: )" + (dir_ / "run").string() + R"(, device: cpu, log_every: 1}
+model:
+  arch: custom
+  dit: {input_size: 8, patch_size: 2, in_channels: 4, caption_channels: 32, dim: 32, depth: 2,
+        head_dim: 16, multiple_of: 16, qkv_multipliers: [1.0], ffn_multipliers: [2.0],
+        patch_mixer_depth: 1, patch_mixer_dim: 32, use_bias: false, num_experts: 2,
+        expert_capacity: 1.0, experts_every_n: 2}
+optim: {steps: 3, batch_size: 4, lr: 0.001, mask_ratio: 0.5}
+data: {kind: mds, mds_dirs: [)" + out.string() + R"(], resolution: 16, caption_tokens: 77}
+)");
+  const auto r = train::Trainer(c).run();
+  ASSERT_EQ(r.losses.size(), 3u);
+  for (double loss : r.losses) EXPECT_TRUE(std::isfinite(loss));
+}
+
+TEST_F(Prepare, ResumesAtTheFirstIncompletePart) {
+  auto encoders = data::load_prepare_encoders(files_, at::kCPU, at::kFloat);
+  const auto o = options(dir_ / "out");
+  const auto first = data::prepare_dataset(o, encoders);
+  EXPECT_EQ(first.parts, 2);  // 8 images, 4 per part
+  EXPECT_EQ(first.samples_written, 6);
+  EXPECT_EQ(first.skipped, 2);
+  EXPECT_TRUE(first.merged);
+  const auto index = test::read_bytes(o.out / "index.json");
+
+  const auto again = data::prepare_dataset(o, encoders);
+  EXPECT_EQ(again.parts_resumed, 2);
+  EXPECT_EQ(again.samples_written, 0);
+
+  // An interrupted part: its directory never got renamed; the stale .partial is redone.
+  fs::rename(o.out / "part-00001", o.out / "part-00001.partial");
+  test::write_bytes(o.out / "part-00001.partial" / "shard.00000.mds", "cut off");
+  const auto resumed = data::prepare_dataset(o, encoders);
+  EXPECT_EQ(resumed.parts_resumed, 1);
+  EXPECT_EQ(resumed.samples_written, 2);  // part 1: img4, img5, zz_broken, zz_uncaptioned
+  EXPECT_FALSE(fs::exists(o.out / "part-00001.partial"));
+  EXPECT_EQ(test::read_bytes(o.out / "index.json"), index);
+  EXPECT_EQ(data::MDSReader(o.out).size(), 6);
+}
+
+TEST_F(Prepare, ProcessesShareTheParts) {
+  auto encoders = data::load_prepare_encoders(files_, at::kCPU, at::kFloat);
+  auto o = options(dir_ / "out");
+  o.num_processes = 2;
+  o.process_index = 1;
+  const auto second = data::prepare_dataset(o, encoders);
+  EXPECT_EQ(second.parts_mine, 1);
+  EXPECT_FALSE(second.merged) << "part 0 is not written yet";
+  EXPECT_FALSE(fs::exists(o.out / "index.json"));
+  o.process_index = 0;
+  const auto first = data::prepare_dataset(o, encoders);
+  EXPECT_TRUE(first.merged);
+  EXPECT_EQ(first.samples_written + second.samples_written, 6);
+  EXPECT_EQ(data::MDSReader(o.out).size(), 6);
+  o.process_index = 2;
+  EXPECT_THROW(data::prepare_dataset(o, encoders), std::invalid_argument);
+}
+
+TEST_F(Prepare, ListFilesNameTheirImagesAndCaptions) {
+  const fs::path list = dir_ / "list";
+  fs::create_directories(list);
+  test::write_bytes(list / "pairs.csv",
+             "file_name,text\n" + (dir_ / "images" / "img0.png").string() +
+                 ",\"a cat, \"\"quoted\"\"\"\nimg1.png,\"two\nlines\"\n");
+  test::write_bytes(list / "pairs.jsonl", R"({"image": "a.png", "caption": "x"})"
+                                   "\n\n"
+                                   R"({"image": "b.png", "caption": "y"})"
+                                   "\n");
+  const auto parts = data::plan_parts({list / "pairs.csv", list / "pairs.jsonl"});
+  ASSERT_EQ(parts.size(), 2u);
+  ASSERT_EQ(parts[0].entries.size(), 2u);
+  EXPECT_EQ(parts[0].entries[0].caption, "a cat, \"quoted\"");
+  EXPECT_EQ(parts[0].entries[1].image, list / "img1.png");
+  EXPECT_EQ(parts[0].entries[1].caption, "two\nlines");
+  EXPECT_EQ(parts[1].entries[1].image, list / "b.png");
+  EXPECT_EQ(parts[1].index, 1);
+
+  test::write_bytes(list / "bad.csv", "image,title\na.png,x\n");
+  EXPECT_TRUE(test::throws_with([&] { data::plan_parts({list / "bad.csv"}); },
+                                (list / "bad.csv").string(), {"no caption column", "title"}));
+  test::write_bytes(list / "short.csv", "image,caption\na.png\n");
+  EXPECT_TRUE(test::throws_with([&] { data::plan_parts({list / "short.csv"}); },
+                                (list / "short.csv").string() + ":2", {"1 fields"}));
+  test::write_bytes(list / "bad.jsonl", "{\"image\": \"a.png\", \"caption\": \"x\"}\n{oops\n");
+  EXPECT_TRUE(test::throws_with([&] { data::plan_parts({list / "bad.jsonl"}); },
+                                (list / "bad.jsonl").string() + ":2", {}));
+  EXPECT_TRUE(test::throws_with([&] { data::plan_parts({dir_ / "missing"}); },
+                                (dir_ / "missing").string(), {"no such file"}));
+  EXPECT_TRUE(test::throws_with([&] { data::plan_parts({list / "pairs.txt"}); },
+                                (list / "pairs.txt").string(), {}));
+}
+
+// A WebDataset shard is one part: the image member by extension, the caption from .txt; samples
+// without an image are reported, not dropped silently.
+TEST(PrepareSources, WebDatasetTarSamples) {
+  const auto tar = kData / "tar" / "wds_ustar.tar";
+  const auto parts = data::plan_parts({tar});
+  ASSERT_EQ(parts.size(), 1u);
+  EXPECT_EQ(parts[0].tar, tar);
+  std::vector<data::RawSample> samples;
+  data::for_each_raw_sample(parts[0], [&](data::RawSample&& s) { samples.push_back(std::move(s)); });
+  ASSERT_GE(samples.size(), 3u);
+  EXPECT_EQ(samples[0].name, tar.string() + ":00000");
+  EXPECT_TRUE(samples[0].error.empty()) << samples[0].error;
+  EXPECT_FALSE(samples[0].image_bytes.empty());
+  EXPECT_FALSE(samples[0].caption.empty());
+  EXPECT_EQ(samples[1].name, tar.string() + ":00001");
+  EXPECT_TRUE(samples[1].error.empty()) << samples[1].error;
+  EXPECT_EQ(samples[2].name, tar.string() + ":dir/00002");
+  EXPECT_EQ(samples[2].error, "no image member");
+}
+
+}  // namespace
+}  // namespace microdit
