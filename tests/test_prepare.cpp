@@ -45,34 +45,13 @@ void make_images(const fs::path& dir) {
   test::write_bytes(dir / "zz_uncaptioned.png", io::encode_png(at::zeros({16, 20, 3}, at::kByte)));
 }
 
-// A random CLIP text tower (width 32, one layer) in open_clip layout, with its model config.
-void make_text_encoder(const fs::path& dir) {
-  fs::create_directories(dir);
-  encoders::CLIPTextConfig c;
-  c.width = 32;
-  c.heads = 2;
-  c.layers = 1;
-  encoders::CLIPTextEncoder encoder(c);
-  {
-    at::NoGradGuard no_grad;
-    for (auto& p : encoder->parameters()) p.normal_(0.0, 0.05);  // the module leaves some unset
-  }
-  io::save_safetensors(dir / "text.safetensors", io::state_dict(*encoder));
-  test::write_bytes(dir / "open_clip_config.json",
-             R"({"quick_gelu": true, "text_cfg": {"context_length": 77, "vocab_size": 49408, )"
-             R"("width": 32, "heads": 2, "layers": 1}})");
-}
-
 class Prepare : public testing::Test {
  protected:
   void SetUp() override {
     dir_ = fs::temp_directory_path() / ("microdit-prepare-" + std::to_string(::getpid()));
     test::remove_tree(dir_);
     make_images(dir_ / "images");
-    make_text_encoder(dir_ / "clip");
-    files_ = {kData / "vae" / "tiny", dir_ / "clip" / "text.safetensors",
-              dir_ / "clip" / "open_clip_config.json",
-              kData / "tokenizer" / "bpe_simple_vocab_16e6.txt.gz"};
+    files_ = test::tiny_encoder_files(dir_ / "clip");
   }
   void TearDown() override { test::remove_tree(dir_); }
 
@@ -87,7 +66,7 @@ class Prepare : public testing::Test {
   }
 
   fs::path dir_;
-  data::EncoderFiles files_;
+  encoders::EncoderFiles files_;
 };
 
 TEST_F(Prepare, CommandLineWritesMDSThatTrainingReads) {
@@ -119,7 +98,7 @@ TEST_F(Prepare, CommandLineWritesMDSThatTrainingReads) {
   // caption_latents: the text tower's 77 token states of the cleaned caption, in fp16 (computed
   // here alone, there in a batch of three: equal up to fp16 rounding).
   {
-    auto encoders = data::load_prepare_encoders(files_, at::kCPU, at::kFloat);
+    auto encoders = encoders::load_pipeline_encoders(files_, at::kCPU, at::kFloat);
     at::NoGradGuard no_grad;
     const auto ids = encoders.tokenizer->tokenize({stored[2]});
     const auto expected = encoders.text_encoder(ids)[0];
@@ -135,7 +114,7 @@ TEST_F(Prepare, CommandLineWritesMDSThatTrainingReads) {
   // latents_16: a posterior sample of the tiny VAE (factor 2: 4x8x8) of the resized image, times
   // the scaling factor: within a few posterior standard deviations of the scaled mean.
   {
-    auto encoders = data::load_prepare_encoders(files_, at::kCPU, at::kFloat);
+    auto encoders = encoders::load_pipeline_encoders(files_, at::kCPU, at::kFloat);
     at::NoGradGuard no_grad;
     const auto image = image::read_image_rgb(dir_ / "images" / "img0.png");
     const auto posterior = encoders.vae->encode(image::preprocess(image, 16).unsqueeze(0));
@@ -173,7 +152,7 @@ data: {kind: mds, mds_dirs: [)" + out.string() + R"(], resolution: 16, caption_t
 }
 
 TEST_F(Prepare, ResumesAtTheFirstIncompletePart) {
-  auto encoders = data::load_prepare_encoders(files_, at::kCPU, at::kFloat);
+  auto encoders = encoders::load_pipeline_encoders(files_, at::kCPU, at::kFloat);
   const auto o = options(dir_ / "out");
   const auto first = data::prepare_dataset(o, encoders);
   EXPECT_EQ(first.parts, 2);  // 8 images, 4 per part
@@ -198,7 +177,7 @@ TEST_F(Prepare, ResumesAtTheFirstIncompletePart) {
 }
 
 TEST_F(Prepare, ProcessesShareTheParts) {
-  auto encoders = data::load_prepare_encoders(files_, at::kCPU, at::kFloat);
+  auto encoders = encoders::load_pipeline_encoders(files_, at::kCPU, at::kFloat);
   auto o = options(dir_ / "out");
   o.num_processes = 2;
   o.process_index = 1;

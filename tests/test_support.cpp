@@ -5,6 +5,8 @@
 #include <fstream>
 #include <iterator>
 
+#include "microdit/io/safetensors.h"
+#include "microdit/io/state_dict.h"
 #include "microdit/util/remove_tree.h"
 
 namespace microdit::test {
@@ -29,6 +31,27 @@ TempDir::TempDir(const std::string& name)
 }
 
 TempDir::~TempDir() { remove_tree(path); }
+
+encoders::EncoderFiles tiny_encoder_files(const std::filesystem::path& dir) {
+  std::filesystem::create_directories(dir);
+  encoders::CLIPTextConfig c;
+  c.width = 32;
+  c.heads = 2;
+  c.layers = 1;
+  encoders::CLIPTextEncoder encoder(c);
+  {
+    at::NoGradGuard no_grad;
+    at::manual_seed(11);
+    for (auto& p : encoder->parameters()) p.normal_(0.0, 0.05);  // the module leaves some unset
+  }
+  io::save_safetensors(dir / "text.safetensors", io::state_dict(*encoder));
+  write_bytes(dir / "open_clip_config.json",
+              R"({"quick_gelu": true, "text_cfg": {"context_length": 77, "vocab_size": 49408, )"
+              R"("width": 32, "heads": 2, "layers": 1}})");
+  const std::filesystem::path data = std::filesystem::path(MICRODIT_SOURCE_DIR) / "tests" / "data";
+  return {data / "vae" / "tiny", dir / "text.safetensors", dir / "open_clip_config.json",
+          data / "tokenizer" / "bpe_simple_vocab_16e6.txt.gz"};
+}
 
 const parity::ReferenceSet& reference_set() {
   static const parity::ReferenceSet ref = parity::load_reference_set(reference_dir());

@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 
+#include "microdit/encoders/pipeline.h"
 #include "microdit/model/config.h"
 #include "microdit/parity/reference_check.h"
 
@@ -33,6 +34,11 @@ struct TempDir {
   TempDir& operator=(const TempDir&) = delete;
   std::filesystem::path path;
 };
+
+// Tiny random encoders for pipeline tests: the diffusers-made tiny VAE of tests/data/vae/tiny
+// (4 latent channels, factor 2), a random CLIP text tower (width 32, one layer, the real 49,408
+// vocabulary) written to `dir` in open_clip layout with its model config, and the real tokenizer.
+encoders::EncoderFiles tiny_encoder_files(const std::filesystem::path& dir);
 
 // util::remove_tree (not std::filesystem::remove_all, which crashes against the CUDA libtorch).
 void remove_tree(const std::filesystem::path& path);

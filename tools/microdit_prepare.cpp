@@ -49,7 +49,7 @@ exit status: 0 done, 1 failed (the message names the file and the problem), 2 ba
 
 struct Args {
   microdit::data::PrepareOptions options;
-  microdit::data::EncoderFiles files;
+  microdit::encoders::EncoderFiles files;
   std::string device = "auto", dtype = "auto";
   bool merge_only = false;
 };
@@ -145,15 +145,7 @@ at::Device pick_device(const std::string& name) {
   return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(env_int("LOCAL_RANK", 0)));
 }
 
-at::ScalarType pick_dtype(const std::string& name, const at::Device& device) {
-  if (name == "auto") return device.is_cuda() ? at::kBFloat16 : at::kFloat;
-  if (name == "bf16") return at::kBFloat16;
-  if (name == "fp16") return at::kHalf;
-  if (name == "fp32") return at::kFloat;
-  throw std::invalid_argument("--dtype " + name + ": expected auto, bf16, fp16 or fp32");
-}
-
-int run(const Args& a) {
+int run(Args& a) {
   using namespace microdit;
   if (a.merge_only) {
     const auto parts = data::plan_parts(a.options.inputs, a.options.sources).size();
@@ -169,7 +161,8 @@ int run(const Args& a) {
     }
   }
   const at::Device device = pick_device(a.device);
-  auto encoders = data::load_prepare_encoders(a.files, device, pick_dtype(a.dtype, device));
+  auto encoders = encoders::load_pipeline_encoders(a.files, device,
+                                                   encoders::pipeline_dtype(a.dtype, device));
   const auto report = data::prepare_dataset(a.options, encoders);
   spdlog::info("done: {} samples written, {} skipped; {}", report.samples_written, report.skipped,
                report.merged ? "wrote " + (a.options.out / "index.json").string()
@@ -179,17 +172,5 @@ int run(const Args& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  Args args;
-  try {
-    args = parse(argc, argv);
-  } catch (const std::exception& e) {
-    std::cerr << "microdit-prepare: " << e.what() << "\n(see microdit-prepare --help)\n";
-    return 2;
-  }
-  try {
-    return run(args);
-  } catch (const std::exception& e) {
-    std::cerr << "microdit-prepare: " << e.what() << "\n";
-    return 1;
-  }
+  return microdit::util::run_tool<Args>("microdit-prepare", argc, argv, parse, run);
 }

@@ -23,48 +23,6 @@ namespace {
 
 std::string part_name(int64_t index) { return fmt::format("part-{:05d}", index); }
 
-io::Json read_json_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error(c10::str(path.string(), ": cannot open"));
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  try {
-    return io::parse_json(text);
-  } catch (const std::exception& e) {
-    throw std::runtime_error(c10::str(path.string(), ": ", e.what()));
-  }
-}
-
-encoders::CLIPTextConfig text_config(const EncoderFiles& files) {
-  if (fs::is_directory(files.text_encoder)) {
-    return encoders::CLIPTextConfig::from_hf_json(read_json_file(files.text_encoder / "config.json"));
-  }
-  if (files.text_config.empty()) return encoders::CLIPTextConfig::dfn5b_vit_h_14_378();
-  const io::Json json = read_json_file(files.text_config);
-  return json.contains("text_cfg") ? encoders::CLIPTextConfig::from_open_clip_json(json)
-                                   : encoders::CLIPTextConfig::from_hf_json(json);
-}
-
-fs::path text_weights(const fs::path& path) {
-  if (!fs::is_directory(path)) return path;
-  for (const char* name : {"model.safetensors", "pytorch_model.bin"}) {
-    if (fs::exists(path / name)) return path / name;
-  }
-  throw std::runtime_error(
-      c10::str(path.string(), ": no model.safetensors or pytorch_model.bin in this folder"));
-}
-
-encoders::CLIPTokenizer load_tokenizer(const fs::path& path) {
-  if (path.empty()) {
-    throw std::runtime_error(
-        "no tokenizer given: pass bpe_simple_vocab_16e6.txt.gz (open_clip) or a folder with "
-        "vocab.json and merges.txt (Hugging Face)");
-  }
-  if (fs::is_directory(path)) {
-    return encoders::CLIPTokenizer::hf(path / "vocab.json", path / "merges.txt");
-  }
-  return encoders::CLIPTokenizer::open_clip(path);
-}
-
 std::string strip(const std::string& text) {
   const auto first = text.find_first_not_of(" \t\r\n\f\v");
   if (first == std::string::npos) return "";
@@ -105,7 +63,7 @@ std::string tensor_bytes(const at::Tensor& t) {
 
 class PartWriter {
  public:
-  PartWriter(const fs::path& dir, const PrepareOptions& options, PrepareEncoders& encoders)
+  PartWriter(const fs::path& dir, const PrepareOptions& options, encoders::PipelineEncoders& encoders)
       : options_(options), encoders_(encoders), writer_(dir, columns(options), options.shard_size) {}
 
   // Decodes and resizes the batch on all cores, then encodes and writes the readable samples.
@@ -146,8 +104,7 @@ class PartWriter {
     nn::AutocastGuard autocast(e.device.type(), e.dtype, e.device.is_cuda() && e.dtype != at::kFloat);
     std::vector<std::string> captions;
     for (const auto* s : samples) captions.push_back(s->caption);
-    const at::Tensor ids = e.tokenizer->tokenize(captions, e.text_encoder->config().context_length);
-    const at::Tensor text = e.text_encoder(ids.to(e.device)).to(at::kHalf).cpu();
+    const at::Tensor text = e.encode_captions(captions).to(at::kHalf).cpu();
     std::vector<at::Tensor> latents;
     for (std::size_t r = 0; r < options_.resolutions.size(); ++r) {
       std::vector<at::Tensor> images;
@@ -168,7 +125,7 @@ class PartWriter {
   }
 
   const PrepareOptions& options_;
-  PrepareEncoders& encoders_;
+  encoders::PipelineEncoders& encoders_;
   MDSWriter writer_;
 };
 
@@ -177,7 +134,7 @@ bool part_complete(const fs::path& out, int64_t index) {
 }
 
 // Writes one part under part-NNNNN.partial/, then renames it: a part directory is complete.
-void write_part(const PreparePart& part, const PrepareOptions& options, PrepareEncoders& encoders,
+void write_part(const PreparePart& part, const PrepareOptions& options, encoders::PipelineEncoders& encoders,
                 PrepareReport& report) {
   const fs::path partial = options.out / (part_name(part.index) + ".partial");
   util::remove_tree(partial);
@@ -203,23 +160,6 @@ void write_part(const PreparePart& part, const PrepareOptions& options, PrepareE
 
 }  // namespace
 
-PrepareEncoders load_prepare_encoders(const EncoderFiles& files, at::Device device,
-                                      at::ScalarType dtype) {
-  PrepareEncoders e;
-  e.device = device;
-  e.dtype = dtype;
-  e.vae = encoders::load_pretrained_autoencoder(files.vae);
-  e.text_encoder = encoders::CLIPTextEncoder(text_config(files));
-  encoders::load_clip_text_weights(e.text_encoder, text_weights(files.text_encoder));
-  e.tokenizer = load_tokenizer(files.tokenizer);
-  for (torch::nn::Module* m : {static_cast<torch::nn::Module*>(e.vae.get()),
-                               static_cast<torch::nn::Module*>(e.text_encoder.get())}) {
-    m->to(device, dtype);
-    m->eval();
-  }
-  return e;
-}
-
 bool merge_prepared_parts(const fs::path& out, int64_t parts) {
   std::vector<std::string> names;
   for (int64_t i = 0; i < parts; ++i) {
@@ -230,7 +170,7 @@ bool merge_prepared_parts(const fs::path& out, int64_t parts) {
   return true;
 }
 
-PrepareReport prepare_dataset(const PrepareOptions& options, PrepareEncoders& encoders) {
+PrepareReport prepare_dataset(const PrepareOptions& options, encoders::PipelineEncoders& encoders) {
   if (options.num_processes < 1 || options.process_index < 0 ||
       options.process_index >= options.num_processes) {
     throw std::invalid_argument(c10::str("process ", options.process_index, " of ",

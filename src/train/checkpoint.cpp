@@ -96,14 +96,9 @@ void prune_checkpoints(const std::filesystem::path& run_dir, int64_t keep) {
   }
 }
 
-LoadedCheckpoint load_checkpoint(const std::filesystem::path& path) {
-  std::map<std::string, std::string> m;
-  const auto tensors = io::load_safetensors(path, &m);
-  if (m.count("format") == 0 || m.at("format") != kFormat) {
-    throw std::runtime_error(
-        fmt::format("{}: not a microdit-train checkpoint (no format '{}' in its metadata)",
-                    path.string(), kFormat));
-  }
+namespace {
+LoadedCheckpoint checkpoint_from(const std::filesystem::path& path, const io::TensorMap& tensors,
+                                 const std::map<std::string, std::string>& m) {
   LoadedCheckpoint c;
   c.state.step = std::stoll(meta(m, "step", path));
   c.state.samples_seen = std::stoll(meta(m, "samples_seen", path));
@@ -114,6 +109,49 @@ LoadedCheckpoint load_checkpoint(const std::filesystem::path& path) {
   c.ema = take_prefixed(tensors, kEma);
   c.optimizer = take_prefixed(tensors, kOptim);
   return c;
+}
+
+bool is_training_checkpoint(const std::map<std::string, std::string>& m) {
+  return m.count("format") != 0 && m.at("format") == kFormat;
+}
+
+// The `dit.` entries of a whole latent-diffusion state dict (with VAE or text-encoder entries).
+io::TensorMap dit_part(io::TensorMap tensors) {
+  const bool some = std::any_of(tensors.begin(), tensors.end(),
+                                [](const auto& kv) { return kv.first.starts_with("dit."); });
+  return some ? take_prefixed(tensors, "dit.") : tensors;
+}
+}  // namespace
+
+SamplingWeights load_sampling_weights(const std::filesystem::path& path, bool ema) {
+  if (!std::filesystem::exists(path)) {
+    throw std::runtime_error(fmt::format("{}: no such file", path.string()));
+  }
+  if (path.extension() != ".safetensors") {
+    return {dit_part(io::load_torch_state_dict(path)), std::nullopt};
+  }
+  std::map<std::string, std::string> m;
+  auto tensors = io::load_safetensors(path, &m);
+  if (!is_training_checkpoint(m)) {
+    if (ema) throw std::runtime_error(path.string() + ": --ema needs a microdit-train checkpoint");
+    return {dit_part(std::move(tensors)), std::nullopt};
+  }
+  auto c = checkpoint_from(path, tensors, m);
+  if (ema && c.ema.empty()) {
+    throw std::runtime_error(path.string() + ": this checkpoint holds no EMA weights");
+  }
+  return {ema ? std::move(c.ema) : std::move(c.model), c.state.config_yaml};
+}
+
+LoadedCheckpoint load_checkpoint(const std::filesystem::path& path) {
+  std::map<std::string, std::string> m;
+  const auto tensors = io::load_safetensors(path, &m);
+  if (!is_training_checkpoint(m)) {
+    throw std::runtime_error(
+        fmt::format("{}: not a microdit-train checkpoint (no format '{}' in its metadata)",
+                    path.string(), kFormat));
+  }
+  return checkpoint_from(path, tensors, m);
 }
 
 void restore_optimizer(torch::optim::AdamW& optimizer, model::DiT& dit,

@@ -18,31 +18,9 @@
 #include <vector>
 
 #include "microdit/data/prepare_sources.h"
-#include "microdit/encoders/autoencoder_kl.h"
-#include "microdit/encoders/clip_text.h"
-#include "microdit/encoders/clip_tokenizer.h"
+#include "microdit/encoders/pipeline.h"
 
 namespace microdit::data {
-
-struct EncoderFiles {
-  std::filesystem::path vae;           // diffusers folder: config.json + weights
-  std::filesystem::path text_encoder;  // weights file (open_clip or HF layout) or HF folder
-  std::filesystem::path text_config;   // open_clip model config or HF config.json; empty: DFN5B
-  std::filesystem::path tokenizer;     // bpe_simple_vocab_16e6.txt.gz, or a folder with
-                                       // vocab.json + merges.txt (HF)
-};
-
-struct PrepareEncoders {
-  encoders::AutoencoderKL vae{nullptr};
-  encoders::CLIPTextEncoder text_encoder{nullptr};
-  std::optional<encoders::CLIPTokenizer> tokenizer;
-  at::Device device = at::kCPU;
-  at::ScalarType dtype = at::kFloat;  // the models' dtype (bf16 on CUDA as the official run)
-};
-
-// Loads the three models onto `device` in `dtype`, in eval mode. Errors name the file.
-PrepareEncoders load_prepare_encoders(const EncoderFiles& files, at::Device device,
-                                      at::ScalarType dtype);
 
 struct PrepareOptions {
   std::vector<std::filesystem::path> inputs;
@@ -68,7 +46,7 @@ struct PrepareReport {
   bool merged = false;          // out/index.json written
 };
 
-PrepareReport prepare_dataset(const PrepareOptions& options, PrepareEncoders& encoders);
+PrepareReport prepare_dataset(const PrepareOptions& options, encoders::PipelineEncoders& encoders);
 
 // Writes out/index.json over out/part-00000 .. part-(parts-1) when all are complete; returns
 // whether it did.

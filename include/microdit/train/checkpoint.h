@@ -54,4 +54,14 @@ void restore_optimizer(torch::optim::AdamW& optimizer, model::DiT& dit,
 // (.safetensors or the official .pt).
 io::TensorMap load_weights_any(const std::filesystem::path& path);
 
+// The weights microdit-sample runs: a training checkpoint's model tensors (its EMA tensors when
+// `ema`; an error naming the file if it has none) with the run's resolved config YAML, or a
+// plain weights file (.safetensors, the official .pt/.pth/.bin) without a config. A state dict of
+// the whole official latent-diffusion model keeps only its `dit.` entries, unprefixed.
+struct SamplingWeights {
+  io::TensorMap tensors;
+  std::optional<std::string> config_yaml;
+};
+SamplingWeights load_sampling_weights(const std::filesystem::path& path, bool ema);
+
 }  // namespace microdit::train

@@ -2,6 +2,7 @@
 // args.flag(), take args.value() for options that have one.
 #pragma once
 #include <cstdlib>
+#include <functional>
 #include <iostream>
 #include <stdexcept>
 #include <string>
@@ -35,5 +36,25 @@ class ArgCursor {
   int i_ = 0;
   std::string flag_;
 };
+
+// The main() of a tool: `parse` errors print "<name>: <message>" and a pointer to --help and exit
+// 2; errors from `run` print "<name>: <message>" and exit 1.
+template <class Args>
+int run_tool(const char* name, int argc, char** argv, const std::function<Args(int, char**)>& parse,
+             const std::function<int(Args&)>& run) {
+  Args args;
+  try {
+    args = parse(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << name << ": " << e.what() << "\n(see " << name << " --help)\n";
+    return 2;
+  }
+  try {
+    return run(args);
+  } catch (const std::exception& e) {
+    std::cerr << name << ": " << e.what() << "\n";
+    return 1;
+  }
+}
 
 }  // namespace microdit::util

@@ -1,0 +1,51 @@
+#include "microdit/diffusion/text_to_image.h"
+
+#include "microdit/diffusion/edm_sampler.h"
+#include "microdit/nn/autocast.h"
+#include "microdit/nn/norm.h"
+
+namespace microdit::diffusion {
+namespace {
+
+// Starting latents of images first..first+n-1: one seeded CPU draw per image.
+at::Tensor initial_latents(const model::DiTConfig& c, int64_t first, int64_t n, uint64_t seed) {
+  std::vector<at::Tensor> draws;
+  for (int64_t i = first; i < first + n; ++i) {
+    auto generator = at::make_generator<at::CPUGeneratorImpl>(seed + static_cast<uint64_t>(i));
+    draws.push_back(at::randn({c.in_channels, c.input_size, c.input_size}, generator, at::kFloat));
+  }
+  return at::stack(draws);
+}
+
+}  // namespace
+
+at::Tensor text_to_image(model::DiT& dit, encoders::PipelineEncoders& encoders,
+                         const std::vector<std::string>& prompts, const TextToImageOptions& options,
+                         const EDMConfig& edm) {
+  TORCH_CHECK(options.batch_size > 0, "text_to_image: batch size must be positive");
+  at::NoGradGuard no_grad;
+  dit->eval();
+  const auto device = encoders.device;
+  const bool bf16 = options.bf16 && device.is_cuda();
+  std::vector<at::Tensor> images;
+  for (int64_t start = 0; start < static_cast<int64_t>(prompts.size()); start += options.batch_size) {
+    const auto n = std::min<int64_t>(options.batch_size, static_cast<int64_t>(prompts.size()) - start);
+    const std::vector<std::string> batch(prompts.begin() + start, prompts.begin() + start + n);
+    const at::Tensor y = encoders.encode_captions(batch).to(at::kFloat);
+    const at::Tensor init = initial_latents(dit->config, start, n, options.seed).to(device);
+    SamplerOptions sampler;
+    sampler.num_steps = options.steps;
+    sampler.cfg = options.cfg;
+    at::Tensor latents;
+    {
+      nn::AutocastGuard autocast(device.type(), at::kBFloat16, bf16);
+      nn::LowPrecisionNormGuard low_precision_norm(bf16);
+      latents = edm_sample(dit, init, y, sampler, edm);
+    }
+    const at::Tensor decoded = encoders.vae->decode_latents(latents.to(encoders.dtype));
+    images.push_back((decoded.to(at::kFloat) / 2 + 0.5).clamp(0, 1).cpu());
+  }
+  return at::cat(images);
+}
+
+}  // namespace microdit::diffusion

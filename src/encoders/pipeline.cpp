@@ -1,0 +1,88 @@
+#include "microdit/encoders/pipeline.h"
+
+#include <c10/util/StringUtil.h>
+
+#include <fstream>
+#include <iterator>
+
+#include "microdit/io/json.h"
+
+namespace microdit::encoders {
+namespace fs = std::filesystem;
+namespace {
+
+io::Json read_json_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error(c10::str(path.string(), ": cannot open"));
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  try {
+    return io::parse_json(text);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(c10::str(path.string(), ": ", e.what()));
+  }
+}
+
+CLIPTextConfig text_config(const EncoderFiles& files) {
+  if (fs::is_directory(files.text_encoder)) {
+    return CLIPTextConfig::from_hf_json(read_json_file(files.text_encoder / "config.json"));
+  }
+  if (files.text_config.empty()) return CLIPTextConfig::dfn5b_vit_h_14_378();
+  const io::Json json = read_json_file(files.text_config);
+  return json.contains("text_cfg") ? CLIPTextConfig::from_open_clip_json(json)
+                                   : CLIPTextConfig::from_hf_json(json);
+}
+
+fs::path text_weights(const fs::path& path) {
+  if (!fs::is_directory(path)) return path;
+  for (const char* name : {"model.safetensors", "pytorch_model.bin"}) {
+    if (fs::exists(path / name)) return path / name;
+  }
+  throw std::runtime_error(
+      c10::str(path.string(), ": no model.safetensors or pytorch_model.bin in this folder"));
+}
+
+CLIPTokenizer load_tokenizer(const fs::path& path) {
+  if (path.empty()) {
+    throw std::runtime_error(
+        "no tokenizer given: pass bpe_simple_vocab_16e6.txt.gz (open_clip) or a folder with "
+        "vocab.json and merges.txt (Hugging Face)");
+  }
+  if (fs::is_directory(path)) {
+    return CLIPTokenizer::hf(path / "vocab.json", path / "merges.txt");
+  }
+  return CLIPTokenizer::open_clip(path);
+}
+
+}  // namespace
+
+at::ScalarType pipeline_dtype(const std::string& name, const at::Device& device) {
+  if (name == "auto") return device.is_cuda() ? at::kBFloat16 : at::kFloat;
+  if (name == "bf16") return at::kBFloat16;
+  if (name == "fp16") return at::kHalf;
+  if (name == "fp32") return at::kFloat;
+  throw std::invalid_argument("--dtype " + name + ": expected auto, bf16, fp16 or fp32");
+}
+
+at::Tensor PipelineEncoders::encode_captions(const std::vector<std::string>& captions) {
+  const at::Tensor ids = tokenizer->tokenize(captions, text_encoder->config().context_length);
+  return text_encoder(ids.to(device));
+}
+
+PipelineEncoders load_pipeline_encoders(const EncoderFiles& files, at::Device device,
+                                        at::ScalarType dtype) {
+  PipelineEncoders e;
+  e.device = device;
+  e.dtype = dtype;
+  e.vae = load_pretrained_autoencoder(files.vae);
+  e.text_encoder = CLIPTextEncoder(text_config(files));
+  load_clip_text_weights(e.text_encoder, text_weights(files.text_encoder));
+  e.tokenizer = load_tokenizer(files.tokenizer);
+  for (torch::nn::Module* m : {static_cast<torch::nn::Module*>(e.vae.get()),
+                               static_cast<torch::nn::Module*>(e.text_encoder.get())}) {
+    m->to(device, dtype);
+    m->eval();
+  }
+  return e;
+}
+
+}  // namespace microdit::encoders
