@@ -1,0 +1,257 @@
+// FID's Frechet distance (pytorch-fid src/pytorch_fid/fid_score.py calculate_frechet_distance)
+// and its statistics files: safetensors, or pytorch-fid's .npz (zip format: PKWARE APPNOTE.TXT
+// 4.3.12/4.3.16; .npy format: numpy/lib/format.py).
+#include "microdit/eval/frechet_distance.h"
+
+#include <c10/util/StringUtil.h>
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "microdit/io/safetensors.h"
+
+namespace microdit::eval {
+namespace fs = std::filesystem;
+
+static_assert(std::endian::native == std::endian::little,
+              "zip, .npy '<' and safetensors data are little-endian");
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// The distance
+
+void check_shapes(const ActivationStatistics& s, const char* which) {
+  if (s.mu.dim() != 1) {
+    throw std::invalid_argument(
+        c10::str("frechet_distance: mu of ", which, " has shape ", s.mu.sizes(), ", expected (D)"));
+  }
+  if (s.sigma.dim() != 2 || s.sigma.size(0) != s.sigma.size(1)) {
+    throw std::invalid_argument(c10::str("frechet_distance: sigma of ", which, " has shape ",
+                                         s.sigma.sizes(), ", expected square (D,D)"));
+  }
+  if (s.sigma.size(0) != s.mu.size(0)) {
+    throw std::invalid_argument(c10::str("frechet_distance: ", which, " has mu of dimension ",
+                                         s.mu.size(0), " but sigma of ", s.sigma.sizes()));
+  }
+}
+
+// The PSD square root of a symmetric PSD matrix; rounding can make zero eigenvalues slightly
+// negative, which are taken as 0.
+at::Tensor psd_sqrt(const at::Tensor& s) {
+  auto [values, vectors] = at::linalg_eigh(s);
+  return (vectors * values.clamp_min(0).sqrt()).mm(vectors.t());
+}
+
+// tr(sqrtm(s1 s2)): s1 s2 = s1^{1/2} (s1^{1/2} s2 s1^{1/2}) s1^{-1/2} when s1 is invertible
+// (and by continuity otherwise), so both have the same non-negative eigenvalues, and the trace
+// of the principal square root is the sum of their square roots.
+double trace_sqrt_product(const at::Tensor& s1, const at::Tensor& s2) {
+  const at::Tensor root = psd_sqrt(s1);
+  const at::Tensor m = root.mm(s2).mm(root);
+  return at::linalg_eigvalsh((m + m.t()) / 2).clamp_min(0).sqrt().sum().item<double>();
+}
+
+at::Tensor as_cpu_double(const at::Tensor& t) { return t.to(at::kCPU, at::kDouble); }
+
+// ---------------------------------------------------------------------------------------------
+// .npz: a zip of stored (uncompressed) .npy members
+
+[[noreturn]] void fail(const fs::path& path, const std::string& what) {
+  throw std::runtime_error(path.string() + ": " + what);
+}
+
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(path, "cannot open: " + std::string(std::strerror(errno)));
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+template <class T>
+T read_le(std::string_view bytes, std::size_t offset) {
+  if (offset + sizeof(T) > bytes.size()) throw std::runtime_error("truncated zip archive");
+  T value;
+  std::memcpy(&value, bytes.data() + offset, sizeof(T));
+  return value;
+}
+
+std::size_t find_end_of_central_directory(std::string_view zip) {
+  constexpr std::size_t kRecord = 22, kMaxComment = 0xFFFF;
+  if (zip.size() < kRecord) throw std::runtime_error("not a zip archive (too short)");
+  const std::size_t last = zip.size() - kRecord;
+  for (std::size_t at = last; at + kMaxComment >= last; --at) {
+    if (read_le<std::uint32_t>(zip, at) == 0x06054b50) return at;
+    if (at == 0) break;
+  }
+  throw std::runtime_error("not a zip archive (no end of central directory record)");
+}
+
+// Member name -> its bytes. Sizes come from the central directory because np.savez writes
+// local headers with zip64 placeholders (0xFFFFFFFF).
+std::map<std::string, std::string_view> zip_members(std::string_view zip) {
+  const std::size_t end = find_end_of_central_directory(zip);
+  const auto count = read_le<std::uint16_t>(zip, end + 10);
+  std::size_t entry = read_le<std::uint32_t>(zip, end + 16);
+  if (entry == 0xFFFFFFFF) throw std::runtime_error("zip64 archives (over 4 GB) are not supported");
+  std::map<std::string, std::string_view> members;
+  for (std::uint16_t i = 0; i < count; ++i) {
+    if (read_le<std::uint32_t>(zip, entry) != 0x02014b50) {
+      throw std::runtime_error("corrupt zip central directory");
+    }
+    const auto method = read_le<std::uint16_t>(zip, entry + 10);
+    const std::size_t size = read_le<std::uint32_t>(zip, entry + 20);
+    const std::size_t name_size = read_le<std::uint16_t>(zip, entry + 28);
+    const std::size_t local = read_le<std::uint32_t>(zip, entry + 42);
+    const std::string name(zip.substr(entry + 46, name_size));
+    if (method != 0) {
+      throw std::runtime_error(name +
+                               " is compressed (np.savez_compressed); only np.savez "
+                               "archives are supported");
+    }
+    const std::size_t data = local + 30 + read_le<std::uint16_t>(zip, local + 26) +
+                             read_le<std::uint16_t>(zip, local + 28);
+    if (read_le<std::uint32_t>(zip, local) != 0x04034b50 || data + size > zip.size()) {
+      throw std::runtime_error("corrupt zip entry " + name);
+    }
+    members[name] = zip.substr(data, size);
+    entry += 46 + name_size + read_le<std::uint16_t>(zip, entry + 30) +
+             read_le<std::uint16_t>(zip, entry + 32);
+  }
+  return members;
+}
+
+// The text after `'key':` in a .npy header dict, up to the next top-level ',' or '}'.
+std::string_view npy_field(std::string_view header, std::string_view key) {
+  const std::size_t at = header.find("'" + std::string(key) + "':");
+  if (at == std::string_view::npos) throw std::runtime_error("no '" + std::string(key) + "'");
+  std::string_view rest = header.substr(at + key.size() + 3);
+  rest.remove_prefix(std::min(rest.find_first_not_of(' '), rest.size()));
+  const std::size_t stop = rest.starts_with('(') ? rest.find(')') + 1 : rest.find_first_of(",}");
+  return rest.substr(0, stop);
+}
+
+std::vector<std::int64_t> npy_shape(std::string_view tuple) {
+  std::vector<std::int64_t> shape;
+  for (std::size_t at = 0;
+       (at = tuple.find_first_of("0123456789", at)) != std::string_view::npos;) {
+    const std::size_t stop = std::min(tuple.find_first_not_of("0123456789", at), tuple.size());
+    shape.push_back(std::stoll(std::string(tuple.substr(at, stop - at))));
+    at = stop;
+  }
+  return shape;
+}
+
+at::Tensor parse_npy(std::string_view npy) {
+  if (!npy.starts_with("\x93NUMPY") || npy.size() < 10)
+    throw std::runtime_error("not a .npy array");
+  const bool long_header = npy[6] >= 2;  // versions 2 and 3 have a 4-byte header length
+  const std::size_t length =
+      long_header ? read_le<std::uint32_t>(npy, 8) : read_le<std::uint16_t>(npy, 8);
+  const std::size_t start = long_header ? 12 : 10;
+  if (start + length > npy.size()) throw std::runtime_error("truncated .npy header");
+  const std::string_view header = npy.substr(start, length);
+  const std::string_view descr = npy_field(header, "descr");
+  if (descr != "'<f8'" && descr != "'<f4'") {
+    throw std::runtime_error("dtype " + std::string(descr) + " is not '<f8' or '<f4'");
+  }
+  if (npy_field(header, "fortran_order") != "False") {
+    throw std::runtime_error("Fortran-order arrays are not supported");
+  }
+  at::Tensor out =
+      at::empty(npy_shape(npy_field(header, "shape")), descr == "'<f8'" ? at::kDouble : at::kFloat);
+  const std::string_view data = npy.substr(start + length);
+  if (data.size() != out.nbytes()) throw std::runtime_error("data size does not match the shape");
+  std::memcpy(out.data_ptr(), data.data(), data.size());
+  return out.to(at::kDouble);
+}
+
+at::Tensor npz_array(const std::map<std::string, std::string_view>& members,
+                     const std::string& name) {
+  const auto it = members.find(name + ".npy");
+  if (it == members.end()) throw std::runtime_error("missing array \"" + name + "\"");
+  try {
+    return parse_npy(it->second);
+  } catch (const std::exception& e) {
+    throw std::runtime_error("array \"" + name + "\": " + e.what());
+  }
+}
+
+ActivationStatistics load_npz(const fs::path& path) {
+  const std::string bytes = read_file(path);
+  try {
+    const auto members = zip_members(bytes);
+    return {npz_array(members, "mu"), npz_array(members, "sigma")};
+  } catch (const std::runtime_error& e) {
+    fail(path, e.what());
+  }
+}
+
+ActivationStatistics load_safetensors_statistics(const fs::path& path) {
+  const io::TensorMap tensors = io::load_safetensors(path);
+  auto get = [&](const std::string& name) {
+    const auto it = tensors.find(name);
+    if (it == tensors.end()) fail(path, "missing tensor \"" + name + "\"");
+    return as_cpu_double(it->second);
+  };
+  return {get("mu"), get("sigma")};
+}
+
+}  // namespace
+
+ActivationStatistics ActivationStatistics::from_activations(const at::Tensor& activations) {
+  if (activations.dim() != 2 || activations.size(0) < 2) {
+    throw std::invalid_argument(c10::str("from_activations: activations have shape ",
+                                         activations.sizes(), ", expected (N,D) with N >= 2"));
+  }
+  const at::Tensor x = as_cpu_double(activations);
+  at::Tensor mu = x.mean(0);
+  const at::Tensor centered = x - mu;
+  return {mu, centered.t().mm(centered) / static_cast<double>(x.size(0) - 1)};
+}
+
+double frechet_distance(const ActivationStatistics& a, const ActivationStatistics& b, double eps) {
+  check_shapes(a, "the first statistics");
+  check_shapes(b, "the second statistics");
+  if (a.mu.size(0) != b.mu.size(0)) {
+    throw std::invalid_argument(
+        c10::str("frechet_distance: dimensions differ: ", a.mu.size(0), " vs ", b.mu.size(0)));
+  }
+  const at::Tensor s1 = as_cpu_double(a.sigma), s2 = as_cpu_double(b.sigma);
+  double tr_covmean = trace_sqrt_product(s1, s2);
+  if (!std::isfinite(tr_covmean)) {  // pytorch-fid's fallback for a singular product
+    const at::Tensor offset = at::eye(s1.size(0), s1.options()) * eps;
+    tr_covmean = trace_sqrt_product(s1 + offset, s2 + offset);
+  }
+  const at::Tensor diff = as_cpu_double(a.mu) - as_cpu_double(b.mu);
+  return diff.dot(diff).item<double>() + s1.trace().item<double>() + s2.trace().item<double>() -
+         2 * tr_covmean;
+}
+
+void save_statistics(const fs::path& path, const ActivationStatistics& stats) {
+  io::save_safetensors(path,
+                       {{"mu", as_cpu_double(stats.mu)}, {"sigma", as_cpu_double(stats.sigma)}});
+}
+
+ActivationStatistics load_statistics(const fs::path& path) {
+  ActivationStatistics stats =
+      path.extension() == ".npz" ? load_npz(path) : load_safetensors_statistics(path);
+  if (stats.mu.dim() != 1 || stats.sigma.dim() != 2 || stats.sigma.size(0) != stats.mu.size(0) ||
+      stats.sigma.size(1) != stats.mu.size(0)) {
+    fail(path, c10::str("mu ", stats.mu.sizes(), " and sigma ", stats.sigma.sizes(),
+                        " are not (D) and (D,D)"));
+  }
+  return stats;
+}
+
+}  // namespace microdit::eval

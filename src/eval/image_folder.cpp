@@ -1,0 +1,75 @@
+#include "microdit/eval/image_folder.h"
+
+#include <c10/util/StringUtil.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "microdit/data/prepare_sources.h"
+#include "microdit/image/decode.h"
+#include "microdit/image/resize.h"
+
+namespace microdit::eval {
+namespace fs = std::filesystem;
+namespace {
+
+// (3,H,W) float32 in [0, 1].
+at::Tensor load_image(const fs::path& path, int64_t resize_to) {
+  at::Tensor image = image::read_image_rgb(path);  // (H,W,3) uint8
+  if (resize_to > 0) image = image::center_crop(image::resize_short_side(image, resize_to), resize_to);
+  return image.permute({2, 0, 1}).to(at::kFloat) / 255.0;
+}
+
+std::string extension_of(const fs::path& path) {
+  std::string ext = path.extension().string();
+  if (!ext.empty()) ext.erase(0, 1);
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  return ext;
+}
+
+}  // namespace
+
+std::vector<fs::path> list_images(const fs::path& dir) {
+  if (!fs::is_directory(dir)) throw std::runtime_error(c10::str(dir.string(), ": no such folder"));
+  std::vector<fs::path> files;
+  for (const auto& item : fs::directory_iterator(dir)) {
+    if (item.is_regular_file() && data::is_image_extension(extension_of(item.path()))) {
+      files.push_back(item.path());
+    }
+  }
+  if (files.empty()) throw std::runtime_error(c10::str(dir.string(), ": no images in this folder"));
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+FolderActivations folder_activations(FIDInceptionV3& net, const fs::path& dir,
+                                     const FolderOptions& options, at::Device device) {
+  at::NoGradGuard no_grad;
+  net->eval();
+  FolderActivations out;
+  std::vector<at::Tensor> features, pending;
+  auto flush = [&] {
+    if (pending.empty()) return;
+    features.push_back(net(at::stack(pending).to(device)).to(at::kFloat).cpu());
+    pending.clear();
+  };
+  for (const auto& file : list_images(dir)) {
+    at::Tensor image;
+    try {
+      image = load_image(file, options.resize_to);
+    } catch (const std::exception& e) {
+      out.skipped.push_back(e.what());
+      spdlog::warn("skipping {}", e.what());
+      continue;
+    }
+    if (!pending.empty() && pending.front().sizes() != image.sizes()) flush();
+    pending.push_back(image);
+    if (static_cast<int64_t>(pending.size()) == options.batch_size) flush();
+  }
+  flush();
+  if (features.empty()) throw std::runtime_error(c10::str(dir.string(), ": no readable images"));
+  out.activations = at::cat(features);
+  return out;
+}
+
+}  // namespace microdit::eval
