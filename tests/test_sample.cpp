@@ -18,13 +18,7 @@ namespace fs = std::filesystem;
 
 // A tiny model for 8x8x4 latents (16 px images through the tiny VAE) and 32-wide captions.
 train::TrainConfig tiny_config() {
-  return train::parse_train_config(R"(
-model:
-  arch: custom
-  dit: {input_size: 8, patch_size: 2, in_channels: 4, caption_channels: 32, dim: 32, depth: 2,
-        head_dim: 16, multiple_of: 16, qkv_multipliers: [1.0], ffn_multipliers: [2.0],
-        patch_mixer_depth: 1, patch_mixer_dim: 32, use_bias: false, num_experts: 2,
-        expert_capacity: 1.0, experts_every_n: 2}
+  return train::parse_train_config(test::tiny_latent_model_yaml() + R"(
 data: {kind: mds, mds_dirs: [prepared], resolution: 16}
 )");
 }

@@ -80,14 +80,7 @@ Args parse(int argc, char** argv) {
     const std::string& arg = args.flag();
     if (arg == "--out") {
       o.out = args.value();
-    } else if (arg == "--vae") {
-      a.files.vae = args.value();
-    } else if (arg == "--text-encoder") {
-      a.files.text_encoder = args.value();
-    } else if (arg == "--text-config") {
-      a.files.text_config = args.value();
-    } else if (arg == "--tokenizer") {
-      a.files.tokenizer = args.value();
+    } else if (microdit::encoders::take_encoder_flag(args, a.files)) {
     } else if (arg == "--resolutions") {
       o.resolutions = parse_list(args.value());
     } else if (arg == "--batch-size") {

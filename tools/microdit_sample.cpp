@@ -71,14 +71,7 @@ Args parse(int argc, char** argv) {
       a.image_size = std::stoll(args.value());
     } else if (arg == "--in-channels") {
       a.in_channels = std::stoll(args.value());
-    } else if (arg == "--vae") {
-      a.files.vae = args.value();
-    } else if (arg == "--text-encoder") {
-      a.files.text_encoder = args.value();
-    } else if (arg == "--text-config") {
-      a.files.text_config = args.value();
-    } else if (arg == "--tokenizer") {
-      a.files.tokenizer = args.value();
+    } else if (microdit::encoders::take_encoder_flag(args, a.files)) {
     } else if (arg == "--prompt") {
       a.prompts.push_back(args.value());
     } else if (arg == "--prompts") {

@@ -55,6 +55,18 @@ CLIPTokenizer load_tokenizer(const fs::path& path) {
 
 }  // namespace
 
+bool take_encoder_flag(util::ArgCursor& args, EncoderFiles& files) {
+  const std::string& flag = args.flag();
+  fs::path* target = flag == "--vae"            ? &files.vae
+                     : flag == "--text-encoder" ? &files.text_encoder
+                     : flag == "--text-config"  ? &files.text_config
+                     : flag == "--tokenizer"    ? &files.tokenizer
+                                                : nullptr;
+  if (target == nullptr) return false;
+  *target = args.value();
+  return true;
+}
+
 at::ScalarType pipeline_dtype(const std::string& name, const at::Device& device) {
   if (name == "auto") return device.is_cuda() ? at::kBFloat16 : at::kFloat;
   if (name == "bf16") return at::kBFloat16;

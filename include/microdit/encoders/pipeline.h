@@ -12,6 +12,7 @@
 #include "microdit/encoders/autoencoder_kl.h"
 #include "microdit/encoders/clip_text.h"
 #include "microdit/encoders/clip_tokenizer.h"
+#include "microdit/util/arg_cursor.h"
 
 namespace microdit::encoders {
 
@@ -33,6 +34,10 @@ struct PipelineEncoders {
   // (B, context_length, D) token states of `captions`, on the device, in the models' dtype.
   at::Tensor encode_captions(const std::vector<std::string>& captions);
 };
+
+// The tools' model flags: --vae, --text-encoder, --text-config and --tokenizer. Takes the current
+// flag's value into `files` and returns true when it is one of them.
+bool take_encoder_flag(util::ArgCursor& args, EncoderFiles& files);
 
 // A --dtype option: "auto" (bf16 on CUDA, fp32 on the CPU), "bf16", "fp16" or "fp32".
 at::ScalarType pipeline_dtype(const std::string& name, const at::Device& device);
