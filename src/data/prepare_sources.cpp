@@ -9,6 +9,7 @@
 
 #include "microdit/data/tar_reader.h"
 #include "microdit/io/json.h"
+#include "microdit/io/read_file.h"
 
 namespace microdit::data {
 namespace fs = std::filesystem;
@@ -23,14 +24,6 @@ std::string lower_extension(const fs::path& path) {
   if (!ext.empty()) ext.erase(0, 1);
   std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
   return ext;
-}
-
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error(c10::str(path.string(), ": cannot open"));
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
 }
 
 // The column to use: the one asked for, else the first known name present.
@@ -90,7 +83,7 @@ fs::path resolve(const fs::path& base, const std::string& image) {
 }
 
 std::vector<ListEntry> read_csv(const fs::path& file, const SourceOptions& options) {
-  auto records = parse_csv(read_text(file));
+  auto records = parse_csv(io::read_file(file));
   if (records.empty()) throw std::runtime_error(c10::str(file.string(), ": empty CSV file"));
   const auto& header = records.front().second;
   const auto image = pick_column(header, options.image_column, kImageColumns, file, "image");
@@ -119,7 +112,7 @@ std::string json_field(const io::Json& object, const std::string& wanted,
 }
 
 std::vector<ListEntry> read_jsonl(const fs::path& file, const SourceOptions& options) {
-  std::istringstream lines(read_text(file));
+  std::istringstream lines(io::read_file(file));
   std::vector<ListEntry> entries;
   std::string text;
   for (int64_t line = 1; std::getline(lines, text); ++line) {
@@ -211,9 +204,9 @@ void list_samples(const PreparePart& part, const std::function<void(RawSample&&)
       if (raw.caption.empty()) {  // a folder input: the caption file beside the image
         auto caption_file = fs::path(entry.image).replace_extension(".txt");
         if (!fs::exists(caption_file)) throw std::runtime_error("no caption file " + caption_file.string());
-        raw.caption = read_text(caption_file);
+        raw.caption = io::read_file(caption_file);
       }
-      raw.image_bytes = read_text(entry.image);
+      raw.image_bytes = io::read_file(entry.image);
     } catch (const std::exception& e) {
       raw.error = e.what();
     }
@@ -227,6 +220,8 @@ bool is_image_extension(const std::string& extension) {
   static const std::vector<std::string> known{"jpg", "jpeg", "png", "webp", "bmp"};
   return std::find(known.begin(), known.end(), extension) != known.end();
 }
+
+bool is_image_file(const fs::path& path) { return is_image_extension(lower_extension(path)); }
 
 std::string PreparePart::describe() const {
   if (!tar.empty()) return tar.string();

@@ -254,12 +254,9 @@ AutoencoderKLConfig AutoencoderKLConfig::from_json(const io::Json& json) {
 }
 
 AutoencoderKLConfig AutoencoderKLConfig::from_json_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error(c10::str(path.string(), ": cannot open"));
-  std::ostringstream text;
-  text << in.rdbuf();
+  const io::Json json = io::read_json_file(path);
   try {
-    return from_json(io::parse_json(text.str()));
+    return from_json(json);
   } catch (const std::exception& e) {
     throw std::runtime_error(c10::str(path.string(), ": ", e.what()));
   }

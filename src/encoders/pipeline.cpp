@@ -2,32 +2,18 @@
 
 #include <c10/util/StringUtil.h>
 
-#include <fstream>
-#include <iterator>
-
 #include "microdit/io/json.h"
 
 namespace microdit::encoders {
 namespace fs = std::filesystem;
 namespace {
 
-io::Json read_json_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error(c10::str(path.string(), ": cannot open"));
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  try {
-    return io::parse_json(text);
-  } catch (const std::exception& e) {
-    throw std::runtime_error(c10::str(path.string(), ": ", e.what()));
-  }
-}
-
 CLIPTextConfig text_config(const EncoderFiles& files) {
   if (fs::is_directory(files.text_encoder)) {
-    return CLIPTextConfig::from_hf_json(read_json_file(files.text_encoder / "config.json"));
+    return CLIPTextConfig::from_hf_json(io::read_json_file(files.text_encoder / "config.json"));
   }
   if (files.text_config.empty()) return CLIPTextConfig::dfn5b_vit_h_14_378();
-  const io::Json json = read_json_file(files.text_config);
+  const io::Json json = io::read_json_file(files.text_config);
   return json.contains("text_cfg") ? CLIPTextConfig::from_open_clip_json(json)
                                    : CLIPTextConfig::from_hf_json(json);
 }

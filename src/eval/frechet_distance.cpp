@@ -3,6 +3,8 @@
 // 4.3.12/4.3.16; .npy format: numpy/lib/format.py).
 #include "microdit/eval/frechet_distance.h"
 
+#include "microdit/io/read_file.h"
+
 #include <c10/util/StringUtil.h>
 
 #include <algorithm>
@@ -70,12 +72,6 @@ at::Tensor as_cpu_double(const at::Tensor& t) { return t.to(at::kCPU, at::kDoubl
 
 [[noreturn]] void fail(const fs::path& path, const std::string& what) {
   throw std::runtime_error(path.string() + ": " + what);
-}
-
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path, "cannot open: " + std::string(std::strerror(errno)));
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 template <class T>
@@ -188,7 +184,7 @@ at::Tensor npz_array(const std::map<std::string, std::string_view>& members,
 }
 
 ActivationStatistics load_npz(const fs::path& path) {
-  const std::string bytes = read_file(path);
+  const std::string bytes = io::read_file(path);
   try {
     const auto members = zip_members(bytes);
     return {npz_array(members, "mu"), npz_array(members, "sigma")};

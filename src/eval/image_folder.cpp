@@ -20,20 +20,13 @@ at::Tensor load_image(const fs::path& path, int64_t resize_to) {
   return image.permute({2, 0, 1}).to(at::kFloat) / 255.0;
 }
 
-std::string extension_of(const fs::path& path) {
-  std::string ext = path.extension().string();
-  if (!ext.empty()) ext.erase(0, 1);
-  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
-  return ext;
-}
-
 }  // namespace
 
 std::vector<fs::path> list_images(const fs::path& dir) {
   if (!fs::is_directory(dir)) throw std::runtime_error(c10::str(dir.string(), ": no such folder"));
   std::vector<fs::path> files;
   for (const auto& item : fs::directory_iterator(dir)) {
-    if (item.is_regular_file() && data::is_image_extension(extension_of(item.path()))) {
+    if (item.is_regular_file() && data::is_image_file(item.path())) {
       files.push_back(item.path());
     }
   }

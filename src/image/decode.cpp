@@ -5,6 +5,8 @@
 // bit depths and color types (6.1).
 #include "microdit/image/decode.h"
 
+#include "microdit/io/read_file.h"
+
 #include <algorithm>
 #include <climits>
 #include <cstdint>
@@ -391,11 +393,7 @@ at::Tensor decode_image_rgb(std::string_view bytes, const std::string& name_for_
 }
 
 at::Tensor read_image_rgb(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error(path.string() + ": cannot open image file");
-  std::ostringstream bytes;
-  bytes << in.rdbuf();
-  return decode_image_rgb(bytes.view(), path.string());
+  return decode_image_rgb(io::read_file(path), path.string());
 }
 
 }  // namespace microdit::image

@@ -1,6 +1,8 @@
 // Strict RFC 8259 JSON parser and compact writer (see json.h).
 #include "microdit/io/json.h"
 
+#include "microdit/io/read_file.h"
+
 #include <c10/util/StringUtil.h>
 
 #include <charconv>
@@ -529,6 +531,15 @@ std::string Json::dump() const {
   std::string out;
   dump_to(out);
   return out;
+}
+
+Json read_json_file(const std::filesystem::path& path) {
+  const std::string text = read_file(path);
+  try {
+    return parse_json(text);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(path.string() + ": " + e.what());
+  }
 }
 
 }  // namespace microdit::io

@@ -56,5 +56,7 @@ void for_each_raw_sample(const PreparePart& part, const std::function<void(RawSa
 
 // Image file extensions the inputs recognise (lowercase, without the dot).
 bool is_image_extension(const std::string& extension);
+// A path whose extension, in any case, is one of those.
+bool is_image_file(const std::filesystem::path& path);
 
 }  // namespace microdit::data

@@ -1,6 +1,7 @@
 // A small JSON value (RFC 8259) for file headers and metadata: strict parser, compact writer.
 // Objects keep insertion order, so a dumped header lists keys in the order they were added.
 #pragma once
+#include <filesystem>
 
 #include <cstdint>
 #include <optional>
@@ -104,6 +105,8 @@ class Json {
 // Parses exactly one JSON value surrounded by optional whitespace. Rejects trailing text,
 // duplicate object keys, invalid UTF-8 and lone surrogates; errors name the byte offset.
 Json parse_json(std::string_view text);
+// parse_json of a file's text; errors start with the file path.
+Json read_json_file(const std::filesystem::path& path);
 
 // Appends `text` as a JSON string literal (quotes included), escaping as serde_json does.
 void append_json_string(std::string& out, std::string_view text);
