@@ -65,3 +65,23 @@ foreach(_dep PCRE2:libpcre2-8 ZSTD:libzstd ZLIB:zlib)
   endif()
   message(STATUS "${_module}: ${MICRODIT_HAVE_${_name}}")
 endforeach()
+
+# Multi-process training (src/train/process_group.cpp). Gloo (CPU processes): the PyTorch wheels
+# hold its code but not its headers; Debian's libgloo-dev provides them. NCCL (GPUs): the CUDA
+# wheel's c10d was built with it; nccl.h comes with the wheel's nvidia-nccl package.
+find_path(MICRODIT_GLOO_INCLUDE_DIR gloo/context.h)
+if(MICRODIT_GLOO_INCLUDE_DIR)
+  message(STATUS "Gloo headers: ${MICRODIT_GLOO_INCLUDE_DIR} (multi-process CPU training)")
+else()
+  message(STATUS "Gloo headers not found (apt install libgloo-dev): no multi-process CPU training")
+endif()
+option(MICRODIT_WITH_NCCL "Use NCCL for multi-GPU training when LibTorch has CUDA" ON)
+set(MICRODIT_NCCL_INCLUDE_DIR "")
+if(MICRODIT_WITH_NCCL AND TARGET c10_cuda)
+  execute_process(
+    COMMAND ${Python3_EXECUTABLE} -c
+            "import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], 'include'))"
+    OUTPUT_VARIABLE _nccl_hint OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
+  find_path(MICRODIT_NCCL_INCLUDE_DIR nccl.h HINTS ${_nccl_hint} /usr/local/cuda/include)
+  message(STATUS "nccl.h: ${MICRODIT_NCCL_INCLUDE_DIR}")
+endif()

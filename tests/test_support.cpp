@@ -32,6 +32,26 @@ TempDir::TempDir(const std::string& name)
 
 TempDir::~TempDir() { remove_tree(path); }
 
+std::string tiny_builtin_train_yaml(const std::filesystem::path& dir, int64_t steps) {
+  return R"(
+run: {dir: )" +
+         dir.string() +
+         R"(, device: cpu, log_every: 1000, checkpoint_every: 0, keep_checkpoints: 5}
+model:
+  arch: custom
+  dit: {input_size: 8, patch_size: 2, in_channels: 3, caption_channels: 16, dim: 32, depth: 2,
+        head_dim: 16, multiple_of: 16, qkv_multipliers: [1.0], ffn_multipliers: [2.0],
+        patch_mixer_depth: 1, patch_mixer_dim: 32, patch_mixer_mlp_ratio: 2.0, use_bias: false,
+        num_experts: 2, expert_capacity: 1.0, experts_every_n: 2}
+optim: {steps: )" +
+         std::to_string(steps) + R"(, batch_size: 8, lr: 0.001, schedule: constant_with_warmup,
+        warmup_steps: 1, clip_norm: 1.0, mask_ratio: 0.5, caption_drop_prob: 0.2}
+data: {kind: builtin, builtin_samples: 64, builtin_palette: 3, builtin_image_size: 8,
+       builtin_caption_len: 8, builtin_caption_channels: 16}
+sample: {steps: 2, cfg: 2.0}
+)";
+}
+
 std::string tiny_latent_model_yaml() {
   return R"(
 model:

@@ -35,6 +35,11 @@ struct TempDir {
   std::filesystem::path path;
 };
 
+// A whole training config: a tiny model (dim 32, depth 2, MoE, patch-mixer) on the built-in data
+// (8x8 RGB, 64 samples), CPU, batch 8, lr 1e-3 with one warmup step, clipping at 1, mask 0.5,
+// quiet logs, no checkpoints before the end, run directory `dir`.
+std::string tiny_builtin_train_yaml(const std::filesystem::path& dir, int64_t steps);
+
 // The `model:` section of a tiny MicroDiT for the tiny encoders' output: 8x8 latents with 4
 // channels (16 px images through the tiny VAE), 32-wide captions.
 std::string tiny_latent_model_yaml();

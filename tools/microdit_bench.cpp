@@ -14,7 +14,9 @@
 #include "microdit/model/config.h"
 #include "microdit/model/flops.h"
 #include "microdit/model/microdit.h"
+#include "microdit/train/gradient_buckets.h"
 #include "microdit/train/optimizer.h"
+#include "microdit/train/process_group.h"
 #include "microdit/train/train_step.h"
 #include "microdit/util/device.h"
 #include "microdit/util/kernel_profile.h"
@@ -35,6 +37,9 @@ constexpr const char* kUsage = R"(usage: microdit-bench [options]
   --peak-tflops X matrix ceiling for MFU (default 796: bf16 GEMM measured on an H100/H200)
   --profile N     after timing, profile N more steps and print the time per step of each GPU
                   kernel (CPU operator on the CPU), largest first, as JSON lines
+  --ddp           add the data-parallel gradient all-reduce (bucketed, overlapping backward)
+                  in a world of one: NCCL on CUDA, Gloo on CPU; the time over the same row
+                  without --ddp is its cost per step
 )";
 
 struct Args {
@@ -47,6 +52,7 @@ struct Args {
   int64_t micro_batches = 1;
   int64_t profile = 0;
   double peak_tflops = 796.0;
+  bool ddp = false;
 };
 
 Args parse(int argc, char** argv) {
@@ -77,6 +83,8 @@ Args parse(int argc, char** argv) {
       a.peak_tflops = std::stod(args.value());
     else if (arg == "--profile")
       a.profile = std::stoll(args.value());
+    else if (arg == "--ddp")
+      a.ddp = true;
     else
       throw std::invalid_argument("unknown option " + arg);
   }
@@ -109,6 +117,18 @@ int run(const Args& a) {
   options.bf16_autocast = !a.fp32;
   options.low_precision_norm = !a.fp32_norm;
   options.micro_batches = std::max<int64_t>(1, a.micro_batches);
+  // --ddp: the data-parallel gradient all-reduce in a world of one (NCCL on CUDA, Gloo on CPU);
+  // the step time minus that of the same row without --ddp is its cost per step.
+  std::unique_ptr<train::ProcessGroup> group;
+  std::unique_ptr<train::GradientBuckets> buckets;
+  if (a.ddp) {
+    train::LaunchEnv world_of_one = train::read_launch_env();
+    world_of_one.world_size = 1;
+    world_of_one.rank = 0;
+    group = std::make_unique<train::ProcessGroup>(world_of_one, device, std::chrono::minutes(5));
+    buckets = std::make_unique<train::GradientBuckets>(dit->parameters(), *group);
+    options.gradient_sync = buckets.get();
+  }
   for (int64_t i = 0; i < std::max<int64_t>(1, a.warmup); ++i) {
     try {
       train::train_step(dit, opt, x0, y, options);
@@ -137,12 +157,13 @@ int run(const Args& a) {
   const double tflop = model::training_step_flops(dit->config, {a.batch, a.mask}) * 1e-12;
   std::sort(times.begin(), times.end());
   fmt::print(R"({{"impl": "microdit-cpp", "arch": "{}", "batch": {}, "mask": {}, "res": {}, )"
-             R"("device": "{}", "bf16": {}, "bf16_norm": {}, "micro_batches": {}, "s_per_step": {:.4f}, "s_median": {:.4f}, )"
+             R"("device": "{}", "ddp": "{}", "bf16": {}, "bf16_norm": {}, "micro_batches": {}, "s_per_step": {:.4f}, "s_median": {:.4f}, )"
              R"("s_min": {:.4f}, "s_max": {:.4f}, "images_per_s": {:.1f}, )"
              R"("tflop_per_step": {:.2f}, "tflops": {:.1f}, "mfu": {:.3f}, )"
              R"("peak_gib": {:.2f}, "params": {}, "loss": {:.4f}, "loss_mean": {:.5f}}})"
              "\n",
-             a.arch, a.batch, a.mask, a.res, device.str(), !a.fp32 && device.is_cuda(),
+             a.arch, a.batch, a.mask, a.res, device.str(), group ? group->backend_name() : "",
+             !a.fp32 && device.is_cuda(),
              !a.fp32 && !a.fp32_norm && device.is_cuda(), options.micro_batches, mean,
              times[times.size() / 2], times.front(), times.back(), a.batch / mean, tflop,
              tflop / mean, tflop / mean / a.peak_tflops,

@@ -21,6 +21,10 @@ options:
   --resume        continue from the newest checkpoint in run.dir
   --dry-run       print the resolved config and the model size, then exit (builds no model)
   -h, --help      this text
+Multi-process runs (docs/distributed.md): start one process per GPU with torchrun
+(torchrun --nproc-per-node 8 --no-python microdit-train --config ...) or srun; the process reads
+RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT or SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID.
+
 exit status: 0 done (or stopped by SIGTERM after writing a checkpoint), 1 training failed
 (e.g. a non-finite loss), 2 bad arguments or config
 )";
@@ -56,9 +60,11 @@ int main(int argc, char** argv) {
   using namespace microdit;
   Args args;
   train::TrainConfig config;
+  train::LaunchEnv launch;
   try {
     args = parse(argc, argv);
     config = train::load_train_config(args.config, args.overrides);
+    launch = train::read_launch_env();
   } catch (const std::exception& e) {
     std::cerr << "microdit-train: " << e.what() << "\n";
     if (args.config.empty()) std::cerr << "\n" << kUsage;
@@ -72,7 +78,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   try {
-    const auto result = train::Trainer(config, {args.resume, {}}).run();
+    const auto result = train::Trainer(config, {args.resume, {}, launch}).run();
     fmt::print("finished at step {}{}\n", result.final_step,
                result.stopped_by_signal ? " (stopped by signal, checkpoint written)" : "");
     return 0;

@@ -21,9 +21,15 @@ log "device: $DEVICE"
 # Tier 1: build.
 BUILD_DIR=${BUILD_DIR:-build-device}
 t0=$(date +%s)
-if cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMICRODIT_WITH_OPENCV=OFF > "$OUT/build.log" 2>&1 &&
-   cmake --build "$BUILD_DIR" -j "$(nproc)" >> "$OUT/build.log" 2>&1; then
-  log "tier 1 build: ok in $(( $(date +%s) - t0 )) s"
+build() {  # build [cmake -D options]
+  cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMICRODIT_WITH_OPENCV=OFF "$@" >> "$OUT/build.log" 2>&1 &&
+    cmake --build "$BUILD_DIR" -j "$(nproc)" >> "$OUT/build.log" 2>&1
+}
+if build -DMICRODIT_WITH_NCCL=ON; then
+  log "tier 1 build: ok in $(( $(date +%s) - t0 )) s ($(grep -m1 'nccl.h:' "$OUT/build.log"))"
+elif build -DMICRODIT_WITH_NCCL=OFF; then
+  # The NCCL process group did not compile here: keep everything else (see build.log).
+  log "tier 1 build: ok WITHOUT NCCL in $(( $(date +%s) - t0 )) s (the NCCL build failed, see build.log)"
 else
   log "tier 1 build: FAILED after $(( $(date +%s) - t0 )) s (see build.log)"; tail -30 "$OUT/build.log"; exit 1
 fi
@@ -55,6 +61,7 @@ log "tier 2 CUDA tests: $(grep -c '^\[       OK .* ms)$' "$OUT/tests.txt") passe
 # Tier 3: timings, ours and the official code on the same shapes, one JSON line per row.
 BENCH="$OUT/bench.jsonl"
 : > "$BENCH"
+export MASTER_PORT=${MASTER_PORT:-29555}  # the --ddp row's world-of-one store
 row() {  # row TIMEOUT_S COMMAND...
   local limit=$1; shift
   if [ "$SECONDS" -gt "${DEADLINE_S:-500}" ]; then
@@ -87,6 +94,9 @@ if [ "$GPU" = 1 ]; then
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --fp32-norm
   stage stage1-half 128 0.75 32
   [ -n "${WITH_COMPILED:-}" ] && OFFICIAL_LIMIT=240 official --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --compile
+  # The data-parallel gradient all-reduce (NCCL, world of one): its cost per step is this row
+  # minus our stage1-half row (same shape without --ddp).
+  ours --arch MicroDiT_XL_2 --batch 128 --mask 0.75 --ddp
   ours --arch MicroDiT_Tiny_2 --batch 256 --mask 0.75
   official --arch MicroDiT_Tiny_2 --batch 256 --mask 0.75
   # Same function: 200 steps of Tiny_2 from one seed, bf16 LayerNorms vs plain autocast.

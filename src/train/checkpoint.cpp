@@ -65,20 +65,35 @@ std::optional<std::filesystem::path> latest_checkpoint(const std::filesystem::pa
   return found.back().second;
 }
 
-void save_checkpoint(const std::filesystem::path& path, model::DiT& dit,
-                     torch::optim::AdamW& optimizer, const EMA* ema, const CheckpointState& state) {
-  io::TensorMap tensors;
-  add_prefixed(tensors, kModel, io::state_dict(*dit));
-  if (ema && ema->active()) add_prefixed(tensors, kEma, ema->state());
-  int64_t optimizer_step = 0;
+io::TensorMap adamw_moments(torch::optim::AdamW& optimizer, model::DiT& dit,
+                            int64_t& optimizer_step) {
+  io::TensorMap moments;
+  optimizer_step = 0;
   for (const auto& item : dit->named_parameters()) {
     auto it = optimizer.state().find(item.value().unsafeGetTensorImpl());
     if (it == optimizer.state().end()) continue;
     const auto& s = static_cast<const torch::optim::AdamWParamState&>(*it->second);
-    tensors[kOptim + item.key() + ".exp_avg"] = s.exp_avg().detach().to(at::kCPU);
-    tensors[kOptim + item.key() + ".exp_avg_sq"] = s.exp_avg_sq().detach().to(at::kCPU);
+    moments[item.key() + ".exp_avg"] = s.exp_avg().detach().to(at::kCPU);
+    moments[item.key() + ".exp_avg_sq"] = s.exp_avg_sq().detach().to(at::kCPU);
     optimizer_step = s.step();
   }
+  return moments;
+}
+
+void save_checkpoint(const std::filesystem::path& path, model::DiT& dit,
+                     torch::optim::AdamW& optimizer, const EMA* ema, const CheckpointState& state) {
+  int64_t optimizer_step = 0;
+  const auto moments = adamw_moments(optimizer, dit, optimizer_step);
+  save_checkpoint(path, dit, moments, optimizer_step, ema, state);
+}
+
+void save_checkpoint(const std::filesystem::path& path, model::DiT& dit,
+                     const io::TensorMap& optimizer_moments, int64_t optimizer_step,
+                     const EMA* ema, const CheckpointState& state) {
+  io::TensorMap tensors;
+  add_prefixed(tensors, kModel, io::state_dict(*dit));
+  if (ema && ema->active()) add_prefixed(tensors, kEma, ema->state());
+  add_prefixed(tensors, kOptim, optimizer_moments);
   std::filesystem::create_directories(path.parent_path());
   io::save_safetensors(path, tensors,
                        {{"format", kFormat},

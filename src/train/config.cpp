@@ -226,6 +226,7 @@ std::vector<Key> schema(TrainConfig& c) {
   EMASection& ema = c.optim.ema;
   DataSection& data = c.data;
   SampleSection& s = c.sample;
+  DistSection& dist = c.dist;
   return {
       section("run",
               {leaf("dir", r.dir), leaf("seed", r.seed), leaf("device", r.device),
@@ -301,6 +302,8 @@ std::vector<Key> schema(TrainConfig& c) {
                leaf("builtin_caption_channels", data.builtin_caption_channels)}),
       section("sample", {leaf("prompts", s.prompts), leaf("steps", s.steps), leaf("cfg", s.cfg),
                          leaf("seed", s.seed)}),
+      section("dist", {leaf("timeout_s", dist.timeout_s), leaf("bucket_mb", dist.bucket_mb),
+                       leaf("zero_stage", dist.zero_stage)}),
   };
 }
 
@@ -612,6 +615,15 @@ void validate_sample(const SampleSection& s) {
           "a finite guidance scale >= 1 (1: no guidance)");
 }
 
+void validate_dist(const DistSection& d) {
+  require(d.timeout_s > 0 && std::isfinite(d.timeout_s), "dist.timeout_s", d.timeout_s,
+          "a positive number of seconds");
+  require(d.bucket_mb > 0 && std::isfinite(d.bucket_mb), "dist.bucket_mb", d.bucket_mb,
+          "a positive size in MB");
+  require(d.zero_stage == 0 || d.zero_stage == 2, "dist.zero_stage", d.zero_stage,
+          "0 (replicated optimizer state) or 2 (sharded gradients and optimizer state)");
+}
+
 }  // namespace
 
 model::DiTConfig ModelSection::resolved() const {
@@ -662,6 +674,7 @@ void validate(const TrainConfig& config, int64_t world_size) {
   validate_optim(config.optim, world_size, dit);
   validate_data(config.data, config.model, dit);
   validate_sample(config.sample);
+  validate_dist(config.dist);
 }
 
 std::string to_yaml(const TrainConfig& config) {

@@ -79,7 +79,15 @@ std::unique_ptr<torch::optim::AdamW> make_adamw(
   for (const auto& [name, parameter] : named_params) {
     (split && is_moe_expert_weight(name, parameter) ? experts : base).push_back(parameter);
   }
+  return make_adamw(std::move(base), std::move(experts), settings);
+}
 
+std::unique_ptr<torch::optim::AdamW> make_adamw(std::vector<at::Tensor> base,
+                                                std::vector<at::Tensor> experts,
+                                                const AdamWSettings& settings) {
+  if (base.empty() && experts.empty()) {
+    throw std::invalid_argument("make_adamw: no parameters to optimize");
+  }
   auto options = torch::optim::AdamWOptions(settings.lr)
                      .betas({settings.beta1, settings.beta2})
                      .eps(settings.eps)

@@ -4,6 +4,7 @@
 #include "microdit/model/masking.h"
 #include "microdit/nn/autocast.h"
 #include "microdit/nn/norm.h"
+#include "microdit/train/gradient_buckets.h"
 
 namespace microdit::train {
 
@@ -56,9 +57,11 @@ TrainStepResult train_step(model::DiT& dit, torch::optim::Optimizer& optimizer,
                       .sum() /
                   static_cast<double>(batch);
     }
+    if (options.gradient_sync && start + micro == batch) options.gradient_sync->arm();
     part_loss.backward();
     loss = loss + part_loss.detach();
   }
+  if (options.gradient_sync) options.gradient_sync->finish();
   auto grad_norm = clip_grad_norm(dit->parameters(), options.clip_norm);
   optimizer.step();
   return {loss, grad_norm};

@@ -25,10 +25,13 @@
 #include "microdit/nn/norm.h"
 #include "microdit/train/checkpoint.h"
 #include "microdit/train/ema.h"
+#include "microdit/train/gradient_buckets.h"
 #include "microdit/train/lr_schedule.h"
 #include "microdit/train/metrics_log.h"
 #include "microdit/train/optimizer.h"
+#include "microdit/train/process_group.h"
 #include "microdit/train/sample_draws.h"
+#include "microdit/train/sharded_adamw.h"
 #include "microdit/train/tensorboard.h"
 #include "microdit/train/train_step.h"
 #include "microdit/util/device.h"
@@ -51,18 +54,19 @@ class StopSignals {
     std::signal(SIGTERM, old_term_);
     std::signal(SIGINT, old_int_);
   }
-  bool requested() const { return g_stop_signal != 0; }
-
  private:
   void (*old_term_)(int);
   void (*old_int_)(int);
 };
 
-at::Device resolve_device(const std::string& name) {
-  if (name == "auto") return at::Device(util::default_device_name());
-  at::Device device(name);
+// In a multi-process run "auto" and "cuda" mean this process's GPU, cuda:LOCAL_RANK.
+at::Device resolve_device(const std::string& name, const LaunchEnv& launch) {
+  at::Device device(name == "auto" ? util::default_device_name() : name);
   if (device.is_cuda() && !util::cuda_available()) {
     throw std::runtime_error("run.device is '" + name + "' but no CUDA device is available");
+  }
+  if (device.is_cuda() && !device.has_index() && launch.distributed()) {
+    device = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(launch.local_rank));
   }
   return device;
 }
@@ -92,12 +96,20 @@ struct Trainer::State {
   int64_t step = 0;
   double grad_norm = 0;  // of the last step, before clipping
   int64_t world_size = 1, rank = 0;
+  std::unique_ptr<ProcessGroup> group;       // a world of more than one
+  std::unique_ptr<GradientBuckets> buckets;  // data-parallel gradient all-reduce (dist.zero_stage 0)
+  std::unique_ptr<ShardedAdamW> sharded;     // instead of `optimizer` with dist.zero_stage 2
+  bool stop = false;  // a stop signal reached some rank: every rank stops after this step
+  // A world of one stops at the signal; ranks stop together at the step whose loss all-reduce
+  // first carries it.
+  bool stop_requested() const { return group ? stop : g_stop_signal != 0; }
   std::string last_checkpoint = "none";
 
   // Last: destroyed (its thread joined) before anything make_input reads.
   std::unique_ptr<data::Prefetcher<MicroBatchInput>> prefetch;
 
   void setup();
+  void setup_distributed();
   void make_dataset();
   // Learning rate of update t (from 0) on the global counter: lr * f(t), Composer's convention.
   double lr_at(int64_t t) const {
@@ -105,6 +117,17 @@ struct Trainer::State {
     return o.lr *
            lr_factor({o.schedule, o.warmup_steps, o.alpha_f, o.t_max > 0 ? o.t_max : o.steps}, t);
   }
+  std::vector<std::pair<std::string, at::Tensor>> named_parameters() const {
+    std::vector<std::pair<std::string, at::Tensor>> named;
+    for (const auto& item : dit->named_parameters()) named.emplace_back(item.key(), item.value());
+    return named;
+  }
+  AdamWSettings adamw_settings() const {
+    const auto& o = cfg.optim;
+    return {o.lr,           o.beta1,         o.beta2, o.eps, o.weight_decay,
+            o.moe_lr_scale, device.is_cuda()};  // fused AdamW on CUDA
+  }
+  torch::optim::AdamW& step_optimizer() { return sharded ? sharded->shard_optimizer() : *optimizer; }
   void restore();
   double train_one_step();
   int64_t micro_batch_size() const {
@@ -113,7 +136,8 @@ struct Trainer::State {
   }
   int64_t micro_batches() const { return cfg.optim.batch_size / (world_size * micro_batch_size()); }
   MicroBatchInput make_input(int64_t key) const;
-  double micro_batch(const MicroBatchInput& input);
+  double micro_batch(const MicroBatchInput& input, bool last);
+  double agree_on_loss_and_stop(double loss);
   void save(bool final);
   void log_progress(double loss, double images_per_s, double eta_s);
   double sample_grid();
@@ -122,6 +146,8 @@ struct Trainer::State {
 Trainer::Trainer(TrainConfig config, TrainerOptions options) : s_(std::make_unique<State>()) {
   s_->cfg = std::move(config);
   s_->opts = std::move(options);
+  s_->world_size = s_->opts.launch.world_size;
+  s_->rank = s_->opts.launch.rank;
   validate(s_->cfg, s_->world_size);
   s_->setup();
 }
@@ -132,29 +158,50 @@ model::DiT& Trainer::model() { return s_->dit; }
 
 void Trainer::State::setup() {
   run_dir = cfg.run.dir;
-  device = resolve_device(cfg.run.device);
+  device = resolve_device(cfg.run.device, opts.launch);
   bf16 = cfg.optim.precision.starts_with("bf16") ||
          (cfg.optim.precision == "auto" && device.is_cuda());
   dit_cfg = cfg.model.resolved();
   std::filesystem::create_directories(run_dir / "samples");
-  io::write_file_atomically(run_dir / "config.yaml",
-                            [&](std::ostream& out) { out << to_yaml(cfg); });
+  if (rank == 0) {
+    io::write_file_atomically(run_dir / "config.yaml",
+                              [&](std::ostream& out) { out << to_yaml(cfg); });
+  }
   make_dataset();
   at::manual_seed(cfg.run.seed);  // the model's initialisation
   dit = model::DiT(dit_cfg);
   dit->to(device);
   dit->train();
-  std::vector<std::pair<std::string, at::Tensor>> named;
-  for (const auto& item : dit->named_parameters()) named.emplace_back(item.key(), item.value());
-  optimizer = make_adamw(named, {cfg.optim.lr, cfg.optim.beta1, cfg.optim.beta2, cfg.optim.eps,
-                                 cfg.optim.weight_decay, cfg.optim.moe_lr_scale,
-                                 /*fused=*/device.is_cuda()});
+  if (world_size > 1) setup_distributed();
+  if (!sharded) optimizer = make_adamw(named_parameters(), adamw_settings());
   if (cfg.optim.ema.enabled) {
     ema = std::make_unique<EMA>(cfg.optim.ema.smoothing, cfg.optim.ema.start_step);
   }
   restore();
-  events = std::make_unique<EventWriter>(run_dir);
-  metrics = std::make_unique<MetricsLog>(run_dir / "metrics.jsonl");
+  if (rank == 0) {  // logs, metrics and TensorBoard come from rank 0 only
+    events = std::make_unique<EventWriter>(run_dir);
+    metrics = std::make_unique<MetricsLog>(run_dir / "metrics.jsonl");
+  }
+}
+
+// Rendezvous, the same initial weights on every rank (rank 0's), and the gradient buckets.
+void Trainer::State::setup_distributed() {
+  const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(cfg.dist.timeout_s * 1000));
+  group = std::make_unique<ProcessGroup>(opts.launch, device, timeout);
+  if (rank != 0) spdlog::set_level(spdlog::level::warn);
+  spdlog::info("rank {} of {} ({} via {}, {}): {} backend", rank, world_size, device.str(),
+               opts.launch.launcher, opts.launch.master_addr, group->backend_name());
+  std::vector<at::Tensor> tensors = dit->parameters();
+  for (const auto& b : dit->buffers()) tensors.push_back(b);
+  {
+    at::NoGradGuard no_grad;
+    group->broadcast(tensors, "broadcast of the initial weights");
+  }
+  if (cfg.dist.zero_stage == 2) {
+    sharded = std::make_unique<ShardedAdamW>(named_parameters(), adamw_settings(), *group);
+  } else {
+    buckets = std::make_unique<GradientBuckets>(dit->parameters(), *group, cfg.dist.bucket_mb);
+  }
 }
 
 void Trainer::State::make_dataset() {
@@ -212,7 +259,11 @@ void Trainer::State::restore() {
   if (full) {
     auto loaded = load_checkpoint(*full);
     io::load_state_dict(*dit, loaded.model);
-    restore_optimizer(*optimizer, dit, loaded);
+    if (sharded) {
+      sharded->load_moments(loaded.optimizer, loaded.optimizer_step);
+    } else {
+      restore_optimizer(*optimizer, dit, loaded);
+    }
     if (ema && !loaded.ema.empty()) ema->load_state(loaded.ema);
     step = loaded.state.step;
     last_checkpoint = full->string();
@@ -224,6 +275,7 @@ void Trainer::State::restore() {
     spdlog::info("initialised weights from {} (kept from this model: {})", cfg.optim.init_from,
                  fmt::join(o.ignore_keys, ", "));
   }
+  if (sharded) sharded->refresh_from_parameters();
 }
 
 // The CPU side of micro-batch `key` = step * micro_batches + m: samples and their random draws.
@@ -237,7 +289,7 @@ MicroBatchInput Trainer::State::make_input(int64_t key) const {
   return {std::move(batch), std::move(draws)};
 }
 
-double Trainer::State::micro_batch(const MicroBatchInput& input) {
+double Trainer::State::micro_batch(const MicroBatchInput& input, bool last) {
   const auto& draws = input.draws;
   auto x = input.batch.latents.to(device);
   auto y = input.batch.captions.to(device) * draws.keep_caption.to(device).view({-1, 1, 1, 1});
@@ -255,8 +307,20 @@ double Trainer::State::micro_batch(const MicroBatchInput& input) {
                .sum() /
            static_cast<double>(cfg.optim.batch_size);
   }
+  if (last && buckets) buckets->arm();
   loss.backward();
   return loss.item<double>();
+}
+
+// The global batch's loss (each rank's part is already divided by the global batch size) and
+// whether any rank got a stop signal, in one all-reduce so that every rank decides the same.
+double Trainer::State::agree_on_loss_and_stop(double loss) {
+  stop = g_stop_signal != 0;
+  if (!group) return loss;
+  auto values = at::tensor({loss, stop ? 1.0 : 0.0}, at::kDouble);
+  group->all_reduce(values, "all-reduce of the loss");
+  stop = values[1].item<double>() > 0;
+  return values[0].item<double>();
 }
 
 double Trainer::State::train_one_step() {
@@ -266,36 +330,55 @@ double Trainer::State::train_one_step() {
         [this](int64_t key) { return make_input(key); }, step * micro_batches(),
         /*depth=*/std::max<int64_t>(2, micro_batches()));
   }
-  set_learning_rate(*optimizer, lr_at(step));
-  optimizer->zero_grad(/*set_to_none=*/true);
+  set_learning_rate(step_optimizer(), lr_at(step));
+  dit->zero_grad(/*set_to_none=*/true);
   double loss = 0;
   for (int64_t m = 0; m < micro_batches(); ++m) {
-    loss += micro_batch(prefetch->take(step * micro_batches() + m));
+    loss += micro_batch(prefetch->take(step * micro_batches() + m), m + 1 == micro_batches());
   }
+  if (buckets) buckets->finish();
+  loss = agree_on_loss_and_stop(loss);
   if (!std::isfinite(loss)) {
     throw NonFiniteLoss(fmt::format("loss is {} at step {}; stopping. Last good checkpoint: {}",
                                     loss, step + 1, last_checkpoint));
   }
-  grad_norm = clip_grad_norm(dit->parameters(), o.clip_norm).item<double>();
-  optimizer->step();
+  if (sharded) {
+    grad_norm = sharded->step(o.clip_norm);
+  } else {
+    grad_norm = clip_grad_norm(dit->parameters(), o.clip_norm).item<double>();
+    optimizer->step();
+  }
   ++step;
   if (ema) ema->update(*dit, step);
   return loss;
 }
 
+// Rank 0 writes: every rank holds the same weights, and the same AdamW moments unless they are
+// sharded (then all ranks gather them first). The others wait at a barrier so that no rank runs
+// ahead of a checkpoint it may have to resume from.
 void Trainer::State::save(bool final) {
-  if (rank != 0) return;
   const auto path = checkpoint_path(run_dir, step);
-  save_checkpoint(path, dit, *optimizer, ema.get(),
-                  {step, step * cfg.optim.batch_size, cfg.run.seed, to_yaml(cfg)});
-  prune_checkpoints(run_dir, cfg.run.keep_checkpoints);
+  int64_t optimizer_step = 0;
+  io::TensorMap moments;
+  if (sharded) {
+    moments = sharded->gather_moments(optimizer_step);
+  } else if (rank == 0) {
+    moments = adamw_moments(*optimizer, dit, optimizer_step);
+  }
+  if (rank == 0) {
+    save_checkpoint(path, dit, moments, optimizer_step, ema.get(),
+                    {step, step * cfg.optim.batch_size, cfg.run.seed, to_yaml(cfg)});
+    prune_checkpoints(run_dir, cfg.run.keep_checkpoints);
+    if (final) spdlog::info("checkpoint {}", path.string());
+  }
+  if (group) group->barrier("barrier after checkpoint " + path.string());
   last_checkpoint = path.string();
-  if (final) spdlog::info("checkpoint {}", path.string());
 }
 
 void Trainer::State::log_progress(double loss, double images_per_s, double eta_s) {
   const auto& o = cfg.optim;
   const double lr = lr_at(step - 1);  // of the update just made
+  if (rank != 0) return;
   spdlog::info("step {}/{} | loss {:.4f} | lr {:.3e} | grad norm {:.3f} | {:.1f} img/s | ETA {}",
                step, o.steps, loss, lr, grad_norm, images_per_s, util::format_duration(eta_s));
   metrics->write(
@@ -309,6 +392,7 @@ void Trainer::State::log_progress(double loss, double images_per_s, double eta_s
 // Samples the fixed prompts of the built-in dataset with the EMA weights when there are any,
 // writes the grid, and returns the prompt match (-1 without built-in data).
 double Trainer::State::sample_grid() {
+  if (rank != 0) return -1;
   if (!builtin) {
     spdlog::info("sample grids need the text encoder and VAE (not built yet): skipped");
     return -1;
@@ -374,7 +458,7 @@ TrainResult Trainer::run() {
       window_steps = 0;
       window_loss = 0;
     }
-    if (signals.requested()) {
+    if (s.stop_requested()) {
       s.save(/*final=*/true);
       spdlog::info("stopped by signal {} at step {}: checkpoint written", g_stop_signal.load(),
                    s.step);

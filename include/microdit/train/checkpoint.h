@@ -31,6 +31,14 @@ std::optional<std::filesystem::path> latest_checkpoint(const std::filesystem::pa
 
 void save_checkpoint(const std::filesystem::path& path, model::DiT& dit,
                      torch::optim::AdamW& optimizer, const EMA* ema, const CheckpointState& state);
+// The same with the AdamW moments given by parameter name (a sharded optimizer gathers them).
+void save_checkpoint(const std::filesystem::path& path, model::DiT& dit,
+                     const io::TensorMap& optimizer_moments, int64_t optimizer_step,
+                     const EMA* ema, const CheckpointState& state);
+// AdamW's moments by parameter name ("<name>.exp_avg" / ".exp_avg_sq", on the CPU) and its step
+// count (0 and no moments before the first step).
+io::TensorMap adamw_moments(torch::optim::AdamW& optimizer, model::DiT& dit,
+                            int64_t& optimizer_step);
 // Removes all but the newest `keep` checkpoints.
 void prune_checkpoints(const std::filesystem::path& run_dir, int64_t keep);
 

@@ -83,6 +83,15 @@ struct SampleSection {
   int64_t seed = 0;
 };
 
+// Multi-process runs (launched by torchrun or Slurm, docs/distributed.md); ignored in a world of one.
+struct DistSection {
+  double timeout_s = 600;  // a collective or the rendezvous waiting longer fails, naming the ranks
+  double bucket_mb = 25;   // gradient all-reduce bucket size (DDP's bucket_cap_mb)
+  // 0: every rank keeps the whole AdamW state (DDP); 2: gradients reduce-scattered and AdamW
+  // state sharded across ranks, parameters all-gathered (ZeRO stage 2, FSDP's SHARD_GRAD_OP).
+  int64_t zero_stage = 0;
+};
+
 struct TrainConfig {
   RunSection run;
   ModelSection model;
@@ -90,6 +99,7 @@ struct TrainConfig {
   OptimSection optim;
   DataSection data;
   SampleSection sample;
+  DistSection dist;
 };
 
 // Reads a YAML file, applies `overrides` ("a.b=c", YAML value syntax), validates. Throws

@@ -56,6 +56,12 @@ std::unique_ptr<torch::optim::AdamW> make_adamw(
     const std::vector<std::pair<std::string, at::Tensor>>& named_params,
     const AdamWSettings& settings);
 
+// The same AdamW over parameters already split into the two groups (e.g. pieces of parameters,
+// whose names and shapes no longer say which group they belong to).
+std::unique_ptr<torch::optim::AdamW> make_adamw(std::vector<at::Tensor> base,
+                                                std::vector<at::Tensor> experts,
+                                                const AdamWSettings& settings);
+
 // The lr factor of `group`: ScaledAdamW's recorded factor, 1 for any other optimizer.
 double lr_scale(const torch::optim::Optimizer& optimizer, std::size_t group);
 

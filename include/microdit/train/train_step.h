@@ -11,6 +11,8 @@
 
 namespace microdit::train {
 
+class GradientBuckets;
+
 struct TrainStepOptions {
   double mask_ratio = 0.75;
   double clip_norm = 0.25;    // <= 0: no clipping
@@ -18,6 +20,8 @@ struct TrainStepOptions {
   // LayerNorms in bf16 under autocast, as the official runs (Composer's LPLayerNorm).
   bool low_precision_norm = true;
   int64_t micro_batches = 1;  // gradient accumulation: the batch in this many equal parts
+  // Data parallel: the last micro-batch's backward all-reduces the gradients before clipping.
+  GradientBuckets* gradient_sync = nullptr;
   diffusion::EDMConfig edm;
 };
 

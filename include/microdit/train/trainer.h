@@ -9,6 +9,7 @@
 
 #include "microdit/model/microdit.h"
 #include "microdit/train/config.h"
+#include "microdit/train/launch_env.h"
 
 namespace microdit::train {
 
@@ -16,6 +17,9 @@ struct TrainerOptions {
   bool resume = false;  // continue from the newest checkpoint in run.dir
   // Called after every optimizer step with the new global step and its loss (tests, tools).
   std::function<void(int64_t step, double loss)> on_step;
+  // This process's place in a multi-process run (read_launch_env() in microdit-train); the
+  // default is a world of one.
+  LaunchEnv launch;
 };
 
 struct TrainResult {
@@ -30,7 +34,8 @@ class Trainer {
   Trainer(TrainConfig config, TrainerOptions options = {});
   ~Trainer();
   TrainResult run();
-  // The trained model; after run() its parameters' .grad hold the last step's gradient.
+  // The trained model; after run() its parameters' .grad hold the last step's gradient
+  // (all-reduced in a multi-process run; released with dist.zero_stage 2).
   model::DiT& model();
 
  private:

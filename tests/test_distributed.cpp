@@ -1,0 +1,431 @@
+// Data-parallel training across processes on the loopback (Gloo): launcher environments, a world
+// of 2 against a world of 1 (gradients, weights, ZeRO-2 moments), resume across world sizes, and
+// a rank that dies or hangs. The ranks are child processes of this test program running the
+// DistributedWorker.Train case with the launcher's variables set, as torchrun would start them.
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fcntl.h>
+
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <iostream>
+#include <thread>
+
+#include "microdit/io/safetensors.h"
+#include "microdit/io/state_dict.h"
+#include "microdit/train/checkpoint.h"
+#include "microdit/train/config.h"
+#include "microdit/train/launch_env.h"
+#include "microdit/train/process_group.h"
+#include "microdit/train/trainer.h"
+#include "test_support.h"
+
+extern char** environ;
+
+namespace microdit {
+namespace {
+namespace fs = std::filesystem;
+using Env = std::map<std::string, std::string>;
+
+train::EnvLookup lookup(const Env& env) {
+  return [env](const std::string& name) -> std::optional<std::string> {
+    const auto it = env.find(name);
+    if (it == env.end()) return std::nullopt;
+    return it->second;
+  };
+}
+
+TEST(LaunchEnv, NoLauncherIsAWorldOfOne) {
+  const auto e = train::read_launch_env(lookup({}));
+  EXPECT_EQ(e.launcher, "none");
+  EXPECT_EQ(e.world_size, 1);
+  EXPECT_FALSE(e.distributed());
+}
+
+TEST(LaunchEnv, TorchrunVariables) {
+  const auto e = train::read_launch_env(
+      lookup({{"RANK", "5"}, {"WORLD_SIZE", "16"}, {"LOCAL_RANK", "1"}, {"MASTER_ADDR", "node3"},
+              {"MASTER_PORT", "29400"}, {"TORCHELASTIC_USE_AGENT_STORE", "False"}}));
+  EXPECT_EQ(e.launcher, "torchrun");
+  EXPECT_EQ(e.rank, 5);
+  EXPECT_EQ(e.world_size, 16);
+  EXPECT_EQ(e.local_rank, 1);
+  EXPECT_EQ(e.master_addr, "node3");
+  EXPECT_EQ(e.master_port, 29400);
+  EXPECT_FALSE(e.agent_store);
+  EXPECT_EQ(e.store_prefix, "");
+}
+
+TEST(LaunchEnv, TorchrunAgentStoreMakesEveryRankAClientUnderTheAttemptPrefix) {
+  const auto e = train::read_launch_env(
+      lookup({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"TORCHELASTIC_USE_AGENT_STORE", "True"},
+              {"TORCHELASTIC_RESTART_COUNT", "3"}}));
+  EXPECT_TRUE(e.agent_store);
+  EXPECT_EQ(e.store_prefix, "/worker/attempt_3");
+}
+
+TEST(LaunchEnv, SlurmVariablesAndTheFirstHostOfTheNodeList) {
+  const auto e = train::read_launch_env(
+      lookup({{"SLURM_PROCID", "9"}, {"SLURM_NTASKS", "32"}, {"SLURM_LOCALID", "1"},
+              {"SLURM_JOB_NODELIST", "gpu[07-10,12]"}}));
+  EXPECT_EQ(e.launcher, "slurm");
+  EXPECT_EQ(e.rank, 9);
+  EXPECT_EQ(e.world_size, 32);
+  EXPECT_EQ(e.local_rank, 1);
+  EXPECT_EQ(e.master_addr, "gpu07");
+  EXPECT_EQ(e.master_port, 29500);
+  // torchrun inside a Slurm allocation: its variables win.
+  const auto t = train::read_launch_env(lookup(
+      {{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "1"}, {"RANK", "3"}, {"WORLD_SIZE", "8"}}));
+  EXPECT_EQ(t.launcher, "torchrun");
+  EXPECT_EQ(t.rank, 3);
+}
+
+TEST(LaunchEnv, FirstSlurmHost) {
+  EXPECT_EQ(train::first_slurm_host("node[01-04,07]"), "node01");
+  EXPECT_EQ(train::first_slurm_host("node[07,01-04],x"), "node07");
+  EXPECT_EQ(train::first_slurm_host("a1,b[2-3]"), "a1");
+  EXPECT_EQ(train::first_slurm_host("rack[2-3]-n[7,9]"), "rack2-n7");
+  EXPECT_EQ(train::first_slurm_host("single"), "single");
+  EXPECT_THROW(train::first_slurm_host("node[01-04"), std::invalid_argument);
+  EXPECT_THROW(train::first_slurm_host(""), std::invalid_argument);
+}
+
+TEST(LaunchEnv, BadValuesNameTheVariable) {
+  EXPECT_TRUE(test::throws_with<std::invalid_argument>(
+      [] { train::read_launch_env(lookup({{"RANK", "1"}})); }, "RANK is set but WORLD_SIZE",
+      {}));
+  EXPECT_TRUE(test::throws_with<std::invalid_argument>(
+      [] { train::read_launch_env(lookup({{"RANK", "x"}, {"WORLD_SIZE", "2"}})); },
+      "RANK='x' is not an integer", {}));
+  EXPECT_TRUE(test::throws_with<std::invalid_argument>(
+      [] { train::read_launch_env(lookup({{"RANK", "2"}, {"WORLD_SIZE", "2"}})); },
+      "RANK=2 is outside [0, WORLD_SIZE=2)", {}));
+  EXPECT_TRUE(test::throws_with<std::invalid_argument>(
+      [] {
+        train::read_launch_env(
+            lookup({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_PORT", "70000"}}));
+      },
+      "MASTER_PORT=70000 is not a port", {}));
+  EXPECT_TRUE(test::throws_with<std::invalid_argument>(
+      [] { train::read_launch_env(lookup({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "2"}})); },
+      "Slurm: neither MASTER_ADDR nor SLURM_JOB_NODELIST", {}));
+}
+
+// One rank of a multi-process run; runs only as a child process of the tests below, which set
+// MICRODIT_WORKER_DIR (holding worker.yaml) and the torchrun variables. Writes the gradients of
+// its last step to grads-rank<R>.safetensors there.
+TEST(DistributedWorker, Train) {
+  const auto dir = train::process_env("MICRODIT_WORKER_DIR");
+  if (!dir) GTEST_SKIP() << "a rank of the Distributed tests, started by them";
+  const auto config = train::load_train_config(fs::path(*dir) / "worker.yaml");
+  const auto launch = train::read_launch_env();
+  train::Trainer trainer(config, {train::process_env("MICRODIT_WORKER_RESUME").has_value(), {},
+                                  launch});
+  const auto result = trainer.run();
+  std::cout << "worker: final step " << result.final_step
+            << (result.stopped_by_signal ? " stopped by signal" : "") << std::endl;
+  io::TensorMap grads;
+  for (const auto& item : trainer.model()->named_parameters()) {
+    if (item.value().grad().defined()) grads[item.key()] = item.value().grad();
+  }
+  io::save_safetensors(fs::path(*dir) / ("grads-rank" + std::to_string(launch.rank) +
+                                          ".safetensors"),
+                       grads);
+}
+
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// A world of `config`'s processes writing into `dir`: each rank's output goes to rank<R>.log.
+class World {
+ public:
+  World(const fs::path& dir, const train::TrainConfig& config, int world, bool resume = false)
+      : dir_(dir) {
+    fs::create_directories(dir);
+    test::write_bytes(dir / "worker.yaml", train::to_yaml(config));
+    const int port = free_port();
+    for (int rank = 0; rank < world; ++rank) {
+      Env env{{"RANK", std::to_string(rank)},  {"WORLD_SIZE", std::to_string(world)},
+              {"LOCAL_RANK", std::to_string(rank)}, {"MASTER_ADDR", "127.0.0.1"},
+              {"MASTER_PORT", std::to_string(port)}, {"MICRODIT_WORKER_DIR", dir.string()},
+              {"OMP_NUM_THREADS", "1"}};
+      if (resume) env["MICRODIT_WORKER_RESUME"] = "1";
+      pids_.push_back(spawn(env, dir / ("rank" + std::to_string(rank) + ".log")));
+    }
+  }
+  ~World() {
+    for (const pid_t pid : pids_) {
+      if (pid > 0) {
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, nullptr, 0);
+      }
+    }
+  }
+
+  pid_t pid(int rank) const { return pids_[rank]; }
+
+  // The exit status of `rank` (-1 when it had not ended after `timeout`: then it is killed).
+  int wait(int rank, std::chrono::seconds timeout = std::chrono::seconds(120)) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    int status = 0;
+    while (::waitpid(pids_[rank], &status, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > deadline) return -1;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    pids_[rank] = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+
+  // Waits for every rank; true when all exited 0 (else the logs are printed).
+  bool succeeded() {
+    bool ok = true;
+    for (int r = 0; r < static_cast<int>(pids_.size()); ++r) {
+      if (wait(r) != 0) {
+        ok = false;
+        ADD_FAILURE() << "rank " << r << " failed:\n" << log(r);
+      }
+    }
+    return ok;
+  }
+
+  std::string log(int rank) const {
+    return test::read_bytes(dir_ / ("rank" + std::to_string(rank) + ".log"));
+  }
+
+ private:
+  static pid_t spawn(const Env& extra, const fs::path& log) {
+    std::vector<std::string> env_text;
+    for (char** e = environ; *e != nullptr; ++e) env_text.emplace_back(*e);
+    for (const auto& [name, value] : extra) env_text.push_back(name + "=" + value);
+    std::vector<char*> envp;
+    for (auto& text : env_text) envp.push_back(text.data());
+    envp.push_back(nullptr);
+    std::string self = fs::read_symlink("/proc/self/exe").string();
+    std::string filter = "--gtest_filter=DistributedWorker.Train";
+    char* argv[] = {self.data(), filter.data(), nullptr};
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_adddup2(&actions, 1, 2);
+    pid_t pid = -1;
+    const int rc = posix_spawn(&pid, self.c_str(), &actions, nullptr, argv, envp.data());
+    posix_spawn_file_actions_destroy(&actions);
+    if (rc != 0) throw std::runtime_error("posix_spawn failed: " + std::to_string(rc));
+    return pid;
+  }
+
+  fs::path dir_;
+  std::vector<pid_t> pids_;
+};
+
+train::TrainConfig tiny(const fs::path& run_dir, int64_t steps) {
+  return train::parse_train_config(test::tiny_builtin_train_yaml(run_dir, steps));
+}
+
+float max_abs_diff(const io::TensorMap& a, const io::TensorMap& b, const std::string& prefix) {
+  float worst = 0;
+  int64_t compared = 0;
+  for (const auto& [name, t] : a) {
+    if (!name.starts_with(prefix)) continue;
+    const auto it = b.find(name);
+    EXPECT_NE(it, b.end()) << name;
+    if (it == b.end()) continue;
+    worst = std::max(worst, (t.to(at::kFloat) - it->second.to(at::kFloat)).abs().max().item<float>());
+    ++compared;
+  }
+  EXPECT_GT(compared, 0) << "no tensors named " << prefix << "*";
+  return worst;
+}
+
+io::TensorMap checkpoint_tensors(const fs::path& run_dir, int64_t step) {
+  return io::load_safetensors(train::checkpoint_path(run_dir, step));
+}
+
+// The reference: one process, the whole batch of 8 in one micro-batch.
+struct OneRank {
+  io::TensorMap grads_step1;   // gradients of the first step
+  io::TensorMap checkpoint5;   // the checkpoint after 5 steps
+};
+
+const OneRank& one_rank(const fs::path& root) {
+  static const OneRank result = [&] {
+    OneRank r;
+    {
+      train::Trainer trainer(tiny(root / "one-1", 1));
+      trainer.run();
+      for (const auto& item : trainer.model()->named_parameters()) {
+        r.grads_step1[item.key()] = item.value().grad().clone();
+      }
+    }
+    train::Trainer(tiny(root / "one-5", 5)).run();
+    r.checkpoint5 = checkpoint_tensors(root / "one-5", 5);
+    return r;
+  }();
+  return result;
+}
+
+constexpr double kLr = 1e-3;
+
+// The GPU machine's build has NCCL but no Gloo headers; CI installs them (scripts/setup.sh).
+#define SKIP_WITHOUT_GLOO() \
+  if (!train::gloo_available()) GTEST_SKIP() << "built without Gloo (apt install libgloo-dev)"
+
+TEST(Distributed, TwoRanksOfBatch4MatchOneRankOfBatch8) {
+  SKIP_WITHOUT_GLOO();
+  test::TempDir tmp("dist_ddp");
+  const auto& one = one_rank(tmp.path);
+  // Small buckets: about 40 all-reduces per step, started from the backward hooks in order.
+  auto config1 = tiny(tmp.path / "w1" / "run", 1);
+  config1.dist.bucket_mb = 0.01;
+  {
+    World world(tmp.path / "w1", config1, 2);
+    ASSERT_TRUE(world.succeeded());
+    for (int rank = 0; rank < 2; ++rank) {
+      const auto grads = io::load_safetensors(tmp.path / "w1" /
+                                              ("grads-rank" + std::to_string(rank) + ".safetensors"));
+      ASSERT_EQ(grads.size(), one.grads_step1.size());
+      float scale = 0;
+      for (const auto& [name, g] : one.grads_step1) scale = std::max(scale, g.abs().max().item<float>());
+      // Two partial sums added instead of one sum: float32 rounding only.
+      EXPECT_LE(max_abs_diff(grads, one.grads_step1, ""), 1e-5f * scale) << "rank " << rank;
+    }
+  }
+  auto config5 = tiny(tmp.path / "w5" / "run", 5);
+  config5.dist.bucket_mb = 0.01;
+  World world(tmp.path / "w5", config5, 2);
+  ASSERT_TRUE(world.succeeded());
+  const auto two = checkpoint_tensors(tmp.path / "w5" / "run", 5);
+  EXPECT_LE(max_abs_diff(two, one.checkpoint5, "model."), 0.1 * kLr * 5);
+  // Rank 0 alone logs: the metrics file has the 5 steps once.
+  EXPECT_TRUE(fs::exists(tmp.path / "w5" / "run" / "metrics.jsonl"));
+}
+
+TEST(Distributed, ZeroStage2MatchesOneRankWeightsAndMoments) {
+  SKIP_WITHOUT_GLOO();
+  test::TempDir tmp("dist_zero");
+  const auto& one = one_rank(tmp.path);
+  auto config = tiny(tmp.path / "run", 5);
+  config.dist.zero_stage = 2;
+  World world(tmp.path, config, 2);
+  ASSERT_TRUE(world.succeeded());
+  const auto two = checkpoint_tensors(tmp.path / "run", 5);
+  EXPECT_LE(max_abs_diff(two, one.checkpoint5, "model."), 0.1 * kLr * 5);
+  // The gathered moments are the whole AdamW state, as a single process has it.
+  EXPECT_LE(max_abs_diff(two, one.checkpoint5, "optim."), 1e-4);
+}
+
+TEST(Distributed, ResumeATwoRankCheckpointInOneProcessAndTheReverse) {
+  SKIP_WITHOUT_GLOO();
+  test::TempDir tmp("dist_resume");
+  const auto& one = one_rank(tmp.path);
+  // 2 ranks to step 3, then 1 process from there to step 5.
+  {
+    World world(tmp.path / "a", tiny(tmp.path / "a" / "run", 3), 2);
+    ASSERT_TRUE(world.succeeded());
+    train::Trainer(tiny(tmp.path / "a" / "run", 5), {/*resume=*/true}).run();
+    const auto resumed = checkpoint_tensors(tmp.path / "a" / "run", 5);
+    EXPECT_LE(max_abs_diff(resumed, one.checkpoint5, "model."), 0.1 * kLr * 5);
+  }
+  // 1 process to step 3, then 2 ranks with sharded AdamW state to step 5.
+  train::Trainer(tiny(tmp.path / "b" / "run", 3)).run();
+  auto config = tiny(tmp.path / "b" / "run", 5);
+  config.dist.zero_stage = 2;
+  World world(tmp.path / "b", config, 2, /*resume=*/true);
+  ASSERT_TRUE(world.succeeded());
+  const auto resumed = checkpoint_tensors(tmp.path / "b" / "run", 5);
+  EXPECT_LE(max_abs_diff(resumed, one.checkpoint5, "model."), 0.1 * kLr * 5);
+}
+
+std::string last_line_with(const std::string& text, const std::string& start) {
+  const auto at = text.rfind(start);
+  if (at == std::string::npos) return "(no line starting with '" + start + "')";
+  return text.substr(at, text.find('\n', at) - at);
+}
+
+// A long run with a checkpoint every 2 steps.
+train::TrainConfig long_run(const fs::path& run_dir, double timeout_s) {
+  auto config = tiny(run_dir, 1000000);
+  config.run.checkpoint_every = 2;
+  config.run.keep_checkpoints = 2;
+  config.dist.timeout_s = timeout_s;
+  return config;
+}
+
+void wait_for_checkpoint(const fs::path& run_dir) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!train::latest_checkpoint(run_dir)) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "no checkpoint after 60 s";
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
+// A preemption notice (SIGTERM) reaching one rank stops every rank after the same step; rank 0
+// writes the checkpoint, and all exit 0.
+TEST(Distributed, SigtermOnOneRankStopsEveryRankAtTheSameStepWithACheckpoint) {
+  SKIP_WITHOUT_GLOO();
+  test::TempDir tmp("dist_sigterm");
+  World world(tmp.path, long_run(tmp.path / "run", 600), 2);
+  wait_for_checkpoint(tmp.path / "run");
+  ::kill(world.pid(1), SIGTERM);
+  ASSERT_TRUE(world.succeeded());
+  const auto end0 = last_line_with(world.log(0), "worker: final step ");
+  const auto end1 = last_line_with(world.log(1), "worker: final step ");
+  EXPECT_NE(end0.find("stopped by signal"), std::string::npos) << end0;
+  EXPECT_EQ(end0, end1);
+  const auto step = std::stoll(end0.substr(std::string("worker: final step ").size()));
+  EXPECT_TRUE(fs::exists(train::checkpoint_path(tmp.path / "run", step))) << end0;
+}
+
+TEST(Distributed, AKilledRankEndsTheOtherWithAnErrorNamingIt) {
+  SKIP_WITHOUT_GLOO();
+  test::TempDir tmp("dist_kill");
+  World world(tmp.path, long_run(tmp.path / "run", 600), 2);
+  wait_for_checkpoint(tmp.path / "run");
+  ::kill(world.pid(1), SIGKILL);
+  const auto killed = std::chrono::steady_clock::now();
+  const int status = world.wait(0, std::chrono::seconds(60));
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count();
+  EXPECT_NE(status, -1) << "rank 0 still running 60 s after rank 1 was killed";
+  EXPECT_NE(status, 0);
+  EXPECT_LT(seconds, 60);
+  EXPECT_NE(world.log(0).find("rank 1 stopped answering"), std::string::npos) << world.log(0);
+  // The last complete checkpoint is intact.
+  const auto last = train::latest_checkpoint(tmp.path / "run");
+  ASSERT_TRUE(last.has_value());
+  EXPECT_GE(train::load_checkpoint(*last).state.step, 2);
+}
+
+TEST(Distributed, AHungRankFailsTheOtherAfterTheTimeout) {
+  SKIP_WITHOUT_GLOO();
+  test::TempDir tmp("dist_hang");
+  World world(tmp.path, long_run(tmp.path / "run", 3), 2);
+  wait_for_checkpoint(tmp.path / "run");
+  ::kill(world.pid(1), SIGSTOP);  // alive, never answering
+  const int status = world.wait(0, std::chrono::seconds(60));
+  EXPECT_NE(status, -1) << "rank 0 still running 60 s after rank 1 stopped";
+  EXPECT_NE(status, 0);
+  EXPECT_NE(world.log(0).find("rank 1 stopped answering"), std::string::npos) << world.log(0);
+  EXPECT_NE(world.log(0).find("timeout 3 s"), std::string::npos) << world.log(0);
+}
+
+}  // namespace
+}  // namespace microdit
