@@ -2,9 +2,12 @@
 // encoders, images that depend on seed and index but not on the batch size, and bad input.
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+
 #include <cstdlib>
 
 #include "microdit/diffusion/text_to_image.h"
+#include "microdit/eval/coco_captions.h"
 #include "microdit/io/safetensors.h"
 #include "microdit/io/state_dict.h"
 #include "microdit/train/checkpoint.h"
@@ -43,9 +46,9 @@ class Sample : public testing::Test {
   }
 
   // Runs the tool; returns its exit status, its output in *log.
-  int sample(const std::string& args, std::string* log) const {
+  int sample(const std::string& args, std::string* log, const std::string& env = "") const {
     const auto log_file = dir_.path / "log.txt";
-    const std::string command = std::string(MICRODIT_SAMPLE_BIN) + " --vae " +
+    const std::string command = env + " " + std::string(MICRODIT_SAMPLE_BIN) + " --vae " +
                                 files_.vae.string() + " --text-encoder " +
                                 files_.text_encoder.string() + " --text-config " +
                                 files_.text_config.string() + " --tokenizer " +
@@ -75,6 +78,40 @@ TEST_F(Sample, SameSeedSameImagesAtAnyBatchSize) {
     EXPECT_NE(a, test::read_bytes(dir_.path / "c" / name)) << name;
   }
   EXPECT_NE(test::read_bytes(dir_.path / "a" / "00000.png"), test::read_bytes(dir_.path / "a" / "00001.png"));
+}
+
+// The COCO protocol: captions drawn into captions.jsonl, image i from seed + i, so two processes
+// (each its share of the batches) make the same files as one; a rerun makes only what is missing;
+// other settings in the same folder are refused.
+TEST_F(Sample, CocoImagesDoNotDependOnTheProcessSplitAndResume) {
+  test::write_tiny_coco(dir_.path / "coco", 6);
+  const auto common = " --checkpoint " + checkpoint_.string() + " --coco-captions " +
+                      (dir_.path / "coco" / "captions_val2014.json").string() +
+                      " --count 5 --batch-size 2 --seed 3 --out ";
+  const auto one = dir_.path / "one", two = dir_.path / "two";
+  std::string log;
+  ASSERT_EQ(sample(common + one.string(), &log), 0) << log;
+  ASSERT_EQ(sample(common + two.string(), &log, "RANK=0 WORLD_SIZE=2"), 0) << log;
+  // Rank 0 of 2 made batches 0 and 2: images 0, 1 and 4.
+  for (const int i : {0, 1, 4}) EXPECT_TRUE(fs::exists(two / fmt::format("{:05d}.png", i))) << i;
+  for (const int i : {2, 3}) EXPECT_FALSE(fs::exists(two / fmt::format("{:05d}.png", i))) << i;
+  ASSERT_EQ(sample(common + two.string(), &log, "RANK=1 WORLD_SIZE=2"), 0) << log;
+  for (int i = 0; i < 5; ++i) {
+    const auto name = fmt::format("{:05d}.png", i);
+    ASSERT_FALSE(test::read_bytes(one / name).empty()) << name;
+    EXPECT_EQ(test::read_bytes(one / name), test::read_bytes(two / name)) << name;
+  }
+  EXPECT_EQ(test::read_bytes(one / "captions.jsonl"), test::read_bytes(two / "captions.jsonl"));
+  EXPECT_EQ(eval::read_caption_manifest(one / "captions.jsonl").size(), 5u);
+  // Resume: only the missing image's batch is made again, the same image.
+  const auto kept = test::read_bytes(one / "00003.png");
+  fs::remove(one / "00003.png");
+  ASSERT_EQ(sample(common + one.string(), &log), 0) << log;
+  EXPECT_NE(log.find("1 of its batches to make"), std::string::npos) << log;
+  EXPECT_EQ(test::read_bytes(one / "00003.png"), kept);
+  // Another setting in the same folder would mix images of two runs.
+  EXPECT_EQ(sample(common + one.string() + " --steps 4", &log), 1) << log;
+  EXPECT_NE(log.find("made with steps = 3, this run has 4"), std::string::npos) << log;
 }
 
 TEST_F(Sample, ImagesAreTheDecodedSamplerOutput) {

@@ -5,6 +5,8 @@
 #include <fstream>
 #include <iterator>
 
+#include "microdit/io/json.h"
+#include "microdit/io/png.h"
 #include "microdit/io/safetensors.h"
 #include "microdit/io/state_dict.h"
 #include "microdit/util/remove_tree.h"
@@ -109,6 +111,33 @@ model::DiTConfig small_config() {
   c.expert_capacity = 2.0;
   c.experts_every_n = 2;
   return c;
+}
+
+void write_tiny_coco(const std::filesystem::path& dir, int64_t images, int64_t size) {
+  std::filesystem::create_directories(dir / "val2014");
+  io::Json image_list = io::Json::array(), annotations = io::Json::array();
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(11);
+  for (int64_t k = 0; k <= images; ++k) {
+    const int64_t id = 100 + 3 * k;
+    const std::string file = "COCO_val2014_" + std::to_string(1000000 + id) + ".png";
+    io::Json image = io::Json::object();
+    image.set("id", id);
+    image.set("file_name", file);
+    image_list.push_back(image);
+    io::write_png(dir / "val2014" / file, (at::rand({size, size, 3}, gen) * 255).to(at::kByte));
+    if (k == images) break;  // the last image has no caption
+    for (int64_t j = 0; j < k % 3 + 1; ++j) {
+      io::Json a = io::Json::object();
+      a.set("image_id", id);
+      a.set("id", 10 * id + j);
+      a.set("caption", "a photo of thing " + std::to_string(k) + ", take " + std::to_string(j));
+      annotations.push_back(a);
+    }
+  }
+  io::Json root = io::Json::object();
+  root.set("images", image_list);
+  root.set("annotations", annotations);
+  write_bytes(dir / "captions_val2014.json", root.dump());
 }
 
 }  // namespace microdit::test

@@ -49,6 +49,11 @@ std::string tiny_latent_model_yaml();
 // vocabulary) written to `dir` in open_clip layout with its model config, and the real tokenizer.
 encoders::EncoderFiles tiny_encoder_files(const std::filesystem::path& dir);
 
+// A miniature COCO-2014 validation set in `dir`: captions_val2014.json with `images` captioned
+// images (ids 100, 103, 106, ...; image k has k % 3 + 1 captions "a photo of thing k, take j")
+// plus one image without captions, and val2014/<file_name> PNGs of `size` x `size` random pixels.
+void write_tiny_coco(const std::filesystem::path& dir, int64_t images, int64_t size = 24);
+
 // util::remove_tree (not std::filesystem::remove_all, which crashes against the CUDA libtorch).
 void remove_tree(const std::filesystem::path& path);
 

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <cmath>
 #include <fstream>
 #include <iostream>
@@ -10,18 +11,28 @@
 #include <vector>
 
 #include "microdit/diffusion/text_to_image.h"
+#include "microdit/eval/coco_captions.h"
+#include "microdit/io/atomic_file.h"
+#include "microdit/io/json.h"
 #include "microdit/io/png.h"
 #include "microdit/io/state_dict.h"
 #include "microdit/train/checkpoint.h"
 #include "microdit/train/config.h"
+#include "microdit/train/launch_env.h"
 #include "microdit/util/arg_cursor.h"
 #include "microdit/util/device.h"
+#include "microdit/util/duration.h"
 
 namespace {
 constexpr const char* kUsage = R"(usage: microdit-sample --checkpoint FILE --vae DIR --text-encoder PATH --tokenizer PATH
                        (--prompt TEXT ... | --prompts FILE) --out DIR [options]
 
 Writes DIR/NNNNN.png (one per prompt, in order) and DIR/grid.png.
+With --coco-captions: the zero-shot COCO protocol's images (docs/eval.md): COUNT captions drawn
+with --caption-seed from COCO's captions file, kept in DIR/captions.jsonl, their images
+DIR/NNNNN.png and the settings in DIR/generation.json. Processes started by torchrun or srun
+share the work (batch b goes to rank b mod WORLD_SIZE, on cuda:LOCAL_RANK); a rerun skips the
+images already written.
 
 weights:
   --checkpoint FILE    a microdit-train checkpoint (its run config gives the model), or a plain
@@ -35,6 +46,9 @@ weights:
 sampling:
   --prompt TEXT        a prompt (repeatable)
   --prompts FILE       one prompt per line (an empty line is an error)
+  --coco-captions F    COCO's annotations/captions_val2014.json (instead of prompts)
+  --count N            with --coco-captions: images to make (default 30000)
+  --caption-seed N     with --coco-captions: seed of the caption draw (default 0)
   --steps N            Heun steps (default 30)
   --cfg X              guidance scale (default 5.0; 1 = unguided)
   --seed N             image i starts from noise seeded N + i (default 0)
@@ -49,7 +63,9 @@ exit status: 0 done, 1 failed (the message names the file and the problem), 2 ba
 struct Args {
   std::string checkpoint, out, arch = "MicroDiT_XL_2", device = "auto", dtype = "auto";
   std::vector<std::string> prompts;
-  std::string prompts_file;
+  std::string prompts_file, coco_captions;
+  int64_t count = 30000;
+  uint64_t caption_seed = 0;
   bool ema = false;
   int64_t image_size = 256, in_channels = 4;
   double s_churn = 0;
@@ -76,6 +92,12 @@ Args parse(int argc, char** argv) {
       a.prompts.push_back(args.value());
     } else if (arg == "--prompts") {
       a.prompts_file = args.value();
+    } else if (arg == "--coco-captions") {
+      a.coco_captions = args.value();
+    } else if (arg == "--count") {
+      a.count = std::stoll(args.value());
+    } else if (arg == "--caption-seed") {
+      a.caption_seed = std::stoull(args.value());
     } else if (arg == "--out") {
       a.out = args.value();
     } else if (arg == "--steps") {
@@ -99,9 +121,11 @@ Args parse(int argc, char** argv) {
   if (a.checkpoint.empty() || a.out.empty() || a.files.vae.empty() || a.files.text_encoder.empty()) {
     throw std::invalid_argument("--checkpoint, --vae, --text-encoder and --out are required");
   }
-  if (a.prompts.empty() == a.prompts_file.empty()) {
-    throw std::invalid_argument("give prompts with --prompt or --prompts FILE (one of the two)");
+  if (int(!a.prompts.empty()) + int(!a.prompts_file.empty()) + int(!a.coco_captions.empty()) != 1) {
+    throw std::invalid_argument(
+        "give prompts with --prompt, --prompts FILE or --coco-captions FILE (one of the three)");
   }
+  if (a.count < 1) throw std::invalid_argument("--count must be >= 1");
   if (a.options.steps < 2 || a.options.batch_size < 1 || a.image_size % 8 != 0) {
     throw std::invalid_argument("--steps must be >= 2, --batch-size >= 1, --image-size a multiple of 8");
   }
@@ -139,19 +163,110 @@ std::pair<microdit::model::DiTConfig, microdit::diffusion::EDMConfig> model_conf
   return {model::zoo_config(a.arch, zoo), diffusion::EDMConfig{}};
 }
 
+// Everything the images depend on, for the result files of the COCO protocol.
+microdit::io::Json generation_settings(const Args& a) {
+  microdit::io::Json j = microdit::io::Json::object();
+  j.set("checkpoint", a.checkpoint);
+  j.set("ema", a.ema);
+  j.set("coco_captions", a.coco_captions);
+  j.set("count", a.count);
+  j.set("caption_seed", static_cast<int64_t>(a.caption_seed));
+  j.set("steps", a.options.steps);
+  j.set("cfg", a.options.cfg);
+  j.set("seed", static_cast<int64_t>(a.options.seed));
+  j.set("s_churn", a.s_churn);
+  j.set("dtype", a.dtype);
+  j.set("image_size", a.image_size);
+  return j;
+}
+
+// The COCO protocol's images, this process's share: batches b = rank, rank + W, ...; image i from
+// noise seeded seed + i whatever the batch, so the split and a resume do not change any image.
+void generate_coco(const Args& a, microdit::model::DiT& dit,
+                   microdit::encoders::PipelineEncoders& encoders,
+                   const microdit::diffusion::EDMConfig& edm, const microdit::train::LaunchEnv& env) {
+  using namespace microdit;
+  namespace fs = std::filesystem;
+  const fs::path out(a.out);
+  fs::create_directories(out);
+  const auto captions = eval::draw_coco_captions(a.coco_captions, a.count, a.caption_seed);
+  const auto settings = generation_settings(a);
+  if (fs::exists(out / "generation.json")) {  // a resume: the images so far must match
+    const auto before = io::read_json_file(out / "generation.json");
+    for (const auto& [key, value] : settings.as_object()) {
+      const auto* old = before.find(key);
+      if (old == nullptr || !(*old == value)) {
+        throw std::runtime_error(fmt::format(
+            "{}: made with {} = {}, this run has {}: use another --out", (out / "generation.json").string(),
+            key, old ? old->dump() : "(none)", value.dump()));
+      }
+    }
+  }
+  if (env.rank == 0) {
+    eval::write_caption_manifest(out / "captions.jsonl", captions);
+    io::write_file_atomically(out / "generation.json", [&](std::ostream& o) {
+      o << settings.dump() << "\n";
+    });
+  }
+  auto image_path = [&](int64_t i) { return out / fmt::format("{:05d}.png", i); };
+  const int64_t batch = a.options.batch_size;
+  const int64_t batches = (a.count + batch - 1) / batch;
+  std::vector<int64_t> todo;  // this process's batches not written yet
+  for (int64_t b = env.rank; b < batches; b += env.world_size) {
+    const int64_t end = std::min(a.count, (b + 1) * batch);
+    for (int64_t i = b * batch; i < end; ++i) {
+      if (!fs::exists(image_path(i))) {
+        todo.push_back(b);
+        break;
+      }
+    }
+  }
+  spdlog::info("rank {} of {}: {} of its batches to make ({} images in all)", env.rank,
+               env.world_size, todo.size(), a.count);
+  const auto start = std::chrono::steady_clock::now();
+  int64_t made = 0;
+  for (std::size_t k = 0; k < todo.size(); ++k) {
+    const int64_t first = todo[k] * batch, end = std::min(a.count, first + batch);
+    std::vector<std::string> prompts;
+    for (int64_t i = first; i < end; ++i) prompts.push_back(captions[i].caption);
+    auto options = a.options;
+    options.seed = a.options.seed + first;
+    const auto images = diffusion::text_to_image(dit, encoders, prompts, options, edm);
+    for (int64_t i = first; i < end; ++i) {
+      io::write_png(image_path(i), io::make_grid(images.narrow(0, i - first, 1), 1, 0));
+    }
+    made += end - first;
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double rate = made / secs;
+    const double left = static_cast<double>(todo.size() - k - 1) * batch / rate;
+    spdlog::info("rank {}: batch {}/{} | {:.2f} img/s | ETA {}", env.rank, k + 1, todo.size(),
+                 rate, util::format_duration(left));
+  }
+}
+
 int run(Args& a) {
   using namespace microdit;
-  const auto prompts = a.prompts_file.empty() ? a.prompts : read_prompts(a.prompts_file);
+  const auto env = train::read_launch_env();
+  const auto prompts = !a.coco_captions.empty()  ? std::vector<std::string>{}
+                       : a.prompts_file.empty() ? a.prompts
+                                                : read_prompts(a.prompts_file);
   const auto weights = train::load_sampling_weights(a.checkpoint, a.ema);
   auto [dit_config, edm] = model_config(a, weights.config_yaml);
   edm.S_churn = a.s_churn;
-  const at::Device device(a.device == "auto" ? util::default_device_name() : a.device);
+  at::Device device(a.device == "auto" ? util::default_device_name() : a.device);
+  if (device.is_cuda() && !device.has_index() && env.distributed()) {
+    device = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
+  }
   model::DiT dit(dit_config);
   io::load_state_dict(*dit, weights.tensors);
   dit->to(device);
   const auto dtype = microdit::encoders::pipeline_dtype(a.dtype, device);
   a.options.bf16 = dtype != at::kFloat;
   auto encoders = encoders::load_pipeline_encoders(a.files, device, dtype);
+  if (!a.coco_captions.empty()) {
+    generate_coco(a, dit, encoders, edm, env);
+    return 0;
+  }
   spdlog::info("sampling {} prompts: {} steps, cfg {}, seed {}", prompts.size(), a.options.steps,
                a.options.cfg, a.options.seed);
   const auto images = diffusion::text_to_image(dit, encoders, prompts, a.options, edm);
