@@ -7,6 +7,7 @@
 #include <torch/script.h>
 
 #include <filesystem>
+#include <iostream>
 #include <string>
 
 #include "microdit/eval/clean_fid_inception.h"
@@ -48,7 +49,7 @@ TEST(CleanFID, FloatResizeMatchesPillowExactly) {
         << name << ": max |ours - PIL| = " << max_abs_difference(ours, expected);
     ++cases;
   }
-  EXPECT_EQ(cases, 7);
+  EXPECT_EQ(cases, 8);
 }
 
 TEST(CleanFID, FloatResizeOfChannelsIsPerChannel) {
@@ -79,7 +80,10 @@ TEST(CleanFID, FeaturesMatchCleanFid) {
     ASSERT_EQ(ours.sizes(), expected.sizes()) << file;
     const double scale = expected.abs().max().item<double>();
     EXPECT_GT(scale, 0.01) << "features of " << file << " carry no signal";
-    EXPECT_LE(max_abs_difference(ours, expected), kFeatureTolerance * scale) << file;
+    const double difference = max_abs_difference(ours, expected);
+    std::cout << "[ clean-fid ] " << file.filename().string() << ": max |ours - clean-fid| "
+              << difference << ", max |feature| " << scale << "\n";
+    EXPECT_LE(difference, kFeatureTolerance * scale) << file;
     // uint8 and float inputs are the same images.
     EXPECT_TRUE(at::equal(ours, net(read_chw(file).unsqueeze(0).to(at::kFloat)))) << file;
     ++images;
@@ -95,7 +99,10 @@ TEST(CleanFID, FolderMatchesGetFolderFeatures) {
   ASSERT_EQ(folder.activations.sizes(), expected.sizes());
   EXPECT_TRUE(folder.skipped.empty());
   const double scale = expected.abs().max().item<double>();
-  EXPECT_LE(max_abs_difference(folder.activations, expected), kFeatureTolerance * scale);
+  const double difference = max_abs_difference(folder.activations, expected);
+  std::cout << "[ clean-fid ] folder: max |ours - get_folder_features| " << difference
+            << ", max |feature| " << scale << "\n";
+  EXPECT_LE(difference, kFeatureTolerance * scale);
   // The rows differ (a resize or ordering bug could make them agree by accident otherwise).
   EXPECT_GT(max_abs_difference(expected[0], expected[1]), 100 * kFeatureTolerance * scale);
 }

@@ -88,7 +88,8 @@ def make_images(folder: pathlib.Path):
 
 
 def resize_cases():
-    """(name, input (H,W) float32, (out_w, out_h)): up, down, mixed, odd, one axis only."""
+    """(name, input (H,W) float32, (out_w, out_h)): up, down, mixed, odd, one axis only, and
+    both orders of the two passes."""
     rng = np.random.default_rng(2)
     # 256 -> 299 along each axis is the real-image case of the COCO protocol at 256.
     cases = {"up_37x53_to_61x90": ((37, 53), (90, 61)),
@@ -96,7 +97,10 @@ def resize_cases():
              "mixed_300x60_to_299x70": ((300, 60), (70, 299)),
              "down_160x120_to_53x77": ((160, 120), (77, 53)),
              "width_only_20x30_to_20x45": ((20, 30), (45, 20)),
-             "same_size_31x17": ((31, 17), (17, 31))}
+             "same_size_31x17": ((31, 17), (17, 31)),
+             # Pillow runs the vertical pass first when its kernel is longer (here both have 7
+             # taps, so horizontal first although the vertical scale is larger).
+             "equal_taps_140x130_to_100x100": ((140, 130), (100, 100))}
     for name, ((h, w), size) in cases.items():
         x = (rng.random((h, w)) * 340 - 40).astype(np.float32)
         x[: h // 2, : w // 3] = 255.0

@@ -28,20 +28,30 @@ struct Taps {
   int ksize = 0;
 };
 
+// The filter support in input pixels: 2 (bicubic), widened by the scale when downsampling.
+double support(int in_size, int out_size) {
+  return 2.0 * std::max(static_cast<double>(in_size) / out_size, 1.0);
+}
+
+// Pillow's maximum tap count for one output pixel.
+int kernel_size(int in_size, int out_size) {
+  return static_cast<int>(std::ceil(support(in_size, out_size))) * 2 + 1;
+}
+
 Taps precompute(int in_size, int out_size) {
   const double scale = static_cast<double>(in_size) / out_size;
   const double filterscale = std::max(scale, 1.0);
-  const double support = 2.0 * filterscale;
+  const double reach = support(in_size, out_size);
   const double inverse_filterscale = 1.0 / filterscale;
   Taps t;
-  t.ksize = static_cast<int>(std::ceil(support)) * 2 + 1;
+  t.ksize = kernel_size(in_size, out_size);
   t.first.resize(out_size);
   t.count.resize(out_size);
   t.weights.assign(static_cast<size_t>(out_size) * t.ksize, 0.0);
   for (int xx = 0; xx < out_size; ++xx) {
     const double center = (xx + 0.5) * scale;
-    const int xmin = std::max(static_cast<int>(center - support + 0.5), 0);
-    const int xmax = std::min(static_cast<int>(center + support + 0.5), in_size) - xmin;
+    const int xmin = std::max(static_cast<int>(center - reach + 0.5), 0);
+    const int xmax = std::min(static_cast<int>(center + reach + 0.5), in_size) - xmin;
     double* w = &t.weights[static_cast<size_t>(xx) * t.ksize];
     double total = 0.0;
     for (int x = 0; x < xmax; ++x) {
@@ -120,16 +130,24 @@ at::Tensor resample(const at::Tensor& in, int out_size, bool along_cols) {
   return out;
 }
 
-// Pillow: horizontal pass first (when the width changes), then vertical (when the height does);
-// the same size returns a copy.
+// Pillow resamples each axis whose size changes; the same size returns a copy. The order of the
+// two passes changes the rounding of the intermediate image. Pillow 13 (the reference) runs the
+// vertical pass first exactly when its kernel has more taps than the horizontal one, and the
+// horizontal pass first otherwise. This rule is inferred from its outputs (bit-exact on 17 size
+// pairs, including the cases of scripts/reference/make_clean_fid_reference.py), not read from
+// its source; older Pillow always went horizontal first.
 template <class K>
 at::Tensor resize_hwc(const at::Tensor& image, int64_t out_w, int64_t out_h) {
   if (out_w <= 0 || out_h <= 0) {
     throw std::invalid_argument(c10::str("resize to ", out_w, "x", out_h, " is empty"));
   }
   at::Tensor x = image.contiguous();
-  if (out_w != x.size(1)) x = resample<K>(x, static_cast<int>(out_w), /*along_cols=*/true);
-  if (out_h != x.size(0)) x = resample<K>(x, static_cast<int>(out_h), /*along_cols=*/false);
+  const int in_h = static_cast<int>(x.size(0)), in_w = static_cast<int>(x.size(1));
+  const int h = static_cast<int>(out_h), w = static_cast<int>(out_w);
+  const bool vertical_first = kernel_size(in_h, h) > kernel_size(in_w, w);
+  if (vertical_first && h != in_h) x = resample<K>(x, h, /*along_cols=*/false);
+  if (w != in_w) x = resample<K>(x, w, /*along_cols=*/true);
+  if (!vertical_first && h != in_h) x = resample<K>(x, h, /*along_cols=*/false);
   return x.is_same(image) ? x.clone() : x;
 }
 }  // namespace
