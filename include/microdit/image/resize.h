@@ -1,8 +1,8 @@
 // Image preprocessing of the official data preparation (torchvision on PIL images):
 // Resize(s, BICUBIC) of the short side, CenterCrop(s), ToTensor, Normalize(0.5, 0.5).
-// The resize reproduces Pillow's antialiased bicubic resampling bit for bit (separable
-// fixed-point convolution, horizontal pass then vertical, 8-bit rounding after each); OpenCV's
-// resize differs. The float variant is Pillow's resize of a mode 'F' image, which clean-fid's
+// The resize reproduces Pillow's (13) antialiased bicubic resampling bit for bit (separable
+// fixed-point convolution, one pass per axis, the longer kernel first, 8-bit rounding after
+// each); OpenCV's resize differs. The float variant is Pillow's resize of a mode 'F' image, which clean-fid's
 // "clean" FID mode uses to resize to 299 x 299 without quantizing.
 // Legend: H W image size, C channels (uint8 images are HWC, model inputs CHW).
 #pragma once
