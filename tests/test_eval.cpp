@@ -1,7 +1,8 @@
-// microdit-eval end to end on the CPU: FID of a folder against itself is 0, against other images
-// it is positive, cached real statistics give the same number, unreadable real images are
-// skipped and counted. The Inception weights are random (the real file cannot be downloaded
-// here); the network itself is checked against pytorch-fid in test_fid_inception.cpp.
+// microdit-eval end to end on the CPU, in both modes: FID of a folder against itself is 0,
+// against other images it is positive, cached real statistics give the same number (and are
+// refused in the other mode), unreadable real images are skipped and counted. The networks are
+// random (the real files cannot be downloaded here); they are checked against pytorch-fid in
+// test_fid_inception.cpp and against clean-fid in test_clean_fid.cpp.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -56,13 +57,15 @@ class Eval : public testing::Test {
     }
   }
 
-  // Runs the tool; returns the result JSON (null on failure) and the exit status in *status.
-  io::Json evaluate(const std::string& args, int* status) const {
+  // Runs the tool with `network` (mode and --inception; pytorch-fid with the random weights if
+  // empty); returns the result JSON (null on failure) and the exit status in *status.
+  io::Json evaluate(const std::string& args, int* status, const std::string& network = "") const {
     const auto out = dir_.path / "result.json";
     fs::remove(out);
-    const std::string command = std::string(MICRODIT_EVAL_BIN) + " --inception " +
-                                inception_.string() + " --out " + out.string() + " " + args +
-                                " > " + (dir_.path / "log.txt").string() + " 2>&1";
+    const std::string command =
+        std::string(MICRODIT_EVAL_BIN) + " " +
+        (network.empty() ? "--mode pytorch-fid --inception " + inception_.string() : network) +
+        " --out " + out.string() + " " + args + " > " + (dir_.path / "log.txt").string() + " 2>&1";
     const int raw = std::system(command.c_str());
     *status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
     return fs::exists(out) ? io::parse_json(test::read_bytes(out)) : io::Json();
@@ -78,12 +81,13 @@ TEST_F(Eval, FidOfFolders) {
   const auto same = evaluate("--generated " + a + " --real " + a + " --real-size 16", &status);
   ASSERT_EQ(status, 0) << test::read_bytes(dir_.path / "log.txt");
   EXPECT_EQ(same.at("generated").at("images").as_int(), 4);
+  EXPECT_EQ(same.at("mode").as_string(), "pytorch-fid");
 
   // Another set, with one unreadable real image: skipped, counted.
   test::write_bytes(dir_.path / "b" / "zz_broken.png", "not an image");
   const auto stats = (dir_.path / "b_stats.safetensors").string();
-  const auto other = evaluate("--generated " + a + " --real " + b +
-                                  " --real-size 16 --save-real-stats " + stats, &status);
+  const auto other = evaluate(
+      "--generated " + a + " --real " + b + " --real-size 16 --save-real-stats " + stats, &status);
   ASSERT_EQ(status, 0) << test::read_bytes(dir_.path / "log.txt");
   // A set against itself: 0 up to rounding (4 images give rank-deficient covariances).
   EXPECT_LT(std::abs(same.at("fid").as_double()), 1e-4 * other.at("fid").as_double())
@@ -96,6 +100,39 @@ TEST_F(Eval, FidOfFolders) {
   EXPECT_DOUBLE_EQ(cached.at("fid").as_double(), other.at("fid").as_double());
 }
 
+// clean-fid's clean mode (the default) with the random TorchScript network of test_clean_fid.cpp.
+TEST_F(Eval, CleanModeFidOfFolders) {
+  const std::string clean =
+      "--inception " +
+      (fs::path(MICRODIT_SOURCE_DIR) / "tests/data/fid/clean_inception_random.pt").string();
+  int status = 0;
+  const auto a = (dir_.path / "a").string(), b = (dir_.path / "b").string();
+  const auto same =
+      evaluate("--generated " + a + " --real " + a + " --real-size 16", &status, clean);
+  ASSERT_EQ(status, 0) << test::read_bytes(dir_.path / "log.txt");
+  EXPECT_EQ(same.at("mode").as_string(), "clean");
+  const auto stats = (dir_.path / "b_clean_stats.safetensors").string();
+  const auto other =
+      evaluate("--generated " + a + " --real " + b + " --real-size 16 --save-real-stats " + stats,
+               &status, "--mode clean " + clean);
+  ASSERT_EQ(status, 0) << test::read_bytes(dir_.path / "log.txt");
+  EXPECT_GT(other.at("fid").as_double(), 0.0);
+  EXPECT_LT(std::abs(same.at("fid").as_double()), 1e-4 * other.at("fid").as_double())
+      << same.at("fid").as_double() << " vs " << other.at("fid").as_double();
+
+  const auto cached = evaluate("--generated " + a + " --real-stats " + stats, &status, clean);
+  ASSERT_EQ(status, 0) << test::read_bytes(dir_.path / "log.txt");
+  EXPECT_DOUBLE_EQ(cached.at("fid").as_double(), other.at("fid").as_double());
+  // Clean statistics against pytorch-fid features: refused, naming the file and both modes.
+  evaluate("--generated " + a + " --real-stats " + stats, &status);
+  EXPECT_EQ(status, 1);
+  const std::string log = test::read_bytes(dir_.path / "log.txt");
+  EXPECT_NE(log.find(stats + ": statistics were computed in --mode clean, this run uses --mode "
+                             "pytorch-fid"),
+            std::string::npos)
+      << log;
+}
+
 TEST_F(Eval, BadInputIsAClearError) {
   int status = 0;
   const auto a = (dir_.path / "a").string();
@@ -105,9 +142,19 @@ TEST_F(Eval, BadInputIsAClearError) {
   EXPECT_NE(test::read_bytes(dir_.path / "log.txt").find("no.pth"), std::string::npos);
   evaluate("--generated " + (dir_.path / "none").string() + " --real " + a, &status);
   EXPECT_EQ(status, 1);
-  EXPECT_NE(test::read_bytes(dir_.path / "log.txt").find("none: no such folder"), std::string::npos);
+  EXPECT_NE(test::read_bytes(dir_.path / "log.txt").find("none: no such folder"),
+            std::string::npos);
   evaluate("--generated " + a, &status);
   EXPECT_EQ(status, 2);
+  evaluate("--generated " + a + " --real " + a, &status, "--mode tf --inception x.pt");
+  EXPECT_EQ(status, 2);
+  EXPECT_NE(test::read_bytes(dir_.path / "log.txt").find("--mode must be clean or pytorch-fid"),
+            std::string::npos);
+  // Clean mode given pytorch-fid's weights: the TorchScript loader names the file.
+  evaluate("--generated " + a + " --real " + a, &status, "--inception " + inception_.string());
+  EXPECT_EQ(status, 1);
+  EXPECT_NE(test::read_bytes(dir_.path / "log.txt").find(inception_.string() + ": cannot load"),
+            std::string::npos);
 }
 
 }  // namespace

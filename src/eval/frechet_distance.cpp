@@ -193,8 +193,10 @@ ActivationStatistics load_npz(const fs::path& path) {
   }
 }
 
-ActivationStatistics load_safetensors_statistics(const fs::path& path) {
-  const io::TensorMap tensors = io::load_safetensors(path);
+ActivationStatistics load_safetensors_statistics(const fs::path& path, std::string* fid_mode) {
+  std::map<std::string, std::string> metadata;
+  const io::TensorMap tensors = io::load_safetensors(path, &metadata);
+  if (fid_mode != nullptr) *fid_mode = metadata.contains("fid_mode") ? metadata["fid_mode"] : "";
   auto get = [&](const std::string& name) {
     const auto it = tensors.find(name);
     if (it == tensors.end()) fail(path, "missing tensor \"" + name + "\"");
@@ -234,14 +236,18 @@ double frechet_distance(const ActivationStatistics& a, const ActivationStatistic
          2 * tr_covmean;
 }
 
-void save_statistics(const fs::path& path, const ActivationStatistics& stats) {
-  io::save_safetensors(path,
-                       {{"mu", as_cpu_double(stats.mu)}, {"sigma", as_cpu_double(stats.sigma)}});
+void save_statistics(const fs::path& path, const ActivationStatistics& stats,
+                     const std::string& fid_mode) {
+  std::map<std::string, std::string> metadata;
+  if (!fid_mode.empty()) metadata["fid_mode"] = fid_mode;
+  io::save_safetensors(
+      path, {{"mu", as_cpu_double(stats.mu)}, {"sigma", as_cpu_double(stats.sigma)}}, metadata);
 }
 
-ActivationStatistics load_statistics(const fs::path& path) {
+ActivationStatistics load_statistics(const fs::path& path, std::string* fid_mode) {
+  if (fid_mode != nullptr) fid_mode->clear();
   ActivationStatistics stats =
-      path.extension() == ".npz" ? load_npz(path) : load_safetensors_statistics(path);
+      path.extension() == ".npz" ? load_npz(path) : load_safetensors_statistics(path, fid_mode);
   if (stats.mu.dim() != 1 || stats.sigma.dim() != 2 || stats.sigma.size(0) != stats.mu.size(0) ||
       stats.sigma.size(1) != stats.mu.size(0)) {
     fail(path, c10::str("mu ", stats.mu.sizes(), " and sigma ", stats.sigma.sizes(),

@@ -13,11 +13,12 @@ namespace microdit::eval {
 namespace fs = std::filesystem;
 namespace {
 
-// (3,H,W) float32 in [0, 1].
+// (3,H,W) uint8.
 at::Tensor load_image(const fs::path& path, int64_t resize_to) {
   at::Tensor image = image::read_image_rgb(path);  // (H,W,3) uint8
-  if (resize_to > 0) image = image::center_crop(image::resize_short_side(image, resize_to), resize_to);
-  return image.permute({2, 0, 1}).to(at::kFloat) / 255.0;
+  if (resize_to > 0)
+    image = image::center_crop(image::resize_short_side(image, resize_to), resize_to);
+  return image.permute({2, 0, 1}).contiguous();
 }
 
 }  // namespace
@@ -35,15 +36,14 @@ std::vector<fs::path> list_images(const fs::path& dir) {
   return files;
 }
 
-FolderActivations folder_activations(FIDInceptionV3& net, const fs::path& dir,
-                                     const FolderOptions& options, at::Device device) {
+FolderActivations folder_activations(const FeatureExtractor& extract, const fs::path& dir,
+                                     const FolderOptions& options) {
   at::NoGradGuard no_grad;
-  net->eval();
   FolderActivations out;
   std::vector<at::Tensor> features, pending;
   auto flush = [&] {
     if (pending.empty()) return;
-    features.push_back(net(at::stack(pending).to(device)).to(at::kFloat).cpu());
+    features.push_back(extract(at::stack(pending)).to(at::kCPU, at::kFloat));
     pending.clear();
   };
   for (const auto& file : list_images(dir)) {

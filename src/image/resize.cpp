@@ -19,37 +19,47 @@ double bicubic(double x) {  // Keys cubic with a = -0.5, support 2
   return 0.0;
 }
 
-// For each output position: the first input index, the tap count and fixed-point weights.
+// For each output position: the first input index, the tap count and the normalized weights,
+// computed as Pillow's precompute_coeffs does (in double, the filter argument scaled by
+// 1 / filterscale) so that both the 8-bit and the float path round as Pillow does.
 struct Taps {
   std::vector<int> first, count;
-  std::vector<int32_t> weights;  // out_size * ksize
+  std::vector<double> weights;  // out_size * ksize
   int ksize = 0;
 };
+
+// The filter support in input pixels: 2 (bicubic), widened by the scale when downsampling.
+double support(int in_size, int out_size) {
+  return 2.0 * std::max(static_cast<double>(in_size) / out_size, 1.0);
+}
+
+// Pillow's maximum tap count for one output pixel.
+int kernel_size(int in_size, int out_size) {
+  return static_cast<int>(std::ceil(support(in_size, out_size))) * 2 + 1;
+}
 
 Taps precompute(int in_size, int out_size) {
   const double scale = static_cast<double>(in_size) / out_size;
   const double filterscale = std::max(scale, 1.0);
-  const double support = 2.0 * filterscale;
+  const double reach = support(in_size, out_size);
+  const double inverse_filterscale = 1.0 / filterscale;
   Taps t;
-  t.ksize = static_cast<int>(std::ceil(support)) * 2 + 1;
+  t.ksize = kernel_size(in_size, out_size);
   t.first.resize(out_size);
   t.count.resize(out_size);
-  t.weights.assign(static_cast<size_t>(out_size) * t.ksize, 0);
-  std::vector<double> w(t.ksize);
+  t.weights.assign(static_cast<size_t>(out_size) * t.ksize, 0.0);
   for (int xx = 0; xx < out_size; ++xx) {
     const double center = (xx + 0.5) * scale;
-    const int xmin = std::max(static_cast<int>(center - support + 0.5), 0);
-    const int xmax = std::min(static_cast<int>(center + support + 0.5), in_size) - xmin;
+    const int xmin = std::max(static_cast<int>(center - reach + 0.5), 0);
+    const int xmax = std::min(static_cast<int>(center + reach + 0.5), in_size) - xmin;
+    double* w = &t.weights[static_cast<size_t>(xx) * t.ksize];
     double total = 0.0;
     for (int x = 0; x < xmax; ++x) {
-      w[x] = bicubic((x + xmin - center + 0.5) / filterscale);
+      w[x] = bicubic((x + xmin - center + 0.5) * inverse_filterscale);
       total += w[x];
     }
-    for (int x = 0; x < xmax; ++x) {
-      const double v = total != 0.0 ? w[x] / total : w[x];
-      const double fixed = v * (1 << kPrecisionBits);
-      t.weights[static_cast<size_t>(xx) * t.ksize + x] =
-          static_cast<int32_t>(v < 0 ? std::trunc(-0.5 + fixed) : std::trunc(0.5 + fixed));
+    if (total != 0.0) {
+      for (int x = 0; x < xmax; ++x) w[x] /= total;
     }
     t.first[xx] = xmin;
     t.count[xx] = xmax;
@@ -57,40 +67,88 @@ Taps precompute(int in_size, int out_size) {
   return t;
 }
 
-uint8_t clip8(int64_t value) {
-  value >>= kPrecisionBits;
-  return static_cast<uint8_t>(std::clamp<int64_t>(value, 0, 255));
-}
+// uint8 images: fixed-point weights (Pillow's normalize_coeffs_8bpc), integer accumulation
+// starting at one half, then shift and clip to 0..255.
+struct Fixed8 {
+  using Pixel = uint8_t;
+  using Weight = int32_t;
+  using Acc = int64_t;
+  static Weight weight(double v) {
+    const double fixed = v * (1 << kPrecisionBits);
+    return static_cast<Weight>(v < 0 ? std::trunc(-0.5 + fixed) : std::trunc(0.5 + fixed));
+  }
+  static Acc start() { return Acc{1} << (kPrecisionBits - 1); }
+  static Pixel store(Acc acc) {
+    return static_cast<Pixel>(std::clamp<Acc>(acc >> kPrecisionBits, 0, 255));
+  }
+};
 
-// Resamples along one axis of an (rows, cols, C) uint8 buffer: `along_cols` true resamples the
+// float32 ('F') images: double weights, double accumulation, rounded to float per pass, no clip.
+struct Float32 {
+  using Pixel = float;
+  using Weight = double;
+  using Acc = double;
+  static Weight weight(double v) { return v; }
+  static Acc start() { return 0.0; }
+  static Pixel store(Acc acc) { return static_cast<Pixel>(acc); }
+};
+
+// Resamples along one axis of an (rows, cols, C) buffer: `along_cols` true resamples the
 // columns of each row (horizontal pass), false the rows of each column (vertical pass).
+// Pillow runs the horizontal pass only over the rows the vertical pass reads; each row is
+// computed independently, so running it over all rows gives the same values.
+template <class K>
 at::Tensor resample(const at::Tensor& in, int out_size, bool along_cols) {
   const int rows = static_cast<int>(in.size(0)), cols = static_cast<int>(in.size(1));
   const int C = static_cast<int>(in.size(2));
   const Taps t = precompute(along_cols ? cols : rows, out_size);
-  auto out = at::empty({along_cols ? rows : out_size, along_cols ? out_size : cols, C}, at::kByte);
-  const uint8_t* src = in.data_ptr<uint8_t>();
-  uint8_t* dst = out.data_ptr<uint8_t>();
+  std::vector<typename K::Weight> weights(t.weights.size());
+  std::transform(t.weights.begin(), t.weights.end(), weights.begin(), K::weight);
+  auto out =
+      at::empty({along_cols ? rows : out_size, along_cols ? out_size : cols, C}, in.options());
+  const auto* src = in.data_ptr<typename K::Pixel>();
+  auto* dst = out.data_ptr<typename K::Pixel>();
   const int out_cols = along_cols ? out_size : cols;
   const int outer = along_cols ? rows : cols;
   for (int o = 0; o < outer; ++o) {
     for (int k = 0; k < out_size; ++k) {
-      const int32_t* w = &t.weights[static_cast<size_t>(k) * t.ksize];
+      const auto* w = &weights[static_cast<size_t>(k) * t.ksize];
       for (int c = 0; c < C; ++c) {
-        int64_t acc = int64_t{1} << (kPrecisionBits - 1);
+        typename K::Acc acc = K::start();
         for (int j = 0; j < t.count[k]; ++j) {
           const int i = t.first[k] + j;
           const size_t at = along_cols ? (static_cast<size_t>(o) * cols + i) * C + c
                                        : (static_cast<size_t>(i) * cols + o) * C + c;
-          acc += static_cast<int64_t>(src[at]) * w[j];
+          acc += static_cast<typename K::Acc>(src[at]) * w[j];
         }
         const size_t to = along_cols ? (static_cast<size_t>(o) * out_cols + k) * C + c
                                      : (static_cast<size_t>(k) * out_cols + o) * C + c;
-        dst[to] = clip8(acc);
+        dst[to] = K::store(acc);
       }
     }
   }
   return out;
+}
+
+// Pillow resamples each axis whose size changes; the same size returns a copy. The order of the
+// two passes changes the rounding of the intermediate image. Pillow 13 (the reference) runs the
+// vertical pass first exactly when its kernel has more taps than the horizontal one, and the
+// horizontal pass first otherwise. This rule is inferred from its outputs (bit-exact on 17 size
+// pairs, including the cases of scripts/reference/make_clean_fid_reference.py), not read from
+// its source; older Pillow always went horizontal first.
+template <class K>
+at::Tensor resize_hwc(const at::Tensor& image, int64_t out_w, int64_t out_h) {
+  if (out_w <= 0 || out_h <= 0) {
+    throw std::invalid_argument(c10::str("resize to ", out_w, "x", out_h, " is empty"));
+  }
+  at::Tensor x = image.contiguous();
+  const int in_h = static_cast<int>(x.size(0)), in_w = static_cast<int>(x.size(1));
+  const int h = static_cast<int>(out_h), w = static_cast<int>(out_w);
+  const bool vertical_first = kernel_size(in_h, h) > kernel_size(in_w, w);
+  if (vertical_first && h != in_h) x = resample<K>(x, h, /*along_cols=*/false);
+  if (w != in_w) x = resample<K>(x, w, /*along_cols=*/true);
+  if (!vertical_first && h != in_h) x = resample<K>(x, h, /*along_cols=*/false);
+  return x.is_same(image) ? x.clone() : x;
 }
 }  // namespace
 
@@ -99,14 +157,18 @@ at::Tensor pil_resize_bicubic(const at::Tensor& image, int64_t out_w, int64_t ou
     throw std::invalid_argument(c10::str("resize expects an (H,W,C) uint8 image, got ",
                                          image.sizes(), " ", image.scalar_type()));
   }
-  if (out_w <= 0 || out_h <= 0) {
-    throw std::invalid_argument(c10::str("resize to ", out_w, "x", out_h, " is empty"));
+  return resize_hwc<Fixed8>(image, out_w, out_h);
+}
+
+at::Tensor pil_resize_bicubic_float(const at::Tensor& image, int64_t out_w, int64_t out_h) {
+  if ((image.dim() != 2 && image.dim() != 3) || image.scalar_type() != at::kFloat) {
+    throw std::invalid_argument(
+        c10::str("float resize expects an (H,W) or (H,W,C) float32 image, got ", image.sizes(), " ",
+                 image.scalar_type()));
   }
-  at::Tensor x = image.contiguous();
-  // Pillow: horizontal pass first (when the width changes), then vertical.
-  if (out_w != x.size(1)) x = resample(x, static_cast<int>(out_w), /*along_cols=*/true);
-  if (out_h != x.size(0)) x = resample(x, static_cast<int>(out_h), /*along_cols=*/false);
-  return x;
+  const at::Tensor hwc = image.dim() == 2 ? image.unsqueeze(2) : image;
+  const at::Tensor out = resize_hwc<Float32>(hwc.cpu(), out_w, out_h);
+  return image.dim() == 2 ? out.squeeze(2) : out;
 }
 
 at::Tensor resize_short_side(const at::Tensor& image, int64_t size) {

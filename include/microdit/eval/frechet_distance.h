@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 
 #include <filesystem>
+#include <string>
 
 namespace microdit::eval {
 
@@ -32,12 +33,17 @@ struct ActivationStatistics {
 double frechet_distance(const ActivationStatistics& a, const ActivationStatistics& b,
                         double eps = 1e-6);
 
-// safetensors file with float64 tensors "mu" and "sigma" (written atomically).
-void save_statistics(const std::filesystem::path& path, const ActivationStatistics& stats);
+// safetensors file with float64 tensors "mu" and "sigma" (written atomically); a non-empty
+// `fid_mode` ("clean", "pytorch-fid") goes to the metadata entry "fid_mode", because statistics
+// of one mode's network and resize must not be compared with another's.
+void save_statistics(const std::filesystem::path& path, const ActivationStatistics& stats,
+                     const std::string& fid_mode = "");
 
 // Reads what save_statistics writes, or, for a `.npz` path, pytorch-fid's precomputed
 // statistics (np.savez of float64 or float32 "mu" and "sigma"; np.savez_compressed archives
 // are rejected). Errors are std::runtime_error whose message starts with the file path.
-ActivationStatistics load_statistics(const std::filesystem::path& path);
+// `fid_mode`, if given, receives the recorded mode: empty for .npz and for files without one.
+ActivationStatistics load_statistics(const std::filesystem::path& path,
+                                     std::string* fid_mode = nullptr);
 
 }  // namespace microdit::eval

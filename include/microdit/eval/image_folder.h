@@ -5,15 +5,19 @@
 #include <ATen/ATen.h>
 
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
-#include "microdit/eval/fid_inception.h"
-
 namespace microdit::eval {
 
+// A FID network behind one signature, so a folder is read the same way for every mode:
+// (B,3,H,W) uint8 images, CPU -> (B,2048) features on any device. Each mode resizes to 299
+// itself (pytorch-fid: bilinear inside the network; clean-fid: Pillow float bicubic).
+using FeatureExtractor = std::function<at::Tensor(const at::Tensor& images)>;
+
 struct FolderOptions {
-  int64_t resize_to = 0;   // 0: images as they are; else short side + center crop to this size
+  int64_t resize_to = 0;  // 0: images as they are; else short side + center crop to this size
   int64_t batch_size = 50;
 };
 
@@ -27,8 +31,9 @@ struct FolderActivations {
 std::vector<std::filesystem::path> list_images(const std::filesystem::path& dir);
 
 // Unreadable images are skipped and reported, not fatal. Images of different sizes are fed one
-// size at a time (the network resizes each batch to 299 x 299).
-FolderActivations folder_activations(FIDInceptionV3& net, const std::filesystem::path& dir,
-                                     const FolderOptions& options, at::Device device);
+// size at a time.
+FolderActivations folder_activations(const FeatureExtractor& features,
+                                     const std::filesystem::path& dir,
+                                     const FolderOptions& options);
 
 }  // namespace microdit::eval

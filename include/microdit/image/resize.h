@@ -1,8 +1,9 @@
 // Image preprocessing of the official data preparation (torchvision on PIL images):
 // Resize(s, BICUBIC) of the short side, CenterCrop(s), ToTensor, Normalize(0.5, 0.5).
-// The resize reproduces Pillow's antialiased bicubic resampling bit for bit (separable
-// fixed-point convolution, horizontal pass then vertical, 8-bit rounding after each); OpenCV's
-// resize differs.
+// The resize reproduces Pillow's (13) antialiased bicubic resampling bit for bit (separable
+// fixed-point convolution, one pass per axis, the longer kernel first, 8-bit rounding after
+// each); OpenCV's resize differs. The float variant is Pillow's resize of a mode 'F' image, which clean-fid's
+// "clean" FID mode uses to resize to 299 x 299 without quantizing.
 // Legend: H W image size, C channels (uint8 images are HWC, model inputs CHW).
 #pragma once
 #include <ATen/ATen.h>
@@ -13,6 +14,11 @@ namespace microdit::image {
 
 // (H,W,C) uint8 -> (out_h,out_w,C) uint8, as PIL's Image.resize(..., Image.BICUBIC).
 at::Tensor pil_resize_bicubic(const at::Tensor& image, int64_t out_w, int64_t out_h);
+
+// (H,W) or (H,W,C) float32 -> (out_h,out_w[,C]) float32, as
+// Image.fromarray(channel, mode='F').resize((out_w, out_h), Image.BICUBIC) applied to each
+// channel: double weights and accumulation, float32 after each pass, no clipping. CPU result.
+at::Tensor pil_resize_bicubic_float(const at::Tensor& image, int64_t out_w, int64_t out_h);
 
 // torchvision Resize(size) on a PIL image: the short side becomes `size`, the long side
 // int(size * long / short).
