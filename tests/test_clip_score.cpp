@@ -3,6 +3,7 @@
 // written by scripts/reference/make_clip_score_reference.py): pixels, token ids, embeddings,
 // per-pair scores, the floored mean, and the errors a user meets.
 #include <gtest/gtest.h>
+#include <torch/cuda.h>
 
 #include <algorithm>
 #include <cmath>
@@ -166,6 +167,17 @@ TEST(CLIPScoreHF, AccumulatorFloorsTheMeanOverBatches) {
   EXPECT_EQ(total.compute(), 0.0);
   total.add(at::tensor({50.0f}));
   EXPECT_DOUBLE_EQ(total.compute(), 10.0);
+}
+
+TEST(CLIPScoreHF, ScoresOnDevice_CUDA) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  CLIPScore model(CLIPScoreFiles::hf_folder(hf_folder()), at::kCUDA);
+  const CLIPScoreResult result = model.score(images(), captions());
+  const double per_pair = max_abs_diff(result.scores, expected().at("hf.scores"));
+  std::cout << "[clip_score] hf CUDA: per-pair max abs diff " << per_pair << "\n";
+  // cuDNN may run the patch convolution in TF32.
+  EXPECT_LE(per_pair, 1e-2);
+  EXPECT_NEAR(result.clip_score, expected().at("hf.clip_score").item<double>(), 1e-2);
 }
 
 // --- open_clip layout against open_clip -------------------------------------------------------

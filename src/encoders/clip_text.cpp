@@ -140,7 +140,7 @@ CLIPTextConfig read_hf_transformer_fields(const io::Json& cfg, const HfTransform
     config.activation = parse_clip_text_activation(act->as_string());
   }
   config.layer_norm_eps = clip_config_double(cfg, "layer_norm_eps", 1e-5, what);
-  if (config.width <= 0) config.validate();  // names the width before dividing by it
+  if (config.width <= 0) config.validate(what);  // names the width before dividing by it
   config.mlp_ratio = static_cast<double>(intermediate) / static_cast<double>(config.width);
   if (config.mlp_width() != intermediate) {
     throw std::invalid_argument(c10::str(what, ": intermediate_size ", intermediate,
