@@ -28,16 +28,31 @@ torch::nn::LayerNorm layer_norm(const CLIPTextConfig& config) {
 std::shared_ptr<torch::nn::Module> container() { return std::make_shared<torch::nn::Module>(); }
 
 int64_t json_int(const io::Json& json, std::string_view key, int64_t fallback) {
+  return clip_config_int(json, key, fallback, "CLIP text config");
+}
+
+}  // namespace
+
+int64_t clip_config_int(const io::Json& json, std::string_view key, int64_t fallback,
+                        std::string_view what) {
   const io::Json* value = json.find(key);
   if (value == nullptr || value->is_null()) return fallback;
   if (!value->is_integer()) {
     throw std::invalid_argument(
-        c10::str("CLIP text config: ", key, " must be an integer, got ", value->dump()));
+        c10::str(what, ": ", key, " must be an integer, got ", value->dump()));
   }
   return value->as_int();
 }
 
-}  // namespace
+double clip_config_double(const io::Json& json, std::string_view key, double fallback,
+                          std::string_view what) {
+  const io::Json* value = json.find(key);
+  if (value == nullptr || value->is_null()) return fallback;
+  if (!value->is_number()) {
+    throw std::invalid_argument(c10::str(what, ": ", key, " must be a number, got ", value->dump()));
+  }
+  return value->as_double();
+}
 
 std::string_view to_string(CLIPTextLayout layout) {
   return layout == CLIPTextLayout::hf ? "hf" : "open_clip";
@@ -54,6 +69,12 @@ CLIPTextActivation parse_clip_text_activation(std::string_view name) {
                                        "\" is not supported (expected quick_gelu or gelu)"));
 }
 
+CLIPTextActivation open_clip_activation(const io::Json& model_config) {
+  const io::Json* quick = model_config.find("quick_gelu");
+  return quick != nullptr && quick->is_bool() && quick->as_bool() ? CLIPTextActivation::quick_gelu
+                                                                  : CLIPTextActivation::gelu;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Config
 
@@ -61,12 +82,9 @@ int64_t CLIPTextConfig::mlp_width() const {
   return static_cast<int64_t>(static_cast<double>(width) * mlp_ratio);
 }
 
-void CLIPTextConfig::validate() const {
-  auto require = [](bool ok, std::string_view field, auto value, std::string_view expected) {
-    if (!ok) {
-      throw std::invalid_argument(
-          c10::str("CLIP text config: ", field, " = ", value, ", expected ", expected));
-    }
+void CLIPTextConfig::validate(std::string_view what) const {
+  auto require = [what](bool ok, std::string_view field, auto value, std::string_view expected) {
+    require_clip_config(ok, what, field, value, expected);
   };
   require(vocab_size > 0, "vocab_size", vocab_size, "> 0");
   require(context_length > 0, "context_length", context_length, "> 0");
@@ -75,6 +93,7 @@ void CLIPTextConfig::validate() const {
   require(layers >= 0, "layers", layers, ">= 0");
   require(mlp_ratio > 0.0 && mlp_width() > 0, "mlp_ratio", mlp_ratio, "> 0");
   require(layer_norm_eps > 0.0, "layer_norm_eps", layer_norm_eps, "> 0");
+  require(projection_dim >= 0, "projection_dim", projection_dim, ">= 0 (0: none)");
 }
 
 CLIPTextConfig CLIPTextConfig::dfn5b_vit_h_14_378() {
@@ -96,32 +115,38 @@ CLIPTextConfig CLIPTextConfig::from_hf_json(const io::Json& json) {
   }
   const io::Json* text = json.find("text_config");
   const io::Json& cfg = text != nullptr && text->is_object() ? *text : json;
-  CLIPTextConfig config;  // HF CLIPTextConfig defaults below, not DFN5B's
-  config.layout = CLIPTextLayout::hf;
+  // HF CLIPTextConfig defaults, not DFN5B's.
+  CLIPTextConfig config = read_hf_transformer_fields(cfg, {512, 8, 12, 2048}, "CLIP text config");
   config.vocab_size = json_int(cfg, "vocab_size", 49408);
   config.context_length = json_int(cfg, "max_position_embeddings", 77);
-  config.width = json_int(cfg, "hidden_size", 512);
-  config.heads = json_int(cfg, "num_attention_heads", 8);
-  config.layers = json_int(cfg, "num_hidden_layers", 12);
-  const int64_t intermediate = json_int(cfg, "intermediate_size", 2048);
+  config.validate();
+  return config;
+}
+
+CLIPTextConfig read_hf_transformer_fields(const io::Json& cfg, const HfTransformerDefaults& defaults,
+                                          std::string_view what) {
+  CLIPTextConfig config;
+  config.layout = CLIPTextLayout::hf;
+  config.width = clip_config_int(cfg, "hidden_size", defaults.hidden_size, what);
+  config.heads = clip_config_int(cfg, "num_attention_heads", defaults.num_attention_heads, what);
+  config.layers = clip_config_int(cfg, "num_hidden_layers", defaults.num_hidden_layers, what);
+  const int64_t intermediate =
+      clip_config_int(cfg, "intermediate_size", defaults.intermediate_size, what);
   if (const io::Json* act = cfg.find("hidden_act"); act != nullptr && !act->is_null()) {
     if (!act->is_string()) {
       throw std::invalid_argument(
-          c10::str("CLIP text config: hidden_act must be a string, got ", act->dump()));
+          c10::str(what, ": hidden_act must be a string, got ", act->dump()));
     }
     config.activation = parse_clip_text_activation(act->as_string());
   }
-  if (const io::Json* eps = cfg.find("layer_norm_eps"); eps != nullptr && !eps->is_null()) {
-    config.layer_norm_eps = eps->as_double();
-  }
-  if (config.width <= 0) config.validate();  // names the width before dividing by it
+  config.layer_norm_eps = clip_config_double(cfg, "layer_norm_eps", 1e-5, what);
+  if (config.width <= 0) config.validate(what);  // names the width before dividing by it
   config.mlp_ratio = static_cast<double>(intermediate) / static_cast<double>(config.width);
   if (config.mlp_width() != intermediate) {
-    throw std::invalid_argument(c10::str("CLIP text config: intermediate_size ", intermediate,
+    throw std::invalid_argument(c10::str(what, ": intermediate_size ", intermediate,
                                          " is not representable as width ", config.width,
                                          " * mlp_ratio"));
   }
-  config.validate();
   return config;
 }
 
@@ -140,10 +165,7 @@ CLIPTextConfig CLIPTextConfig::from_open_clip_json(const io::Json& json) {
   if (const io::Json* ratio = text->find("mlp_ratio"); ratio != nullptr && !ratio->is_null()) {
     config.mlp_ratio = ratio->as_double();
   }
-  const io::Json* quick = json.find("quick_gelu");
-  config.activation = quick != nullptr && quick->is_bool() && quick->as_bool()
-                          ? CLIPTextActivation::quick_gelu
-                          : CLIPTextActivation::gelu;
+  config.activation = open_clip_activation(json);
   config.validate();
   return config;
 }
@@ -151,7 +173,8 @@ CLIPTextConfig CLIPTextConfig::from_open_clip_json(const io::Json& json) {
 // ---------------------------------------------------------------------------------------------
 // Modules
 
-CLIPTextAttentionImpl::CLIPTextAttentionImpl(const CLIPTextConfig& config) : heads(config.heads) {
+CLIPTextAttentionImpl::CLIPTextAttentionImpl(const CLIPTextConfig& config)
+    : heads(config.heads), causal(config.causal) {
   const int64_t d = config.width;
   if (is_hf(config)) {
     q_proj = register_module("q_proj", torch::nn::Linear(d, d));
@@ -188,7 +211,7 @@ at::Tensor CLIPTextAttentionImpl::forward(const at::Tensor& x) {
   // and HF's causal mask; the scale is the default head_dim^-0.5 of both.
   const at::Tensor out = at::scaled_dot_product_attention(
       split_heads(q), split_heads(k), split_heads(v), /*attn_mask=*/{}, /*dropout_p=*/0.0,
-      /*is_causal=*/true);  // (B,H,T,D/H)
+      /*is_causal=*/causal);  // (B,H,T,D/H)
   return out_proj(out.transpose(1, 2).reshape({b, t, d}));
 }
 
@@ -248,6 +271,20 @@ CLIPTextEncoderImpl::CLIPTextEncoderImpl(const CLIPTextConfig& config) : config_
     register_module("transformer", container())->register_module("resblocks", blocks);
     register_module("ln_final", ln_final);
   }
+  register_projection();
+}
+
+void CLIPTextEncoderImpl::register_projection() {
+  const int64_t d = config_.width, p = config_.projection_dim;
+  if (p == 0) return;
+  if (is_hf(config_)) {
+    text_projection_linear = register_module(
+        "text_projection", torch::nn::Linear(torch::nn::LinearOptions(d, p).bias(false)));
+  } else {
+    at::NoGradGuard no_grad;  // open_clip's init: normal with std width^-0.5
+    text_projection =
+        register_parameter("text_projection", at::empty({d, p}).normal_(0.0, std::pow(d, -0.5)));
+  }
 }
 
 at::Tensor CLIPTextEncoderImpl::forward(const at::Tensor& ids) {
@@ -284,6 +321,15 @@ at::Tensor CLIPTextEncoderImpl::pooled(const at::Tensor& ids) {
   return states.gather(1, eot.view({b, 1, 1}).expand({b, 1, d})).squeeze(1);
 }
 
+at::Tensor CLIPTextEncoderImpl::projected(const at::Tensor& ids) {
+  if (config_.projection_dim == 0) {
+    throw std::logic_error("CLIPTextEncoder::projected: built without a text projection "
+                           "(projection_dim 0)");
+  }
+  const at::Tensor x = pooled(ids);  // (B,D)
+  return text_projection_linear ? text_projection_linear(x) : x.matmul(text_projection);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Loading
 
@@ -318,10 +364,14 @@ void load_clip_text_state_dict(CLIPTextEncoder& encoder, const io::TensorMap& te
   const bool add_prefix = layout == CLIPTextLayout::hf &&
                           tensors.contains("embeddings.token_embedding.weight") &&
                           !tensors.contains("text_model.embeddings.token_embedding.weight");
+  const bool keep_projection = encoder->config().projection_dim > 0;
   io::TensorMap text_tower;
   for (const auto& [key, tensor] : tensors) {
-    if (!is_ignored_clip_key(key))
+    if (keep_projection && (key == "text_projection" || key == "text_projection.weight")) {
+      text_tower.emplace(key, tensor);
+    } else if (!is_ignored_clip_key(key)) {
       text_tower.emplace(add_prefix ? "text_model." + key : key, tensor);
+    }
   }
   io::load_state_dict(*encoder, text_tower);  // strict by default
 }

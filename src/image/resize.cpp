@@ -179,15 +179,18 @@ at::Tensor resize_short_side(const at::Tensor& image, int64_t size) {
                 : pil_resize_bicubic(image, size, new_long);
 }
 
-at::Tensor center_crop(const at::Tensor& image, int64_t size) {
+at::Tensor center_crop(const at::Tensor& image, int64_t size, CropOffset offset) {
   const int64_t h = image.size(0), w = image.size(1);
   if (h < size || w < size) {
     throw std::invalid_argument(
         c10::str("center crop of ", size, " from a ", h, "x", w, " image needs padding"));
   }
   // Python's round() rounds halves to even, as std::nearbyint in the default rounding mode.
-  const auto top = static_cast<int64_t>(std::nearbyint((h - size) / 2.0));
-  const auto left = static_cast<int64_t>(std::nearbyint((w - size) / 2.0));
+  auto margin = [&](int64_t extra) {
+    return offset == CropOffset::hf_floor ? extra / 2
+                                          : static_cast<int64_t>(std::nearbyint(extra / 2.0));
+  };
+  const int64_t top = margin(h - size), left = margin(w - size);
   return image.narrow(0, top, size).narrow(1, left, size).contiguous();
 }
 

@@ -10,9 +10,16 @@
 //              self_attn.{q,k,v,out}_proj, layer_norm2, mlp.fc1, mlp.fc2}, final_layer_norm}
 // Both compute the same function: x = tok(ids) + pos; per block x += attn(ln1(x)) with a causal
 // mask, x += fc2(act(fc1(ln2(x)))); then the final LayerNorm over every token.
+// With projection_dim > 0 the tower also holds CLIP's text projection (open_clip text_projection
+// (D,P) used as x @ proj; HF text_projection.weight (P,D), a Linear without bias), for
+// projected(): the text embedding that CLIP scores compare with image embeddings.
+// The attention, MLP and layer modules serve the image tower too (clip_vision.h), there without
+// the causal mask.
 //
-// Legend: B batch, T tokens (<= context_length, 77), D width, F MLP width, H heads, V vocab.
+// Legend: B batch, T tokens (<= context_length, 77), D width, F MLP width, H heads, V vocab,
+// P projection dim.
 #pragma once
+#include <c10/util/StringUtil.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/embedding.h>
@@ -22,6 +29,7 @@
 
 #include <filesystem>
 #include <optional>
+#include <stdexcept>
 #include <string_view>
 #include <vector>
 
@@ -39,6 +47,9 @@ std::string_view to_string(CLIPTextLayout layout);
 std::string_view to_string(CLIPTextActivation activation);
 // HF `hidden_act` names: "quick_gelu" or "gelu"; anything else throws naming the value.
 CLIPTextActivation parse_clip_text_activation(std::string_view name);
+// An open_clip model config's activation for both towers: QuickGELU when "quick_gelu" is true,
+// else the exact GELU.
+CLIPTextActivation open_clip_activation(const io::Json& model_config);
 
 struct CLIPTextConfig {
   int64_t vocab_size = 49408;   // V
@@ -50,10 +61,16 @@ struct CLIPTextConfig {
   CLIPTextActivation activation = CLIPTextActivation::quick_gelu;
   double layer_norm_eps = 1e-5;
   CLIPTextLayout layout = CLIPTextLayout::open_clip;
+  // false: every token sees every token (the image tower's layers, built from this config).
+  bool causal = true;
+  // P; 0: no text projection (the caption encoder). from_*_json leave it 0, so configs of
+  // full CLIP models still load text towers without their projection; set it to load one.
+  int64_t projection_dim = 0;
 
   int64_t mlp_width() const;
-  // Throws std::invalid_argument naming the first field out of range.
-  void validate() const;
+  // Throws std::invalid_argument "<what>: <field> = <value>, expected ..." for the first field
+  // out of range.
+  void validate(std::string_view what = "CLIP text config") const;
 
   // The text tower of apple/DFN5B-CLIP-ViT-H-14-378 (open_clip ViT-H-14-378-quickgelu).
   static CLIPTextConfig dfn5b_vit_h_14_378();
@@ -66,13 +83,46 @@ struct CLIPTextConfig {
   static CLIPTextConfig from_open_clip_json(const io::Json& json);
 };
 
-// Multi-head self-attention under the causal mask (a token sees itself and earlier tokens).
+// A value of an HF or open_clip config JSON object: `fallback` when absent or null; a value of
+// another type throws std::invalid_argument starting with `what` and naming the key. Shared by
+// the text and image towers' configs.
+int64_t clip_config_int(const io::Json& json, std::string_view key, int64_t fallback,
+                        std::string_view what);
+double clip_config_double(const io::Json& json, std::string_view key, double fallback,
+                          std::string_view what);
+
+// Throws std::invalid_argument "<what>: <field> = <value>, expected <expected>" unless ok.
+template <class T>
+void require_clip_config(bool ok, std::string_view what, std::string_view field, const T& value,
+                         std::string_view expected) {
+  if (!ok) {
+    throw std::invalid_argument(c10::str(what, ": ", field, " = ", value, ", expected ", expected));
+  }
+}
+
+// HF's defaults for the transformer fields of a CLIPTextConfig or CLIPVisionConfig.
+struct HfTransformerDefaults {
+  int64_t hidden_size;
+  int64_t num_attention_heads;
+  int64_t num_hidden_layers;
+  int64_t intermediate_size;
+};
+// The transformer fields of an HF text or vision config object (hidden_size,
+// num_attention_heads, num_hidden_layers, intermediate_size as mlp_ratio, hidden_act,
+// layer_norm_eps), in the hf layout; the rest keep CLIPTextConfig's defaults. Not validated
+// beyond what reading needs; errors start with `what`.
+CLIPTextConfig read_hf_transformer_fields(const io::Json& cfg, const HfTransformerDefaults& defaults,
+                                          std::string_view what);
+
+// Multi-head self-attention, under the causal mask (a token sees itself and earlier tokens)
+// unless config.causal is false.
 class CLIPTextAttentionImpl : public torch::nn::Module {
  public:
   explicit CLIPTextAttentionImpl(const CLIPTextConfig& config);
   at::Tensor forward(const at::Tensor& x);  // (B,T,D) -> (B,T,D)
 
   int64_t heads;
+  bool causal;
   at::Tensor in_proj_weight;            // open_clip: (3D, D), rows q | k | v
   at::Tensor in_proj_bias;              // open_clip: (3D)
   torch::nn::Linear q_proj{nullptr};    // hf: (D, D)
@@ -119,6 +169,9 @@ class CLIPTextEncoderImpl : public torch::nn::Module {
   // id) as open_clip's text_global_pool and HF's pooler_output (legacy eos_token_id == 2 branch)
   // pick it for tokenizer output. No projection.
   at::Tensor pooled(const at::Tensor& ids);
+  // (B,T) -> (B,P): pooled() through the text projection (open_clip encode_text, HF
+  // get_text_features), not normalized. Throws std::logic_error when projection_dim is 0.
+  at::Tensor projected(const at::Tensor& ids);
 
   const CLIPTextConfig& config() const { return config_; }
 
@@ -129,14 +182,19 @@ class CLIPTextEncoderImpl : public torch::nn::Module {
   torch::nn::Embedding position_embedding{nullptr};  // hf only
   std::vector<CLIPTextLayer> layers;
   torch::nn::LayerNorm ln_final{nullptr};  // hf: final_layer_norm
+  at::Tensor text_projection;              // open_clip, projection_dim > 0: (D,P)
+  torch::nn::Linear text_projection_linear{nullptr};  // hf, projection_dim > 0: weight (P,D)
 
  private:
+  void register_projection();
+
   CLIPTextConfig config_;
 };
 TORCH_MODULE(CLIPTextEncoder);
 
 // Keys of a full CLIP checkpoint outside the text tower (image tower, projections, logit scale,
-// HF's position_ids buffer): load_clip_text_* skip them without a word.
+// HF's position_ids buffer): load_clip_text_* skip them without a word, all but the text
+// projection when the encoder has one.
 bool is_ignored_clip_key(std::string_view key);
 
 // The layout whose token-embedding key `tensors` holds, if either.

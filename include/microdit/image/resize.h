@@ -24,8 +24,13 @@ at::Tensor pil_resize_bicubic_float(const at::Tensor& image, int64_t out_w, int6
 // int(size * long / short).
 at::Tensor resize_short_side(const at::Tensor& image, int64_t size);
 
-// torchvision CenterCrop(size): offsets int(round((h - size) / 2)) with round-half-to-even.
-at::Tensor center_crop(const at::Tensor& image, int64_t size);
+// How a center crop places an odd margin: torchvision's CenterCrop takes
+// int(round((h - size) / 2)) (halves to even), transformers' center_crop (h - size) // 2.
+enum class CropOffset { torchvision_round, hf_floor };
+
+// CenterCrop(size) of an image at least `size` on each side.
+at::Tensor center_crop(const at::Tensor& image, int64_t size,
+                       CropOffset offset = CropOffset::torchvision_round);
 
 // (H,W,3) uint8 -> (3,H,W) float32 in [-1, 1] (ToTensor then Normalize(0.5, 0.5)).
 at::Tensor to_model_input(const at::Tensor& image);

@@ -1,0 +1,213 @@
+// CLIP score as torchmetrics computes it (see clip_score.h).
+#include "microdit/eval/clip_score.h"
+
+#include <c10/util/StringUtil.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <set>
+#include <stdexcept>
+
+#include "microdit/io/json.h"
+#include "microdit/io/safetensors.h"
+#include "microdit/io/torch_checkpoint.h"
+
+namespace microdit::eval {
+namespace fs = std::filesystem;
+using encoders::CLIPTextLayout;
+
+namespace {
+
+fs::path require_file(const fs::path& path, std::string_view what) {
+  if (!fs::is_regular_file(path)) {
+    throw std::runtime_error(c10::str("CLIPScore: ", path.string(), ": missing (", what, ")"));
+  }
+  return path;
+}
+
+// The shard files named by a model.safetensors.index.json's weight_map, each once.
+std::vector<fs::path> index_shards(const fs::path& index) {
+  const io::Json json = io::read_json_file(index);
+  const io::Json* map = json.is_object() ? json.find("weight_map") : nullptr;
+  if (map == nullptr || !map->is_object()) {
+    throw std::runtime_error(c10::str("CLIPScore: ", index.string(), ": no \"weight_map\" object"));
+  }
+  std::set<std::string> names;
+  for (const auto& [key, file] : map->as_object()) names.insert(file.as_string());
+  std::vector<fs::path> shards;
+  for (const std::string& name : names) shards.push_back(index.parent_path() / name);
+  return shards;
+}
+
+std::vector<fs::path> hf_weights(const fs::path& folder) {
+  if (fs::exists(folder / "model.safetensors")) return {folder / "model.safetensors"};
+  if (fs::exists(folder / "model.safetensors.index.json")) {
+    return index_shards(folder / "model.safetensors.index.json");
+  }
+  if (fs::exists(folder / "pytorch_model.bin")) return {folder / "pytorch_model.bin"};
+  throw std::runtime_error(c10::str("CLIPScore: ", folder.string(),
+                                    ": no model.safetensors, model.safetensors.index.json or "
+                                    "pytorch_model.bin in this folder"));
+}
+
+io::TensorMap load_weights(const std::vector<fs::path>& files) {
+  io::TensorMap all;
+  for (const fs::path& file : files) {
+    require_file(file, "model weights");
+    io::TensorMap part = file.extension() == ".safetensors" ? io::load_safetensors(file)
+                                                            : io::load_torch_state_dict(file);
+    all.merge(part);
+  }
+  return all;
+}
+
+encoders::CLIPTokenizer load_tokenizer(const CLIPScoreFiles& files) {
+  require_file(files.config, "model config");
+  if (files.layout == CLIPTextLayout::hf) {
+    require_file(files.preprocessor, "CLIPImageProcessor settings");
+    return encoders::CLIPTokenizer::hf(require_file(files.tokenizer.at(0), "tokenizer vocabulary"),
+                                       require_file(files.tokenizer.at(1), "tokenizer merges"));
+  }
+  return encoders::CLIPTokenizer::open_clip(
+      require_file(files.tokenizer.at(0), "open_clip BPE vocabulary"));
+}
+
+// The tensors of `weights` into `load`'s module; errors start with the weight file names.
+template <class F>
+void load_named(const std::vector<fs::path>& weights, F&& load) {
+  try {
+    load();
+  } catch (const std::runtime_error& e) {
+    std::string names;
+    for (const fs::path& w : weights) names += (names.empty() ? "" : ", ") + w.string();
+    throw std::runtime_error(c10::str(names, ": ", e.what()));
+  }
+}
+
+}  // namespace
+
+CLIPScoreFiles CLIPScoreFiles::hf_folder(const fs::path& folder) {
+  if (!fs::is_directory(folder)) {
+    throw std::runtime_error(c10::str("CLIPScore: ", folder.string(), ": not a folder"));
+  }
+  CLIPScoreFiles files;
+  files.layout = CLIPTextLayout::hf;
+  files.config = folder / "config.json";
+  files.weights = hf_weights(folder);
+  files.preprocessor = folder / "preprocessor_config.json";
+  files.tokenizer = {folder / "vocab.json", folder / "merges.txt"};
+  return files;
+}
+
+CLIPScoreFiles CLIPScoreFiles::open_clip(const fs::path& config_json, const fs::path& weights,
+                                         const fs::path& bpe_vocab) {
+  CLIPScoreFiles files;
+  files.layout = CLIPTextLayout::open_clip;
+  files.config = config_json;
+  files.weights = {weights};
+  files.tokenizer = {bpe_vocab};
+  return files;
+}
+
+void CLIPScoreAccumulator::add(const at::Tensor& scores) {
+  sum += scores.to(at::kDouble).sum().item<double>();
+  count += scores.numel();
+}
+
+double CLIPScoreAccumulator::compute() const {
+  if (count == 0) return std::numeric_limits<double>::quiet_NaN();
+  return std::max(sum / static_cast<double>(count), 0.0);
+}
+
+CLIPScore::CLIPScore(const CLIPScoreFiles& files, at::Device device)
+    : device_(device), tokenizer_(load_tokenizer(files)) {
+  const io::Json config = io::read_json_file(files.config);
+  encoders::CLIPTextConfig text_config;
+  encoders::CLIPVisionConfig vision_config;
+  if (files.layout == CLIPTextLayout::hf) {
+    text_config = encoders::CLIPTextConfig::from_hf_json(config);
+    vision_config = encoders::CLIPVisionConfig::from_hf_json(config);
+    preprocess_ = image::CLIPImagePreprocess::from_hf_json(io::read_json_file(files.preprocessor));
+  } else {
+    text_config = encoders::CLIPTextConfig::from_open_clip_json(config);
+    vision_config = encoders::CLIPVisionConfig::from_open_clip_json(config);
+    preprocess_ = image::CLIPImagePreprocess::open_clip(vision_config.image_size);
+  }
+  text_config.projection_dim = vision_config.projection_dim;
+  vision_ = encoders::CLIPVisionEncoder(vision_config);
+  text_ = encoders::CLIPTextEncoder(text_config);
+  const io::TensorMap tensors = load_weights(files.weights);
+  load_named(files.weights, [&] { encoders::load_clip_vision_state_dict(vision_, tensors); });
+  load_named(files.weights, [&] { encoders::load_clip_text_state_dict(text_, tensors); });
+  for (torch::nn::Module* m : {static_cast<torch::nn::Module*>(vision_.get()),
+                               static_cast<torch::nn::Module*>(text_.get())}) {
+    m->to(device_, at::kFloat);
+    m->eval();
+  }
+}
+
+at::Tensor CLIPScore::preprocess(const std::vector<at::Tensor>& images) const {
+  return preprocess_.batch(images);
+}
+
+at::Tensor CLIPScore::token_ids(const std::vector<std::string>& captions) const {
+  const int64_t context = text_->config().context_length;
+  if (tokenizer_.mode() == encoders::CLIPTokenizer::Mode::open_clip) {
+    return tokenizer_.tokenize(captions, context);  // cut to 77 with the end token kept
+  }
+  // CLIPProcessor(padding=True) rows, [bos] + tokens + [eos] padded to the longest, then cut
+  // to `context` tokens as torchmetrics does (the end token of a long caption is lost).
+  std::vector<std::vector<int64_t>> rows;
+  size_t longest = 0;
+  for (const std::string& caption : captions) {
+    std::vector<int64_t> row{tokenizer_.start_id()};
+    for (int64_t id : tokenizer_.encode(caption)) row.push_back(id);
+    row.push_back(tokenizer_.end_id());
+    if (row.size() > static_cast<size_t>(context)) row.resize(context);
+    longest = std::max(longest, row.size());
+    rows.push_back(std::move(row));
+  }
+  at::Tensor ids = at::full({static_cast<int64_t>(rows.size()), static_cast<int64_t>(longest)},
+                            tokenizer_.pad_id(), at::kLong);  // (B,T)
+  for (size_t i = 0; i < rows.size(); ++i) {
+    ids[static_cast<int64_t>(i)]
+        .narrow(0, 0, static_cast<int64_t>(rows[i].size()))
+        .copy_(at::tensor(rows[i], at::kLong));
+  }
+  return ids;
+}
+
+at::Tensor CLIPScore::image_embeds(const std::vector<at::Tensor>& images) {
+  at::NoGradGuard no_grad;
+  return vision_(preprocess(images).to(device_));
+}
+
+at::Tensor CLIPScore::text_embeds(const std::vector<std::string>& captions) {
+  at::NoGradGuard no_grad;
+  return text_->projected(token_ids(captions).to(device_));
+}
+
+CLIPScoreResult CLIPScore::score(const std::vector<at::Tensor>& images,
+                                 const std::vector<std::string>& captions) {
+  if (images.size() != captions.size() || images.empty()) {
+    throw std::invalid_argument(c10::str("CLIPScore: ", images.size(), " images and ",
+                                         captions.size(),
+                                         " captions; expected the same number, at least one"));
+  }
+  CLIPScoreResult result;
+  result.scores = clip_pair_scores(image_embeds(images), text_embeds(captions)).cpu();
+  CLIPScoreAccumulator total;
+  total.add(result.scores);
+  result.clip_score = total.compute();
+  return result;
+}
+
+at::Tensor clip_pair_scores(const at::Tensor& image_embeds, const at::Tensor& text_embeds) {
+  const at::Tensor a = image_embeds.to(at::kFloat), b = text_embeds.to(at::kFloat);  // (B,P)
+  const at::Tensor an = a / a.norm(2, -1, /*keepdim=*/true);
+  const at::Tensor bn = b / b.norm(2, -1, /*keepdim=*/true);
+  return 100 * (an * bn).sum(-1);  // (B)
+}
+
+}  // namespace microdit::eval

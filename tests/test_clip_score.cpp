@@ -1,0 +1,267 @@
+// Tests for CLIPScore against torchmetrics' CLIPScore (HF layout) and open_clip itself
+// (open_clip layout), on tiny random CLIP models with the real tokenizer (tests/data/clip_score,
+// written by scripts/reference/make_clip_score_reference.py): pixels, token ids, embeddings,
+// per-pair scores, the floored mean, and the errors a user meets.
+#include <gtest/gtest.h>
+#include <torch/cuda.h>
+
+#include <algorithm>
+#include <cmath>
+#include <iostream>
+
+#include "microdit/eval/clip_score.h"
+#include "microdit/io/safetensors.h"
+#include "test_support.h"
+
+namespace microdit::eval {
+namespace {
+
+namespace fs = std::filesystem;
+
+const fs::path kData = fs::path(MICRODIT_SOURCE_DIR) / "tests" / "data" / "clip_score";
+const fs::path kVocab =
+    fs::path(MICRODIT_SOURCE_DIR) / "tests" / "data" / "tokenizer" / "bpe_simple_vocab_16e6.txt.gz";
+constexpr int64_t kStride = 5;  // the reference keeps every 5th pixel row and column
+
+const io::TensorMap& expected() {
+  static const io::TensorMap tensors = io::load_safetensors(kData / "expected.safetensors");
+  return tensors;
+}
+
+std::vector<at::Tensor> images() {
+  std::vector<at::Tensor> out;
+  for (int i = 0; expected().contains("images." + std::to_string(i)); ++i) {
+    out.push_back(expected().at("images." + std::to_string(i)));
+  }
+  return out;
+}
+
+const std::vector<std::string>& captions() {
+  static const std::vector<std::string> all = [] {
+    std::vector<std::string> out;
+    const io::Json json = io::read_json_file(kData / "captions.json");
+    for (const io::Json& c : json.as_array()) {
+      out.push_back(c.as_string());
+    }
+    return out;
+  }();
+  return all;
+}
+
+// The HF folder as a user has it: the committed model files plus vocab.json and merges.txt,
+// derived from the committed open_clip vocabulary (as openai/clip-vit-* ship them).
+void make_hf_folder(const fs::path& dir) {
+  for (const auto& entry : fs::directory_iterator(kData / "hf")) {
+    fs::copy_file(entry.path(), dir / entry.path().filename());
+  }
+  encoders::write_hf_vocabulary(encoders::read_open_clip_vocabulary(kVocab), dir / "vocab.json",
+                                dir / "merges.txt");
+}
+
+const fs::path& hf_folder() {
+  static const test::TempDir dir("clip_score_hf");
+  static const bool made = (make_hf_folder(dir.path), true);
+  (void)made;
+  return dir.path;
+}
+
+CLIPScore& hf_model() {
+  static CLIPScore model(CLIPScoreFiles::hf_folder(hf_folder()));
+  return model;
+}
+
+CLIPScoreFiles open_clip_files() {
+  return CLIPScoreFiles::open_clip(kData / "open_clip" / "open_clip_config.json",
+                                   kData / "open_clip" / "open_clip_model.safetensors", kVocab);
+}
+
+CLIPScore& open_clip_model() {
+  static CLIPScore model(open_clip_files());
+  return model;
+}
+
+double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
+  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
+}
+
+// Sampled pixels and full per-channel sums against the reference's.
+void expect_pixels(CLIPScore& model, const std::string& prefix) {
+  const at::Tensor pixels = model.preprocess(images());  // (B,3,224,224)
+  ASSERT_EQ(pixels.sizes(), (std::vector<int64_t>{5, 3, 224, 224}));
+  const at::Tensor strided = pixels.slice(2, 0, 224, kStride).slice(3, 0, 224, kStride);
+  const double sampled = max_abs_diff(strided, expected().at(prefix + ".pixel_values_strided"));
+  const double sums = max_abs_diff(pixels.to(at::kDouble).sum({2, 3}),
+                                   expected().at(prefix + ".pixel_sums"));
+  std::cout << "[clip_score] " << prefix << " pixels: sampled max abs diff " << sampled
+            << ", per-channel sum max abs diff " << sums << "\n";
+  EXPECT_LE(sampled, 1e-6);
+  EXPECT_LE(sums, 1e-3);
+}
+
+void expect_embeds(CLIPScore& model, const std::string& prefix) {
+  const double image = max_abs_diff(model.image_embeds(images()), expected().at(prefix + ".image_embeds"));
+  const double text = max_abs_diff(model.text_embeds(captions()), expected().at(prefix + ".text_embeds"));
+  std::cout << "[clip_score] " << prefix << " embeds: image max abs diff " << image
+            << ", text max abs diff " << text << "\n";
+  EXPECT_LE(image, 1e-5);
+  EXPECT_LE(text, 1e-5);
+}
+
+// --- HF layout against torchmetrics ----------------------------------------------------------
+
+TEST(CLIPScoreHF, PixelsMatchCLIPImageProcessor) { expect_pixels(hf_model(), "hf"); }
+
+TEST(CLIPScoreHF, TokenIdsMatchCLIPProcessorCutByTorchmetrics) {
+  const at::Tensor ids = hf_model().token_ids(captions());
+  const at::Tensor reference = expected().at("hf.input_ids");
+  ASSERT_EQ(ids.sizes(), reference.sizes());
+  EXPECT_TRUE(at::equal(ids, reference));
+  // The long caption was cut at 77 tokens and lost its end token, as torchmetrics cuts it.
+  EXPECT_NE(ids[3][76].item<int64_t>(), 49407);
+}
+
+TEST(CLIPScoreHF, EmbedsMatchGetFeatures) { expect_embeds(hf_model(), "hf"); }
+
+TEST(CLIPScoreHF, ScoresMatchTorchmetrics) {
+  const CLIPScoreResult result = hf_model().score(images(), captions());
+  const double per_pair = max_abs_diff(result.scores, expected().at("hf.scores"));
+  const double reference = expected().at("hf.clip_score").item<double>();
+  std::cout << "[clip_score] hf: per-pair max abs diff " << per_pair << ", clip_score "
+            << result.clip_score << " vs torchmetrics " << reference << "\n";
+  EXPECT_LE(per_pair, 1e-4);
+  EXPECT_NEAR(result.clip_score, reference, 1e-4);
+  // The fixture has negative pairs and a positive mean: the floor applies to the mean only.
+  EXPECT_LT(expected().at("hf.scores").min().item<double>(), 0.0);
+  EXPECT_GT(reference, 0.0);
+}
+
+TEST(CLIPScoreHF, NegativeMeanFloorsToZero) {
+  std::vector<at::Tensor> some_images;
+  std::vector<std::string> some_captions;
+  const at::Tensor index = expected().at("negative.index");
+  for (int64_t i = 0; i < index.numel(); ++i) {
+    some_images.push_back(images()[index[i].item<int64_t>()]);
+    some_captions.push_back(captions()[index[i].item<int64_t>()]);
+  }
+  const CLIPScoreResult result = hf_model().score(some_images, some_captions);
+  EXPECT_LE(max_abs_diff(result.scores, expected().at("negative.scores")), 1e-4);
+  EXPECT_LT(result.scores.mean().item<double>(), 0.0);
+  EXPECT_GT(result.scores.max().item<double>(), 0.0);  // one pair above zero, not clamped alone
+  EXPECT_EQ(result.clip_score, 0.0);
+  EXPECT_EQ(expected().at("negative.clip_score").item<double>(), 0.0);
+}
+
+TEST(CLIPScoreHF, PaddingDoesNotChangeTextEmbeds) {
+  // Each caption alone (no padding, and no cut for the short ones) gives its batched embedding.
+  const at::Tensor batched = hf_model().text_embeds(captions());
+  for (size_t i = 0; i < captions().size(); ++i) {
+    const at::Tensor alone = hf_model().text_embeds({captions()[i]});
+    EXPECT_LE(max_abs_diff(alone[0], batched[static_cast<int64_t>(i)]), 1e-6) << captions()[i];
+  }
+}
+
+TEST(CLIPScoreHF, AccumulatorFloorsTheMeanOverBatches) {
+  CLIPScoreAccumulator total;
+  EXPECT_TRUE(std::isnan(total.compute()));
+  total.add(at::tensor({-30.0f, 10.0f}));
+  EXPECT_EQ(total.compute(), 0.0);
+  total.add(at::tensor({50.0f}));
+  EXPECT_DOUBLE_EQ(total.compute(), 10.0);
+}
+
+TEST(CLIPScoreHF, ScoresOnDevice_CUDA) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  CLIPScore model(CLIPScoreFiles::hf_folder(hf_folder()), at::kCUDA);
+  const CLIPScoreResult result = model.score(images(), captions());
+  const double per_pair = max_abs_diff(result.scores, expected().at("hf.scores"));
+  std::cout << "[clip_score] hf CUDA: per-pair max abs diff " << per_pair << "\n";
+  // cuDNN may run the patch convolution in TF32.
+  EXPECT_LE(per_pair, 1e-2);
+  EXPECT_NEAR(result.clip_score, expected().at("hf.clip_score").item<double>(), 1e-2);
+}
+
+// --- open_clip layout against open_clip -------------------------------------------------------
+
+TEST(CLIPScoreOpenClip, PixelsMatchOpenClipTransform) { expect_pixels(open_clip_model(), "open_clip"); }
+
+TEST(CLIPScoreOpenClip, TokenIdsMatchOpenClipTokenizer) {
+  EXPECT_TRUE(at::equal(open_clip_model().token_ids(captions()), expected().at("open_clip.input_ids")));
+}
+
+TEST(CLIPScoreOpenClip, EmbedsMatchEncodeImageAndEncodeText) {
+  expect_embeds(open_clip_model(), "open_clip");
+}
+
+TEST(CLIPScoreOpenClip, ScoresMatchCosineOfOpenClipEmbeds) {
+  const CLIPScoreResult result = open_clip_model().score(images(), captions());
+  const at::Tensor reference = expected().at("open_clip.scores");
+  const double per_pair = max_abs_diff(result.scores, reference);
+  std::cout << "[clip_score] open_clip: per-pair max abs diff " << per_pair << "\n";
+  EXPECT_LE(per_pair, 1e-4);
+  EXPECT_NEAR(result.clip_score, std::max(reference.mean().item<double>(), 0.0), 1e-4);
+}
+
+// --- errors -----------------------------------------------------------------------------------
+
+TEST(CLIPScoreErrors, MismatchedCountsAreRejected) {
+  std::vector<at::Tensor> two = {images()[0], images()[1]};
+  EXPECT_TRUE(test::throws_with<std::invalid_argument>(
+      [&] { hf_model().score(two, {"one caption"}); }, "CLIPScore: 2 images and 1 captions", {}));
+  EXPECT_TRUE(test::throws_with<std::invalid_argument>([&] { hf_model().score({}, {}); },
+                                                       "CLIPScore: 0 images", {}));
+}
+
+TEST(CLIPScoreErrors, MissingFilesAreNamed) {
+  for (const char* name : {"preprocessor_config.json", "vocab.json", "merges.txt", "config.json"}) {
+    test::TempDir dir("clip_score_missing");
+    make_hf_folder(dir.path);
+    fs::remove(dir.path / name);
+    EXPECT_TRUE(test::throws_with([&] { CLIPScore model(CLIPScoreFiles::hf_folder(dir.path)); },
+                                  "CLIPScore: ", {(dir.path / name).string(), "missing"}))
+        << name;
+  }
+  test::TempDir dir("clip_score_no_weights");
+  make_hf_folder(dir.path);
+  fs::remove(dir.path / "model.safetensors");
+  EXPECT_TRUE(test::throws_with([&] { CLIPScoreFiles::hf_folder(dir.path); }, "CLIPScore: ",
+                                {"no model.safetensors, model.safetensors.index.json or "
+                                 "pytorch_model.bin"}));
+}
+
+TEST(CLIPScoreErrors, WrongTensorShapeNamesFileAndKey) {
+  test::TempDir dir("clip_score_bad_shape");
+  make_hf_folder(dir.path);
+  io::TensorMap tensors = io::load_safetensors(dir.path / "model.safetensors");
+  tensors["vision_model.embeddings.patch_embedding.weight"] = at::zeros({32, 3, 16, 16});
+  io::save_safetensors(dir.path / "model.safetensors", tensors);
+  EXPECT_TRUE(test::throws_with(
+      [&] { CLIPScore model(CLIPScoreFiles::hf_folder(dir.path)); },
+      (dir.path / "model.safetensors").string(),
+      {"vision_model.embeddings.patch_embedding.weight", "[32,3,16,16]", "[32,3,32,32]"}));
+}
+
+TEST(CLIPScoreErrors, ShardedWeightsLoadThroughTheIndex) {
+  test::TempDir dir("clip_score_sharded");
+  make_hf_folder(dir.path);
+  const io::TensorMap tensors = io::load_safetensors(dir.path / "model.safetensors");
+  fs::remove(dir.path / "model.safetensors");
+  io::TensorMap vision, rest;
+  std::string map;
+  for (const auto& [key, tensor] : tensors) {
+    const bool is_vision = key.starts_with("vision_model.");
+    (is_vision ? vision : rest).emplace(key, tensor);
+    map += (map.empty() ? "\"" : ", \"") + key + "\": \"" +
+           (is_vision ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors") +
+           "\"";
+  }
+  io::save_safetensors(dir.path / "model-00001-of-00002.safetensors", vision);
+  io::save_safetensors(dir.path / "model-00002-of-00002.safetensors", rest);
+  test::write_bytes(dir.path / "model.safetensors.index.json",
+                    "{\"metadata\": {}, \"weight_map\": {" + map + "}}");
+  CLIPScore model(CLIPScoreFiles::hf_folder(dir.path));
+  EXPECT_LE(max_abs_diff(model.score(images(), captions()).scores, expected().at("hf.scores")),
+            1e-4);
+}
+
+}  // namespace
+}  // namespace microdit::eval
