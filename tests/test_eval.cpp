@@ -150,6 +150,17 @@ TEST_F(Eval, BadInputIsAClearError) {
   EXPECT_EQ(status, 2);
   EXPECT_NE(test::read_bytes(dir_.path / "log.txt").find("--mode must be clean or pytorch-fid"),
             std::string::npos);
+  evaluate("--generated " + a, &status, " ");
+  EXPECT_EQ(status, 2);
+  EXPECT_NE(test::read_bytes(dir_.path / "log.txt").find("nothing to compute"), std::string::npos);
+  evaluate("--generated " + a + " --clip " + a, &status, " ");
+  EXPECT_EQ(status, 2);
+  EXPECT_NE(test::read_bytes(dir_.path / "log.txt").find("CLIP score needs captions"),
+            std::string::npos);
+  evaluate("--coco " + a + " --clip-open-clip c.json", &status, " ");
+  EXPECT_EQ(status, 2);
+  EXPECT_NE(test::read_bytes(dir_.path / "log.txt").find("needs --clip-weights and --clip-vocab"),
+            std::string::npos);
   // Clean mode given pytorch-fid's weights: the TorchScript loader names the file.
   evaluate("--generated " + a + " --real " + a, &status, "--inception " + inception_.string());
   EXPECT_EQ(status, 1);

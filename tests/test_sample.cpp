@@ -8,6 +8,7 @@
 
 #include "microdit/diffusion/text_to_image.h"
 #include "microdit/eval/coco_captions.h"
+#include "microdit/io/json.h"
 #include "microdit/io/safetensors.h"
 #include "microdit/io/state_dict.h"
 #include "microdit/train/checkpoint.h"
@@ -112,6 +113,63 @@ TEST_F(Sample, CocoImagesDoNotDependOnTheProcessSplitAndResume) {
   // Another setting in the same folder would mix images of two runs.
   EXPECT_EQ(sample(common + one.string() + " --steps 4", &log), 1) << log;
   EXPECT_NE(log.find("made with steps = 3, this run has 4"), std::string::npos) << log;
+}
+
+// The whole protocol on the CPU: captions drawn, images sampled from a tiny checkpoint, FID
+// against the COCO files of those captions (clean mode, a random TorchScript Inception with
+// clean-fid's calling convention) and CLIP score (a random open_clip model), with the settings.
+TEST_F(Sample, CocoProtocolSampledThenScored) {
+  test::write_tiny_coco(dir_.path / "coco", 8);
+  std::string log;
+  const auto gen = dir_.path / "gen";
+  ASSERT_EQ(sample(" --checkpoint " + checkpoint_.string() + " --coco-captions " +
+                       (dir_.path / "coco" / "captions_val2014.json").string() +
+                       " --count 6 --batch-size 4 --out " + gen.string(),
+                   &log),
+            0)
+      << log;
+  const auto manifest = eval::read_caption_manifest(gen / "captions.jsonl");
+  // A corrupt real image is skipped and counted.
+  test::write_bytes(dir_.path / "coco" / "val2014" / manifest[2].file_name, "not a png");
+  const fs::path data = fs::path(MICRODIT_SOURCE_DIR) / "tests" / "data";
+  const auto result_path = dir_.path / "result.json";
+  const std::string eval = std::string(MICRODIT_EVAL_BIN) + " --coco " + gen.string() +
+                           " --real " + (dir_.path / "coco" / "val2014").string() +
+                           " --inception " + (data / "fid" / "clean_inception_random.pt").string() +
+                           " --clip-open-clip " +
+                           (data / "clip_score" / "open_clip" / "open_clip_config.json").string() +
+                           " --clip-weights " +
+                           (data / "clip_score" / "open_clip" / "open_clip_model.safetensors").string() +
+                           " --clip-vocab " +
+                           (data / "tokenizer" / "bpe_simple_vocab_16e6.txt.gz").string() +
+                           " --batch-size 4 --out " + result_path.string() + " > " +
+                           (dir_.path / "eval.log").string() + " 2>&1";
+  ASSERT_EQ(std::system(eval.c_str()), 0) << test::read_bytes(dir_.path / "eval.log");
+  const auto result = io::read_json_file(result_path);
+  EXPECT_EQ(result.at("coco").at("captions").as_int(), 6);
+  EXPECT_EQ(result.at("coco").at("generation").at("steps").as_int(), 3);
+  EXPECT_EQ(result.at("generated").at("images").as_int(), 6);
+  EXPECT_EQ(result.at("real").at("images").as_int(), 5);
+  EXPECT_EQ(result.at("real").at("skipped").as_int(), 1);
+  EXPECT_EQ(result.at("real").at("size").as_int(), 16);  // generation.json's image_size
+  EXPECT_GT(result.at("fid").as_double(), 0.0);
+  // Per-image scores: one line per image with its caption; their mean is the CLIP score.
+  const auto lines = test::read_bytes(gen.parent_path() / "result.clip_scores.jsonl");
+  double sum = 0;
+  int64_t n = 0;
+  for (size_t at = 0, end; (end = lines.find('\n', at)) != std::string::npos; at = end + 1, ++n) {
+    const auto line = io::parse_json(lines.substr(at, end - at));
+    EXPECT_EQ(line.at("caption").as_string(), manifest[n].caption);
+    sum += line.at("clip_score").as_double();
+  }
+  EXPECT_EQ(n, 6);
+  EXPECT_NEAR(result.at("clip_score").as_double(), std::max(0.0, sum / 6), 1e-4);
+  // An unfinished folder is refused, naming what is missing.
+  fs::remove(gen / "00004.png");
+  ASSERT_NE(std::system(eval.c_str()), 0);
+  EXPECT_NE(test::read_bytes(dir_.path / "eval.log").find("1 of 6 images missing"),
+            std::string::npos)
+      << test::read_bytes(dir_.path / "eval.log");
 }
 
 TEST_F(Sample, ImagesAreTheDecodedSamplerOutput) {

@@ -1,16 +1,21 @@
-// microdit-eval: FID between a folder of generated images and real images (a folder, or cached
-// statistics), in clean-fid's "clean" mode (eval/clean_fid_inception.h) or pytorch-fid's
-// (eval/fid_inception.h), with the Frechet distance of eval/frechet_distance.h. The result, with
-// every setting, goes to a JSON file.
+// microdit-eval: the zero-shot scores of the paper's COCO protocol (docs/eval.md). FID between
+// generated and real images in clean-fid's "clean" mode (eval/clean_fid_inception.h) or
+// pytorch-fid's (eval/fid_inception.h), with the Frechet distance of eval/frechet_distance.h; CLIP
+// score as torchmetrics computes it (eval/clip_score.h). The result, with every setting, goes to a
+// JSON file; the per-image CLIP scores to a JSON-lines file beside it.
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <fstream>
 #include <iostream>
 #include <memory>
 #include <stdexcept>
 #include <string>
 
 #include "microdit/eval/clean_fid_inception.h"
+#include "microdit/eval/clip_score.h"
+#include "microdit/eval/coco_captions.h"
 #include "microdit/eval/fid_inception.h"
 #include "microdit/eval/frechet_distance.h"
 #include "microdit/eval/image_folder.h"
@@ -20,20 +25,30 @@
 #include "microdit/util/device.h"
 
 namespace {
-constexpr const char* kUsage = R"(usage: microdit-eval --generated DIR (--real DIR | --real-stats FILE)
-                     --inception FILE --out RESULT.json [options]
+namespace fs = std::filesystem;
 
-FID between the images in --generated and the real images, float64 Frechet distance with
-pytorch-fid's eps retry, in one of two protocols:
+constexpr const char* kUsage = R"(usage: microdit-eval (--coco DIR | --generated DIR) --out RESULT.json
+                     [FID: --inception FILE (--real DIR | --real-stats FILE)]
+                     [CLIP score: --clip DIR | --clip-open-clip CONFIG --clip-weights FILE --clip-vocab FILE]
+
+Scores generated images. At least one of FID and CLIP score.
+
+generated images:
+  --coco DIR            the folder microdit-sample --coco-captions wrote: NNNNN.png, captions.jsonl
+                        (each image's caption and COCO file) and generation.json (its settings,
+                        copied into the result); every image must be there
+  --generated DIR       any folder of images (.png .jpg ...), as they are (FID only, unless
+                        --captions pairs them with captions)
+  --captions FILE       with --generated: caption N (line N, from 0) belongs to DIR/NNNNN.png
+
+FID, float64 Frechet distance with pytorch-fid's eps retry, in one of two protocols:
   clean        clean-fid's "clean" mode (default): Pillow bicubic resize to 299 in float32
                without quantizing, (x - 128) / 128, NVIDIA's TorchScript Inception
   pytorch-fid  pytorch-fid: its FID Inception-v3, bilinear resize to 299, input in [0, 1]
-
-  --generated DIR       generated images (.png .jpg ...), as they are
   --real DIR            real images, short side resized (Pillow bicubic) and center-cropped to
-                        --real-size first (the COCO protocol); unreadable files are skipped and
-                        counted
-  --real-size N         default 256
+                        --real-size first; with --coco only the files of its captions (COCO's
+                        val2014 folder); unreadable files are skipped and counted
+  --real-size N         default: generation.json's image_size with --coco, else 256
   --real-stats FILE     cached real statistics (.safetensors from --save-real-stats, or
                         pytorch-fid's .npz) instead of --real
   --save-real-stats F   write the real statistics computed from --real to F
@@ -41,6 +56,15 @@ pytorch-fid's eps retry, in one of two protocols:
                         statistics, and checked against --real-stats
   --inception FILE      clean: clean-fid's TorchScript inception-2015-12-05.pt;
                         pytorch-fid: pt_inception-2015-12-05-6726825d.pth (or .safetensors)
+
+CLIP score (torchmetrics: 100 x cosine per image-caption pair, averaged, floored at 0):
+  --clip DIR            a Hugging Face CLIPModel folder (config.json, model.safetensors,
+                        preprocessor_config.json, vocab.json, merges.txt), e.g.
+                        openai/clip-vit-large-patch14 as torchmetrics uses by default
+  --clip-open-clip F    an open_clip model config, with --clip-weights FILE and --clip-vocab
+                        bpe_simple_vocab_16e6.txt.gz
+  --clip-scores FILE    per-image scores, JSON lines (default: RESULT with .clip_scores.jsonl)
+
   --batch-size N        default 50
   --device D            auto (default), cpu, cuda, cuda:N
   --out FILE            the result JSON (written atomically)
@@ -48,57 +72,126 @@ exit status: 0 done, 1 failed (the message names the file and the problem), 2 ba
 )";
 
 struct Args {
-  std::string generated, real, real_stats, save_real_stats, inception, out, device = "auto";
-  std::string mode = "clean";
-  int64_t real_size = 256, batch_size = 50;
+  std::string generated, coco, captions, real, real_stats, save_real_stats, inception, out;
+  std::string device = "auto", mode = "clean";
+  std::string clip, clip_open_clip, clip_weights, clip_vocab, clip_scores;
+  int64_t real_size = 0, batch_size = 50;
+
+  bool fid() const { return !inception.empty(); }
+  bool clip_score() const { return !clip.empty() || !clip_open_clip.empty(); }
 };
 
-Args parse(int argc, char** argv) {
-  Args a;
-  for (microdit::util::ArgCursor args(argc, argv); args.next(kUsage);) {
-    const std::string& arg = args.flag();
-    if (arg == "--generated") {
-      a.generated = args.value();
-    } else if (arg == "--real") {
-      a.real = args.value();
-    } else if (arg == "--real-size") {
-      a.real_size = std::stoll(args.value());
-    } else if (arg == "--real-stats") {
-      a.real_stats = args.value();
-    } else if (arg == "--save-real-stats") {
-      a.save_real_stats = args.value();
-    } else if (arg == "--mode") {
-      a.mode = args.value();
-    } else if (arg == "--inception") {
-      a.inception = args.value();
-    } else if (arg == "--batch-size") {
-      a.batch_size = std::stoll(args.value());
-    } else if (arg == "--device") {
-      a.device = args.value();
-    } else if (arg == "--out") {
-      a.out = args.value();
-    } else {
-      throw std::invalid_argument("unknown argument " + arg);
-    }
+void check(const Args& a) {
+  if (a.generated.empty() == a.coco.empty() || a.out.empty()) {
+    throw std::invalid_argument("give --out and one of --coco DIR and --generated DIR");
   }
-  if (a.generated.empty() || a.inception.empty() || a.out.empty()) {
-    throw std::invalid_argument("--generated, --inception and --out are required");
+  if (!a.fid() && !a.clip_score()) {
+    throw std::invalid_argument("nothing to compute: give --inception (FID) and/or --clip (CLIP score)");
   }
-  if (a.real.empty() == a.real_stats.empty()) {
-    throw std::invalid_argument("give the real images with --real DIR or --real-stats FILE (one)");
+  if (a.fid() && a.real.empty() == a.real_stats.empty()) {
+    throw std::invalid_argument("FID needs the real images: --real DIR or --real-stats FILE (one)");
+  }
+  if (a.clip_score() && a.coco.empty() && a.captions.empty()) {
+    throw std::invalid_argument("CLIP score needs captions: --coco DIR, or --captions FILE with --generated");
+  }
+  if (!a.clip_open_clip.empty() && (a.clip_weights.empty() || a.clip_vocab.empty())) {
+    throw std::invalid_argument("--clip-open-clip needs --clip-weights and --clip-vocab");
   }
   if (a.mode != "clean" && a.mode != "pytorch-fid") {
     throw std::invalid_argument("--mode must be clean or pytorch-fid, got " + a.mode);
   }
-  if (a.real_size <= 0 || a.batch_size <= 0) {
+  if (a.real_size < 0 || a.batch_size <= 0) {
     throw std::invalid_argument("--real-size and --batch-size must be positive");
   }
+}
+
+Args parse(int argc, char** argv) {
+  Args a;
+  const std::vector<std::pair<std::string, std::string*>> text_flags{
+      {"--generated", &a.generated},     {"--coco", &a.coco},
+      {"--captions", &a.captions},       {"--real", &a.real},
+      {"--real-stats", &a.real_stats},   {"--save-real-stats", &a.save_real_stats},
+      {"--mode", &a.mode},               {"--inception", &a.inception},
+      {"--device", &a.device},           {"--out", &a.out},
+      {"--clip", &a.clip},               {"--clip-open-clip", &a.clip_open_clip},
+      {"--clip-weights", &a.clip_weights}, {"--clip-vocab", &a.clip_vocab},
+      {"--clip-scores", &a.clip_scores}};
+  for (microdit::util::ArgCursor args(argc, argv); args.next(kUsage);) {
+    const std::string& arg = args.flag();
+    const auto flag = std::find_if(text_flags.begin(), text_flags.end(),
+                                   [&](const auto& f) { return f.first == arg; });
+    if (flag != text_flags.end()) {
+      *flag->second = args.value();
+    } else if (arg == "--real-size") {
+      a.real_size = std::stoll(args.value());
+    } else if (arg == "--batch-size") {
+      a.batch_size = std::stoll(args.value());
+    } else {
+      throw std::invalid_argument("unknown argument " + arg);
+    }
+  }
+  check(a);
   return a;
 }
 
-microdit::io::Json folder_entry(const std::string& dir, const microdit::eval::FolderActivations& f) {
+// The images to score, and their captions when known (COCO manifest or --captions).
+struct Generated {
+  std::vector<fs::path> files;
+  std::vector<std::string> captions;                  // empty: FID only
+  std::vector<microdit::eval::CocoCaption> coco;       // --coco: the manifest
+  microdit::io::Json settings;                         // --coco: generation.json
+};
+
+std::vector<std::string> read_caption_lines(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error(path + ": cannot open the captions file");
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    lines.push_back(line);
+  }
+  if (lines.empty()) throw std::runtime_error(path + ": no captions");
+  return lines;
+}
+
+// NNNNN.png in `dir` for each index; a missing one is an error naming how many are missing.
+std::vector<fs::path> numbered_images(const fs::path& dir, std::size_t count) {
+  std::vector<fs::path> files;
+  std::size_t missing = 0;
+  std::string first;
+  for (std::size_t i = 0; i < count; ++i) {
+    files.push_back(dir / fmt::format("{:05d}.png", i));
+    if (!fs::exists(files.back()) && missing++ == 0) first = files.back().string();
+  }
+  if (missing > 0) {
+    throw std::runtime_error(fmt::format("{}: {} of {} images missing (first: {}); finish them "
+                                         "with the same microdit-sample command",
+                                         dir.string(), missing, count, first));
+  }
+  return files;
+}
+
+Generated generated_images(const Args& a) {
+  using namespace microdit;
+  Generated g;
+  if (!a.coco.empty()) {
+    const fs::path dir(a.coco);
+    g.coco = eval::read_caption_manifest(dir / "captions.jsonl");
+    g.settings = io::read_json_file(dir / "generation.json");
+    g.files = numbered_images(dir, g.coco.size());
+    for (const auto& c : g.coco) g.captions.push_back(c.caption);
+  } else if (!a.captions.empty()) {
+    g.captions = read_caption_lines(a.captions);
+    g.files = numbered_images(a.generated, g.captions.size());
+  } else {
+    g.files = eval::list_images(a.generated);
+  }
+  return g;
+}
+
+microdit::io::Json set_entry(const std::string& source, const microdit::eval::FolderActivations& f) {
   microdit::io::Json entry = microdit::io::Json::Object{};
-  entry.set("dir", dir);
+  entry.set("source", source);
   entry.set("images", f.activations.size(0));
   entry.set("skipped", static_cast<int64_t>(f.skipped.size()));
   return entry;
@@ -133,35 +226,90 @@ microdit::eval::ActivationStatistics load_real_stats(const Args& a) {
   return stats;
 }
 
-int run(Args& a) {
+// The real side of FID: cached statistics, or the --real images (with --coco: the files of the
+// drawn captions only), resized and cropped to the generation resolution.
+microdit::eval::ActivationStatistics real_statistics(const Args& a, const Generated& g,
+                                                     const microdit::eval::FeatureExtractor& extract,
+                                                     microdit::io::Json& result) {
   using namespace microdit;
-  const at::Device device(a.device == "auto" ? util::default_device_name() : a.device);
+  if (!a.real_stats.empty()) {
+    result.set("real", a.real_stats);
+    return load_real_stats(a);
+  }
+  int64_t size = a.real_size;
+  if (size == 0) size = g.settings.contains("image_size") ? g.settings.at("image_size").as_int() : 256;
+  std::vector<fs::path> files;
+  for (const auto& c : g.coco) files.push_back(fs::path(a.real) / c.file_name);
+  const auto set = g.coco.empty()
+                       ? eval::folder_activations(extract, a.real, {size, a.batch_size})
+                       : eval::file_activations(extract, files, {size, a.batch_size}, a.real);
+  auto stats = eval::ActivationStatistics::from_activations(set.activations);
+  if (!a.save_real_stats.empty()) eval::save_statistics(a.save_real_stats, stats, a.mode);
+  auto entry = set_entry(a.real, set);
+  entry.set("size", size);
+  result.set("real", std::move(entry));
+  return stats;
+}
+
+void compute_fid(const Args& a, const Generated& g, at::Device device, microdit::io::Json& result) {
+  using namespace microdit;
   const eval::FeatureExtractor extract = make_extractor(a, device);
-  io::Json result = io::Json::Object{};
-  result.set("metric", "fid");
   result.set("mode", a.mode);
   result.set("inception", a.inception);
-
-  const auto generated = eval::folder_activations(extract, a.generated, {0, a.batch_size});
-  result.set("generated", folder_entry(a.generated, generated));
-  eval::ActivationStatistics real;
-  if (a.real_stats.empty()) {
-    const auto folder = eval::folder_activations(extract, a.real, {a.real_size, a.batch_size});
-    real = eval::ActivationStatistics::from_activations(folder.activations);
-    if (!a.save_real_stats.empty()) eval::save_statistics(a.save_real_stats, real, a.mode);
-    auto entry = folder_entry(a.real, folder);
-    entry.set("size", a.real_size);
-    result.set("real", std::move(entry));
-  } else {
-    real = load_real_stats(a);
-    result.set("real", a.real_stats);
-  }
+  const auto generated = eval::file_activations(extract, g.files, {0, a.batch_size},
+                                                a.coco.empty() ? a.generated : a.coco);
+  result.set("generated", set_entry(a.coco.empty() ? a.generated : a.coco, generated));
+  const auto real = real_statistics(a, g, extract, result);
   const double fid = eval::frechet_distance(
       eval::ActivationStatistics::from_activations(generated.activations), real);
   result.set("fid", fid);
+  spdlog::info("FID {:.4f} ({} generated images)", fid, generated.activations.size(0));
+}
+
+void compute_clip_score(const Args& a, const Generated& g, at::Device device,
+                        microdit::io::Json& result) {
+  using namespace microdit;
+  const auto files = a.clip.empty()
+                         ? eval::CLIPScoreFiles::open_clip(a.clip_open_clip, a.clip_weights, a.clip_vocab)
+                         : eval::CLIPScoreFiles::hf_folder(a.clip);
+  eval::CLIPScore model(files, device);
+  const auto scored = eval::clip_score_files(model, g.files, g.captions, a.batch_size);
+  const fs::path scores_path =
+      a.clip_scores.empty() ? fs::path(a.out).replace_extension(".clip_scores.jsonl") : fs::path(a.clip_scores);
+  io::write_file_atomically(scores_path, [&](std::ostream& out) {
+    for (std::size_t i = 0; i < g.files.size(); ++i) {
+      io::Json line = io::Json::object();
+      line.set("file", g.files[i].filename().string());
+      line.set("caption", g.captions[i]);
+      line.set("clip_score", static_cast<double>(scored.scores[i].item<float>()));
+      out << line.dump() << "\n";
+    }
+  });
+  io::Json entry = io::Json::object();
+  entry.set("model", a.clip.empty() ? a.clip_open_clip : a.clip);
+  entry.set("pairs", static_cast<int64_t>(g.files.size()));
+  entry.set("per_image", scores_path.string());
+  result.set("clip", std::move(entry));
+  result.set("clip_score", scored.clip_score);
+  spdlog::info("CLIP score {:.4f} ({} image-caption pairs)", scored.clip_score, g.files.size());
+}
+
+int run(Args& a) {
+  using namespace microdit;
+  const at::Device device(a.device == "auto" ? util::default_device_name() : a.device);
+  const Generated g = generated_images(a);
+  io::Json result = io::Json::Object{};
+  if (!a.coco.empty()) {
+    io::Json coco = io::Json::object();
+    coco.set("dir", a.coco);
+    coco.set("captions", static_cast<int64_t>(g.coco.size()));
+    coco.set("generation", g.settings);
+    result.set("coco", std::move(coco));
+  }
+  if (a.fid()) compute_fid(a, g, device, result);
+  if (a.clip_score()) compute_clip_score(a, g, device, result);
   io::write_file_atomically(a.out, [&](std::ostream& out) { out << result.dump() << "\n"; });
-  spdlog::info("FID {:.4f} ({} generated images); wrote {}", fid, generated.activations.size(0),
-               a.out);
+  spdlog::info("wrote {}", a.out);
   return 0;
 }
 }  // namespace

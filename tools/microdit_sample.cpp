@@ -164,7 +164,7 @@ std::pair<microdit::model::DiTConfig, microdit::diffusion::EDMConfig> model_conf
 }
 
 // Everything the images depend on, for the result files of the COCO protocol.
-microdit::io::Json generation_settings(const Args& a) {
+microdit::io::Json generation_settings(const Args& a, int64_t image_size) {
   microdit::io::Json j = microdit::io::Json::object();
   j.set("checkpoint", a.checkpoint);
   j.set("ema", a.ema);
@@ -176,7 +176,7 @@ microdit::io::Json generation_settings(const Args& a) {
   j.set("seed", static_cast<int64_t>(a.options.seed));
   j.set("s_churn", a.s_churn);
   j.set("dtype", a.dtype);
-  j.set("image_size", a.image_size);
+  j.set("image_size", image_size);  // of the images made (the model's latent size x the VAE's)
   return j;
 }
 
@@ -190,7 +190,8 @@ void generate_coco(const Args& a, microdit::model::DiT& dit,
   const fs::path out(a.out);
   fs::create_directories(out);
   const auto captions = eval::draw_coco_captions(a.coco_captions, a.count, a.caption_seed);
-  const auto settings = generation_settings(a);
+  const auto settings =
+      generation_settings(a, dit->config.input_size * encoders.vae->config().downsample_factor());
   if (fs::exists(out / "generation.json")) {  // a resume: the images so far must match
     const auto before = io::read_json_file(out / "generation.json");
     for (const auto& [key, value] : settings.as_object()) {

@@ -9,6 +9,7 @@
 #include <set>
 #include <stdexcept>
 
+#include "microdit/image/decode.h"
 #include "microdit/io/json.h"
 #include "microdit/io/safetensors.h"
 #include "microdit/io/torch_checkpoint.h"
@@ -201,6 +202,25 @@ CLIPScoreResult CLIPScore::score(const std::vector<at::Tensor>& images,
   total.add(result.scores);
   result.clip_score = total.compute();
   return result;
+}
+
+CLIPScoreResult clip_score_files(CLIPScore& model, const std::vector<std::filesystem::path>& files,
+                                 const std::vector<std::string>& captions, int64_t batch_size) {
+  if (files.size() != captions.size() || files.empty() || batch_size < 1) {
+    throw std::invalid_argument(c10::str("clip_score_files: ", files.size(), " files, ",
+                                         captions.size(), " captions, batch ", batch_size));
+  }
+  std::vector<at::Tensor> scores;
+  CLIPScoreAccumulator total;
+  for (std::size_t start = 0; start < files.size(); start += batch_size) {
+    const std::size_t end = std::min(files.size(), start + static_cast<std::size_t>(batch_size));
+    std::vector<at::Tensor> images;
+    for (std::size_t i = start; i < end; ++i) images.push_back(image::read_image_rgb(files[i]));
+    const std::vector<std::string> batch(captions.begin() + start, captions.begin() + end);
+    scores.push_back(model.score(images, batch).scores);
+    total.add(scores.back());
+  }
+  return {at::cat(scores), total.compute()};
 }
 
 at::Tensor clip_pair_scores(const at::Tensor& image_embeds, const at::Tensor& text_embeds) {

@@ -38,6 +38,12 @@ std::vector<fs::path> list_images(const fs::path& dir) {
 
 FolderActivations folder_activations(const FeatureExtractor& extract, const fs::path& dir,
                                      const FolderOptions& options) {
+  return file_activations(extract, list_images(dir), options, dir.string());
+}
+
+FolderActivations file_activations(const FeatureExtractor& extract,
+                                   const std::vector<fs::path>& files,
+                                   const FolderOptions& options, const std::string& what) {
   at::NoGradGuard no_grad;
   FolderActivations out;
   std::vector<at::Tensor> features, pending;
@@ -46,7 +52,7 @@ FolderActivations folder_activations(const FeatureExtractor& extract, const fs::
     features.push_back(extract(at::stack(pending)).to(at::kCPU, at::kFloat));
     pending.clear();
   };
-  for (const auto& file : list_images(dir)) {
+  for (const auto& file : files) {
     at::Tensor image;
     try {
       image = load_image(file, options.resize_to);
@@ -60,7 +66,7 @@ FolderActivations folder_activations(const FeatureExtractor& extract, const fs::
     if (static_cast<int64_t>(pending.size()) == options.batch_size) flush();
   }
   flush();
-  if (features.empty()) throw std::runtime_error(c10::str(dir.string(), ": no readable images"));
+  if (features.empty()) throw std::runtime_error(c10::str(what, ": no readable images"));
   out.activations = at::cat(features);
   return out;
 }

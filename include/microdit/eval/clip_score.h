@@ -89,6 +89,12 @@ class CLIPScore {
   encoders::CLIPTextEncoder text_{nullptr};
 };
 
+// Image files scored against their captions in batches of `batch_size`: the per-pair scores in
+// file order (float32, CPU) and torchmetrics' aggregate. A file that cannot be read is an error
+// naming it (a generated set must be complete).
+CLIPScoreResult clip_score_files(CLIPScore& model, const std::vector<std::filesystem::path>& files,
+                                 const std::vector<std::string>& captions, int64_t batch_size);
+
 // 100 * cosine similarity of each row pair: (B,P), (B,P) -> (B) float32, as torchmetrics
 // (normalize each embedding by its L2 norm, then the dot product).
 at::Tensor clip_pair_scores(const at::Tensor& image_embeds, const at::Tensor& text_embeds);

@@ -35,5 +35,10 @@ std::vector<std::filesystem::path> list_images(const std::filesystem::path& dir)
 FolderActivations folder_activations(const FeatureExtractor& features,
                                      const std::filesystem::path& dir,
                                      const FolderOptions& options);
+// The same over a list of files (e.g. the real images of the COCO protocol's captions); `what`
+// names the set in the error when none is readable.
+FolderActivations file_activations(const FeatureExtractor& features,
+                                   const std::vector<std::filesystem::path>& files,
+                                   const FolderOptions& options, const std::string& what);
 
 }  // namespace microdit::eval
