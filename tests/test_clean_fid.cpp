@@ -4,6 +4,7 @@
 // and a whole folder as get_folder_features reads it; plus the errors for files that are not such a
 // network.
 #include <gtest/gtest.h>
+#include <torch/cuda.h>
 #include <torch/script.h>
 
 #include <filesystem>
@@ -89,6 +90,18 @@ TEST(CleanFID, FeaturesMatchCleanFid) {
     ++images;
   }
   EXPECT_EQ(images, 4);
+}
+
+TEST(CleanFID, FeaturesOnDevice_CUDA) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  eval::CleanFIDInception cpu(kNetwork), cuda(kNetwork, at::Device(at::kCUDA));
+  const auto file = eval::list_images(kImages).front();
+  const at::Tensor expected = reference().at("features/" + file.stem().string());
+  const at::Tensor ours = cuda(read_chw(file).unsqueeze(0)).cpu();
+  EXPECT_EQ(ours.device().type(), at::kCPU);
+  EXPECT_LE(max_abs_difference(ours, expected), 1e-3 * expected.abs().max().item<double>());
+  EXPECT_LE(max_abs_difference(ours, cpu(read_chw(file).unsqueeze(0))),
+            1e-3 * expected.abs().max().item<double>());
 }
 
 TEST(CleanFID, FolderMatchesGetFolderFeatures) {

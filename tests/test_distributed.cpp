@@ -3,6 +3,7 @@
 // a rank that dies or hangs. The ranks are child processes of this test program running the
 // DistributedWorker.Train case with the launcher's variables set, as torchrun would start them.
 #include <gtest/gtest.h>
+#include <torch/cuda.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
@@ -22,8 +23,11 @@
 #include "microdit/io/state_dict.h"
 #include "microdit/train/checkpoint.h"
 #include "microdit/train/config.h"
+#include "microdit/train/gradient_buckets.h"
 #include "microdit/train/launch_env.h"
+#include "microdit/train/optimizer.h"
 #include "microdit/train/process_group.h"
+#include "microdit/train/sharded_adamw.h"
 #include "microdit/train/trainer.h"
 #include "test_support.h"
 
@@ -425,6 +429,45 @@ TEST(Distributed, AHungRankFailsTheOtherAfterTheTimeout) {
   EXPECT_NE(status, 0);
   EXPECT_NE(world.log(0).find("rank 1 stopped answering"), std::string::npos) << world.log(0);
   EXPECT_NE(world.log(0).find("timeout 3 s"), std::string::npos) << world.log(0);
+}
+
+// The GPU path in a world of one (NCCL): collectives leave the data as it is, the bucketed
+// all-reduce gives back the gradients, ZeRO-2's step equals a plain AdamW step.
+TEST(Distributed, NcclWorldOfOne_CUDA) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  ASSERT_TRUE(train::nccl_available()) << "a CUDA build without the NCCL process group";
+  train::LaunchEnv env;
+  env.master_port = free_port();
+  const at::Device cuda(at::kCUDA);
+  train::ProcessGroup group(env, cuda, std::chrono::seconds(60));
+  EXPECT_EQ(group.backend_name(), "nccl");
+  auto x = at::arange(10, at::TensorOptions(cuda).dtype(at::kFloat));
+  const auto before = x.clone();
+  group.all_reduce(x, "test all-reduce");
+  EXPECT_TRUE(at::equal(x, before));
+  // Gradient buckets: the sums in a world of one are the gradients themselves.
+  auto w = at::randn({64, 32}, cuda).requires_grad_(), b = at::randn({32}, cuda).requires_grad_();
+  train::GradientBuckets buckets({w, b}, group, /*bucket_mb=*/0.004);
+  EXPECT_EQ(buckets.num_buckets(), 2);
+  buckets.arm();
+  (at::randn({8, 64}, cuda).mm(w) + b).square().sum().backward();
+  const auto gw = w.grad().clone(), gb = b.grad().clone();
+  buckets.finish();
+  EXPECT_TRUE(at::allclose(w.grad(), gw));
+  EXPECT_TRUE(at::allclose(b.grad(), gb));
+  // ZeRO-2 in a world of one: the same update as AdamW on the whole parameters.
+  auto p = at::randn({5, 7}, cuda).requires_grad_();
+  auto q = p.detach().clone().requires_grad_();
+  train::AdamWSettings settings;
+  settings.lr = 0.1;
+  train::ShardedAdamW sharded({{"p", p}}, settings, group);
+  auto plain = train::make_adamw({{"q", q}}, settings);
+  const auto g = at::randn({5, 7}, cuda);
+  p.mutable_grad() = g.clone();
+  q.mutable_grad() = g.clone();
+  sharded.step(/*max_norm=*/0);
+  plain->step();
+  EXPECT_TRUE(at::allclose(p, q, 1e-6, 1e-6));
 }
 
 }  // namespace

@@ -4,6 +4,8 @@
 
 #include <fmt/format.h>
 
+#include <torch/cuda.h>
+
 #include <cstdlib>
 
 #include "microdit/diffusion/text_to_image.h"
@@ -170,6 +172,31 @@ TEST_F(Sample, CocoProtocolSampledThenScored) {
   EXPECT_NE(test::read_bytes(dir_.path / "eval.log").find("1 of 6 images missing"),
             std::string::npos)
       << test::read_bytes(dir_.path / "eval.log");
+}
+
+// microdit-sample's GPU path: the same images on CUDA in float32 (TF32 off) as on the CPU, and
+// close in bf16 (encoders in bf16, the DiT under bf16 autocast).
+TEST_F(Sample, ImagesOnDeviceMatchTheCpu_CUDA) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  at::globalContext().setAllowTF32CuBLAS(false);
+  at::globalContext().setAllowTF32CuDNN(false);
+  const auto weights = train::load_sampling_weights(checkpoint_, false);
+  auto images_on = [&](at::Device device, at::ScalarType dtype) {
+    auto encoders = encoders::load_pipeline_encoders(files_, device, dtype);
+    model::DiT dit(tiny_config().model.resolved());
+    io::load_state_dict(*dit, weights.tensors);
+    dit->to(device);
+    diffusion::TextToImageOptions o;
+    o.steps = 3;
+    o.bf16 = dtype != at::kFloat;
+    return diffusion::text_to_image(dit, encoders, {"a red square", "green"}, o, {});
+  };
+  const auto cpu = images_on(at::kCPU, at::kFloat);
+  const auto cuda = images_on(at::Device(at::kCUDA), at::kFloat);
+  const auto bf16 = images_on(at::Device(at::kCUDA), at::kBFloat16);
+  EXPECT_LE((cuda - cpu).abs().max().item<float>(), 1e-3);
+  EXPECT_LE((bf16 - cpu).abs().mean().item<float>(), 0.03);
+  EXPECT_TRUE(at::isfinite(bf16).all().item<bool>());
 }
 
 TEST_F(Sample, ImagesAreTheDecodedSamplerOutput) {

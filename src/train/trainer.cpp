@@ -136,7 +136,7 @@ struct Trainer::State {
   }
   int64_t micro_batches() const { return cfg.optim.batch_size / (world_size * micro_batch_size()); }
   MicroBatchInput make_input(int64_t key) const;
-  double micro_batch(const MicroBatchInput& input, bool last);
+  at::Tensor micro_batch(const MicroBatchInput& input, bool last);
   double agree_on_loss_and_stop(double loss);
   void save(bool final);
   void log_progress(double loss, double images_per_s, double eta_s);
@@ -289,7 +289,8 @@ MicroBatchInput Trainer::State::make_input(int64_t key) const {
   return {std::move(batch), std::move(draws)};
 }
 
-double Trainer::State::micro_batch(const MicroBatchInput& input, bool last) {
+// Returns the micro-batch's loss on the device, unsynchronised: the step reads it back once.
+at::Tensor Trainer::State::micro_batch(const MicroBatchInput& input, bool last) {
   const auto& draws = input.draws;
   auto x = input.batch.latents.to(device);
   auto y = input.batch.captions.to(device) * draws.keep_caption.to(device).view({-1, 1, 1, 1});
@@ -309,7 +310,7 @@ double Trainer::State::micro_batch(const MicroBatchInput& input, bool last) {
   }
   if (last && buckets) buckets->arm();
   loss.backward();
-  return loss.item<double>();
+  return loss.detach();
 }
 
 // The global batch's loss (each rank's part is already divided by the global batch size) and
@@ -332,12 +333,13 @@ double Trainer::State::train_one_step() {
   }
   set_learning_rate(step_optimizer(), lr_at(step));
   dit->zero_grad(/*set_to_none=*/true);
-  double loss = 0;
+  at::Tensor step_loss;
   for (int64_t m = 0; m < micro_batches(); ++m) {
-    loss += micro_batch(prefetch->take(step * micro_batches() + m), m + 1 == micro_batches());
+    auto part = micro_batch(prefetch->take(step * micro_batches() + m), m + 1 == micro_batches());
+    step_loss = m == 0 ? part : step_loss + part;
   }
   if (buckets) buckets->finish();
-  loss = agree_on_loss_and_stop(loss);
+  const double loss = agree_on_loss_and_stop(step_loss.item<double>());
   if (!std::isfinite(loss)) {
     throw NonFiniteLoss(fmt::format("loss is {} at step {}; stopping. Last good checkpoint: {}",
                                     loss, step + 1, last_checkpoint));
