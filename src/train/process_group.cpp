@@ -6,6 +6,8 @@
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include <c10/core/impl/DeviceGuardImplInterface.h>
+
 #include <thread>
 
 // Gloo's headers are not in the PyTorch wheels; Debian's libgloo-dev provides them. The Gloo
@@ -66,6 +68,10 @@ c10::intrusive_ptr<c10d::Backend> make_gloo(const c10::intrusive_ptr<c10d::Store
 c10::intrusive_ptr<c10d::Backend> make_nccl(const c10::intrusive_ptr<c10d::Store>& store,
                                             const LaunchEnv& env,
                                             std::chrono::milliseconds timeout) {
+  // As torch.cuda.set_device(local_rank) before init_process_group: NCCL's communicators and
+  // barrier use the current device.
+  c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)
+      ->setDevice(c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(env.local_rank)));
   auto options = c10d::ProcessGroupNCCL::Options::create();
   options->timeout = timeout;
   return c10::make_intrusive<c10d::ProcessGroupNCCL>(store, static_cast<int>(env.rank),
@@ -114,7 +120,7 @@ bool nccl_available() {
 
 ProcessGroup::ProcessGroup(const LaunchEnv& env, at::Device device,
                            std::chrono::milliseconds timeout)
-    : rank_(env.rank), size_(env.world_size), timeout_(timeout) {
+    : rank_(env.rank), size_(env.world_size), device_(device), timeout_(timeout) {
   try {
     store_ = rendezvous(env, timeout);
     backend_ = make_backend(store_, env, device, timeout);
@@ -185,8 +191,10 @@ void ProcessGroup::all_gather(at::Tensor& output, at::Tensor& input, const std::
 }
 
 void ProcessGroup::barrier(const std::string& what) {
+  c10d::BarrierOptions options;
+  if (device_.is_cuda()) options.device_ids = {device_.index()};  // NCCL: no guessing
   try {
-    backend_->barrier()->wait(timeout_);
+    backend_->barrier(options)->wait(timeout_);
   } catch (const std::exception& e) {
     fail(what, e);
   }

@@ -318,7 +318,7 @@ at::Tensor Trainer::State::micro_batch(const MicroBatchInput& input, bool last) 
 double Trainer::State::agree_on_loss_and_stop(double loss) {
   stop = g_stop_signal != 0;
   if (!group) return loss;
-  auto values = at::tensor({loss, stop ? 1.0 : 0.0}, at::kDouble);
+  auto values = at::tensor({loss, stop ? 1.0 : 0.0}, at::kDouble).to(device);  // NCCL: on the GPU
   group->all_reduce(values, "all-reduce of the loss");
   stop = values[1].item<double>() > 0;
   return values[0].item<double>();

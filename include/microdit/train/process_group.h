@@ -64,6 +64,7 @@ class ProcessGroup {
   std::string silent_ranks();
 
   int64_t rank_ = 0, size_ = 1;
+  at::Device device_;
   std::chrono::milliseconds timeout_;
   c10::intrusive_ptr<c10d::Store> store_;
   c10::intrusive_ptr<c10d::Backend> backend_;
