@@ -1,6 +1,7 @@
 // The training loop end to end on tiny models: learning, exact resume, SIGTERM, stage chaining,
 // micro-batch split invariance, a non-finite loss, and the run directory's files.
 #include <gtest/gtest.h>
+#include <torch/cuda.h>
 
 #include <cstdlib>
 #include <vector>
@@ -244,6 +245,23 @@ TEST(Trainer, MDSLatentsOfAnotherShapeAreAClearError) {
     FAIL() << "8x8 RGB model on 4x4x4 latents must be rejected";
   } catch (const std::exception& e) {
     EXPECT_NE(std::string(e.what()).find("latents"), std::string::npos) << e.what();
+  }
+}
+
+// The trainer's GPU path (pinned prefetched batches, asynchronous copies, fused AdamW): in
+// float32 with TF32 off it follows the CPU run step by step.
+TEST(Trainer, CudaRunFollowsTheCpuRun_CUDA) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  at::globalContext().setAllowTF32CuBLAS(false);
+  at::globalContext().setAllowTF32CuDNN(false);
+  auto cpu = tiny(fresh_dir("cpu_ref"), 4);
+  auto cuda = tiny(fresh_dir("cuda"), 4);
+  cuda.run.device = "cuda";
+  cuda.optim.precision = "fp32";
+  const auto a = train::Trainer(cpu).run(), b = train::Trainer(cuda).run();
+  ASSERT_EQ(a.losses.size(), b.losses.size());
+  for (std::size_t i = 0; i < a.losses.size(); ++i) {
+    EXPECT_NEAR(b.losses[i], a.losses[i], 1e-4 * std::abs(a.losses[i])) << "step " << i + 1;
   }
 }
 

@@ -286,24 +286,34 @@ MicroBatchInput Trainer::State::make_input(int64_t key) const {
   auto batch = data::collate(*dataset, order->indices_at(positions), positions);
   auto draws = draw_samples(cfg.run.seed, m_step, positions, batch.latents.sizes().slice(1),
                             dit_cfg.num_patches(), cfg.optim.caption_drop_prob);
+  if (device.is_cuda()) {
+    // Page-locked here, on the prefetch thread, so that the copies to the GPU do not block.
+    for (at::Tensor* t : {&batch.latents, &batch.captions, &draws.rnd_normal, &draws.noise,
+                          &draws.mask_noise, &draws.keep_caption}) {
+      *t = t->pin_memory();
+    }
+  }
   return {std::move(batch), std::move(draws)};
 }
 
 // Returns the micro-batch's loss on the device, unsynchronised: the step reads it back once.
 at::Tensor Trainer::State::micro_batch(const MicroBatchInput& input, bool last) {
   const auto& draws = input.draws;
-  auto x = input.batch.latents.to(device);
-  auto y = input.batch.captions.to(device) * draws.keep_caption.to(device).view({-1, 1, 1, 1});
+  // Asynchronous from pinned memory on CUDA (PyTorch's pinned allocator keeps the host buffers
+  // until the copies are done); plain copies on the CPU.
+  auto to_device = [&](const at::Tensor& t) { return t.to(device, /*non_blocking=*/true); };
+  auto x = to_device(input.batch.latents);
+  auto y = to_device(input.batch.captions) * to_device(draws.keep_caption).view({-1, 1, 1, 1});
   std::optional<model::TokenMask> mask;
   if (cfg.optim.mask_ratio > 0) {
-    mask = model::mask_from_noise(draws.mask_noise.to(device), cfg.optim.mask_ratio);
+    mask = model::mask_from_noise(to_device(draws.mask_noise), cfg.optim.mask_ratio);
   }
   at::Tensor loss;
   {
     nn::AutocastGuard autocast(device.type(), at::kBFloat16, bf16);
     nn::LowPrecisionNormGuard low_precision_norm(cfg.optim.precision != "bf16-fp32norm");
     loss = diffusion::edm_loss_per_sample(dit, x, y,
-                                          {draws.rnd_normal.to(device), draws.noise.to(device)},
+                                          {to_device(draws.rnd_normal), to_device(draws.noise)},
                                           cfg.edm, mask ? &*mask : nullptr)
                .sum() /
            static_cast<double>(cfg.optim.batch_size);
