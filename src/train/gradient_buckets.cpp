@@ -1,5 +1,7 @@
 #include "microdit/train/gradient_buckets.h"
 
+#include <fmt/format.h>
+
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/variable.h>
 #include <torch/csrc/distributed/c10d/Work.hpp>
@@ -20,8 +22,11 @@ class ReadyHook : public torch::autograd::PostAccumulateGradHook {
 }  // namespace
 
 GradientBuckets::GradientBuckets(std::vector<at::Tensor> parameters, ProcessGroup& group,
-                                 double bucket_mb)
-    : parameters_(std::move(parameters)), group_(group), bucket_of_(parameters_.size()) {
+                                 double bucket_mb, BucketReduction reduction)
+    : parameters_(std::move(parameters)),
+      group_(group),
+      reduction_(reduction),
+      bucket_of_(parameters_.size()) {
   const auto cap = static_cast<int64_t>(bucket_mb * 1024 * 1024);
   int64_t bytes = cap;  // forces a new bucket for the first parameter
   for (int64_t i = static_cast<int64_t>(parameters_.size()) - 1; i >= 0; --i) {
@@ -34,9 +39,11 @@ GradientBuckets::GradientBuckets(std::vector<at::Tensor> parameters, ProcessGrou
       bytes = 0;
     }
     buckets_.back().params.push_back(i);
+    buckets_.back().elements += p.numel();
     bucket_of_[i] = static_cast<int64_t>(buckets_.size()) - 1;
     bytes += p.numel() * static_cast<int64_t>(p.element_size());
   }
+  reset_round();
   for (int64_t i = 0; i < static_cast<int64_t>(parameters_.size()); ++i) {
     torch::autograd::impl::set_post_acc_grad_hooks(
         parameters_[i], std::make_unique<ReadyHook>([this, i] { on_gradient_ready(i); }));
@@ -47,14 +54,22 @@ GradientBuckets::~GradientBuckets() {
   for (const auto& p : parameters_) torch::autograd::impl::set_post_acc_grad_hooks(p, nullptr);
 }
 
-void GradientBuckets::arm() {
-  std::lock_guard lock(mutex_);
-  armed_ = true;
+int64_t GradientBuckets::shard_elements(int64_t b) const {
+  return (buckets_[b].elements + group_.size() - 1) / group_.size();
+}
+
+void GradientBuckets::reset_round() {
   next_bucket_ = 0;
   for (auto& b : buckets_) {
     b.pending = static_cast<int64_t>(b.params.size());
     b.work.reset();
   }
+}
+
+void GradientBuckets::arm() {
+  std::lock_guard lock(mutex_);
+  armed_ = true;
+  reset_round();
 }
 
 void GradientBuckets::on_gradient_ready(int64_t param) {
@@ -66,18 +81,30 @@ void GradientBuckets::on_gradient_ready(int64_t param) {
 
 void GradientBuckets::start_ready_buckets() {
   while (next_bucket_ < num_buckets() && buckets_[next_bucket_].pending == 0) {
-    start(buckets_[next_bucket_++]);
+    const int64_t b = next_bucket_++;
+    start(buckets_[b]);
   }
 }
 
 void GradientBuckets::start(Bucket& bucket) {
+  const int64_t b = &bucket - buckets_.data();
   std::vector<at::Tensor> grads;
   for (const int64_t i : bucket.params) {
     const auto& p = parameters_[i];
     grads.push_back(p.grad().defined() ? p.grad().reshape(-1) : at::zeros({p.numel()}, p.options()));
   }
+  if (reduction_ == BucketReduction::all_reduce) {
+    bucket.flat = at::cat(grads);
+    bucket.work = group_.start_all_reduce(bucket.flat);
+    return;
+  }
+  const int64_t padding = shard_elements(b) * group_.size() - bucket.elements;
+  if (padding > 0) grads.push_back(at::zeros({padding}, grads.front().options()));
   bucket.flat = at::cat(grads);
-  bucket.work = group_.start_all_reduce(bucket.flat);
+  // The bucket holds the only copy now: the full gradients' memory is what stage 2 saves.
+  for (const int64_t i : bucket.params) parameters_[i].mutable_grad() = at::Tensor();
+  bucket.shard = at::empty({shard_elements(b)}, bucket.flat.options());
+  bucket.work = group_.start_reduce_scatter(bucket.shard, bucket.flat);
 }
 
 void GradientBuckets::finish() {
@@ -89,21 +116,25 @@ void GradientBuckets::finish() {
   }
   for (int64_t b = 0; b < num_buckets(); ++b) {
     auto& bucket = buckets_[b];
-    group_.wait(bucket.work, "all-reduce of gradient bucket " + std::to_string(b));
-    int64_t offset = 0;
-    for (const int64_t i : bucket.params) {
-      auto& p = parameters_[i];
-      auto sum = bucket.flat.narrow(0, offset, p.numel()).view_as(p);
-      if (p.grad().defined()) {
-        p.mutable_grad().copy_(sum);
-      } else {
-        p.mutable_grad() = sum.clone();
+    const char* op = reduction_ == BucketReduction::all_reduce ? "all-reduce" : "reduce-scatter";
+    group_.wait(bucket.work, fmt::format("{} of gradient bucket {}", op, b));
+    if (reduction_ == BucketReduction::all_reduce) {
+      int64_t offset = 0;
+      for (const int64_t i : bucket.params) {
+        auto& p = parameters_[i];
+        auto sum = bucket.flat.narrow(0, offset, p.numel()).view_as(p);
+        if (p.grad().defined()) {
+          p.mutable_grad().copy_(sum);
+        } else {
+          p.mutable_grad() = sum.clone();
+        }
+        offset += p.numel();
       }
-      offset += p.numel();
     }
-    bucket.work.reset();
     bucket.flat = at::Tensor();
   }
+  std::lock_guard lock(mutex_);
+  reset_round();
 }
 
 }  // namespace microdit::train

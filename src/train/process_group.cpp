@@ -142,6 +142,11 @@ c10::intrusive_ptr<c10d::Work> ProcessGroup::start_all_reduce(at::Tensor& tensor
   return backend_->allreduce(tensors);
 }
 
+c10::intrusive_ptr<c10d::Work> ProcessGroup::start_reduce_scatter(at::Tensor& output,
+                                                                  at::Tensor& input) {
+  return backend_->_reduce_scatter_base(output, input);
+}
+
 void ProcessGroup::wait(const c10::intrusive_ptr<c10d::Work>& work, const std::string& what) {
   try {
     work->wait(timeout_);

@@ -7,70 +7,76 @@
 namespace microdit::train {
 
 ShardedAdamW::ShardedAdamW(const std::vector<std::pair<std::string, at::Tensor>>& named_params,
-                           const AdamWSettings& settings, ProcessGroup& group)
-    : group_(group) {
+                           const AdamWSettings& settings, ProcessGroup& group, double bucket_mb)
+    : offset_in_bucket_(named_params.size()), group_(group) {
   for (const auto& [name, p] : named_params) {
     names_.push_back(name);
     params_.push_back(p);
-    offsets_.push_back(total_);
-    total_ += p.numel();
   }
-  const int64_t world = group.size(), rank = group.rank();
-  shard_ = (total_ + world - 1) / world;
-  const int64_t begin = rank * shard_, end = std::min(begin + shard_, total_);
-  if (begin >= end) {
-    throw std::invalid_argument(fmt::format(
-        "ZeRO: {} parameter elements are too few to shard across {} ranks", total_, world));
-  }
+  buckets_ = std::make_unique<GradientBuckets>(params_, group, bucket_mb,
+                                               BucketReduction::reduce_scatter);
+  const int64_t rank = group.rank();
   std::vector<at::Tensor> base, experts;
   at::NoGradGuard no_grad;
-  for (int64_t i = 0; i < static_cast<int64_t>(params_.size()); ++i) {
-    const int64_t lo = std::max(begin, offsets_[i]);
-    const int64_t hi = std::min(end, offsets_[i] + params_[i].numel());
-    if (lo >= hi) continue;
-    Piece piece{i, lo - offsets_[i], lo - begin,
-                params_[i].detach().reshape(-1).narrow(0, lo - offsets_[i], hi - lo).clone()};
-    piece.master.set_requires_grad(true);
-    const bool expert =
-        settings.moe_lr_scale != 1.0 && is_moe_expert_weight(names_[i], params_[i]);
-    (expert ? experts : base).push_back(piece.master);
-    pieces_.push_back(std::move(piece));
+  for (int64_t b = 0; b < buckets_->num_buckets(); ++b) {
+    const int64_t size = buckets_->shard_elements(b), begin = rank * size, end = begin + size;
+    int64_t offset = 0;
+    for (const int64_t i : buckets_->bucket_params(b)) {
+      offset_in_bucket_[i] = offset;
+      const int64_t lo = std::max(begin, offset), hi = std::min(end, offset + params_[i].numel());
+      offset += params_[i].numel();
+      if (lo >= hi) continue;
+      const int64_t in_param = lo - offset_in_bucket_[i];
+      Piece piece{i, in_param, b, lo - begin,
+                  params_[i].detach().reshape(-1).narrow(0, in_param, hi - lo).clone()};
+      piece.master.set_requires_grad(true);
+      const bool expert =
+          settings.moe_lr_scale != 1.0 && is_moe_expert_weight(names_[i], params_[i]);
+      (expert ? experts : base).push_back(piece.master);
+      pieces_.push_back(std::move(piece));
+    }
+  }
+  if (pieces_.empty()) {
+    throw std::invalid_argument(fmt::format(
+        "ZeRO: rank {} of {} would own no parameter element (too few to shard)", rank,
+        group.size()));
   }
   optimizer_ = make_adamw(std::move(base), std::move(experts), settings);
 }
 
-at::Tensor ShardedAdamW::flat_gradients() const {
-  std::vector<at::Tensor> parts;
-  for (const auto& p : params_) {
-    parts.push_back(p.grad().defined() ? p.grad().reshape(-1) : at::zeros({p.numel()}, p.options()));
-  }
-  const int64_t padding = shard_ * group_.size() - total_;
-  if (padding > 0) parts.push_back(at::zeros({padding}, params_.front().options()));
-  return at::cat(parts);
-}
-
-at::Tensor ShardedAdamW::shard_of(const std::function<at::Tensor(const Piece&)>& get) const {
-  auto shard = at::zeros({shard_}, pieces_.front().master.options());
+at::Tensor ShardedAdamW::bucket_shard(int64_t b,
+                                      const std::function<at::Tensor(const Piece&)>& get) const {
+  auto shard = at::zeros({buckets_->shard_elements(b)}, pieces_.front().master.options());
   for (const auto& piece : pieces_) {
-    shard.narrow(0, piece.shard_offset, piece.master.numel()).copy_(get(piece));
+    if (piece.bucket == b) {
+      shard.narrow(0, piece.shard_offset, piece.master.numel()).copy_(get(piece));
+    }
   }
   return shard;
 }
 
+at::Tensor ShardedAdamW::gather_bucket(int64_t b,
+                                       const std::function<at::Tensor(const Piece&)>& get,
+                                       const std::string& what) {
+  auto shard = bucket_shard(b, get);
+  auto full = at::empty({shard.numel() * group_.size()}, shard.options());
+  group_.all_gather(full, shard, what);
+  return full;
+}
+
 double ShardedAdamW::step(double max_norm) {
   at::NoGradGuard no_grad;
-  auto flat = flat_gradients();
-  auto grad = at::empty({shard_}, flat.options());
-  group_.reduce_scatter(grad, flat, "ZeRO reduce-scatter of the gradients");
-  // The full gradients are not needed any more: their memory is what stage 2 saves.
-  flat = at::Tensor();
-  for (auto& p : params_) p.mutable_grad() = at::Tensor();
-  auto squares = grad.to(at::kDouble).square().sum().reshape({1});
+  buckets_->finish();
+  auto squares = at::zeros({1}, at::TensorOptions(pieces_.front().master.device()).dtype(at::kDouble));
+  for (int64_t b = 0; b < buckets_->num_buckets(); ++b) {
+    squares += buckets_->shard(b).to(at::kDouble).square().sum();
+  }
   group_.all_reduce(squares, "all-reduce of the gradient norm");
   const double norm = std::sqrt(squares.item<double>());
-  if (max_norm > 0) grad.mul_(std::min(1.0, max_norm / (norm + 1e-6)));  // as clip_grad_norm
+  const double scale = max_norm > 0 ? std::min(1.0, max_norm / (norm + 1e-6)) : 1.0;  // as clip_grad_norm
   for (auto& piece : pieces_) {
-    piece.master.mutable_grad() = grad.narrow(0, piece.shard_offset, piece.master.numel());
+    piece.master.mutable_grad() =
+        buckets_->shard(piece.bucket).narrow(0, piece.shard_offset, piece.master.numel()) * scale;
   }
   optimizer_->step();
   gather_into_parameters();
@@ -86,39 +92,42 @@ void ShardedAdamW::refresh_from_parameters() {
 }
 
 void ShardedAdamW::gather_into_parameters() {
-  auto shard = shard_of([](const Piece& piece) { return piece.master.detach(); });
-  auto full = at::empty({shard_ * group_.size()}, shard.options());
-  group_.all_gather(full, shard, "ZeRO all-gather of the parameters");
-  for (std::size_t i = 0; i < params_.size(); ++i) {
-    params_[i].detach().copy_(full.narrow(0, offsets_[i], params_[i].numel()).view_as(params_[i]));
+  for (int64_t b = 0; b < buckets_->num_buckets(); ++b) {
+    const auto full = gather_bucket(
+        b, [](const Piece& piece) { return piece.master.detach(); },
+        "ZeRO all-gather of the parameters");
+    for (const int64_t i : buckets_->bucket_params(b)) {
+      params_[i].detach().copy_(
+          full.narrow(0, offset_in_bucket_[i], params_[i].numel()).view_as(params_[i]));
+    }
   }
 }
 
 io::TensorMap ShardedAdamW::gather_moments(int64_t& optimizer_step) {
   io::TensorMap out;
   auto& state = optimizer_->state();
-  const auto* first = state.find(pieces_.front().master.unsafeGetTensorImpl()) != state.end()
-                          ? state.at(pieces_.front().master.unsafeGetTensorImpl()).get()
-                          : nullptr;
+  const auto first = state.find(pieces_.front().master.unsafeGetTensorImpl());
   // Every rank steps together, so either all pieces have moments or none do.
-  int64_t local_step = first ? static_cast<const torch::optim::AdamWParamState&>(*first).step() : 0;
+  const int64_t local_step =
+      first == state.end()
+          ? 0
+          : static_cast<const torch::optim::AdamWParamState&>(*first->second).step();
   auto steps = at::tensor({local_step}, at::kLong).to(pieces_.front().master.device());
   group_.all_reduce(steps, "all-reduce of the AdamW step");
   optimizer_step = steps.item<int64_t>() / group_.size();
   if (optimizer_step == 0) return out;
-  for (const char* which : {"exp_avg", "exp_avg_sq"}) {
-    const std::string key = which;
-    auto shard = shard_of([&](const Piece& piece) {
+  for (const std::string key : {"exp_avg", "exp_avg_sq"}) {
+    auto moment = [&](const Piece& piece) {
       const auto& s = static_cast<const torch::optim::AdamWParamState&>(
           *state.at(piece.master.unsafeGetTensorImpl()));
       return key == "exp_avg" ? s.exp_avg() : s.exp_avg_sq();
-    });
-    auto full = at::empty({shard_ * group_.size()}, shard.options());
-    group_.all_gather(full, shard, "ZeRO all-gather of the AdamW moments");
-    full = full.cpu();
-    for (std::size_t i = 0; i < params_.size(); ++i) {
-      out[names_[i] + "." + key] =
-          full.narrow(0, offsets_[i], params_[i].numel()).view(params_[i].sizes()).clone();
+    };
+    for (int64_t b = 0; b < buckets_->num_buckets(); ++b) {
+      const auto full = gather_bucket(b, moment, "ZeRO all-gather of the AdamW moments").cpu();
+      for (const int64_t i : buckets_->bucket_params(b)) {
+        out[names_[i] + "." + key] =
+            full.narrow(0, offset_in_bucket_[i], params_[i].numel()).view(params_[i].sizes()).clone();
+      }
     }
   }
   return out;
@@ -138,7 +147,7 @@ void ShardedAdamW::load_moments(const io::TensorMap& moments, int64_t optimizer_
       }
       return it->second.reshape(-1)
           .narrow(0, piece.param_offset, piece.master.numel())
-          .to(p.device(), at::kFloat)
+          .to(p.device(), piece.master.scalar_type())
           .clone();
     };
     auto state = std::make_unique<torch::optim::AdamWParamState>();

@@ -198,7 +198,8 @@ void Trainer::State::setup_distributed() {
     group->broadcast(tensors, "broadcast of the initial weights");
   }
   if (cfg.dist.zero_stage == 2) {
-    sharded = std::make_unique<ShardedAdamW>(named_parameters(), adamw_settings(), *group);
+    sharded = std::make_unique<ShardedAdamW>(named_parameters(), adamw_settings(), *group,
+                                             cfg.dist.bucket_mb);
   } else {
     buckets = std::make_unique<GradientBuckets>(dit->parameters(), *group, cfg.dist.bucket_mb);
   }
@@ -319,6 +320,7 @@ at::Tensor Trainer::State::micro_batch(const MicroBatchInput& input, bool last) 
            static_cast<double>(cfg.optim.batch_size);
   }
   if (last && buckets) buckets->arm();
+  if (last && sharded) sharded->buckets().arm();  // reduce-scatters overlap this backward
   loss.backward();
   return loss.detach();
 }

@@ -48,6 +48,8 @@ class ProcessGroup {
 
   // Started, not waited: the returned Work is finished by wait().
   c10::intrusive_ptr<c10d::Work> start_all_reduce(at::Tensor& tensor);  // sum, in place
+  // reduce_scatter() started, not waited.
+  c10::intrusive_ptr<c10d::Work> start_reduce_scatter(at::Tensor& output, at::Tensor& input);
   void wait(const c10::intrusive_ptr<c10d::Work>& work, const std::string& what);
 
   void all_reduce(at::Tensor& tensor, const std::string& what);  // sum, in place
