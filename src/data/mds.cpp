@@ -35,6 +35,7 @@
 #include "microdit/io/atomic_file.h"
 #include "microdit/io/hashes.h"
 #include "microdit/io/json.h"
+#include "microdit/io/read_file.h"
 #include "microdit/io/tensor_map.h"
 
 namespace microdit::data {
@@ -280,17 +281,6 @@ std::string python_json(const Json& value, bool sort_keys) {
   std::string out;
   append_python_json(out, value, sort_keys);
   return out;
-}
-
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    throw std::runtime_error(c10::str(path.string(), ": cannot open: ", std::strerror(errno)));
-  }
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) throw std::runtime_error(c10::str(path.string(), ": read failed"));
-  return std::move(text).str();
 }
 
 void write_bytes(const fs::path& path, std::string_view data) {
@@ -952,7 +942,7 @@ MDSReader::MDSReader(const fs::path& dir, const MDSReaderOptions& options)
   }
   Json index;
   try {
-    index = io::parse_json(read_file(index_path));
+    index = io::parse_json(io::read_file(index_path));
   } catch (const std::runtime_error& e) {
     throw std::runtime_error(c10::str(index_path.string(), ": ", e.what()));
   }
@@ -1035,7 +1025,7 @@ std::shared_ptr<const MDSReader::Loaded> MDSReader::open_shard(int64_t k, bool c
   loaded->path = path.string();
   const std::string where = loaded->path + ": ";
   if (zipped) {
-    const std::string zip = read_file(path);
+    const std::string zip = io::read_file(path);
     check_length(where, static_cast<int64_t>(zip.size()), shard.zip->bytes);
     if (check_hashes) verify_hashes(where, zip, shard.zip->hashes, "");
     loaded->decompressed = zstd_decompress(zip, shard.raw.bytes, where);
@@ -1343,7 +1333,7 @@ void merge_index(const fs::path& root, const std::vector<std::string>& subdirs) 
     const fs::path path = root / subdir / "index.json";
     Json index;
     try {
-      index = io::parse_json(read_file(path));
+      index = io::parse_json(io::read_file(path));
       for (const Json& shard : index.at("shards").as_array()) {
         Json copy = shard;
         for (const char* key : {"raw_data", "zip_data", "raw_meta", "zip_meta"}) {

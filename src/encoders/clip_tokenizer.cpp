@@ -1,6 +1,8 @@
 // CLIP byte-level BPE tokenizer, open_clip and HF flavours (see clip_tokenizer.h).
 #include "microdit/encoders/clip_tokenizer.h"
 
+#include "microdit/io/read_file.h"
+
 #include <ATen/ATen.h>
 #include <c10/util/StringUtil.h>
 
@@ -15,6 +17,7 @@
 
 #include "microdit/encoders/text_clean.h"
 #include "microdit/io/json.h"
+#include "microdit/io/read_file.h"
 
 #ifdef MICRODIT_HAVE_PCRE2
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -54,15 +57,11 @@ void require_pcre2() {
 }
 
 std::string read_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    throw std::runtime_error(
-        c10::str("CLIPTokenizer: cannot open vocabulary file ", path.string()));
+  try {
+    return io::read_file(path);
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error(c10::str("CLIPTokenizer: cannot open vocabulary file ", e.what()));
   }
-  std::ostringstream data;
-  data << in.rdbuf();
-  if (in.bad()) fail(path, "read error");
-  return std::move(data).str();
 }
 
 bool is_gzip(std::string_view data) {

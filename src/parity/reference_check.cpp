@@ -9,6 +9,7 @@
 #include "microdit/diffusion/edm_loss.h"
 #include "microdit/diffusion/edm_sampler.h"
 #include "microdit/io/json.h"
+#include "microdit/io/read_file.h"
 #include "microdit/io/safetensors.h"
 #include "microdit/io/state_dict.h"
 #include "microdit/io/torch_checkpoint.h"
@@ -22,14 +23,6 @@ constexpr double kOutputBound = 1e-5;
 constexpr double kGradBound = 1e-4;
 constexpr double kSamplerBound = 1e-4;
 constexpr double kPosEmbedBound = 1e-6;
-
-std::string read_text(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error(fmt::format("cannot open {}", path.string()));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 diffusion::EDMConfig edm_from_json(const io::Json& j) {
   diffusion::EDMConfig e;
@@ -189,7 +182,7 @@ double relative_error(const at::Tensor& ours, const at::Tensor& ref) {
 ReferenceSet load_reference_set(const std::filesystem::path& dir) {
   ReferenceSet ref;
   ref.dir = dir;
-  const auto config = io::parse_json(read_text(dir / "config.json"));
+  const auto config = io::parse_json(io::read_file(dir / "config.json"));
   ref.config = model::config_from_json(config.at("dit_kwargs"));
   if (const auto* edm = config.find("edm")) ref.edm = edm_from_json(*edm);
   ref.mask_ratio = config.at("mask_ratio").as_double();

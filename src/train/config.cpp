@@ -14,6 +14,8 @@
 #include <string_view>
 #include <system_error>
 
+#include "microdit/io/read_file.h"
+
 namespace microdit::train {
 namespace {
 
@@ -658,11 +660,13 @@ TrainConfig parse_train_config(const std::string& yaml_text,
 
 TrainConfig load_train_config(const std::filesystem::path& path,
                               const std::vector<std::string>& overrides) {
-  std::ifstream file(path, std::ios::binary);
-  if (!file) throw std::invalid_argument("cannot read config file " + path.string());
-  std::ostringstream text;
-  text << file.rdbuf();
-  return parse_train_config(text.str(), overrides, path.string());
+  std::string text;
+  try {
+    text = io::read_file(path);
+  } catch (const std::runtime_error& e) {  // a bad path is a bad argument (exit 2)
+    throw std::invalid_argument("cannot read config file " + std::string(e.what()));
+  }
+  return parse_train_config(text, overrides, path.string());
 }
 
 void validate(const TrainConfig& config, int64_t world_size) {

@@ -12,6 +12,7 @@
 #include <stdexcept>
 
 #include "microdit/io/png.h"
+#include "microdit/io/read_file.h"
 
 namespace microdit::train {
 namespace {
@@ -167,9 +168,7 @@ void EventWriter::write_record(const std::string& event) {
 }
 
 std::vector<std::string> read_tfevents_records(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error(c10::str("cannot open event file ", path.string()));
-  const std::string bytes{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  const std::string bytes = io::read_file(path);
   std::vector<std::string> records;
   std::size_t pos = 0;
   while (pos < bytes.size()) {
