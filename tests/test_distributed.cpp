@@ -422,6 +422,19 @@ TEST(Distributed, AKilledRankEndsTheOtherWithAnErrorNamingIt) {
   EXPECT_GE(train::load_checkpoint(*last).state.step, 2);
 }
 
+// Rank 0 also hosts the rendezvous store: the survivor cannot ask it and says so.
+TEST(Distributed, AKilledRankZeroEndsTheOtherWithAnErrorNamingIt) {
+  SKIP_WITHOUT_GLOO();
+  test::TempDir tmp("dist_kill0");
+  World world(tmp.path, long_run(tmp.path / "run", 600), 2);
+  wait_for_checkpoint(tmp.path / "run");
+  ::kill(world.pid(0), SIGKILL);
+  const int status = world.wait(1, std::chrono::seconds(60));
+  EXPECT_NE(status, -1) << "rank 1 still running 60 s after rank 0 was killed";
+  EXPECT_NE(status, 0);
+  EXPECT_NE(world.log(1).find("its host (rank 0"), std::string::npos) << world.log(1);
+}
+
 TEST(Distributed, AHungRankFailsTheOtherAfterTheTimeout) {
   SKIP_WITHOUT_GLOO();
   test::TempDir tmp("dist_hang");
