@@ -175,57 +175,64 @@ microdit::io::Json generation_settings(const Args& a, int64_t image_size) {
   j.set("cfg", a.options.cfg);
   j.set("seed", static_cast<int64_t>(a.options.seed));
   j.set("s_churn", a.s_churn);
+  // With churn the noise is drawn per batch, so the batch size changes the images.
+  if (a.s_churn > 0) j.set("batch_size", a.options.batch_size);
   j.set("dtype", a.dtype);
   j.set("image_size", image_size);  // of the images made (the model's latent size x the VAE's)
   return j;
 }
 
-// The COCO protocol's images, this process's share: batches b = rank, rank + W, ...; image i from
-// noise seeded seed + i whatever the batch, so the split and a resume do not change any image.
-void generate_coco(const Args& a, microdit::model::DiT& dit,
-                   microdit::encoders::PipelineEncoders& encoders,
-                   const microdit::diffusion::EDMConfig& edm, const microdit::train::LaunchEnv& env) {
-  using namespace microdit;
-  namespace fs = std::filesystem;
-  const fs::path out(a.out);
-  fs::create_directories(out);
-  const auto captions = eval::draw_coco_captions(a.coco_captions, a.count, a.caption_seed);
-  const auto settings =
-      generation_settings(a, dit->config.input_size * encoders.vae->config().downsample_factor());
-  if (fs::exists(out / "generation.json")) {  // a resume: the images so far must match
-    const auto before = io::read_json_file(out / "generation.json");
-    for (const auto& [key, value] : settings.as_object()) {
-      const auto* old = before.find(key);
-      if (old == nullptr || !(*old == value)) {
-        throw std::runtime_error(fmt::format(
-            "{}: made with {} = {}, this run has {}: use another --out", (out / "generation.json").string(),
-            key, old ? old->dump() : "(none)", value.dump()));
-      }
+// A rerun into the same folder must use the settings the images so far were made with.
+void check_same_settings(const std::filesystem::path& file, const microdit::io::Json& settings) {
+  if (!std::filesystem::exists(file)) return;
+  const auto before = microdit::io::read_json_file(file);
+  for (const auto& [key, value] : settings.as_object()) {
+    const auto* old = before.find(key);
+    if (old == nullptr || !(*old == value)) {
+      throw std::runtime_error(fmt::format("{}: made with {} = {}, this run has {}: use another --out",
+                                           file.string(), key, old ? old->dump() : "(none)",
+                                           value.dump()));
     }
   }
-  if (env.rank == 0) {
-    eval::write_caption_manifest(out / "captions.jsonl", captions);
-    io::write_file_atomically(out / "generation.json", [&](std::ostream& o) {
-      o << settings.dump() << "\n";
-    });
-  }
-  auto image_path = [&](int64_t i) { return out / fmt::format("{:05d}.png", i); };
-  const int64_t batch = a.options.batch_size;
-  const int64_t batches = (a.count + batch - 1) / batch;
-  std::vector<int64_t> todo;  // this process's batches not written yet
-  for (int64_t b = env.rank; b < batches; b += env.world_size) {
-    const int64_t end = std::min(a.count, (b + 1) * batch);
-    for (int64_t i = b * batch; i < end; ++i) {
-      if (!fs::exists(image_path(i))) {
+}
+
+// This process's batches b = rank, rank + W, ... that still miss an image.
+std::vector<int64_t> batches_to_make(const std::filesystem::path& out, int64_t count, int64_t batch,
+                                     const microdit::train::LaunchEnv& env) {
+  std::vector<int64_t> todo;
+  for (int64_t b = env.rank; b * batch < count; b += env.world_size) {
+    for (int64_t i = b * batch; i < std::min(count, (b + 1) * batch); ++i) {
+      if (!std::filesystem::exists(out / fmt::format("{:05d}.png", i))) {
         todo.push_back(b);
         break;
       }
     }
   }
+  return todo;
+}
+
+// The COCO protocol's images, this process's share; image i from noise seeded seed + i whatever
+// the batch, so the split and a resume do not change any image.
+void generate_coco(const Args& a, microdit::model::DiT& dit,
+                   microdit::encoders::PipelineEncoders& encoders,
+                   const microdit::diffusion::EDMConfig& edm, const microdit::train::LaunchEnv& env) {
+  using namespace microdit;
+  const std::filesystem::path out(a.out);
+  std::filesystem::create_directories(out);
+  const auto captions = eval::draw_coco_captions(a.coco_captions, a.count, a.caption_seed);
+  const auto settings =
+      generation_settings(a, dit->config.input_size * encoders.vae->config().downsample_factor());
+  check_same_settings(out / "generation.json", settings);
+  if (env.rank == 0) {
+    eval::write_caption_manifest(out / "captions.jsonl", captions);
+    io::write_file_atomically(out / "generation.json",
+                              [&](std::ostream& o) { o << settings.dump() << "\n"; });
+  }
+  const int64_t batch = a.options.batch_size;
+  const auto todo = batches_to_make(out, a.count, batch, env);
   spdlog::info("rank {} of {}: {} of its batches to make ({} images in all)", env.rank,
                env.world_size, todo.size(), a.count);
   const auto start = std::chrono::steady_clock::now();
-  int64_t made = 0;
   for (std::size_t k = 0; k < todo.size(); ++k) {
     const int64_t first = todo[k] * batch, end = std::min(a.count, first + batch);
     std::vector<std::string> prompts;
@@ -234,14 +241,14 @@ void generate_coco(const Args& a, microdit::model::DiT& dit,
     options.seed = a.options.seed + first;
     const auto images = diffusion::text_to_image(dit, encoders, prompts, options, edm);
     for (int64_t i = first; i < end; ++i) {
-      io::write_png(image_path(i), io::make_grid(images.narrow(0, i - first, 1), 1, 0));
+      io::write_png(out / fmt::format("{:05d}.png", i),
+                    io::make_grid(images.narrow(0, i - first, 1), 1, 0));
     }
-    made += end - first;
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    const double rate = made / secs;
-    const double left = static_cast<double>(todo.size() - k - 1) * batch / rate;
+    const double per_batch = secs / static_cast<double>(k + 1);
     spdlog::info("rank {}: batch {}/{} | {:.2f} img/s | ETA {}", env.rank, k + 1, todo.size(),
-                 rate, util::format_duration(left));
+                 static_cast<double>(batch) / per_batch,
+                 util::format_duration(per_batch * static_cast<double>(todo.size() - k - 1)));
   }
 }
 
