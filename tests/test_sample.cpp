@@ -62,6 +62,26 @@ class Sample : public testing::Test {
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   }
 
+  // microdit-eval's flags for the random open_clip model of tests/data/clip_score.
+  static std::string clip_flags() {
+    const fs::path data = fs::path(MICRODIT_SOURCE_DIR) / "tests" / "data";
+    return " --clip-open-clip " +
+           (data / "clip_score" / "open_clip" / "open_clip_config.json").string() +
+           " --clip-weights " +
+           (data / "clip_score" / "open_clip" / "open_clip_model.safetensors").string() +
+           " --clip-vocab " + (data / "tokenizer" / "bpe_simple_vocab_16e6.txt.gz").string();
+  }
+
+  // Runs microdit-eval; returns its exit status, its output in *log.
+  int evaluate(const std::string& args, std::string* log) const {
+    const auto log_file = dir_.path / "eval.log";
+    const std::string command =
+        std::string(MICRODIT_EVAL_BIN) + " " + args + " > " + log_file.string() + " 2>&1";
+    const int status = std::system(command.c_str());
+    *log = test::read_bytes(log_file);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+
   test::TempDir dir_{"sample"};
   encoders::EncoderFiles files_;
   fs::path checkpoint_;
@@ -135,18 +155,11 @@ TEST_F(Sample, CocoProtocolSampledThenScored) {
   test::write_bytes(dir_.path / "coco" / "val2014" / manifest[2].file_name, "not a png");
   const fs::path data = fs::path(MICRODIT_SOURCE_DIR) / "tests" / "data";
   const auto result_path = dir_.path / "result.json";
-  const std::string eval = std::string(MICRODIT_EVAL_BIN) + " --coco " + gen.string() +
-                           " --real " + (dir_.path / "coco" / "val2014").string() +
-                           " --inception " + (data / "fid" / "clean_inception_random.pt").string() +
-                           " --clip-open-clip " +
-                           (data / "clip_score" / "open_clip" / "open_clip_config.json").string() +
-                           " --clip-weights " +
-                           (data / "clip_score" / "open_clip" / "open_clip_model.safetensors").string() +
-                           " --clip-vocab " +
-                           (data / "tokenizer" / "bpe_simple_vocab_16e6.txt.gz").string() +
-                           " --batch-size 4 --out " + result_path.string() + " > " +
-                           (dir_.path / "eval.log").string() + " 2>&1";
-  ASSERT_EQ(std::system(eval.c_str()), 0) << test::read_bytes(dir_.path / "eval.log");
+  const std::string eval = " --coco " + gen.string() + " --real " +
+                           (dir_.path / "coco" / "val2014").string() + " --inception " +
+                           (data / "fid" / "clean_inception_random.pt").string() + clip_flags() +
+                           " --batch-size 4 --out " + result_path.string();
+  ASSERT_EQ(evaluate(eval, &log), 0) << log;
   const auto result = io::read_json_file(result_path);
   EXPECT_EQ(result.at("coco").at("captions").as_int(), 6);
   EXPECT_EQ(result.at("coco").at("generation").at("steps").as_int(), 3);
@@ -168,10 +181,29 @@ TEST_F(Sample, CocoProtocolSampledThenScored) {
   EXPECT_NEAR(result.at("clip_score").as_double(), std::max(0.0, sum / 6), 1e-4);
   // An unfinished folder is refused, naming what is missing.
   fs::remove(gen / "00004.png");
-  ASSERT_NE(std::system(eval.c_str()), 0);
-  EXPECT_NE(test::read_bytes(dir_.path / "eval.log").find("1 of 6 images missing"),
-            std::string::npos)
-      << test::read_bytes(dir_.path / "eval.log");
+  ASSERT_NE(evaluate(eval, &log), 0);
+  EXPECT_NE(log.find("1 of 6 images missing"), std::string::npos) << log;
+}
+
+// Any folder of microdit-sample --prompts output scores against its prompt file (CLIP score
+// only, without --inception); the file is read as microdit-sample reads it.
+TEST_F(Sample, CaptionsFilePairsAFolderWithItsPrompts) {
+  const auto prompts = dir_.path / "prompts.txt", out = dir_.path / "p";
+  test::write_bytes(prompts, "a red square\na blue circle\ngreen\n");
+  std::string log;
+  ASSERT_EQ(sample(" --checkpoint " + checkpoint_.string() + " --prompts " + prompts.string() +
+                       " --out " + out.string(), &log), 0) << log;
+  const auto result_path = dir_.path / "captions.json";
+  const auto args = " --generated " + out.string() + " --captions " + prompts.string() +
+                    clip_flags() + " --out " + result_path.string();
+  ASSERT_EQ(evaluate(args, &log), 0) << log;
+  const auto result = io::read_json_file(result_path);
+  EXPECT_EQ(result.at("clip").at("pairs").as_int(), 3);
+  EXPECT_TRUE(result.at("clip_score").is_number());
+  EXPECT_FALSE(result.contains("fid"));
+  test::write_bytes(prompts, "a red square\n\ngreen\n");
+  EXPECT_EQ(evaluate(args, &log), 1) << log;
+  EXPECT_NE(log.find(prompts.string() + ":2: empty prompt line"), std::string::npos) << log;
 }
 
 // microdit-sample's GPU path: the same images on CUDA in float32 (TF32 off) as on the CPU, and

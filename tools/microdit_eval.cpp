@@ -7,12 +7,12 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <fstream>
 #include <iostream>
 #include <memory>
 #include <stdexcept>
 #include <string>
 
+#include "microdit/diffusion/text_to_image.h"
 #include "microdit/eval/clean_fid_inception.h"
 #include "microdit/eval/clip_score.h"
 #include "microdit/eval/coco_captions.h"
@@ -40,6 +40,7 @@ generated images:
   --generated DIR       any folder of images (.png .jpg ...), as they are (FID only, unless
                         --captions pairs them with captions)
   --captions FILE       with --generated: caption N (line N, from 0) belongs to DIR/NNNNN.png
+                        (the --prompts file of microdit-sample; a blank line is an error)
 
 FID, float64 Frechet distance with pytorch-fid's eps retry, in one of two protocols:
   clean        clean-fid's "clean" mode (default): Pillow bicubic resize to 299 in float32
@@ -142,25 +143,13 @@ struct Generated {
   microdit::io::Json settings;                         // --coco: generation.json
 };
 
-std::vector<std::string> read_caption_lines(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error(path + ": cannot open the captions file");
-  std::vector<std::string> lines;
-  for (std::string line; std::getline(in, line);) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    lines.push_back(line);
-  }
-  if (lines.empty()) throw std::runtime_error(path + ": no captions");
-  return lines;
-}
-
 // NNNNN.png in `dir` for each index; a missing one is an error naming how many are missing.
 std::vector<fs::path> numbered_images(const fs::path& dir, std::size_t count) {
   std::vector<fs::path> files;
   std::size_t missing = 0;
   std::string first;
   for (std::size_t i = 0; i < count; ++i) {
-    files.push_back(dir / fmt::format("{:05d}.png", i));
+    files.push_back(microdit::diffusion::generated_image_path(dir, static_cast<int64_t>(i)));
     if (!fs::exists(files.back()) && missing++ == 0) first = files.back().string();
   }
   if (missing > 0) {
@@ -181,7 +170,7 @@ Generated generated_images(const Args& a) {
     g.files = numbered_images(dir, g.coco.size());
     for (const auto& c : g.coco) g.captions.push_back(c.caption);
   } else if (!a.captions.empty()) {
-    g.captions = read_caption_lines(a.captions);
+    g.captions = diffusion::read_prompt_file(a.captions);
     g.files = numbered_images(a.generated, g.captions.size());
   } else {
     g.files = eval::list_images(a.generated);

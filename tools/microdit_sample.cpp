@@ -5,7 +5,6 @@
 
 #include <chrono>
 #include <cmath>
-#include <fstream>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -132,22 +131,6 @@ Args parse(int argc, char** argv) {
   return a;
 }
 
-std::vector<std::string> read_prompts(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error(path + ": cannot open the prompt file");
-  std::vector<std::string> prompts;
-  std::string line;
-  for (int64_t n = 1; std::getline(in, line); ++n) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.find_first_not_of(" \t") == std::string::npos) {
-      throw std::runtime_error(fmt::format("{}:{}: empty prompt line", path, n));
-    }
-    prompts.push_back(line);
-  }
-  if (prompts.empty()) throw std::runtime_error(path + ": no prompts");
-  return prompts;
-}
-
 // The model: the checkpoint's run config, or the zoo architecture for plain weights.
 std::pair<microdit::model::DiTConfig, microdit::diffusion::EDMConfig> model_config(
     const Args& a, const std::optional<std::string>& run_yaml) {
@@ -202,7 +185,7 @@ std::vector<int64_t> batches_to_make(const std::filesystem::path& out, int64_t c
   std::vector<int64_t> todo;
   for (int64_t b = env.rank; b * batch < count; b += env.world_size) {
     for (int64_t i = b * batch; i < std::min(count, (b + 1) * batch); ++i) {
-      if (!std::filesystem::exists(out / fmt::format("{:05d}.png", i))) {
+      if (!std::filesystem::exists(microdit::diffusion::generated_image_path(out, i))) {
         todo.push_back(b);
         break;
       }
@@ -239,11 +222,8 @@ void generate_coco(const Args& a, microdit::model::DiT& dit,
     for (int64_t i = first; i < end; ++i) prompts.push_back(captions[i].caption);
     auto options = a.options;
     options.seed = a.options.seed + first;
-    const auto images = diffusion::text_to_image(dit, encoders, prompts, options, edm);
-    for (int64_t i = first; i < end; ++i) {
-      io::write_png(out / fmt::format("{:05d}.png", i),
-                    io::make_grid(images.narrow(0, i - first, 1), 1, 0));
-    }
+    diffusion::write_generated_images(
+        out, diffusion::text_to_image(dit, encoders, prompts, options, edm), first);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const double per_batch = secs / static_cast<double>(k + 1);
     spdlog::info("rank {}: batch {}/{} | {:.2f} img/s | ETA {}", env.rank, k + 1, todo.size(),
@@ -257,7 +237,7 @@ int run(Args& a) {
   const auto env = train::read_launch_env();
   const auto prompts = !a.coco_captions.empty()  ? std::vector<std::string>{}
                        : a.prompts_file.empty() ? a.prompts
-                                                : read_prompts(a.prompts_file);
+                                                : diffusion::read_prompt_file(a.prompts_file);
   const auto weights = train::load_sampling_weights(a.checkpoint, a.ema);
   auto [dit_config, edm] = model_config(a, weights.config_yaml);
   edm.S_churn = a.s_churn;
@@ -278,11 +258,7 @@ int run(Args& a) {
   spdlog::info("sampling {} prompts: {} steps, cfg {}, seed {}", prompts.size(), a.options.steps,
                a.options.cfg, a.options.seed);
   const auto images = diffusion::text_to_image(dit, encoders, prompts, a.options, edm);
-  std::filesystem::create_directories(a.out);
-  for (int64_t i = 0; i < images.size(0); ++i) {
-    io::write_png(std::filesystem::path(a.out) / fmt::format("{:05d}.png", i),
-                  io::make_grid(images.narrow(0, i, 1), 1, 0));
-  }
+  diffusion::write_generated_images(a.out, images);
   const auto columns = static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(images.size(0)))));
   io::write_png(std::filesystem::path(a.out) / "grid.png", io::make_grid(images, columns));
   spdlog::info("wrote {} images and grid.png to {}", images.size(0), a.out);

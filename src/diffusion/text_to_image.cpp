@@ -1,6 +1,11 @@
 #include "microdit/diffusion/text_to_image.h"
 
+#include <fmt/format.h>
+
+#include <fstream>
+
 #include "microdit/diffusion/edm_sampler.h"
+#include "microdit/io/png.h"
 #include "microdit/nn/autocast.h"
 #include "microdit/nn/norm.h"
 
@@ -46,6 +51,35 @@ at::Tensor text_to_image(model::DiT& dit, encoders::PipelineEncoders& encoders,
     images.push_back((decoded.to(at::kFloat) / 2 + 0.5).clamp(0, 1).cpu());
   }
   return at::cat(images);
+}
+
+std::vector<std::string> read_prompt_file(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error(path.string() + ": cannot open the prompt file");
+  std::vector<std::string> prompts;
+  std::string line;
+  for (int64_t n = 1; std::getline(in, line); ++n) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") == std::string::npos) {
+      throw std::runtime_error(fmt::format("{}:{}: empty prompt line", path.string(), n));
+    }
+    prompts.push_back(line);
+  }
+  if (prompts.empty()) throw std::runtime_error(path.string() + ": no prompts");
+  return prompts;
+}
+
+std::filesystem::path generated_image_path(const std::filesystem::path& dir, int64_t index) {
+  return dir / fmt::format("{:05d}.png", index);
+}
+
+void write_generated_images(const std::filesystem::path& dir, const at::Tensor& images,
+                            int64_t first_index) {
+  std::filesystem::create_directories(dir);
+  for (int64_t i = 0; i < images.size(0); ++i) {
+    io::write_png(generated_image_path(dir, first_index + i),
+                  io::make_grid(images.narrow(0, i, 1), 1, 0));
+  }
 }
 
 }  // namespace microdit::diffusion

@@ -81,13 +81,12 @@ void GradientBuckets::on_gradient_ready(int64_t param) {
 
 void GradientBuckets::start_ready_buckets() {
   while (next_bucket_ < num_buckets() && buckets_[next_bucket_].pending == 0) {
-    const int64_t b = next_bucket_++;
-    start(buckets_[b]);
+    start(next_bucket_++);
   }
 }
 
-void GradientBuckets::start(Bucket& bucket) {
-  const int64_t b = &bucket - buckets_.data();
+void GradientBuckets::start(int64_t b) {
+  Bucket& bucket = buckets_[b];
   std::vector<at::Tensor> grads;
   for (const int64_t i : bucket.params) {
     const auto& p = parameters_[i];

@@ -5,6 +5,7 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -30,5 +31,17 @@ struct TextToImageOptions {
 at::Tensor text_to_image(model::DiT& dit, encoders::PipelineEncoders& encoders,
                          const std::vector<std::string>& prompts, const TextToImageOptions& options,
                          const EDMConfig& edm);
+
+// A prompt file: one prompt per line (a trailing \r dropped). A blank line, an empty file or an
+// unreadable one is a std::runtime_error naming the file (and the line).
+std::vector<std::string> read_prompt_file(const std::filesystem::path& path);
+
+// Where generated image `index` lives in `dir`: NNNNN.png, as microdit-sample writes them and
+// microdit-eval reads them back.
+std::filesystem::path generated_image_path(const std::filesystem::path& dir, int64_t index);
+
+// Writes images (N,3,H,W) in [0,1] as generated images first_index, first_index + 1, ...
+void write_generated_images(const std::filesystem::path& dir, const at::Tensor& images,
+                            int64_t first_index = 0);
 
 }  // namespace microdit::diffusion

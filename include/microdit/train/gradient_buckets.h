@@ -59,7 +59,7 @@ class GradientBuckets {
   void reset_round();  // under mutex_
   void on_gradient_ready(int64_t param);
   void start_ready_buckets();  // under mutex_
-  void start(Bucket& bucket);
+  void start(int64_t b);
 
   std::vector<at::Tensor> parameters_;
   ProcessGroup& group_;
