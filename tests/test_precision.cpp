@@ -9,6 +9,7 @@
 #include "microdit/model/microdit.h"
 #include "microdit/nn/autocast.h"
 #include "microdit/nn/expert_choice_moe.h"
+#include "microdit/nn/fused_norm.h"
 #include "microdit/nn/norm.h"
 #include "test_support.h"
 
@@ -50,10 +51,8 @@ TEST(FastPath, GatherMoEEqualsOneHotEinsum) { expect_gather_equals_one_hot(at::k
 
 TEST(FastPath, GatherMoEEqualsOneHotEinsum_CUDA) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
-  const bool tf32 = at::globalContext().allowTF32CuBLAS();
-  at::globalContext().setAllowTF32CuBLAS(false);
+  test::NoTF32 no_tf32;
   expect_gather_equals_one_hot(at::kCUDA);
-  at::globalContext().setAllowTF32CuBLAS(tf32);
 }
 
 TEST(FastPath, LowPrecisionNormRunsInTheAutocastDtype) {
@@ -70,8 +69,8 @@ TEST(FastPath, LowPrecisionNormRunsInTheAutocastDtype) {
     nn::AutocastGuard autocast(at::kCPU, at::kBFloat16);
     const auto out = norm(x);
     EXPECT_EQ(out.scalar_type(), at::kBFloat16);
-    EXPECT_TRUE(at::equal(out, at::layer_norm(x.to(at::kBFloat16), {32},
-                                              norm->weight.to(at::kBFloat16), {}, 1e-6)));
+    EXPECT_TRUE(at::equal(
+        out, at::layer_norm(x.to(at::kBFloat16), {32}, norm->weight.to(at::kBFloat16), {}, 1e-6)));
   }
   nn::AutocastGuard autocast(at::kCPU, at::kBFloat16);
   EXPECT_NE(norm(x).scalar_type(), at::kBFloat16) << "plain autocast keeps LayerNorm in float32";
@@ -81,11 +80,12 @@ TEST(FastPath, LowPrecisionNormRunsInTheAutocastDtype) {
 // Gradients of one masked EDM step of a small model, flattened over all parameters.
 at::Tensor step_gradients(model::DiT& dit, const at::Tensor& x, const at::Tensor& y,
                           const diffusion::EDMLossNoise& draws, const model::TokenMask& mask,
-                          bool bf16, bool low_precision_norm) {
+                          bool bf16, bool low_precision_norm, bool fused_norm = false) {
   dit->zero_grad(/*set_to_none=*/true);
   {
     nn::AutocastGuard autocast(x.device().type(), at::kBFloat16, bf16);
     nn::LowPrecisionNormGuard norm(low_precision_norm);
+    nn::FusedNormGuard fused(fused_norm);
     diffusion::edm_loss(dit, x, y, draws, {}, &mask).backward();
   }
   std::vector<at::Tensor> flat;
@@ -99,22 +99,58 @@ double cosine(const at::Tensor& a, const at::Tensor& b) {
   return (a * b).sum().item<double>() / (a.norm() * b.norm()).item<double>();
 }
 
-void expect_bf16_norm_gradients_close(at::Device device) {
+struct SmallStep {
+  model::DiT dit{nullptr};
+  at::Tensor x, y;
+  diffusion::EDMLossNoise draws;
+  model::TokenMask mask;
+};
+
+SmallStep small_step(at::Device device) {
   at::manual_seed(5);
-  model::DiT dit(test::small_config());
+  SmallStep s{model::DiT(test::small_config())};
   // Non-zero output layers, so every parameter gets a gradient.
   {
     at::NoGradGuard no_grad;
-    for (auto& p : dit->parameters()) {
+    for (auto& p : s.dit->parameters()) {
       if (p.abs().max().item<double>() == 0) p.normal_(0, 0.02);
     }
   }
-  dit->to(device);
-  const auto& c = dit->config;
-  auto x = at::randn({8, c.in_channels, c.input_size, c.input_size}, device);
-  auto y = at::randn({8, 1, 77, c.caption_channels}, device);
-  const auto draws = diffusion::sample_loss_noise(x);
-  const auto mask = model::sample_mask(8, c.num_patches(), 0.5, std::nullopt, device);
+  s.dit->to(device);
+  const auto& c = s.dit->config;
+  s.x = at::randn({8, c.in_channels, c.input_size, c.input_size}, device);
+  s.y = at::randn({8, 1, 77, c.caption_channels}, device);
+  s.draws = diffusion::sample_loss_noise(s.x);
+  s.mask = model::sample_mask(8, c.num_patches(), 0.5, std::nullopt, device);
+  return s;
+}
+
+// The fused LayerNorm + modulation (nn/fused_norm) against the unfused ops, in the whole model:
+// float32 gradients equal to rounding, bf16 autocast gradients at cosine >= 0.999.
+void expect_fused_norm_gradients_close(at::Device device) {
+  auto s = small_step(device);
+  auto grads = [&](bool bf16, bool fused) {
+    return step_gradients(s.dit, s.x, s.y, s.draws, s.mask, bf16, true, fused);
+  };
+  const auto fp32 = grads(false, false), fp32_fused = grads(false, true);
+  EXPECT_LE((fp32_fused - fp32).norm().item<double>() / fp32.norm().item<double>(), 1e-5);
+  const auto bf16 = grads(true, false), bf16_fused = grads(true, true);
+  EXPECT_GE(cosine(bf16_fused, bf16), 0.999);
+  EXPECT_GE(cosine(bf16_fused, fp32), 0.99);
+  testing::Test::RecordProperty("cosine_fused_plain_bf16",
+                                std::to_string(cosine(bf16_fused, bf16)));
+}
+
+TEST(FastPath, FusedNormGradientsMatchUnfused) { expect_fused_norm_gradients_close(at::kCPU); }
+
+TEST(FastPath, FusedNormGradientsMatchUnfused_CUDA) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  test::NoTF32 no_tf32;
+  expect_fused_norm_gradients_close(at::kCUDA);
+}
+
+void expect_bf16_norm_gradients_close(at::Device device) {
+  auto [dit, x, y, draws, mask] = small_step(device);
   const auto fp32 = step_gradients(dit, x, y, draws, mask, false, false);
   const auto plain = step_gradients(dit, x, y, draws, mask, true, false);
   const auto fast = step_gradients(dit, x, y, draws, mask, true, true);

@@ -1,5 +1,6 @@
 // Shared test helpers: the official reference set and small model configs.
 #pragma once
+#include <ATen/Context.h>
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -14,6 +15,15 @@
 namespace microdit::test {
 
 inline std::filesystem::path reference_dir() { return MICRODIT_REFERENCE_DIR; }
+
+// TF32 off in cuBLAS while one lives (float32 comparisons on a GPU), the previous setting after.
+struct NoTF32 {
+  NoTF32() : previous(at::globalContext().allowTF32CuBLAS()) {
+    at::globalContext().setAllowTF32CuBLAS(false);
+  }
+  ~NoTF32() { at::globalContext().setAllowTF32CuBLAS(previous); }
+  bool previous;
+};
 
 // Loaded once per test binary: config.json and cases.safetensors of the official tiny set.
 const parity::ReferenceSet& reference_set();

@@ -3,15 +3,12 @@
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 
-#include <cstdlib>
-#include <vector>
-
-#include "test_support.h"
-
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <numeric>
+#include <vector>
 
 #include "microdit/io/safetensors.h"
 #include "microdit/io/state_dict.h"
@@ -20,6 +17,7 @@
 #include "microdit/train/config.h"
 #include "microdit/train/tensorboard.h"
 #include "microdit/train/trainer.h"
+#include "test_support.h"
 
 namespace microdit {
 namespace {
@@ -143,6 +141,32 @@ TEST(Trainer, MicroBatchSplitDoesNotChangeLossOrGradients) {
     const auto& g2 = p2[item.key()].grad();
     EXPECT_TRUE(at::allclose(g1, g2, 1e-4, 1e-7)) << item.key();
   }
+}
+
+// optim.fused_norm and optim.recompute_activations change how, not what: the same losses and
+// last gradients within rounding.
+TEST(Trainer, FastPathOptionsFollowThePlainRun) {
+  train::Trainer plain(tiny(fresh_dir("plain"), 3));
+  const auto plain_run = plain.run();
+  auto c = tiny(fresh_dir("fast"), 3);
+  c.optim.fused_norm = true;
+  c.optim.recompute_activations = true;
+  train::Trainer fast(c);
+  const auto fast_run = fast.run();
+  ASSERT_EQ(fast_run.losses.size(), plain_run.losses.size());
+  for (std::size_t i = 0; i < plain_run.losses.size(); ++i) {
+    EXPECT_NEAR(fast_run.losses[i], plain_run.losses[i], 1e-5 * std::abs(plain_run.losses[i]))
+        << "step " << i + 1;
+  }
+  auto fast_params = fast.model()->named_parameters();
+  bool any_rounding_apart = false;  // the fused LayerNorm rounds differently: the options took
+  for (const auto& item : plain.model()->named_parameters()) {
+    const auto& g = item.value().grad();
+    const auto& g_fast = fast_params[item.key()].grad();
+    EXPECT_TRUE(at::allclose(g_fast, g, 1e-4, 1e-7)) << item.key();
+    any_rounding_apart = any_rounding_apart || !at::equal(g_fast, g);
+  }
+  EXPECT_TRUE(any_rounding_apart) << "the options did not reach the model";
 }
 
 TEST(Trainer, NonFiniteLossStopsNamingTheStep) {

@@ -14,6 +14,7 @@
 #include "microdit/model/config.h"
 #include "microdit/model/flops.h"
 #include "microdit/model/microdit.h"
+#include "microdit/nn/fused_norm.h"
 #include "microdit/train/gradient_buckets.h"
 #include "microdit/train/optimizer.h"
 #include "microdit/train/process_group.h"
@@ -33,6 +34,8 @@ constexpr const char* kUsage = R"(usage: microdit-bench [options]
   --device D      cuda (default when available) or cpu
   --fp32          no bf16 autocast on CUDA
   --fp32-norm     plain autocast: LayerNorms in float32 (default: bf16, as the official runs)
+  --fused-norm    LayerNorm + adaLN modulation as one operation (CUDA kernels where built)
+  --recompute-act FFN activations recomputed in backward instead of kept (less memory)
   --micro-batches N  the batch in N accumulated parts (default 1; 0: the fewest that fit)
   --peak-tflops X matrix ceiling for MFU (default 796: bf16 GEMM measured on an H100/H200)
   --profile N     after timing, profile N more steps and print the time per step of each GPU
@@ -49,6 +52,8 @@ struct Args {
   std::string device;
   bool fp32 = false;
   bool fp32_norm = false;
+  bool fused_norm = false;
+  bool recompute_act = false;
   int64_t micro_batches = 1;
   int64_t profile = 0;
   double peak_tflops = 796.0;
@@ -77,6 +82,10 @@ Args parse(int argc, char** argv) {
       a.fp32 = true;
     else if (arg == "--fp32-norm")
       a.fp32_norm = true;
+    else if (arg == "--fused-norm")
+      a.fused_norm = true;
+    else if (arg == "--recompute-act")
+      a.recompute_act = true;
     else if (arg == "--micro-batches")
       a.micro_batches = std::stoll(args.value());
     else if (arg == "--peak-tflops")
@@ -92,6 +101,12 @@ Args parse(int argc, char** argv) {
     throw std::invalid_argument("--batch and --steps must be positive, --mask in [0, 1)");
   }
   return a;
+}
+
+// "": off; "kernels": the CUDA kernels; "composite": the same operation in ATen ops.
+std::string fused_norm_kind(const Args& a, const at::Device& device) {
+  if (!a.fused_norm) return "";
+  return device.is_cuda() && microdit::nn::fused_norm_kernels_built() ? "kernels" : "composite";
 }
 
 int run(const Args& a) {
@@ -116,6 +131,8 @@ int run(const Args& a) {
   options.mask_ratio = a.mask;
   options.bf16_autocast = !a.fp32;
   options.low_precision_norm = !a.fp32_norm;
+  options.fused_norm = a.fused_norm;
+  options.recompute_activations = a.recompute_act;
   options.micro_batches = std::max<int64_t>(1, a.micro_batches);
   // --ddp: the data-parallel gradient all-reduce in a world of one (NCCL on CUDA, Gloo on CPU);
   // the step time minus that of the same row without --ddp is its cost per step.
@@ -157,14 +174,15 @@ int run(const Args& a) {
   const double tflop = model::training_step_flops(dit->config, {a.batch, a.mask}) * 1e-12;
   std::sort(times.begin(), times.end());
   fmt::print(R"({{"impl": "microdit-cpp", "arch": "{}", "batch": {}, "mask": {}, "res": {}, )"
-             R"("device": "{}", "ddp": "{}", "bf16": {}, "bf16_norm": {}, "micro_batches": {}, "s_per_step": {:.4f}, "s_median": {:.4f}, )"
+             R"("device": "{}", "ddp": "{}", "bf16": {}, "bf16_norm": {}, "fused_norm": "{}", "recompute_act": {}, "micro_batches": {}, "s_per_step": {:.4f}, "s_median": {:.4f}, )"
              R"("s_min": {:.4f}, "s_max": {:.4f}, "images_per_s": {:.1f}, )"
              R"("tflop_per_step": {:.2f}, "tflops": {:.1f}, "mfu": {:.3f}, )"
              R"("peak_gib": {:.2f}, "params": {}, "loss": {:.4f}, "loss_mean": {:.5f}}})"
              "\n",
              a.arch, a.batch, a.mask, a.res, device.str(), group ? group->backend_name() : "",
              !a.fp32 && device.is_cuda(),
-             !a.fp32 && !a.fp32_norm && device.is_cuda(), options.micro_batches, mean,
+             !a.fp32 && !a.fp32_norm && device.is_cuda(), fused_norm_kind(a, device),
+             a.recompute_act, options.micro_batches, mean,
              times[times.size() / 2], times.front(), times.back(), a.batch / mean, tflop,
              tflop / mean, tflop / mean / a.peak_tflops,
              util::peak_memory_bytes(device) / double(1 << 30), dit->num_parameters(),

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "microdit/util/arg_cursor.h"
+#include "microdit/nn/fused_norm.h"
 #include "microdit/parity/reference_check.h"
 
 namespace {
@@ -22,6 +23,7 @@ options:
   --weights W   safetensors | pt | both (default both: each case once per weights file)
   --device D    cpu (default) or cuda; on cuda TF32 is off
   --bf16        run under bf16 autocast and only report errors (bounds are for float32)
+  --fused-norm  LayerNorm + adaLN modulation as one operation (CUDA kernels where built)
   -h, --help    this text
 exit status: 0 all cases within bounds, 1 a case failed, 2 bad arguments or unreadable data
 )";
@@ -31,6 +33,7 @@ struct Args {
   std::vector<std::string> weights{"weights.safetensors", "weights.pt"};
   std::string device = "cpu";
   bool bf16 = false;
+  bool fused_norm = false;
 };
 
 Args parse_args(int argc, char** argv) {
@@ -49,6 +52,8 @@ Args parse_args(int argc, char** argv) {
       a.device = args.value();
     } else if (arg == "--bf16") {
       a.bf16 = true;
+    } else if (arg == "--fused-norm") {
+      a.fused_norm = true;
     } else if (!arg.empty() && arg[0] == '-') {
       throw std::invalid_argument("unknown option " + arg);
     } else if (a.dir.empty()) {
@@ -66,6 +71,7 @@ int run(const Args& args) {
   const at::Device device(args.device);
   at::globalContext().setAllowTF32CuBLAS(false);
   at::globalContext().setAllowTF32CuDNN(false);
+  const microdit::nn::FusedNormGuard fused_norm(args.fused_norm);
   int failures = 0, cases = 0;
   for (const auto& weights : args.weights) {
     microdit::parity::CheckOptions options{weights, device, args.bf16};
@@ -77,8 +83,8 @@ int run(const Args& args) {
       ++cases;
     }
   }
-  fmt::print("{} cases, {} failed ({}, {}{})\n", cases, failures, args.dir, args.device,
-             args.bf16 ? ", bf16 autocast" : ", float32");
+  fmt::print("{} cases, {} failed ({}, {}{}{})\n", cases, failures, args.dir, args.device,
+             args.bf16 ? ", bf16 autocast" : ", float32", args.fused_norm ? ", fused norm" : "");
   return failures == 0 ? 0 : 1;
 }
 }  // namespace

@@ -25,11 +25,14 @@ build() {  # build [cmake -D options]
   cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMICRODIT_WITH_OPENCV=OFF "$@" >> "$OUT/build.log" 2>&1 &&
     cmake --build "$BUILD_DIR" -j "$(nproc)" >> "$OUT/build.log" 2>&1
 }
-if build -DMICRODIT_WITH_NCCL=ON; then
-  log "tier 1 build: ok in $(( $(date +%s) - t0 )) s ($(grep -m1 'nccl.h:' "$OUT/build.log"))"
-elif build -DMICRODIT_WITH_NCCL=OFF; then
-  # The NCCL process group did not compile here: keep everything else (see build.log).
-  log "tier 1 build: ok WITHOUT NCCL in $(( $(date +%s) - t0 )) s (the NCCL build failed, see build.log)"
+built() { log "tier 1 build: ok$1 in $(( $(date +%s) - t0 )) s ($(grep -m1 'nccl.h:' "$OUT/build.log"); $(grep -m1 'fused CUDA kernels:' "$OUT/build.log"))"; }
+if build -DMICRODIT_WITH_NCCL=ON -DMICRODIT_WITH_CUDA_KERNELS=ON; then
+  built ""
+elif build -DMICRODIT_WITH_NCCL=ON -DMICRODIT_WITH_CUDA_KERNELS=OFF; then
+  # The fused kernels did not build here: keep everything else (see build.log).
+  built " WITHOUT the fused CUDA kernels (their build failed, see build.log)"
+elif build -DMICRODIT_WITH_NCCL=OFF -DMICRODIT_WITH_CUDA_KERNELS=OFF; then
+  built " WITHOUT NCCL and the fused CUDA kernels (those builds failed, see build.log)"
 else
   log "tier 1 build: FAILED after $(( $(date +%s) - t0 )) s (see build.log)"; tail -30 "$OUT/build.log"; exit 1
 fi
@@ -39,6 +42,8 @@ REF=.device/reference/microdit-official-tiny
 {
   "$BUILD_DIR/microdit-check-reference" "$REF" --device "$DEVICE"; echo "exit $?"
   [ "$GPU" = 1 ] && { "$BUILD_DIR/microdit-check-reference" "$REF" --device cuda --bf16; echo "exit $?"; }
+  # The fused LayerNorm + modulation (CUDA kernels where built) in float32, bounds enforced.
+  "$BUILD_DIR/microdit-check-reference" "$REF" --device "$DEVICE" --fused-norm --weights safetensors; echo "exit $?"
   for other in .device/reference/*/; do
     [ "$other" = "$REF/" ] && continue
     "$BUILD_DIR/microdit-check-reference" "$other" --device "$DEVICE"; echo "exit $?"
@@ -91,6 +96,10 @@ if [ "$GPU" = 1 ]; then
   # a kernel profile and with float32 LayerNorms; the official eager run needs 82.6 GiB, so both
   # eager at batch 128 too. The official compiled run (172 s of compilation) only when asked.
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --profile 2
+  # The fused LayerNorm + modulation (with a profile, to see which kernels it removed), then with
+  # the FFN activations recomputed in backward too (memory).
+  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --fused-norm --profile 1
+  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --fused-norm --recompute-act
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --fp32-norm
   stage stage1-half 128 0.75 32
   [ -n "${WITH_COMPILED:-}" ] && OFFICIAL_LIMIT=240 official --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --compile
@@ -102,11 +111,13 @@ if [ "$GPU" = 1 ]; then
   # Same function: 200 steps of Tiny_2 from one seed, bf16 LayerNorms vs plain autocast.
   ours --arch MicroDiT_Tiny_2 --batch 64 --mask 0.75 --steps 200 --warmup 1
   ours --arch MicroDiT_Tiny_2 --batch 64 --mask 0.75 --steps 200 --warmup 1 --fp32-norm
+  ours --arch MicroDiT_Tiny_2 --batch 64 --mask 0.75 --steps 200 --warmup 1 --fused-norm
   stage stage2 64 0 32 --steps 6 --warmup 2
   stage stage3 32 0.75 64 --steps 6 --warmup 2
   stage stage4 16 0 64 --steps 6 --warmup 2
 else
   ours --arch MicroDiT_Tiny_2 --batch 2 --mask 0.75 --steps 1 --warmup 1 --profile 1
+  ours --arch MicroDiT_Tiny_2 --batch 2 --mask 0.75 --steps 1 --warmup 1 --fused-norm
   official --arch MicroDiT_Tiny_2 --batch 2 --mask 0.75 --steps 1 --warmup 1
 fi
 log "tier 3 bench: $(wc -l < "$BENCH") rows"

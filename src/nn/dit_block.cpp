@@ -14,10 +14,6 @@ torch::nn::Sequential make_modulation(int64_t cond_dim, int64_t out_dim) {
 }
 }  // namespace
 
-at::Tensor modulate(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale) {
-  return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1);
-}
-
 int64_t qkv_hidden_dim(int64_t dim, double qkv_ratio, int64_t head_dim) {
   if (qkv_ratio == 1.0) return dim;
   return round_up(static_cast<int64_t>(static_cast<double>(dim) * qkv_ratio), 2 * head_dim);
@@ -51,10 +47,10 @@ at::Tensor DiTBlockImpl::forward(const at::Tensor& x, const at::Tensor& y, const
   auto m = adaLN_modulation->forward(c).chunk(6, /*dim=*/1);
   const auto &shift_msa = m[0], &scale_msa = m[1], &gate_msa = m[2];
   const auto &shift_mlp = m[3], &scale_mlp = m[4], &gate_mlp = m[5];
-  auto h = x + gate_msa.unsqueeze(1) * attn(modulate(norm1(x), shift_msa, scale_msa));
+  auto h = x + gate_msa.unsqueeze(1) * attn(norm1->forward_modulated(x, shift_msa, scale_msa));
   h = h + cross_attn(norm2(h), y);
-  return h +
-         gate_mlp.unsqueeze(1) * mlp.forward<at::Tensor>(modulate(norm3(h), shift_mlp, scale_mlp));
+  return h + gate_mlp.unsqueeze(1) *
+                 mlp.forward<at::Tensor>(norm3->forward_modulated(h, shift_mlp, scale_mlp));
 }
 
 void DiTBlockImpl::custom_init() {
@@ -104,7 +100,7 @@ T2IFinalLayerImpl::T2IFinalLayerImpl(int64_t dim, int64_t patch_size, int64_t ou
 
 at::Tensor T2IFinalLayerImpl::forward(const at::Tensor& x, const at::Tensor& c) {
   auto m = adaLN_modulation->forward(c).chunk(2, /*dim=*/1);
-  return linear(modulate(norm_final(x), /*shift=*/m[0], /*scale=*/m[1]));
+  return linear(norm_final->forward_modulated(x, /*shift=*/m[0], /*scale=*/m[1]));
 }
 
 }  // namespace microdit::nn

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include "microdit/nn/activation_recompute.h"
 #include "microdit/nn/feed_forward.h"
 #include "microdit/nn/init.h"
 
@@ -37,8 +38,9 @@ at::Tensor FeedForwardECMoeImpl::forward(const at::Tensor& x) {
   auto flat_idx = routing.indices.reshape({B, num_experts * K});  // (B,E*K)
   auto xin = at::gather(x, 1, flat_idx.unsqueeze(-1).expand({B, num_experts * K, D}));
   xin = xin.view({B, num_experts, K, D}).transpose(0, 1).reshape({num_experts, B * K, D});
-  auto h = at::gelu(at::bmm(xin, w1));  // exact erf GELU
-  h = at::bmm(h, w2);                   // (E,B*K,D)
+  auto u = at::bmm(xin, w1);  // (E,B*K,F)
+  // Exact-erf GELU, then the second expert product: (E,B*K,D).
+  auto h = RecomputeActivationsGuard::active() ? gelu_bmm(u, w2) : at::bmm(at::gelu(u), w2);
   h = h.view({num_experts, B, K, D}).transpose(0, 1).reshape({B, num_experts * K, D});
   // The official einsum runs in the autocast dtype, so the probabilities are cast to it.
   h = h * routing.probs.reshape({B, num_experts * K, 1}).to(h.scalar_type());

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include "microdit/nn/activation_recompute.h"
 #include "microdit/nn/init.h"
 
 namespace microdit::nn {
@@ -25,7 +26,10 @@ FeedForwardImpl::FeedForwardImpl(int64_t dim, int64_t hidden_dim, int64_t multip
   w3 = register_module("w3", linear(f, dim));
 }
 
-at::Tensor FeedForwardImpl::forward(const at::Tensor& x) { return w3(at::silu(w1(x)) * w2(x)); }
+at::Tensor FeedForwardImpl::forward(const at::Tensor& x) {
+  if (RecomputeActivationsGuard::active()) return w3(silu_mul(w1(x), w2(x)));
+  return w3(at::silu(w1(x)) * w2(x));
+}
 
 void FeedForwardImpl::custom_init(double out_std) {
   trunc_normal_(w1->weight, 0.0, 0.02);

@@ -4,24 +4,27 @@
 #include <ATen/autocast_mode.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 
+#include "microdit/nn/fused_norm.h"
+
 namespace microdit::nn {
-namespace {
-thread_local bool low_precision_norm = false;
-}  // namespace
-
-LowPrecisionNormGuard::LowPrecisionNormGuard(bool enabled) : previous_(low_precision_norm) {
-  low_precision_norm = enabled;
-}
-LowPrecisionNormGuard::~LowPrecisionNormGuard() { low_precision_norm = previous_; }
-bool LowPrecisionNormGuard::active() { return low_precision_norm; }
-
 LayerNormImpl::LayerNormImpl(int64_t dim_, double eps_, bool affine) : dim(dim_), eps(eps_) {
   if (affine) weight = register_parameter("weight", at::ones({dim}));
 }
 
-at::Tensor LayerNormImpl::forward(const at::Tensor& x) {
+namespace {
+// The dtype the unfused path returns: under autocast the low dtype for low-precision norms and
+// float32 otherwise (autocast's layer_norm rule); without autocast the input's.
+at::ScalarType norm_output_dtype(const at::Tensor& x) {
   const auto device = x.device().type();
-  if (low_precision_norm && at::autocast::is_autocast_enabled(device)) {
+  if (!at::autocast::is_autocast_enabled(device)) return x.scalar_type();
+  return LowPrecisionNormGuard::active() ? at::autocast::get_autocast_dtype(device) : at::kFloat;
+}
+}  // namespace
+
+at::Tensor LayerNormImpl::forward(const at::Tensor& x) {
+  if (FusedNormGuard::active()) return forward_modulated(x, {}, {});
+  const auto device = x.device().type();
+  if (LowPrecisionNormGuard::active() && at::autocast::is_autocast_enabled(device)) {
     const auto dtype = at::autocast::get_autocast_dtype(device);
     auto w = weight.defined() ? weight.to(dtype) : weight;
     // Autocast would cast back to float32: step outside it for this one call.
@@ -29,6 +32,18 @@ at::Tensor LayerNormImpl::forward(const at::Tensor& x) {
     return at::layer_norm(x.to(dtype), {dim}, w, {}, eps);
   }
   return at::layer_norm(x, {dim}, weight, {}, eps);
+}
+
+at::Tensor LayerNormImpl::forward_modulated(const at::Tensor& x, const at::Tensor& shift,
+                                            const at::Tensor& scale) {
+  if (FusedNormGuard::active()) {
+    const auto dtype = norm_output_dtype(x);
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+    return fused_norm(x, weight, eps, shift, scale, dtype);
+  }
+  auto normed = forward(x);
+  if (!shift.defined()) return normed;
+  return normed * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1);
 }
 
 void LayerNormImpl::reset_parameters() {

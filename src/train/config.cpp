@@ -288,6 +288,8 @@ std::vector<Key> schema(TrainConfig& c) {
                leaf("mask_ratio", o.mask_ratio),
                leaf("caption_drop_prob", o.caption_drop_prob),
                leaf("precision", o.precision),
+               leaf("fused_norm", o.fused_norm),
+               leaf("recompute_activations", o.recompute_activations),
                section("ema", {leaf("enabled", ema.enabled), leaf("smoothing", ema.smoothing),
                                leaf("start_step", ema.start_step)}),
                leaf("continue_from", o.continue_from),

@@ -21,7 +21,9 @@
 #include "microdit/io/png.h"
 #include "microdit/io/state_dict.h"
 #include "microdit/model/masking.h"
+#include "microdit/nn/activation_recompute.h"
 #include "microdit/nn/autocast.h"
+#include "microdit/nn/fused_norm.h"
 #include "microdit/nn/norm.h"
 #include "microdit/train/checkpoint.h"
 #include "microdit/train/ema.h"
@@ -313,6 +315,8 @@ at::Tensor Trainer::State::micro_batch(const MicroBatchInput& input, bool last) 
   {
     nn::AutocastGuard autocast(device.type(), at::kBFloat16, bf16);
     nn::LowPrecisionNormGuard low_precision_norm(cfg.optim.precision != "bf16-fp32norm");
+    nn::FusedNormGuard fused_norm(cfg.optim.fused_norm);
+    nn::RecomputeActivationsGuard recompute(cfg.optim.recompute_activations);
     loss = diffusion::edm_loss_per_sample(dit, x, y,
                                           {to_device(draws.rnd_normal), to_device(draws.noise)},
                                           cfg.edm, mask ? &*mask : nullptr)

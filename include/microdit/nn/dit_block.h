@@ -13,9 +13,6 @@
 
 namespace microdit::nn {
 
-// x * (1 + scale) + shift with per-sample (B,D) shift and scale.
-at::Tensor modulate(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale);
-
 // Everything that differs between the blocks of one model (see model/layerwise_scaling.h).
 struct DiTBlockOptions {
   int64_t dim;

@@ -4,27 +4,23 @@
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 
+#include "microdit/util/thread_flag.h"
+
 namespace microdit::nn {
 
 // While one lives on this thread, LayerNorms under autocast run in the autocast dtype (input and
 // weight cast down, statistics in float32 inside the kernel, output in the low dtype), as
 // Composer's LPLayerNorm that the official training uses. Without it autocast runs them in float32.
-class LowPrecisionNormGuard {
- public:
-  explicit LowPrecisionNormGuard(bool enabled = true);
-  ~LowPrecisionNormGuard();
-  LowPrecisionNormGuard(const LowPrecisionNormGuard&) = delete;
-  LowPrecisionNormGuard& operator=(const LowPrecisionNormGuard&) = delete;
-  static bool active();
-
- private:
-  bool previous_;
-};
+using LowPrecisionNormGuard = util::ThreadFlagGuard<struct LowPrecisionNormTag>;
 
 class LayerNormImpl : public torch::nn::Module {
  public:
   LayerNormImpl(int64_t dim, double eps, bool affine = true);
   at::Tensor forward(const at::Tensor& x);
+  // forward(x) * (1 + scale) + shift with (B,D) shift and scale for x (B,N,D): adaLN's modulate;
+  // one fused operation under FusedNormGuard (nn/fused_norm.h). Undefined shift/scale: forward.
+  at::Tensor forward_modulated(const at::Tensor& x, const at::Tensor& shift,
+                               const at::Tensor& scale);
   void reset_parameters();
 
   int64_t dim;

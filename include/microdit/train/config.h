@@ -53,6 +53,10 @@ struct OptimSection {
   // auto (bf16 on CUDA, fp32 on CPU) | bf16 (LayerNorms in bf16, as the official runs) |
   // bf16-fp32norm (plain autocast: LayerNorms in float32) | fp32
   std::string precision = "auto";
+  // Speed and memory, same function (docs/performance.md): LayerNorm + adaLN modulation as one
+  // operation (CUDA kernels where built); FFN activations recomputed in backward.
+  bool fused_norm = false;
+  bool recompute_activations = false;
   EMASection ema;
   std::string continue_from;  // checkpoint: full state, new lr/schedule/EMA smoothing
   std::string init_from;      // checkpoint or weights file: weights only

@@ -19,6 +19,10 @@ struct TrainStepOptions {
   bool bf16_autocast = true;  // only on CUDA; CPU runs float32
   // LayerNorms in bf16 under autocast, as the official runs (Composer's LPLayerNorm).
   bool low_precision_norm = true;
+  // LayerNorm + adaLN modulation as one operation (nn/fused_norm.h; CUDA kernels where built).
+  bool fused_norm = false;
+  // FFN activations recomputed in backward instead of kept (nn/activation_recompute.h).
+  bool recompute_activations = false;
   int64_t micro_batches = 1;  // gradient accumulation: the batch in this many equal parts
   // Data parallel: the last micro-batch's backward all-reduces the gradients before clipping.
   GradientBuckets* gradient_sync = nullptr;

@@ -1,0 +1,26 @@
+// The FFN activations recomputed in backward instead of kept: silu(a) in the SwiGLU FFN and
+// gelu(u) in the expert-choice MoE experts. Autograd keeps both the activation's input (for its
+// own backward) and its output (for the next product's backward); these keep only the input and
+// apply the activation again in backward. Same kernels on the same values, so the results are
+// bitwise those of the plain ops; the cost is one elementwise pass per FFN in backward, the gain
+// one (tokens x hidden width) tensor per FFN of memory.
+// Legend: E experts, M rows per expert, F hidden width, D width.
+#pragma once
+#include <ATen/ATen.h>
+
+#include "microdit/util/thread_flag.h"
+
+namespace microdit::nn {
+
+// While one lives on this thread, the FFNs take these paths. Off by default:
+// `microdit-bench --recompute-act` measures it.
+using RecomputeActivationsGuard = util::ThreadFlagGuard<struct RecomputeActivationsTag>;
+
+// silu(a) * b, keeping a and b for backward (SwiGLU: a = w1(x), b = w2(x)).
+at::Tensor silu_mul(const at::Tensor& a, const at::Tensor& b);
+
+// bmm(gelu(u), w) with exact-erf GELU, keeping u and w (cast to u's dtype, as autocast casts the
+// expert weights) for backward. u: (E,M,F), w: (E,F,D) -> (E,M,D).
+at::Tensor gelu_bmm(const at::Tensor& u, const at::Tensor& w);
+
+}  // namespace microdit::nn

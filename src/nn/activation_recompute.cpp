@@ -1,0 +1,54 @@
+#include "microdit/nn/activation_recompute.h"
+
+#include <torch/autograd.h>
+
+namespace microdit::nn {
+namespace {
+using torch::autograd::AutogradContext;
+using torch::autograd::tensor_list;
+
+// Each backward below is the plain ops' autograd formulas (MulBackward, SiluBackward,
+// BmmBackward, GeluBackward, ToCopyBackward) on the recomputed activation.
+class SiluMulFunction : public torch::autograd::Function<SiluMulFunction> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& a, const at::Tensor& b) {
+    ctx->save_for_backward({a, b});
+    return at::silu(a) * b;
+  }
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const auto &a = saved[0], &b = saved[1], &g = grads[0];
+    return {at::silu_backward(g * b, a), g * at::silu(a)};
+  }
+};
+
+class GeluBmmFunction : public torch::autograd::Function<GeluBmmFunction> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& u, const at::Tensor& w) {
+    auto w_cast = w.to(u.scalar_type());
+    ctx->save_for_backward({u, w_cast});
+    ctx->saved_data["w_dtype"] = static_cast<int64_t>(w.scalar_type());
+    return at::bmm(at::gelu(u), w_cast);
+  }
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const auto &u = saved[0], &w_cast = saved[1], &g = grads[0];
+    const auto w_dtype = static_cast<at::ScalarType>(ctx->saved_data["w_dtype"].toInt());
+    auto grad_h = g.bmm(w_cast.transpose(1, 2));
+    auto grad_w = at::gelu(u).transpose(1, 2).bmm(g).to(w_dtype);
+    return {at::gelu_backward(grad_h, u), grad_w};
+  }
+};
+}  // namespace
+
+at::Tensor silu_mul(const at::Tensor& a, const at::Tensor& b) {
+  return SiluMulFunction::apply(a, b);
+}
+
+at::Tensor gelu_bmm(const at::Tensor& u, const at::Tensor& w) {
+  TORCH_CHECK(u.dim() == 3 && w.dim() == 3 && u.size(0) == w.size(0) && u.size(2) == w.size(1),
+              "gelu_bmm: expects u (E,M,F) and w (E,F,D), got ", u.sizes(), " and ", w.sizes());
+  return GeluBmmFunction::apply(u, w);
+}
+
+}  // namespace microdit::nn

@@ -1,0 +1,217 @@
+// nn/fused_norm: LayerNorm + adaLN modulation as one operation. In float64 its forward and
+// backward formulas must equal autograd through the plain ops; in low precision it must round as
+// LPLayerNorm does; the *_CUDA cases hold the CUDA kernels to the composite implementation.
+#include <gtest/gtest.h>
+#include <torch/csrc/autograd/autograd.h>
+
+#include "microdit/nn/autocast.h"
+#include "microdit/nn/fused_norm.h"
+#include "microdit/nn/norm.h"
+#include "test_support.h"
+
+namespace microdit {
+namespace {
+
+constexpr double kEps = 1e-6;
+
+double max_relative(const at::Tensor& ours, const at::Tensor& ref) {
+  return (ours.to(at::kDouble) - ref.to(at::kDouble)).abs().max().item<double>() /
+         ref.to(at::kDouble).abs().max().item<double>();
+}
+
+// The unfused path: at::layer_norm, then x * (1 + scale) + shift.
+at::Tensor plain(const at::Tensor& x, const at::Tensor& w, const at::Tensor& shift,
+                 const at::Tensor& scale) {
+  auto y = at::layer_norm(x, {x.size(-1)}, w, {}, kEps);
+  if (shift.defined()) y = y * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1);
+  return y;
+}
+
+struct Inputs {
+  at::Tensor x, w, shift, scale;
+  std::vector<at::Tensor> leaves() const {
+    std::vector<at::Tensor> out;
+    for (const auto* t : {&x, &w, &shift, &scale})
+      if (t->defined()) out.push_back(*t);
+    return out;
+  }
+};
+
+// x (B,N,D) as rows of a wider tensor when `strided` (the q slice of a qkv projection).
+Inputs make_inputs(int64_t B, int64_t N, int64_t D, bool weight, bool modulation, bool strided,
+                   at::TensorOptions options) {
+  Inputs in;
+  auto wide = (at::randn({B, N, strided ? 3 * D : D}, options) * 2 + 0.5).requires_grad_();
+  in.x = strided ? wide.narrow(2, D, D) : wide;
+  if (weight) in.w = (at::rand({D}, options) + 0.5).requires_grad_();
+  if (modulation) {
+    in.shift = at::randn({B, D}, options).requires_grad_();
+    in.scale = (at::randn({B, D}, options) * 0.5).requires_grad_();
+  }
+  return in;
+}
+
+struct Case {
+  bool weight, modulation, strided;
+};
+const Case kCases[] = {{true, true, false},   // norm1/norm3 of a DiT block, the final layer
+                       {true, false, false},  // norm2, the caption and mixer blocks
+                       {false, false, true},  // QK-norm on a slice of the qkv projection
+                       {false, true, true}};
+
+TEST(FusedNorm, EqualsAutogradOfThePlainOpsInFloat64) {
+  at::manual_seed(1);
+  for (const auto& c : kCases) {
+    SCOPED_TRACE(testing::Message() << "weight " << c.weight << " modulation " << c.modulation
+                                    << " strided " << c.strided);
+    auto in = make_inputs(3, 5, 24, c.weight, c.modulation, c.strided, at::kDouble);
+    auto ours = nn::fused_norm(in.x, in.w, kEps, in.shift, in.scale, at::kDouble);
+    auto ref = plain(in.x, in.w, in.shift, in.scale);
+    EXPECT_LE(max_relative(ours, ref), 1e-12);
+    auto g = at::randn_like(ref);
+    auto leaves = in.leaves();
+    auto our_grads = torch::autograd::grad({ours}, leaves, {g});
+    auto ref_grads = torch::autograd::grad({ref}, leaves, {g});
+    for (std::size_t i = 0; i < leaves.size(); ++i)
+      EXPECT_LE(max_relative(our_grads[i], ref_grads[i]), 1e-10) << "gradient " << i;
+  }
+}
+
+TEST(FusedNorm, StridedRowsAreReadInPlaceAndTheirGradientLandsInTheSlice) {
+  at::manual_seed(2);
+  auto wide = at::randn({2, 4, 48}, at::kDouble).requires_grad_();  // a qkv projection
+  auto x = wide.narrow(2, 0, 16);
+  auto ours = nn::fused_norm(x, {}, kEps, {}, {}, at::kDouble);
+  const auto g = at::randn_like(ours);
+  (ours * g).sum().backward();
+  EXPECT_EQ(wide.grad().narrow(2, 16, 32).abs().max().item<double>(), 0.0)
+      << "the other columns get no gradient";
+  auto ref_x = x.detach().requires_grad_();
+  (at::layer_norm(ref_x, {16}, {}, {}, kEps) * g).sum().backward();
+  EXPECT_LE(max_relative(wide.grad().narrow(2, 0, 16), ref_x.grad()), 1e-10);
+}
+
+// Low precision: x and the weight rounded to bfloat16 first (LPLayerNorm), the rest in float32,
+// one rounding at the end: within one bfloat16 rounding of that computed in float64.
+TEST(FusedNorm, RoundsLikeLowPrecisionLayerNorm) {
+  at::manual_seed(3);
+  auto in = make_inputs(2, 6, 40, true, true, false, at::kFloat);
+  auto ours = nn::fused_norm(in.x, in.w, kEps, in.shift, in.scale, at::kBFloat16);
+  EXPECT_EQ(ours.scalar_type(), at::kBFloat16);
+  auto round = [](const at::Tensor& t) { return t.detach().to(at::kBFloat16).to(at::kDouble); };
+  auto ref = plain(round(in.x), round(in.w), in.shift.detach().to(at::kDouble),
+                   in.scale.detach().to(at::kDouble));
+  auto err = (ours.to(at::kDouble) - ref).abs();
+  EXPECT_TRUE((err <= ref.abs() * std::ldexp(1.0, -8) + 1e-6).all().item<bool>())
+      << "max error " << err.max().item<double>();
+  // Not rounding x first would differ: the test sees the rounding.
+  auto unrounded = plain(in.x.detach().to(at::kDouble), round(in.w),
+                         in.shift.detach().to(at::kDouble), in.scale.detach().to(at::kDouble));
+  EXPECT_GT((unrounded - ref).abs().max().item<double>(), 1e-4);
+  // Backward keeps only the rounded rows (half the memory of float32 x) and still gives float32
+  // gradients: those of the float64 computation on the rounded input, to float32 precision.
+  auto g = at::randn_like(ours);
+  auto grads = torch::autograd::grad({ours}, in.leaves(), {g});
+  EXPECT_EQ(grads[0].scalar_type(), at::kFloat);
+  auto x_r = round(in.x).requires_grad_();
+  auto ref_r =
+      plain(x_r, round(in.w), in.shift.detach().to(at::kDouble), in.scale.detach().to(at::kDouble));
+  auto ref_gx = torch::autograd::grad({ref_r}, {x_r}, {g.to(at::kDouble)})[0];
+  EXPECT_LE(max_relative(grads[0], ref_gx), 1e-5);
+  auto rows = in.x.detach().flatten(0, 1);
+  EXPECT_TRUE(
+      nn::fused_norm_forward_composite(rows, {}, {}, {}, kEps, at::kBFloat16).rounded.defined());
+  EXPECT_FALSE(
+      nn::fused_norm_forward_composite(rows.to(at::kBFloat16), {}, {}, {}, kEps, at::kBFloat16)
+          .rounded.defined())
+      << "bfloat16 x is kept as it is";
+}
+
+TEST(FusedNorm, ModuleTakesTheFusedPathOnlyUnderItsGuard) {
+  at::manual_seed(4);
+  nn::LayerNorm norm(32, kEps);
+  {
+    at::NoGradGuard no_grad;
+    norm->weight.uniform_(0.5, 1.5);
+  }
+  auto x = at::randn({2, 3, 32});
+  auto shift = at::randn({2, 32}), scale = at::randn({2, 32});
+  const auto unfused = norm->forward_modulated(x, shift, scale);
+  EXPECT_TRUE(at::allclose(unfused, plain(x, norm->weight, shift, scale)));
+  nn::FusedNormGuard fused;
+  auto y = norm->forward_modulated(x, shift, scale);
+  EXPECT_NE(y.grad_fn()->name().find("FusedNorm"), std::string::npos) << y.grad_fn()->name();
+  EXPECT_LE(max_relative(y, unfused), 1e-5);
+  EXPECT_LE(max_relative(norm(x), at::layer_norm(x, {32}, norm->weight, {}, kEps)), 1e-5);
+  {
+    nn::LowPrecisionNormGuard low;
+    nn::AutocastGuard autocast(at::kCPU, at::kBFloat16);
+    EXPECT_EQ(norm(x).scalar_type(), at::kBFloat16) << "as the unfused low-precision norm";
+  }
+  nn::AutocastGuard autocast(at::kCPU, at::kBFloat16);
+  EXPECT_EQ(norm(x).scalar_type(), at::kFloat) << "plain autocast: float32 as at::layer_norm";
+}
+
+TEST(FusedNorm, BadShapesAreNamed) {
+  auto x = at::randn({2, 3, 8});
+  EXPECT_TRUE(test::throws_with<c10::Error>(
+      [&] {
+        nn::fused_norm(x, {}, kEps, at::randn({2, 8}), {}, at::kFloat);
+      },
+      "", {"shift and scale come together"}));
+  EXPECT_TRUE(test::throws_with<c10::Error>(
+      [&] {
+        nn::fused_norm(x, {}, kEps, at::randn({3, 8}), at::randn({3, 8}), at::kFloat);
+      },
+      "", {"modulation expects x (B,N,D)", "[2, 3, 8]", "[3, 8]"}));
+  EXPECT_TRUE(test::throws_with<c10::Error>(
+      [&] { nn::fused_norm(x, at::ones({7}), kEps, {}, {}, at::kFloat); }, "",
+      {"weight of shape [7] for rows of width 8"}));
+}
+
+// The kernels against the composite implementation on the same GPU, forward and backward, for
+// the dtype pairs the model uses, widths that are and are not multiples of 32, and enough rows
+// per sample for several column-sum chunks.
+TEST(FusedNorm, KernelsMatchTheComposite_CUDA) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  if (!nn::fused_norm_kernels_built()) GTEST_SKIP() << "this build has no CUDA kernels (no nvcc)";
+  at::manual_seed(5);
+  const std::pair<at::ScalarType, at::ScalarType> kTypes[] = {
+      {at::kFloat, at::kFloat}, {at::kFloat, at::kBFloat16}, {at::kBFloat16, at::kBFloat16}};
+  for (const auto& [in_type, out_type] : kTypes) {
+    for (const auto& c : kCases) {
+      for (const int64_t D : {72, 1152}) {
+        SCOPED_TRACE(testing::Message() << in_type << "->" << out_type << " D " << D << " weight "
+                                        << c.weight << " modulation " << c.modulation);
+        auto in = make_inputs(3, 150, D, c.weight, c.modulation, c.strided,
+                              at::TensorOptions(at::kCUDA).dtype(in_type));
+        const auto rows = in.x.detach().flatten(0, 1);
+        auto w = c.weight ? in.w.detach().to(out_type).to(at::kFloat) : at::Tensor();
+        auto shift = c.modulation ? in.shift.detach().to(at::kFloat) : at::Tensor();
+        auto scale1p = c.modulation ? (1 + in.scale.detach().to(at::kFloat)) : at::Tensor();
+        auto ref = nn::fused_norm_forward_composite(rows, w, shift, scale1p, kEps, out_type);
+        auto ours = nn::fused_norm(in.x, in.w, kEps, in.shift, in.scale, out_type);
+        const double tol = out_type == at::kFloat ? 1e-5 : std::ldexp(1.0, -7);
+        EXPECT_LE(max_relative(ours.flatten(0, 1), ref.y), tol);
+        auto g = at::randn_like(ours);
+        auto leaves = in.leaves();
+        auto grads = torch::autograd::grad({ours}, leaves, {g});
+        const auto& kept = ref.rounded.defined() ? ref.rounded : rows;
+        auto ref_grads = nn::fused_norm_backward_composite(
+            g.flatten(0, 1), kept, w, scale1p, ref.mean, ref.rstd, c.modulation, in_type);
+        // bfloat16 inputs get bfloat16 gradients: one rounding apart at most.
+        const double grad_tol = in_type == at::kFloat ? 1e-4 : 1e-2;
+        EXPECT_LE(max_relative(grads[0].flatten(0, 1), ref_grads.x), grad_tol) << "x";
+        std::size_t i = 1;
+        if (c.weight) EXPECT_LE(max_relative(grads[i++], ref_grads.weight), grad_tol) << "weight";
+        if (c.modulation) {
+          EXPECT_LE(max_relative(grads[i++], ref_grads.shift), grad_tol) << "shift";
+          EXPECT_LE(max_relative(grads[i++], ref_grads.scale), grad_tol) << "scale";
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace microdit
