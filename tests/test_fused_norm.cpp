@@ -170,8 +170,8 @@ TEST(FusedNorm, BadShapesAreNamed) {
 }
 
 // The kernels against the composite implementation on the same GPU, forward and backward, for
-// the dtype pairs the model uses, widths that are and are not multiples of 32, and enough rows
-// per sample for several column-sum chunks.
+// the dtype pairs the model uses, widths that are and are not multiples of 4 and 32, and enough
+// rows per sample for several column-sum chunks.
 TEST(FusedNorm, KernelsMatchTheComposite_CUDA) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   if (!nn::fused_norm_kernels_built()) GTEST_SKIP() << "this build has no CUDA kernels (no nvcc)";
@@ -180,7 +180,8 @@ TEST(FusedNorm, KernelsMatchTheComposite_CUDA) {
       {at::kFloat, at::kFloat}, {at::kFloat, at::kBFloat16}, {at::kBFloat16, at::kBFloat16}};
   for (const auto& [in_type, out_type] : kTypes) {
     for (const auto& c : kCases) {
-      for (const int64_t D : {72, 1152}) {
+      // 70: one element per access (70 % 4 != 0); 72 and 1152: four.
+      for (const int64_t D : {70, 72, 1152}) {
         SCOPED_TRACE(testing::Message() << in_type << "->" << out_type << " D " << D << " weight "
                                         << c.weight << " modulation " << c.modulation);
         auto in = make_inputs(3, 150, D, c.weight, c.modulation, c.strided,

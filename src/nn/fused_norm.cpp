@@ -14,7 +14,8 @@ at::ScalarType compute_dtype(at::ScalarType out_dtype) {
 FusedNormForward norm_forward(const at::Tensor& rows, const at::Tensor& w, const at::Tensor& shift,
                               const at::Tensor& scale1p, double eps, at::ScalarType out_dtype) {
 #ifdef MICRODIT_WITH_CUDA_KERNELS
-  if (rows.is_cuda() && out_dtype != at::kDouble)
+  if (rows.is_cuda() && cuda_kernels::supports(rows.scalar_type()) &&
+      cuda_kernels::supports(out_dtype))
     return cuda_kernels::fused_norm_forward(rows, w, shift, scale1p, eps, out_dtype);
 #endif
   return fused_norm_forward_composite(rows, w, shift, scale1p, eps, out_dtype);
@@ -25,7 +26,8 @@ FusedNormGrads norm_backward(const at::Tensor& grad_y, const at::Tensor& rows, c
                              const at::Tensor& rstd, bool has_modulation,
                              at::ScalarType grad_x_dtype) {
 #ifdef MICRODIT_WITH_CUDA_KERNELS
-  if (rows.is_cuda() && grad_y.scalar_type() != at::kDouble)
+  if (rows.is_cuda() && cuda_kernels::supports(rows.scalar_type()) &&
+      cuda_kernels::supports(grad_y.scalar_type()) && cuda_kernels::supports(grad_x_dtype))
     return cuda_kernels::fused_norm_backward(grad_y, rows, w, scale1p, mean, rstd, has_modulation,
                                              grad_x_dtype);
 #endif

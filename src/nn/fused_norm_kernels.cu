@@ -1,16 +1,19 @@
 // CUDA kernels of nn/fused_norm: LayerNorm + adaLN modulation, forward and backward.
 // Forward and the row part of backward: one warp per row (token), statistics by warp shuffles,
 // the row read from global memory once and re-read from L1. Backward's column sums (shift,
-// scale, weight gradients) by a second kernel: a block per (32 columns, sample, chunk of rows),
-// partial sums per chunk, added up by ATen. Legend: R rows, D width, B samples, N rows per sample.
+// scale, weight gradients) by a second kernel: a block per (columns, sample, chunk of rows),
+// partial sums per chunk, added up by ATen. Each lane moves V consecutive elements per access
+// (V = 4 where the width, the row stride and every pointer allow it, else 1).
+// Legend: R rows, D width, B samples, N rows per sample.
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_bf16.h>
-#include <cuda_fp16.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #include "fused_norm_kernels.h"
 
@@ -19,12 +22,12 @@ namespace {
 
 constexpr int kWarp = 32;
 constexpr int kWarpsPerBlock = 8;
+constexpr int kVector = 4;
 constexpr int64_t kMinRowsPerChunk = 64;  // column sums: rows of one sample per block
 constexpr int64_t kMaxGridYZ = 65535;
 
 __device__ __forceinline__ float to_float(float v) { return v; }
 __device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
 
 template <typename T>
 __device__ __forceinline__ T from_float(float v);
@@ -36,15 +39,45 @@ template <>
 __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
   return __float2bfloat16(v);
 }
-template <>
-__device__ __forceinline__ __half from_float<__half>(float v) {
-  return __float2half(v);
+
+// V elements moved as one access.
+template <typename T, int V>
+struct alignas(sizeof(T) * V) Pack {
+  T v[V];
+};
+
+template <typename T, int V>
+__device__ __forceinline__ void load(const T* p, float (&out)[V]) {
+  const auto pack = *reinterpret_cast<const Pack<T, V>*>(p);
+#pragma unroll
+  for (int i = 0; i < V; ++i) out[i] = to_float(pack.v[i]);
 }
 
 // x rounded to the output dtype first, as the composite path and Composer's LPLayerNorm.
-template <typename Tin, typename Tout>
-__device__ __forceinline__ float load_rounded(const Tin* p) {
-  return to_float(from_float<Tout>(to_float(*p)));
+template <typename Tin, typename Tout, int V>
+__device__ __forceinline__ void load_rounded(const Tin* p, float (&out)[V]) {
+  load<Tin, V>(p, out);
+#pragma unroll
+  for (int i = 0; i < V; ++i) out[i] = to_float(from_float<Tout>(out[i]));
+}
+
+template <typename T, int V>
+__device__ __forceinline__ void store(T* p, const float (&in)[V]) {
+  Pack<T, V> pack;
+#pragma unroll
+  for (int i = 0; i < V; ++i) pack.v[i] = from_float<T>(in[i]);
+  *reinterpret_cast<Pack<T, V>*>(p) = pack;
+}
+
+// p[0..V) or ones where p is null.
+template <int V>
+__device__ __forceinline__ void load_or_ones(const float* p, float (&out)[V]) {
+  if (p) {
+    load<float, V>(p, out);
+  } else {
+#pragma unroll
+    for (int i = 0; i < V; ++i) out[i] = 1.f;
+  }
 }
 
 __device__ __forceinline__ float warp_sum(float v) {
@@ -55,7 +88,7 @@ __device__ __forceinline__ float warp_sum(float v) {
 
 // y = ((x - mean) * rstd * w) * scale1p[b] + shift[b]; w, shift, scale1p may be null.
 // `rounded` (may be null): x rounded to Tout, kept for backward instead of x.
-template <typename Tin, typename Tout>
+template <typename Tin, typename Tout, int V>
 __global__ void norm_forward_kernel(const Tin* __restrict__ x, int64_t row_stride, int64_t R, int D,
                                     const float* __restrict__ w, const float* __restrict__ shift,
                                     const float* __restrict__ scale1p, int64_t rows_per_sample,
@@ -63,29 +96,41 @@ __global__ void norm_forward_kernel(const Tin* __restrict__ x, int64_t row_strid
                                     float* __restrict__ rstd, Tout* __restrict__ rounded) {
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.y;
   if (row >= R) return;  // the whole warp: threadIdx.y is the warp
-  const int lane = threadIdx.x;
+  const int first = threadIdx.x * V;
   const Tin* xr = x + row * row_stride;
+  float v[V];
   float sum = 0.f;
-  for (int d = lane; d < D; d += kWarp) sum += load_rounded<Tin, Tout>(xr + d);
+  for (int d = first; d < D; d += kWarp * V) {
+    load_rounded<Tin, Tout, V>(xr + d, v);
+#pragma unroll
+    for (int i = 0; i < V; ++i) sum += v[i];
+  }
   const float mu = warp_sum(sum) / D;
   float squares = 0.f;  // two passes: no cancellation in the variance
-  for (int d = lane; d < D; d += kWarp) {
-    const float c = load_rounded<Tin, Tout>(xr + d) - mu;
-    squares += c * c;
+  for (int d = first; d < D; d += kWarp * V) {
+    load_rounded<Tin, Tout, V>(xr + d, v);
+#pragma unroll
+    for (int i = 0; i < V; ++i) squares += (v[i] - mu) * (v[i] - mu);
   }
   const float rs = rsqrtf(warp_sum(squares) / D + eps);
   const int64_t m = (row / rows_per_sample) * D;  // this sample's modulation row
-  Tout* yr = y + row * D;
-  Tout* rr = rounded ? rounded + row * D : nullptr;
-  for (int d = lane; d < D; d += kWarp) {
-    const float xd = load_rounded<Tin, Tout>(xr + d);
-    if (rr) rr[d] = from_float<Tout>(xd);
-    float v = (xd - mu) * rs;
-    if (w) v *= w[d];
-    if (scale1p) v = v * scale1p[m + d] + shift[m + d];
-    yr[d] = from_float<Tout>(v);
+  for (int d = first; d < D; d += kWarp * V) {
+    load_rounded<Tin, Tout, V>(xr + d, v);
+    if (rounded) store<Tout, V>(rounded + row * D + d, v);
+    float wv[V], sv[V], tv[V];
+    load_or_ones<V>(w ? w + d : nullptr, wv);
+    if (scale1p) {
+      load<float, V>(scale1p + m + d, sv);
+      load<float, V>(shift + m + d, tv);
+    }
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      v[i] = (v[i] - mu) * rs * wv[i];
+      if (scale1p) v[i] = v[i] * sv[i] + tv[i];
+    }
+    store<Tout, V>(y + row * D + d, v);
   }
-  if (lane == 0) {
+  if (threadIdx.x == 0) {
     mean[row] = mu;
     rstd[row] = rs;
   }
@@ -93,7 +138,7 @@ __global__ void norm_forward_kernel(const Tin* __restrict__ x, int64_t row_strid
 
 // g_x = rstd * (g_hat - mean(g_hat) - x_hat * mean(g_hat * x_hat)), g_hat = g_y * scale1p[b] * w.
 // x is what forward kept (Tin: x's dtype or the rounded copy's), g_x in Tgx (x's dtype).
-template <typename Tin, typename Tout, typename Tgx>
+template <typename Tin, typename Tout, typename Tgx, int V>
 __global__ void norm_backward_rows_kernel(const Tout* __restrict__ gy, const Tin* __restrict__ x,
                                           int64_t row_stride, int64_t R, int D,
                                           const float* __restrict__ w,
@@ -102,76 +147,98 @@ __global__ void norm_backward_rows_kernel(const Tout* __restrict__ gy, const Tin
                                           const float* __restrict__ rstd, Tgx* __restrict__ gx) {
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.y;
   if (row >= R) return;
-  const int lane = threadIdx.x;
+  const int first = threadIdx.x * V;
   const float mu = mean[row], rs = rstd[row];
   const Tin* xr = x + row * row_stride;
   const Tout* gr = gy + row * D;
   const int64_t m = (row / rows_per_sample) * D;
-  auto g_hat = [&](int d) {
-    float g = to_float(gr[d]);
-    if (scale1p) g *= scale1p[m + d];
-    if (w) g *= w[d];
-    return g;
+  // g_hat and x_hat of the V columns from d.
+  auto columns = [&](int d, float(&g)[V], float(&x_hat)[V]) {
+    float wv[V], sv[V];
+    load<Tout, V>(gr + d, g);
+    load_or_ones<V>(w ? w + d : nullptr, wv);
+    load_or_ones<V>(scale1p ? scale1p + m + d : nullptr, sv);
+    load_rounded<Tin, Tout, V>(xr + d, x_hat);
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      g[i] *= sv[i] * wv[i];
+      x_hat[i] = (x_hat[i] - mu) * rs;
+    }
   };
+  float g[V], x_hat[V];
   float sum_g = 0.f, sum_gx = 0.f;
-  for (int d = lane; d < D; d += kWarp) {
-    const float g = g_hat(d);
-    sum_g += g;
-    sum_gx += g * (load_rounded<Tin, Tout>(xr + d) - mu) * rs;
+  for (int d = first; d < D; d += kWarp * V) {
+    columns(d, g, x_hat);
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      sum_g += g[i];
+      sum_gx += g[i] * x_hat[i];
+    }
   }
   const float mean_g = warp_sum(sum_g) / D, mean_gx = warp_sum(sum_gx) / D;
-  Tgx* out = gx + row * D;
-  for (int d = lane; d < D; d += kWarp) {
-    const float x_hat = (load_rounded<Tin, Tout>(xr + d) - mu) * rs;
-    out[d] = from_float<Tgx>(rs * (g_hat(d) - mean_g - x_hat * mean_gx));
+  for (int d = first; d < D; d += kWarp * V) {
+    columns(d, g, x_hat);
+#pragma unroll
+    for (int i = 0; i < V; ++i) g[i] = rs * (g[i] - mean_g - x_hat[i] * mean_gx);
+    store<Tgx, V>(gx + row * D + d, g);
   }
 }
 
 // Partial column sums over one chunk of one sample's rows, at [chunk][b][d]:
 // shift: sum g_y; scale: sum g_y * x_hat * w; weight: sum g_y * scale1p[b] * x_hat.
-template <typename Tin, typename Tout>
+// A thread sums V columns over every kWarpsPerBlock-th row of the chunk.
+template <typename Tin, typename Tout, int V>
 __global__ void norm_backward_columns_kernel(
     const Tout* __restrict__ gy, const Tin* __restrict__ x, int64_t row_stride, int D,
     int64_t rows_per_sample, int64_t rows_per_chunk, const float* __restrict__ w,
     const float* __restrict__ scale1p, const float* __restrict__ mean,
     const float* __restrict__ rstd, float* __restrict__ part_shift, float* __restrict__ part_scale,
     float* __restrict__ part_w) {
-  const int d = blockIdx.x * kWarp + threadIdx.x;
+  const int d = (blockIdx.x * kWarp + threadIdx.x) * V;
   const int64_t b = blockIdx.y, chunk = blockIdx.z;
   const int64_t n0 = chunk * rows_per_chunk;
   const int64_t n1 = min(n0 + rows_per_chunk, rows_per_sample);
-  float acc_shift = 0.f, acc_scale = 0.f, acc_w = 0.f;
+  float acc[3][V] = {};  // shift, scale, weight
   if (d < D) {
-    const float wd = w ? w[d] : 1.f;
-    const float s1p = scale1p ? scale1p[b * D + d] : 1.f;
+    float wv[V], sv[V], g[V], x_hat[V];
+    load_or_ones<V>(w ? w + d : nullptr, wv);
+    load_or_ones<V>(scale1p ? scale1p + b * D + d : nullptr, sv);
     for (int64_t n = n0 + threadIdx.y; n < n1; n += kWarpsPerBlock) {
       const int64_t row = b * rows_per_sample + n;
-      const float x_hat =
-          (load_rounded<Tin, Tout>(x + row * row_stride + d) - mean[row]) * rstd[row];
-      const float g = to_float(gy[row * D + d]);
-      acc_shift += g;
-      acc_scale += g * x_hat * wd;
-      acc_w += g * s1p * x_hat;
+      load<Tout, V>(gy + row * D + d, g);
+      load_rounded<Tin, Tout, V>(x + row * row_stride + d, x_hat);
+      const float mu = mean[row], rs = rstd[row];
+#pragma unroll
+      for (int i = 0; i < V; ++i) {
+        const float xh = (x_hat[i] - mu) * rs;
+        acc[0][i] += g[i];
+        acc[1][i] += g[i] * xh * wv[i];
+        acc[2][i] += g[i] * sv[i] * xh;
+      }
     }
   }
-  __shared__ float partial[3][kWarpsPerBlock][kWarp + 1];
-  partial[0][threadIdx.y][threadIdx.x] = acc_shift;
-  partial[1][threadIdx.y][threadIdx.x] = acc_scale;
-  partial[2][threadIdx.y][threadIdx.x] = acc_w;
+  __shared__ float partial[3][kWarpsPerBlock][kWarp * V];
+#pragma unroll
+  for (int k = 0; k < 3; ++k)
+#pragma unroll
+    for (int i = 0; i < V; ++i) partial[k][threadIdx.y][threadIdx.x * V + i] = acc[k][i];
   __syncthreads();
   if (threadIdx.y != 0 || d >= D) return;
-  float sums[3] = {0.f, 0.f, 0.f};
-  for (int k = 0; k < 3; ++k)
-    for (int i = 0; i < kWarpsPerBlock; ++i) sums[k] += partial[k][i][threadIdx.x];
   const int64_t slot = (chunk * gridDim.y + b) * D + d;
-  if (part_shift) {
-    part_shift[slot] = sums[0];
-    part_scale[slot] = sums[1];
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    float sums[3] = {0.f, 0.f, 0.f};
+    for (int k = 0; k < 3; ++k)
+      for (int j = 0; j < kWarpsPerBlock; ++j) sums[k] += partial[k][j][threadIdx.x * V + i];
+    if (part_shift) {
+      part_shift[slot + i] = sums[0];
+      part_scale[slot + i] = sums[1];
+    }
+    if (part_w) part_w[slot + i] = sums[2];
   }
-  if (part_w) part_w[slot] = sums[2];
 }
 
-// Calls f with a value of the CUDA type of `type`.
+// Calls f with a value of the CUDA type of `type` (float32 or bfloat16, see supports()).
 template <typename F>
 void with_cuda_type(at::ScalarType type, F&& f) {
   switch (type) {
@@ -181,11 +248,26 @@ void with_cuda_type(at::ScalarType type, F&& f) {
     case at::kBFloat16:
       f(__nv_bfloat16{});
       break;
-    case at::kHalf:
-      f(__half{});
-      break;
     default:
       TORCH_CHECK(false, "fused_norm kernels: no kernel for dtype ", type);
+  }
+}
+
+// Calls f with std::integral_constant<int, V>: kVector where every access can be one of V
+// elements (width and row stride multiples of V, each tensor aligned to V elements), else 1.
+template <typename F>
+void with_vector_width(int64_t D, int64_t row_stride, std::initializer_list<const at::Tensor*> ts,
+                       F&& f) {
+  bool wide = D % kVector == 0 && row_stride % kVector == 0;
+  for (const auto* t : ts) {
+    if (!t->defined()) continue;
+    const auto address = reinterpret_cast<std::uintptr_t>(t->data_ptr());
+    wide = wide && address % (kVector * t->element_size()) == 0;
+  }
+  if (wide) {
+    f(std::integral_constant<int, kVector>{});
+  } else {
+    f(std::integral_constant<int, 1>{});
   }
 }
 
@@ -203,7 +285,7 @@ void check_inputs(const at::Tensor& rows, const at::Tensor& w, const at::Tensor&
               "fused_norm kernels: rows (R,D) with unit "
               "column stride expected, got sizes ",
               rows.sizes(), " strides ", rows.strides());
-  TORCH_CHECK(rows.size(1) <= std::numeric_limits<int>::max(),
+  TORCH_CHECK(rows.size(1) <= std::numeric_limits<int>::max() / kVector,
               "fused_norm kernels: width too large");
   for (const auto* t : {&w, &scale1p})
     TORCH_CHECK(!t->defined() || (t->scalar_type() == at::kFloat && t->is_contiguous()),
@@ -217,6 +299,8 @@ dim3 row_grid(int64_t R) {
 }
 
 }  // namespace
+
+bool supports(at::ScalarType type) { return type == at::kFloat || type == at::kBFloat16; }
 
 FusedNormForward fused_norm_forward(const at::Tensor& rows, const at::Tensor& w,
                                     const at::Tensor& shift, const at::Tensor& scale1p, double eps,
@@ -235,14 +319,20 @@ FusedNormForward fused_norm_forward(const at::Tensor& rows, const at::Tensor& w,
   const auto stream = c10::cuda::getCurrentCUDAStream();
   with_cuda_type(rows.scalar_type(), [&](auto in) {
     with_cuda_type(out_dtype, [&](auto o) {
-      using Tin = decltype(in);
-      using Tout = decltype(o);
-      norm_forward_kernel<Tin, Tout><<<row_grid(R), dim3(kWarp, kWarpsPerBlock), 0, stream>>>(
-          ptr<Tin>(rows), rows.stride(0), R, static_cast<int>(D), ptr<float>(w),
-          ptr<float>(shift_c), ptr<float>(scale1p), rows_per_sample, static_cast<float>(eps),
-          mutable_ptr<Tout>(out.y), mutable_ptr<float>(out.mean), mutable_ptr<float>(out.rstd),
-          mutable_ptr<Tout>(out.rounded));
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      with_vector_width(D, rows.stride(0), {&rows, &w, &shift_c, &scale1p, &out.y, &out.rounded},
+                        [&](auto vector) {
+                          using Tin = decltype(in);
+                          using Tout = decltype(o);
+                          constexpr int V = decltype(vector)::value;
+                          norm_forward_kernel<Tin, Tout, V>
+                              <<<row_grid(R), dim3(kWarp, kWarpsPerBlock), 0, stream>>>(
+                                  ptr<Tin>(rows), rows.stride(0), R, static_cast<int>(D),
+                                  ptr<float>(w), ptr<float>(shift_c), ptr<float>(scale1p),
+                                  rows_per_sample, static_cast<float>(eps),
+                                  mutable_ptr<Tout>(out.y), mutable_ptr<float>(out.mean),
+                                  mutable_ptr<float>(out.rstd), mutable_ptr<Tout>(out.rounded));
+                          C10_CUDA_KERNEL_LAUNCH_CHECK();
+                        });
     });
   });
   return out;
@@ -266,40 +356,42 @@ FusedNormGrads fused_norm_backward(const at::Tensor& grad_y, const at::Tensor& r
   out.x = at::empty({R, D}, rows.options().dtype(grad_x_dtype));
   at::Tensor part_shift, part_scale, part_w;
   if (has_modulation) {
-    part_shift = at::empty({chunks, B, D}, f32);
-    part_scale = at::empty({chunks, B, D}, f32);
+    part_shift = at::zeros({chunks, B, D}, f32);
+    part_scale = at::zeros({chunks, B, D}, f32);
   }
-  if (w.defined()) part_w = at::empty({chunks, B, D}, f32);
-  if (R == 0) {
-    for (auto* t : {&part_shift, &part_scale, &part_w})
-      if (t->defined()) t->zero_();
-  }
+  if (w.defined()) part_w = at::zeros({chunks, B, D}, f32);
   const auto stream = c10::cuda::getCurrentCUDAStream();
-  with_cuda_type(rows.scalar_type(), [&](auto in) {
-    with_cuda_type(grad_y.scalar_type(), [&](auto o) {
-      using Tin = decltype(in);
-      using Tout = decltype(o);
-      if (R == 0) return;
-      with_cuda_type(grad_x_dtype, [&](auto gx) {
-        using Tgx = decltype(gx);
-        norm_backward_rows_kernel<Tin, Tout, Tgx>
-            <<<row_grid(R), dim3(kWarp, kWarpsPerBlock), 0, stream>>>(
-                ptr<Tout>(grad_y), ptr<Tin>(rows), rows.stride(0), R, static_cast<int>(D),
-                ptr<float>(w), ptr<float>(scale1p), N, ptr<float>(mean), ptr<float>(rstd),
-                mutable_ptr<Tgx>(out.x));
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+  if (R > 0) {
+    with_cuda_type(rows.scalar_type(), [&](auto in) {
+      with_cuda_type(grad_y.scalar_type(), [&](auto o) {
+        with_vector_width(
+            D, rows.stride(0), {&rows, &grad_y, &w, &scale1p, &out.x}, [&](auto vector) {
+              using Tin = decltype(in);
+              using Tout = decltype(o);
+              constexpr int V = decltype(vector)::value;
+              with_cuda_type(grad_x_dtype, [&](auto gx) {
+                using Tgx = decltype(gx);
+                norm_backward_rows_kernel<Tin, Tout, Tgx, V>
+                    <<<row_grid(R), dim3(kWarp, kWarpsPerBlock), 0, stream>>>(
+                        ptr<Tout>(grad_y), ptr<Tin>(rows), rows.stride(0), R, static_cast<int>(D),
+                        ptr<float>(w), ptr<float>(scale1p), N, ptr<float>(mean), ptr<float>(rstd),
+                        mutable_ptr<Tgx>(out.x));
+                C10_CUDA_KERNEL_LAUNCH_CHECK();
+              });
+              if (!has_modulation && !w.defined()) return;
+              const dim3 grid(static_cast<unsigned>((D + kWarp * V - 1) / (kWarp * V)),
+                              static_cast<unsigned>(B), static_cast<unsigned>(chunks));
+              norm_backward_columns_kernel<Tin, Tout, V>
+                  <<<grid, dim3(kWarp, kWarpsPerBlock), 0, stream>>>(
+                      ptr<Tout>(grad_y), ptr<Tin>(rows), rows.stride(0), static_cast<int>(D), N,
+                      rows_per_chunk, ptr<float>(w), ptr<float>(scale1p), ptr<float>(mean),
+                      ptr<float>(rstd), mutable_ptr<float>(part_shift),
+                      mutable_ptr<float>(part_scale), mutable_ptr<float>(part_w));
+              C10_CUDA_KERNEL_LAUNCH_CHECK();
+            });
       });
-      if (!has_modulation && !w.defined()) return;
-      const dim3 grid(static_cast<unsigned>((D + kWarp - 1) / kWarp), static_cast<unsigned>(B),
-                      static_cast<unsigned>(chunks));
-      norm_backward_columns_kernel<Tin, Tout><<<grid, dim3(kWarp, kWarpsPerBlock), 0, stream>>>(
-          ptr<Tout>(grad_y), ptr<Tin>(rows), rows.stride(0), static_cast<int>(D), N, rows_per_chunk,
-          ptr<float>(w), ptr<float>(scale1p), ptr<float>(mean), ptr<float>(rstd),
-          mutable_ptr<float>(part_shift), mutable_ptr<float>(part_scale),
-          mutable_ptr<float>(part_w));
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
-  });
+  }
   if (has_modulation) {
     out.shift = part_shift.sum(0);
     out.scale = part_scale.sum(0);

@@ -6,6 +6,8 @@
 
 namespace microdit::nn::cuda_kernels {
 
+bool supports(at::ScalarType type);  // float32 and bfloat16
+
 FusedNormForward fused_norm_forward(const at::Tensor& rows, const at::Tensor& w,
                                     const at::Tensor& shift, const at::Tensor& scale1p, double eps,
                                     at::ScalarType out_dtype);
