@@ -31,7 +31,8 @@ at::Tensor one_hot_moe(nn::FeedForwardECMoe& moe, const at::Tensor& x) {
   return at::einsum("becn,becd,bec->bnd", {P, h, routing.probs});
 }
 
-void expect_gather_equals_one_hot(at::Device device) {
+void expect_gather_equals_one_hot(at::Device device, bool by_rows = false) {
+  nn::MoERowDispatchGuard rows(by_rows);
   at::manual_seed(3);
   nn::FeedForwardECMoe moe(8, 2.0, 64, 96, 32);
   moe->to(device);
@@ -48,6 +49,16 @@ void expect_gather_equals_one_hot(at::Device device) {
 }
 
 TEST(FastPath, GatherMoEEqualsOneHotEinsum) { expect_gather_equals_one_hot(at::kCPU); }
+
+TEST(FastPath, RowDispatchMoEEqualsOneHotEinsum) {
+  expect_gather_equals_one_hot(at::kCPU, /*by_rows=*/true);
+}
+
+TEST(FastPath, RowDispatchMoEEqualsOneHotEinsum_CUDA) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  test::NoTF32 no_tf32;
+  expect_gather_equals_one_hot(at::kCUDA, /*by_rows=*/true);
+}
 
 TEST(FastPath, GatherMoEEqualsOneHotEinsum_CUDA) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";

@@ -143,14 +143,15 @@ TEST(Trainer, MicroBatchSplitDoesNotChangeLossOrGradients) {
   }
 }
 
-// optim.fused_norm and optim.recompute_activations change how, not what: the same losses and
-// last gradients within rounding.
+// optim.fused_norm, recompute_activations and moe_row_dispatch change how, not what: the same
+// losses and last gradients within rounding.
 TEST(Trainer, FastPathOptionsFollowThePlainRun) {
   train::Trainer plain(tiny(fresh_dir("plain"), 3));
   const auto plain_run = plain.run();
   auto c = tiny(fresh_dir("fast"), 3);
   c.optim.fused_norm = true;
   c.optim.recompute_activations = true;
+  c.optim.moe_row_dispatch = true;
   train::Trainer fast(c);
   const auto fast_run = fast.run();
   ASSERT_EQ(fast_run.losses.size(), plain_run.losses.size());

@@ -10,7 +10,6 @@
 #include <numeric>
 #include <string>
 
-#include "microdit/util/arg_cursor.h"
 #include "microdit/model/config.h"
 #include "microdit/model/flops.h"
 #include "microdit/model/microdit.h"
@@ -19,6 +18,7 @@
 #include "microdit/train/optimizer.h"
 #include "microdit/train/process_group.h"
 #include "microdit/train/train_step.h"
+#include "microdit/util/arg_cursor.h"
 #include "microdit/util/device.h"
 #include "microdit/util/kernel_profile.h"
 
@@ -36,6 +36,7 @@ constexpr const char* kUsage = R"(usage: microdit-bench [options]
   --fp32-norm     plain autocast: LayerNorms in float32 (default: bf16, as the official runs)
   --fused-norm    LayerNorm + adaLN modulation as one operation (CUDA kernels where built)
   --recompute-act FFN activations recomputed in backward instead of kept (less memory)
+  --moe-rows      MoE tokens moved by row index (index_select/index_add), no transposing copies
   --micro-batches N  the batch in N accumulated parts (default 1; 0: the fewest that fit)
   --peak-tflops X matrix ceiling for MFU (default 796: bf16 GEMM measured on an H100/H200)
   --profile N     after timing, profile N more steps and print the time per step of each GPU
@@ -54,6 +55,7 @@ struct Args {
   bool fp32_norm = false;
   bool fused_norm = false;
   bool recompute_act = false;
+  bool moe_rows = false;
   int64_t micro_batches = 1;
   int64_t profile = 0;
   double peak_tflops = 796.0;
@@ -86,6 +88,8 @@ Args parse(int argc, char** argv) {
       a.fused_norm = true;
     else if (arg == "--recompute-act")
       a.recompute_act = true;
+    else if (arg == "--moe-rows")
+      a.moe_rows = true;
     else if (arg == "--micro-batches")
       a.micro_batches = std::stoll(args.value());
     else if (arg == "--peak-tflops")
@@ -133,6 +137,7 @@ int run(const Args& a) {
   options.low_precision_norm = !a.fp32_norm;
   options.fused_norm = a.fused_norm;
   options.recompute_activations = a.recompute_act;
+  options.moe_row_dispatch = a.moe_rows;
   options.micro_batches = std::max<int64_t>(1, a.micro_batches);
   // --ddp: the data-parallel gradient all-reduce in a world of one (NCCL on CUDA, Gloo on CPU);
   // the step time minus that of the same row without --ddp is its cost per step.
@@ -174,15 +179,16 @@ int run(const Args& a) {
   const double tflop = model::training_step_flops(dit->config, {a.batch, a.mask}) * 1e-12;
   std::sort(times.begin(), times.end());
   fmt::print(R"({{"impl": "microdit-cpp", "arch": "{}", "batch": {}, "mask": {}, "res": {}, )"
-             R"("device": "{}", "ddp": "{}", "bf16": {}, "bf16_norm": {}, "fused_norm": "{}", "recompute_act": {}, "micro_batches": {}, "s_per_step": {:.4f}, "s_median": {:.4f}, )"
+             R"("device": "{}", "ddp": "{}", "bf16": {}, "bf16_norm": {}, "fused_norm": "{}", )"
+             R"("recompute_act": {}, "moe_rows": {}, "micro_batches": {}, )"
+             R"("s_per_step": {:.4f}, "s_median": {:.4f}, )"
              R"("s_min": {:.4f}, "s_max": {:.4f}, "images_per_s": {:.1f}, )"
              R"("tflop_per_step": {:.2f}, "tflops": {:.1f}, "mfu": {:.3f}, )"
              R"("peak_gib": {:.2f}, "params": {}, "loss": {:.4f}, "loss_mean": {:.5f}}})"
              "\n",
              a.arch, a.batch, a.mask, a.res, device.str(), group ? group->backend_name() : "",
-             !a.fp32 && device.is_cuda(),
-             !a.fp32 && !a.fp32_norm && device.is_cuda(), fused_norm_kind(a, device),
-             a.recompute_act, options.micro_batches, mean,
+             !a.fp32 && device.is_cuda(), !a.fp32 && !a.fp32_norm && device.is_cuda(),
+             fused_norm_kind(a, device), a.recompute_act, a.moe_rows, options.micro_batches, mean,
              times[times.size() / 2], times.front(), times.back(), a.batch / mean, tflop,
              tflop / mean, tflop / mean / a.peak_tflops,
              util::peak_memory_bytes(device) / double(1 << 30), dit->num_parameters(),

@@ -29,18 +29,32 @@ ExpertChoiceRouting FeedForwardECMoeImpl::route(const at::Tensor& x) {
   return {g, idx};  // (B,E,K) each
 }
 
+at::Tensor FeedForwardECMoeImpl::experts(const at::Tensor& xin) {
+  auto u = at::bmm(xin, w1);  // (E,B*K,F)
+  // Exact-erf GELU, then the second expert product: (E,B*K,D).
+  return RecomputeActivationsGuard::active() ? gelu_bmm(u, w2) : at::bmm(at::gelu(u), w2);
+}
+
 at::Tensor FeedForwardECMoeImpl::forward(const at::Tensor& x) {
   TORCH_CHECK(x.dim() == 3, "expert-choice MoE expects (B,T,D) input, got ", x.sizes());
   const auto B = x.size(0), T = x.size(1), D = x.size(2);
   auto routing = route(x);
   const auto K = routing.indices.size(2);
+  if (MoERowDispatchGuard::active()) {
+    // Row of each choice in x as (B*T,D), expert-major (E,B,K) like the experts' batches.
+    auto offsets = at::arange(B, routing.indices.options()).mul(T).view({B, 1, 1});
+    auto rows = (routing.indices + offsets).transpose(0, 1).reshape({-1});  // (E*B*K)
+    auto h = experts(x.reshape({B * T, D}).index_select(0, rows).view({num_experts, B * K, D}));
+    auto probs = routing.probs.transpose(0, 1).reshape({-1, 1}).to(h.scalar_type());
+    return at::zeros({B * T, D}, h.options())
+        .index_add(0, rows, h.view({-1, D}) * probs)
+        .view({B, T, D});
+  }
   // Gather instead of the official one-hot einsum: same sums, no (B,E,K,T) tensor.
   auto flat_idx = routing.indices.reshape({B, num_experts * K});  // (B,E*K)
   auto xin = at::gather(x, 1, flat_idx.unsqueeze(-1).expand({B, num_experts * K, D}));
   xin = xin.view({B, num_experts, K, D}).transpose(0, 1).reshape({num_experts, B * K, D});
-  auto u = at::bmm(xin, w1);  // (E,B*K,F)
-  // Exact-erf GELU, then the second expert product: (E,B*K,D).
-  auto h = RecomputeActivationsGuard::active() ? gelu_bmm(u, w2) : at::bmm(at::gelu(u), w2);
+  auto h = experts(xin);
   h = h.view({num_experts, B, K, D}).transpose(0, 1).reshape({B, num_experts * K, D});
   // The official einsum runs in the autocast dtype, so the probabilities are cast to it.
   h = h * routing.probs.reshape({B, num_experts * K, 1}).to(h.scalar_type());

@@ -290,6 +290,7 @@ std::vector<Key> schema(TrainConfig& c) {
                leaf("precision", o.precision),
                leaf("fused_norm", o.fused_norm),
                leaf("recompute_activations", o.recompute_activations),
+               leaf("moe_row_dispatch", o.moe_row_dispatch),
                section("ema", {leaf("enabled", ema.enabled), leaf("smoothing", ema.smoothing),
                                leaf("start_step", ema.start_step)}),
                leaf("continue_from", o.continue_from),

@@ -23,6 +23,7 @@
 #include "microdit/model/masking.h"
 #include "microdit/nn/activation_recompute.h"
 #include "microdit/nn/autocast.h"
+#include "microdit/nn/expert_choice_moe.h"
 #include "microdit/nn/fused_norm.h"
 #include "microdit/nn/norm.h"
 #include "microdit/train/checkpoint.h"
@@ -317,6 +318,7 @@ at::Tensor Trainer::State::micro_batch(const MicroBatchInput& input, bool last) 
     nn::LowPrecisionNormGuard low_precision_norm(cfg.optim.precision != "bf16-fp32norm");
     nn::FusedNormGuard fused_norm(cfg.optim.fused_norm);
     nn::RecomputeActivationsGuard recompute(cfg.optim.recompute_activations);
+    nn::MoERowDispatchGuard moe_rows(cfg.optim.moe_row_dispatch);
     loss = diffusion::edm_loss_per_sample(dit, x, y,
                                           {to_device(draws.rnd_normal), to_device(draws.noise)},
                                           cfg.edm, mask ? &*mask : nullptr)

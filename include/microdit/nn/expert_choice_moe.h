@@ -6,7 +6,16 @@
 #include <torch/nn/module.h>
 #include <torch/nn/modules/linear.h>
 
+#include "microdit/util/thread_flag.h"
+
 namespace microdit::nn {
+
+// While one lives on this thread, the experts' tokens are moved by row: index_select from x
+// viewed as (B*T,D) straight into expert-major order and index_add back, instead of gather and
+// scatter_add with per-element indices and two transposing copies each way. Same products; only
+// the order in which a token's several experts are summed differs. Off by default:
+// `microdit-bench --moe-rows` measures it.
+using MoERowDispatchGuard = util::ThreadFlagGuard<struct MoERowDispatchTag>;
 
 struct ExpertChoiceRouting {
   at::Tensor probs;    // router probability of each choice: (B,E,K)
@@ -20,6 +29,8 @@ class FeedForwardECMoeImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& x);         // (B,T,D) -> (B,T,D)
   ExpertChoiceRouting route(const at::Tensor& x);  // softmax over experts, top-k over tokens
   int64_t tokens_per_expert(int64_t num_tokens) const;
+  // The two expert products on tokens (E,B*K,D) in expert-major order -> (E,B*K,D).
+  at::Tensor experts(const at::Tensor& xin);
   void custom_init(double out_std);
 
   int64_t num_experts;

@@ -57,6 +57,7 @@ struct OptimSection {
   // operation (CUDA kernels where built); FFN activations recomputed in backward.
   bool fused_norm = false;
   bool recompute_activations = false;
+  bool moe_row_dispatch = false;  // MoE tokens moved by row index
   EMASection ema;
   std::string continue_from;  // checkpoint: full state, new lr/schedule/EMA smoothing
   std::string init_from;      // checkpoint or weights file: weights only

@@ -23,6 +23,8 @@ struct TrainStepOptions {
   bool fused_norm = false;
   // FFN activations recomputed in backward instead of kept (nn/activation_recompute.h).
   bool recompute_activations = false;
+  // MoE tokens moved by row index (nn/expert_choice_moe.h, MoERowDispatchGuard).
+  bool moe_row_dispatch = false;
   int64_t micro_batches = 1;  // gradient accumulation: the batch in this many equal parts
   // Data parallel: the last micro-batch's backward all-reduces the gradients before clipping.
   GradientBuckets* gradient_sync = nullptr;
