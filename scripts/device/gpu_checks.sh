@@ -123,4 +123,4 @@ else
   official --arch MicroDiT_Tiny_2 --batch 2 --mask 0.75 --steps 1 --warmup 1
 fi
 log "tier 3 bench: $(wc -l < "$BENCH") rows"
-cat "$BENCH"
+python3 scripts/device/bench_table.py "$BENCH" | tee "$OUT/bench_table.txt"
