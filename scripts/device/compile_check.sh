@@ -2,8 +2,9 @@
 # Compiles, on a machine without a GPU, the code that only a CUDA build compiles: the fused CUDA
 # kernels (src/*/*.cu, with nvcc for sm_90 as CMake builds them) and, with the CUDA and NCCL
 # defines of a CUDA LibTorch, the C++ files that hold `#ifdef`'d CUDA or NCCL code (syntax only:
-# the CPU wheel has no CUDA libraries to link). Catches build errors before a GPU session spends
-# its minutes on them.
+# the CPU wheel has no CUDA libraries to link); then runs the kernels' device code on the CPU
+# (scripts/device/emulate_kernels.cpp) against the composite path. Catches build errors and wrong
+# arithmetic or indexing before a GPU session spends its minutes on them.
 #   scripts/device/compile_check.sh
 # Downloads CUDA 13.0 (the GPU machine's version) from PyPI once, about 1.1 GB, into
 # ${MICRODIT_CUDA_CACHE:-~/.cache/microdit-cuda13}. LibTorch is the CPU wheel's headers; the one
@@ -56,4 +57,13 @@ for cpp in $(grep -lE 'MICRODIT_WITH_CUDA|MICRODIT_WANT_NCCL|MICRODIT_HAVE_NCCL'
     echo "FAIL  c++ -fsyntax-only (CUDA, NCCL) $cpp"; status=1
   fi
 done
+# The kernels' device code run on the CPU against the composite path (scripts/device/emulate_kernels.cpp).
+TORCH_LIB=$(python3 -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+if c++ -std=c++20 -O1 -Wall -Wextra -Wno-unused-parameter -Wno-unknown-pragmas "${INCLUDES[@]}" -isystem "$CUDA/include" \
+     scripts/device/emulate_kernels.cpp src/nn/fused_norm.cpp -L"$TORCH_LIB" -Wl,-rpath,"$TORCH_LIB" \
+     -ltorch -ltorch_cpu -lc10 -lpthread -o "$OUT/emulate_kernels" && "$OUT/emulate_kernels"; then
+  echo "ok    kernels emulated on the CPU"
+else
+  echo "FAIL  kernels emulated on the CPU"; status=1
+fi
 exit $status

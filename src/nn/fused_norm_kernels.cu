@@ -8,235 +8,19 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
-#include <cuda_bf16.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <type_traits>
 
+#include "fused_norm_kernels.cuh"
 #include "fused_norm_kernels.h"
 
 namespace microdit::nn::cuda_kernels {
 namespace {
 
-constexpr int kWarp = 32;
-constexpr int kWarpsPerBlock = 8;
-constexpr int kVector = 4;
-constexpr int64_t kMinRowsPerChunk = 64;  // column sums: rows of one sample per block
-constexpr int64_t kMaxGridYZ = 65535;
-
-__device__ __forceinline__ float to_float(float v) { return v; }
-__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-template <typename T>
-__device__ __forceinline__ T from_float(float v);
-template <>
-__device__ __forceinline__ float from_float<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
-  return __float2bfloat16(v);
-}
-
-// V elements moved as one access.
-template <typename T, int V>
-struct alignas(sizeof(T) * V) Pack {
-  T v[V];
-};
-
-template <typename T, int V>
-__device__ __forceinline__ void load(const T* p, float (&out)[V]) {
-  const auto pack = *reinterpret_cast<const Pack<T, V>*>(p);
-#pragma unroll
-  for (int i = 0; i < V; ++i) out[i] = to_float(pack.v[i]);
-}
-
-// x rounded to the output dtype first, as the composite path and Composer's LPLayerNorm.
-template <typename Tin, typename Tout, int V>
-__device__ __forceinline__ void load_rounded(const Tin* p, float (&out)[V]) {
-  load<Tin, V>(p, out);
-#pragma unroll
-  for (int i = 0; i < V; ++i) out[i] = to_float(from_float<Tout>(out[i]));
-}
-
-template <typename T, int V>
-__device__ __forceinline__ void store(T* p, const float (&in)[V]) {
-  Pack<T, V> pack;
-#pragma unroll
-  for (int i = 0; i < V; ++i) pack.v[i] = from_float<T>(in[i]);
-  *reinterpret_cast<Pack<T, V>*>(p) = pack;
-}
-
-// p[0..V) or ones where p is null.
-template <int V>
-__device__ __forceinline__ void load_or_ones(const float* p, float (&out)[V]) {
-  if (p) {
-    load<float, V>(p, out);
-  } else {
-#pragma unroll
-    for (int i = 0; i < V; ++i) out[i] = 1.f;
-  }
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int offset = kWarp / 2; offset > 0; offset /= 2)
-    v += __shfl_xor_sync(0xffffffffu, v, offset);
-  return v;
-}
-
-// y = ((x - mean) * rstd * w) * scale1p[b] + shift[b]; w, shift, scale1p may be null.
-// `rounded` (may be null): x rounded to Tout, kept for backward instead of x.
-template <typename Tin, typename Tout, int V>
-__global__ void norm_forward_kernel(const Tin* __restrict__ x, int64_t row_stride, int64_t R, int D,
-                                    const float* __restrict__ w, const float* __restrict__ shift,
-                                    const float* __restrict__ scale1p, int64_t rows_per_sample,
-                                    float eps, Tout* __restrict__ y, float* __restrict__ mean,
-                                    float* __restrict__ rstd, Tout* __restrict__ rounded) {
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.y;
-  if (row >= R) return;  // the whole warp: threadIdx.y is the warp
-  const int first = threadIdx.x * V;
-  const Tin* xr = x + row * row_stride;
-  float v[V];
-  float sum = 0.f;
-  for (int d = first; d < D; d += kWarp * V) {
-    load_rounded<Tin, Tout, V>(xr + d, v);
-#pragma unroll
-    for (int i = 0; i < V; ++i) sum += v[i];
-  }
-  const float mu = warp_sum(sum) / D;
-  float squares = 0.f;  // two passes: no cancellation in the variance
-  for (int d = first; d < D; d += kWarp * V) {
-    load_rounded<Tin, Tout, V>(xr + d, v);
-#pragma unroll
-    for (int i = 0; i < V; ++i) squares += (v[i] - mu) * (v[i] - mu);
-  }
-  const float rs = rsqrtf(warp_sum(squares) / D + eps);
-  const int64_t m = (row / rows_per_sample) * D;  // this sample's modulation row
-  for (int d = first; d < D; d += kWarp * V) {
-    load_rounded<Tin, Tout, V>(xr + d, v);
-    if (rounded) store<Tout, V>(rounded + row * D + d, v);
-    float wv[V], sv[V], tv[V];
-    load_or_ones<V>(w ? w + d : nullptr, wv);
-    if (scale1p) {
-      load<float, V>(scale1p + m + d, sv);
-      load<float, V>(shift + m + d, tv);
-    }
-#pragma unroll
-    for (int i = 0; i < V; ++i) {
-      v[i] = (v[i] - mu) * rs * wv[i];
-      if (scale1p) v[i] = v[i] * sv[i] + tv[i];
-    }
-    store<Tout, V>(y + row * D + d, v);
-  }
-  if (threadIdx.x == 0) {
-    mean[row] = mu;
-    rstd[row] = rs;
-  }
-}
-
-// g_x = rstd * (g_hat - mean(g_hat) - x_hat * mean(g_hat * x_hat)), g_hat = g_y * scale1p[b] * w.
-// x is what forward kept (Tin: x's dtype or the rounded copy's), g_x in Tgx (x's dtype).
-template <typename Tin, typename Tout, typename Tgx, int V>
-__global__ void norm_backward_rows_kernel(const Tout* __restrict__ gy, const Tin* __restrict__ x,
-                                          int64_t row_stride, int64_t R, int D,
-                                          const float* __restrict__ w,
-                                          const float* __restrict__ scale1p,
-                                          int64_t rows_per_sample, const float* __restrict__ mean,
-                                          const float* __restrict__ rstd, Tgx* __restrict__ gx) {
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.y;
-  if (row >= R) return;
-  const int first = threadIdx.x * V;
-  const float mu = mean[row], rs = rstd[row];
-  const Tin* xr = x + row * row_stride;
-  const Tout* gr = gy + row * D;
-  const int64_t m = (row / rows_per_sample) * D;
-  // g_hat and x_hat of the V columns from d.
-  auto columns = [&](int d, float(&g)[V], float(&x_hat)[V]) {
-    float wv[V], sv[V];
-    load<Tout, V>(gr + d, g);
-    load_or_ones<V>(w ? w + d : nullptr, wv);
-    load_or_ones<V>(scale1p ? scale1p + m + d : nullptr, sv);
-    load_rounded<Tin, Tout, V>(xr + d, x_hat);
-#pragma unroll
-    for (int i = 0; i < V; ++i) {
-      g[i] *= sv[i] * wv[i];
-      x_hat[i] = (x_hat[i] - mu) * rs;
-    }
-  };
-  float g[V], x_hat[V];
-  float sum_g = 0.f, sum_gx = 0.f;
-  for (int d = first; d < D; d += kWarp * V) {
-    columns(d, g, x_hat);
-#pragma unroll
-    for (int i = 0; i < V; ++i) {
-      sum_g += g[i];
-      sum_gx += g[i] * x_hat[i];
-    }
-  }
-  const float mean_g = warp_sum(sum_g) / D, mean_gx = warp_sum(sum_gx) / D;
-  for (int d = first; d < D; d += kWarp * V) {
-    columns(d, g, x_hat);
-#pragma unroll
-    for (int i = 0; i < V; ++i) g[i] = rs * (g[i] - mean_g - x_hat[i] * mean_gx);
-    store<Tgx, V>(gx + row * D + d, g);
-  }
-}
-
-// Partial column sums over one chunk of one sample's rows, at [chunk][b][d]:
-// shift: sum g_y; scale: sum g_y * x_hat * w; weight: sum g_y * scale1p[b] * x_hat.
-// A thread sums V columns over every kWarpsPerBlock-th row of the chunk.
-template <typename Tin, typename Tout, int V>
-__global__ void norm_backward_columns_kernel(
-    const Tout* __restrict__ gy, const Tin* __restrict__ x, int64_t row_stride, int D,
-    int64_t rows_per_sample, int64_t rows_per_chunk, const float* __restrict__ w,
-    const float* __restrict__ scale1p, const float* __restrict__ mean,
-    const float* __restrict__ rstd, float* __restrict__ part_shift, float* __restrict__ part_scale,
-    float* __restrict__ part_w) {
-  const int d = (blockIdx.x * kWarp + threadIdx.x) * V;
-  const int64_t b = blockIdx.y, chunk = blockIdx.z;
-  const int64_t n0 = chunk * rows_per_chunk;
-  const int64_t n1 = min(n0 + rows_per_chunk, rows_per_sample);
-  float acc[3][V] = {};  // shift, scale, weight
-  if (d < D) {
-    float wv[V], sv[V], g[V], x_hat[V];
-    load_or_ones<V>(w ? w + d : nullptr, wv);
-    load_or_ones<V>(scale1p ? scale1p + b * D + d : nullptr, sv);
-    for (int64_t n = n0 + threadIdx.y; n < n1; n += kWarpsPerBlock) {
-      const int64_t row = b * rows_per_sample + n;
-      load<Tout, V>(gy + row * D + d, g);
-      load_rounded<Tin, Tout, V>(x + row * row_stride + d, x_hat);
-      const float mu = mean[row], rs = rstd[row];
-#pragma unroll
-      for (int i = 0; i < V; ++i) {
-        const float xh = (x_hat[i] - mu) * rs;
-        acc[0][i] += g[i];
-        acc[1][i] += g[i] * xh * wv[i];
-        acc[2][i] += g[i] * sv[i] * xh;
-      }
-    }
-  }
-  __shared__ float partial[3][kWarpsPerBlock][kWarp * V];
-#pragma unroll
-  for (int k = 0; k < 3; ++k)
-#pragma unroll
-    for (int i = 0; i < V; ++i) partial[k][threadIdx.y][threadIdx.x * V + i] = acc[k][i];
-  __syncthreads();
-  if (threadIdx.y != 0 || d >= D) return;
-  const int64_t slot = (chunk * gridDim.y + b) * D + d;
-#pragma unroll
-  for (int i = 0; i < V; ++i) {
-    float sums[3] = {0.f, 0.f, 0.f};
-    for (int k = 0; k < 3; ++k)
-      for (int j = 0; j < kWarpsPerBlock; ++j) sums[k] += partial[k][j][threadIdx.x * V + i];
-    if (part_shift) {
-      part_shift[slot + i] = sums[0];
-      part_scale[slot + i] = sums[1];
-    }
-    if (part_w) part_w[slot + i] = sums[2];
-  }
-}
+using namespace device;
 
 // Calls f with a value of the CUDA type of `type` (float32 or bfloat16, see supports()).
 template <typename F>
@@ -294,9 +78,7 @@ void check_inputs(const at::Tensor& rows, const at::Tensor& w, const at::Tensor&
               kMaxGridYZ, " samples");
 }
 
-dim3 row_grid(int64_t R) {
-  return dim3(static_cast<unsigned>((R + kWarpsPerBlock - 1) / kWarpsPerBlock));
-}
+dim3 row_grid(int64_t R) { return dim3(static_cast<unsigned>(row_blocks(R))); }
 
 }  // namespace
 
@@ -349,8 +131,7 @@ FusedNormGrads fused_norm_backward(const at::Tensor& grad_y, const at::Tensor& r
   const int64_t R = rows.size(0), D = rows.size(1);
   const int64_t B = has_modulation ? scale1p.size(0) : 1;
   const int64_t N = R / B;
-  const int64_t rows_per_chunk = std::max(kMinRowsPerChunk, (N + kMaxGridYZ - 1) / kMaxGridYZ);
-  const int64_t chunks = std::max<int64_t>(1, (N + rows_per_chunk - 1) / rows_per_chunk);
+  const int64_t chunks = chunk_count(N);
   auto f32 = rows.options().dtype(at::kFloat);
   FusedNormGrads out;
   out.x = at::empty({R, D}, rows.options().dtype(grad_x_dtype));
@@ -379,12 +160,12 @@ FusedNormGrads fused_norm_backward(const at::Tensor& grad_y, const at::Tensor& r
                 C10_CUDA_KERNEL_LAUNCH_CHECK();
               });
               if (!has_modulation && !w.defined()) return;
-              const dim3 grid(static_cast<unsigned>((D + kWarp * V - 1) / (kWarp * V)),
-                              static_cast<unsigned>(B), static_cast<unsigned>(chunks));
+              const dim3 grid(static_cast<unsigned>(column_blocks(D, V)), static_cast<unsigned>(B),
+                              static_cast<unsigned>(chunks));
               norm_backward_columns_kernel<Tin, Tout, V>
                   <<<grid, dim3(kWarp, kWarpsPerBlock), 0, stream>>>(
                       ptr<Tout>(grad_y), ptr<Tin>(rows), rows.stride(0), static_cast<int>(D), N,
-                      rows_per_chunk, ptr<float>(w), ptr<float>(scale1p), ptr<float>(mean),
+                      rows_per_chunk(N), ptr<float>(w), ptr<float>(scale1p), ptr<float>(mean),
                       ptr<float>(rstd), mutable_ptr<float>(part_shift),
                       mutable_ptr<float>(part_scale), mutable_ptr<float>(part_w));
               C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -1,0 +1,189 @@
+// Runs the fused-norm CUDA kernels (src/nn/fused_norm_kernels.cuh) on the CPU: one std::thread per
+// CUDA thread, a block at a time, warp shuffles and __syncthreads as barriers; and compares every
+// output with the composite implementation (nn/fused_norm) on the same inputs. It checks the
+// kernels' arithmetic and indexing (vector widths, strided rows, modulation, chunked column sums)
+// where no GPU is at hand; memory faults, races and speed still need the GPU.
+// Built and run by scripts/device/compile_check.sh (CUDA's cuda_bf16.h for the bfloat16 type).
+#include <ATen/ATen.h>
+#include <cuda_bf16.h>
+
+#include <barrier>
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "microdit/nn/fused_norm.h"
+
+// CUDA's built-in variables and intrinsics, for one block at a time.
+struct Index {
+  unsigned x = 0, y = 0, z = 0;
+};
+thread_local Index threadIdx;
+Index blockIdx, gridDim;
+struct Warp {
+  std::unique_ptr<std::barrier<>> barrier;
+  float lanes[32];
+};
+std::vector<Warp> warps;
+std::unique_ptr<std::barrier<>> block_barrier;
+thread_local int warp_of_thread, lane_of_thread;
+
+float __shfl_xor_sync(unsigned, float value, int offset) {
+  auto& warp = warps[warp_of_thread];
+  warp.lanes[lane_of_thread] = value;
+  warp.barrier->arrive_and_wait();
+  const float other = warp.lanes[lane_of_thread ^ offset];
+  warp.barrier->arrive_and_wait();
+  return other;
+}
+void __syncthreads() { block_barrier->arrive_and_wait(); }
+float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+using std::min;
+#undef __global__
+#define __global__
+#undef __shared__
+#define __shared__ static  // one block at a time: shared by the block's threads
+#undef __forceinline__
+#define __forceinline__ inline
+
+#include "../../src/nn/fused_norm_kernels.cuh"
+
+namespace {
+using namespace microdit::nn::cuda_kernels::device;
+
+template <class Kernel>
+void launch(Index grid, Index block, Kernel&& kernel) {
+  gridDim = grid;
+  const unsigned threads = block.x * block.y;
+  for (unsigned z = 0; z < grid.z; ++z)
+    for (unsigned y = 0; y < grid.y; ++y)
+      for (unsigned x = 0; x < grid.x; ++x) {
+        blockIdx = {x, y, z};
+        warps = std::vector<Warp>(threads / 32);
+        for (auto& w : warps) w.barrier = std::make_unique<std::barrier<>>(32);
+        block_barrier = std::make_unique<std::barrier<>>(threads);
+        std::vector<std::thread> pool;
+        for (unsigned t = 0; t < threads; ++t)
+          pool.emplace_back([&, t] {
+            threadIdx = {t % block.x, t / block.x, 0};
+            warp_of_thread = static_cast<int>(t / 32);
+            lane_of_thread = static_cast<int>(t % 32);
+            kernel();
+          });
+        for (auto& thread : pool) thread.join();
+      }
+}
+
+template <typename T>
+T* ptr(const at::Tensor& t) {
+  return t.defined() ? reinterpret_cast<T*>(t.data_ptr()) : nullptr;
+}
+
+double max_relative(const at::Tensor& ours, const at::Tensor& ref) {
+  return (ours.to(at::kDouble) - ref.to(at::kDouble)).abs().max().item<double>() /
+         ref.to(at::kDouble).abs().max().item<double>();
+}
+
+int failures = 0;
+void expect(const char* what, double error, double bound) {
+  const bool ok = error <= bound;
+  std::printf(" %s %.1e%s", what, error, ok ? "" : " FAIL");
+  failures += ok ? 0 : 1;
+}
+
+// One case: x (B,N,D) of Tin, possibly the middle third of (B,N,3D); output Tout; V per access.
+template <typename Tin, typename Tout, int V>
+void run_case(int64_t B, int64_t N, int64_t D, bool weight, bool modulation, bool strided) {
+  const auto in_type = std::is_same_v<Tin, float> ? at::kFloat : at::kBFloat16;
+  const auto out_type = std::is_same_v<Tout, float> ? at::kFloat : at::kBFloat16;
+  std::printf("%s->%s B%ld N%ld D%ld V%d weight %d modulation %d strided %d:",
+              std::is_same_v<Tin, float> ? "f32" : "bf16",
+              std::is_same_v<Tout, float> ? "f32" : "bf16", static_cast<long>(B),
+              static_cast<long>(N), static_cast<long>(D), V, weight, modulation, strided);
+  at::manual_seed(7);
+  auto wide = (at::randn({B, N, strided ? 3 * D : D}) * 2 + 0.5).to(in_type);
+  const auto rows = (strided ? wide.narrow(2, D, D) : wide).flatten(0, 1);
+  const int64_t R = B * N;
+  auto w = weight ? (at::rand({D}) + 0.5).to(out_type).to(at::kFloat) : at::Tensor();
+  auto shift = modulation ? at::randn({B, D}) : at::Tensor();
+  auto scale1p = modulation ? 1 + at::randn({B, D}) * 0.5 : at::Tensor();
+  const auto ref =
+      microdit::nn::fused_norm_forward_composite(rows, w, shift, scale1p, 1e-6, out_type);
+
+  auto y = at::empty({R, D}, out_type), mean = at::empty({R}), rstd = at::empty({R});
+  auto rounded = microdit::nn::fused_norm_keeps_rounded(in_type, out_type)
+                     ? at::empty({R, D}, out_type)
+                     : at::Tensor();
+  const int64_t per_sample = modulation ? N : R;
+  launch({static_cast<unsigned>(row_blocks(R)), 1, 1}, {kWarp, kWarpsPerBlock, 1}, [&] {
+    norm_forward_kernel<Tin, Tout, V>(ptr<Tin>(rows), rows.stride(0), R, static_cast<int>(D),
+                                      ptr<float>(w), ptr<float>(shift), ptr<float>(scale1p),
+                                      per_sample, 1e-6f, ptr<Tout>(y), ptr<float>(mean),
+                                      ptr<float>(rstd), ptr<Tout>(rounded));
+  });
+  const double out_bound = out_type == at::kFloat ? 1e-5 : std::ldexp(1.0, -7);
+  expect("y", max_relative(y, ref.y), out_bound);
+  expect("mean", max_relative(mean, ref.mean), 1e-5);
+  expect("rstd", max_relative(rstd, ref.rstd), 1e-5);
+  if (rounded.defined()) expect("rounded", max_relative(rounded, ref.rounded), 0.0);
+
+  // Backward from what forward keeps: the rounded copy (Tout) or the rows themselves (Tin).
+  const auto grad_y = at::randn({R, D}).to(out_type);
+  const auto& kept = ref.rounded.defined() ? ref.rounded : rows;
+  const auto grad_ref = microdit::nn::fused_norm_backward_composite(
+      grad_y, kept, w, scale1p, ref.mean, ref.rstd, modulation, in_type);
+  auto gx = at::empty({R, D}, in_type);
+  const int64_t samples = modulation ? B : 1, n = R / samples, chunks = chunk_count(n);
+  at::Tensor part_shift, part_scale, part_w;
+  if (modulation)
+    part_shift = at::zeros({chunks, samples, D}), part_scale = at::zeros_like(part_shift);
+  if (weight) part_w = at::zeros({chunks, samples, D});
+  auto backward = [&](auto kept_type) {
+    using Tk = decltype(kept_type);
+    launch({static_cast<unsigned>(row_blocks(R)), 1, 1}, {kWarp, kWarpsPerBlock, 1}, [&] {
+      norm_backward_rows_kernel<Tk, Tout, Tin, V>(
+          ptr<Tout>(grad_y), ptr<Tk>(kept), kept.stride(0), R, static_cast<int>(D), ptr<float>(w),
+          ptr<float>(scale1p), n, ptr<float>(mean), ptr<float>(rstd), ptr<Tin>(gx));
+    });
+    if (!modulation && !weight) return;
+    launch({static_cast<unsigned>(column_blocks(D, V)), static_cast<unsigned>(samples),
+            static_cast<unsigned>(chunks)},
+           {kWarp, kWarpsPerBlock, 1}, [&] {
+             norm_backward_columns_kernel<Tk, Tout, V>(
+                 ptr<Tout>(grad_y), ptr<Tk>(kept), kept.stride(0), static_cast<int>(D), n,
+                 rows_per_chunk(n), ptr<float>(w), ptr<float>(scale1p), ptr<float>(mean),
+                 ptr<float>(rstd), ptr<float>(part_shift), ptr<float>(part_scale),
+                 ptr<float>(part_w));
+           });
+  };
+  if (ref.rounded.defined()) {
+    backward(Tout{});
+  } else {
+    backward(Tin{});
+  }
+  expect("grad_x", max_relative(gx, grad_ref.x), in_type == at::kFloat ? 1e-5 : 1e-2);
+  if (modulation) {
+    expect("grad_shift", max_relative(part_shift.sum(0), grad_ref.shift), 1e-5);
+    expect("grad_scale", max_relative(part_scale.sum(0), grad_ref.scale), 1e-5);
+  }
+  if (weight)
+    expect("grad_weight", max_relative(part_w.sum(at::IntArrayRef{0, 1}), grad_ref.weight), 1e-5);
+  std::printf("\n");
+}
+}  // namespace
+
+int main() {
+  // The model's dtype pairs; widths with four (72, 136) and one (70) element per access; 150 rows
+  // per sample and 450 rows without modulation, so the column sums run in several chunks.
+  run_case<float, __nv_bfloat16, kVector>(2, 70, 72, true, true, false);
+  run_case<float, __nv_bfloat16, 1>(2, 70, 70, true, true, false);
+  run_case<__nv_bfloat16, __nv_bfloat16, kVector>(2, 9, 72, false, false, true);
+  run_case<__nv_bfloat16, __nv_bfloat16, 1>(2, 9, 70, true, true, true);
+  run_case<float, float, kVector>(3, 150, 72, true, true, false);
+  run_case<float, float, 1>(3, 150, 70, true, false, false);
+  run_case<float, float, kVector>(2, 9, 136, false, true, true);
+  std::printf("%s\n", failures == 0 ? "all kernels match the composite path" : "FAILED");
+  return failures == 0 ? 0 : 1;
+}
