@@ -66,8 +66,7 @@ T* mutable_ptr(const at::Tensor& t) {
 
 void check_inputs(const at::Tensor& rows, const at::Tensor& w, const at::Tensor& scale1p) {
   TORCH_CHECK(rows.dim() == 2 && rows.stride(1) == 1,
-              "fused_norm kernels: rows (R,D) with unit "
-              "column stride expected, got sizes ",
+              "fused_norm kernels: rows (R,D) with unit column stride expected, got sizes ",
               rows.sizes(), " strides ", rows.strides());
   TORCH_CHECK(rows.size(1) <= std::numeric_limits<int>::max() / kVector,
               "fused_norm kernels: width too large");
