@@ -8,8 +8,8 @@
 #include "microdit/model/masking.h"
 #include "microdit/model/microdit.h"
 #include "microdit/nn/autocast.h"
+#include "microdit/nn/execution.h"
 #include "microdit/nn/expert_choice_moe.h"
-#include "microdit/nn/fused_norm.h"
 #include "microdit/nn/norm.h"
 #include "test_support.h"
 
@@ -95,8 +95,8 @@ at::Tensor step_gradients(model::DiT& dit, const at::Tensor& x, const at::Tensor
   dit->zero_grad(/*set_to_none=*/true);
   {
     nn::AutocastGuard autocast(x.device().type(), at::kBFloat16, bf16);
-    nn::LowPrecisionNormGuard norm(low_precision_norm);
-    nn::FusedNormGuard fused(fused_norm);
+    nn::ExecutionGuard execution(
+        {.low_precision_norm = low_precision_norm, .fused_norm = fused_norm});
     diffusion::edm_loss(dit, x, y, draws, {}, &mask).backward();
   }
   std::vector<at::Tensor> flat;

@@ -134,10 +134,10 @@ int run(const Args& a) {
   train::TrainStepOptions options;
   options.mask_ratio = a.mask;
   options.bf16_autocast = !a.fp32;
-  options.low_precision_norm = !a.fp32_norm;
-  options.fused_norm = a.fused_norm;
-  options.recompute_activations = a.recompute_act;
-  options.moe_row_dispatch = a.moe_rows;
+  options.execution = {.low_precision_norm = !a.fp32_norm,
+                       .fused_norm = a.fused_norm,
+                       .recompute_activations = a.recompute_act,
+                       .moe_row_dispatch = a.moe_rows};
   options.micro_batches = std::max<int64_t>(1, a.micro_batches);
   // --ddp: the data-parallel gradient all-reduce in a world of one (NCCL on CUDA, Gloo on CPU);
   // the step time minus that of the same row without --ddp is its cost per step.

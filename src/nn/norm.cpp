@@ -12,17 +12,9 @@ LayerNormImpl::LayerNormImpl(int64_t dim_, double eps_, bool affine) : dim(dim_)
 }
 
 namespace {
-// The dtype the unfused path returns: under autocast the low dtype for low-precision norms and
-// float32 otherwise (autocast's layer_norm rule); without autocast the input's.
-at::ScalarType norm_output_dtype(const at::Tensor& x) {
-  const auto device = x.device().type();
-  if (!at::autocast::is_autocast_enabled(device)) return x.scalar_type();
-  return LowPrecisionNormGuard::active() ? at::autocast::get_autocast_dtype(device) : at::kFloat;
-}
-}  // namespace
-
-at::Tensor LayerNormImpl::forward(const at::Tensor& x) {
-  if (FusedNormGuard::active()) return forward_modulated(x, {}, {});
+// at::layer_norm, under autocast in the autocast dtype for low-precision norms (LPLayerNorm).
+at::Tensor unfused_layer_norm(const at::Tensor& x, const at::Tensor& weight, int64_t dim,
+                              double eps) {
   const auto device = x.device().type();
   if (LowPrecisionNormGuard::active() && at::autocast::is_autocast_enabled(device)) {
     const auto dtype = at::autocast::get_autocast_dtype(device);
@@ -34,6 +26,17 @@ at::Tensor LayerNormImpl::forward(const at::Tensor& x) {
   return at::layer_norm(x, {dim}, weight, {}, eps);
 }
 
+// The dtype unfused_layer_norm returns: under autocast the low dtype for low-precision norms and
+// float32 otherwise (autocast's layer_norm rule); without autocast the input's.
+at::ScalarType norm_output_dtype(const at::Tensor& x) {
+  const auto device = x.device().type();
+  if (!at::autocast::is_autocast_enabled(device)) return x.scalar_type();
+  return LowPrecisionNormGuard::active() ? at::autocast::get_autocast_dtype(device) : at::kFloat;
+}
+}  // namespace
+
+at::Tensor LayerNormImpl::forward(const at::Tensor& x) { return forward_modulated(x, {}, {}); }
+
 at::Tensor LayerNormImpl::forward_modulated(const at::Tensor& x, const at::Tensor& shift,
                                             const at::Tensor& scale) {
   if (FusedNormGuard::active()) {
@@ -41,7 +44,7 @@ at::Tensor LayerNormImpl::forward_modulated(const at::Tensor& x, const at::Tenso
     c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
     return fused_norm(x, weight, eps, shift, scale, dtype);
   }
-  auto normed = forward(x);
+  auto normed = unfused_layer_norm(x, weight, dim, eps);
   if (!shift.defined()) return normed;
   return normed * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1);
 }

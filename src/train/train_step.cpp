@@ -2,11 +2,7 @@
 
 #include "microdit/diffusion/edm_loss.h"
 #include "microdit/model/masking.h"
-#include "microdit/nn/activation_recompute.h"
 #include "microdit/nn/autocast.h"
-#include "microdit/nn/expert_choice_moe.h"
-#include "microdit/nn/fused_norm.h"
-#include "microdit/nn/norm.h"
 #include "microdit/train/gradient_buckets.h"
 
 namespace microdit::train {
@@ -53,10 +49,7 @@ TrainStepResult train_step(model::DiT& dit, torch::optim::Optimizer& optimizer,
     {
       nn::AutocastGuard autocast(device.type(), at::kBFloat16,
                                  options.bf16_autocast && device.is_cuda());
-      nn::LowPrecisionNormGuard low_precision_norm(options.low_precision_norm);
-      nn::FusedNormGuard fused_norm(options.fused_norm);
-      nn::RecomputeActivationsGuard recompute(options.recompute_activations);
-      nn::MoERowDispatchGuard moe_rows(options.moe_row_dispatch);
+      nn::ExecutionGuard execution(options.execution);
       part_loss = diffusion::edm_loss_per_sample(dit, part(x0), part(y),
                                                  {part(draws.rnd_normal), part(draws.noise)},
                                                  options.edm, part_mask ? &*part_mask : nullptr)

@@ -21,11 +21,8 @@
 #include "microdit/io/png.h"
 #include "microdit/io/state_dict.h"
 #include "microdit/model/masking.h"
-#include "microdit/nn/activation_recompute.h"
 #include "microdit/nn/autocast.h"
-#include "microdit/nn/expert_choice_moe.h"
-#include "microdit/nn/fused_norm.h"
-#include "microdit/nn/norm.h"
+#include "microdit/nn/execution.h"
 #include "microdit/train/checkpoint.h"
 #include "microdit/train/ema.h"
 #include "microdit/train/gradient_buckets.h"
@@ -315,10 +312,10 @@ at::Tensor Trainer::State::micro_batch(const MicroBatchInput& input, bool last) 
   at::Tensor loss;
   {
     nn::AutocastGuard autocast(device.type(), at::kBFloat16, bf16);
-    nn::LowPrecisionNormGuard low_precision_norm(cfg.optim.precision != "bf16-fp32norm");
-    nn::FusedNormGuard fused_norm(cfg.optim.fused_norm);
-    nn::RecomputeActivationsGuard recompute(cfg.optim.recompute_activations);
-    nn::MoERowDispatchGuard moe_rows(cfg.optim.moe_row_dispatch);
+    nn::ExecutionGuard execution({.low_precision_norm = cfg.optim.precision != "bf16-fp32norm",
+                                  .fused_norm = cfg.optim.fused_norm,
+                                  .recompute_activations = cfg.optim.recompute_activations,
+                                  .moe_row_dispatch = cfg.optim.moe_row_dispatch});
     loss = diffusion::edm_loss_per_sample(dit, x, y,
                                           {to_device(draws.rnd_normal), to_device(draws.noise)},
                                           cfg.edm, mask ? &*mask : nullptr)

@@ -8,6 +8,7 @@
 
 #include "microdit/diffusion/edm_precond.h"
 #include "microdit/model/microdit.h"
+#include "microdit/nn/execution.h"
 
 namespace microdit::train {
 
@@ -15,17 +16,10 @@ class GradientBuckets;
 
 struct TrainStepOptions {
   double mask_ratio = 0.75;
-  double clip_norm = 0.25;    // <= 0: no clipping
-  bool bf16_autocast = true;  // only on CUDA; CPU runs float32
-  // LayerNorms in bf16 under autocast, as the official runs (Composer's LPLayerNorm).
-  bool low_precision_norm = true;
-  // LayerNorm + adaLN modulation as one operation (nn/fused_norm.h; CUDA kernels where built).
-  bool fused_norm = false;
-  // FFN activations recomputed in backward instead of kept (nn/activation_recompute.h).
-  bool recompute_activations = false;
-  // MoE tokens moved by row index (nn/expert_choice_moe.h, MoERowDispatchGuard).
-  bool moe_row_dispatch = false;
-  int64_t micro_batches = 1;  // gradient accumulation: the batch in this many equal parts
+  double clip_norm = 0.25;         // <= 0: no clipping
+  bool bf16_autocast = true;       // only on CUDA; CPU runs float32
+  nn::ExecutionOptions execution;  // bf16 LayerNorms by default, as the official runs
+  int64_t micro_batches = 1;       // gradient accumulation: the batch in this many equal parts
   // Data parallel: the last micro-batch's backward all-reduces the gradients before clipping.
   GradientBuckets* gradient_sync = nullptr;
   diffusion::EDMConfig edm;

@@ -1,0 +1,39 @@
+// How the model runs, not what it computes: the thread-local switches of nn/norm,
+// nn/fused_norm, nn/activation_recompute and nn/expert_choice_moe as one set, which the training
+// step sets around its forward pass.
+#pragma once
+#include "microdit/nn/activation_recompute.h"
+#include "microdit/nn/expert_choice_moe.h"
+#include "microdit/nn/fused_norm.h"
+#include "microdit/nn/norm.h"
+
+namespace microdit::nn {
+
+struct ExecutionOptions {
+  // LayerNorms in bf16 under autocast, as the official runs (Composer's LPLayerNorm).
+  bool low_precision_norm = true;
+  // LayerNorm + adaLN modulation as one operation (CUDA kernels where built).
+  bool fused_norm = false;
+  // FFN activations recomputed in backward instead of kept.
+  bool recompute_activations = false;
+  // MoE tokens moved by row index.
+  bool moe_row_dispatch = false;
+};
+
+// Sets every switch of `options` on this thread while it lives.
+class ExecutionGuard {
+ public:
+  explicit ExecutionGuard(const ExecutionOptions& options)
+      : low_precision_norm_(options.low_precision_norm),
+        fused_norm_(options.fused_norm),
+        recompute_activations_(options.recompute_activations),
+        moe_row_dispatch_(options.moe_row_dispatch) {}
+
+ private:
+  LowPrecisionNormGuard low_precision_norm_;
+  FusedNormGuard fused_norm_;
+  RecomputeActivationsGuard recompute_activations_;
+  MoERowDispatchGuard moe_row_dispatch_;
+};
+
+}  // namespace microdit::nn
