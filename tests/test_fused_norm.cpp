@@ -5,6 +5,7 @@
 #include <torch/csrc/autograd/autograd.h>
 
 #include "microdit/nn/autocast.h"
+#include "microdit/nn/fused_kernels.h"
 #include "microdit/nn/fused_norm.h"
 #include "microdit/nn/norm.h"
 #include "test_support.h"
@@ -174,7 +175,7 @@ TEST(FusedNorm, BadShapesAreNamed) {
 // rows per sample for several column-sum chunks.
 TEST(FusedNorm, KernelsMatchTheComposite_CUDA) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
-  if (!nn::fused_norm_kernels_built()) GTEST_SKIP() << "this build has no CUDA kernels (no nvcc)";
+  if (!nn::fused_kernels_built()) GTEST_SKIP() << "this build has no CUDA kernels (no nvcc)";
   at::manual_seed(5);
   const std::pair<at::ScalarType, at::ScalarType> kTypes[] = {
       {at::kFloat, at::kFloat}, {at::kFloat, at::kBFloat16}, {at::kBFloat16, at::kBFloat16}};

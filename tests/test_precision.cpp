@@ -91,12 +91,11 @@ TEST(FastPath, LowPrecisionNormRunsInTheAutocastDtype) {
 // Gradients of one masked EDM step of a small model, flattened over all parameters.
 at::Tensor step_gradients(model::DiT& dit, const at::Tensor& x, const at::Tensor& y,
                           const diffusion::EDMLossNoise& draws, const model::TokenMask& mask,
-                          bool bf16, bool low_precision_norm, bool fused_norm = false) {
+                          bool bf16, const nn::ExecutionOptions& options) {
   dit->zero_grad(/*set_to_none=*/true);
   {
     nn::AutocastGuard autocast(x.device().type(), at::kBFloat16, bf16);
-    nn::ExecutionGuard execution(
-        {.low_precision_norm = low_precision_norm, .fused_norm = fused_norm});
+    nn::ExecutionGuard execution(options);
     diffusion::edm_loss(dit, x, y, draws, {}, &mask).backward();
   }
   std::vector<at::Tensor> flat;
@@ -136,35 +135,53 @@ SmallStep small_step(at::Device device) {
   return s;
 }
 
-// The fused LayerNorm + modulation (nn/fused_norm) against the unfused ops, in the whole model:
-// float32 gradients equal to rounding, bf16 autocast gradients at cosine >= 0.999.
-void expect_fused_norm_gradients_close(at::Device device) {
+// The fused LayerNorm + modulation (nn/fused_norm) and gated residuals (nn/gated_residual)
+// against the unfused ops, in the whole model: float32 gradients equal to rounding, bf16 autocast
+// gradients at cosine >= 0.999.
+void expect_fused_gradients_close(at::Device device, nn::ExecutionOptions fused) {
   auto s = small_step(device);
-  auto grads = [&](bool bf16, bool fused) {
-    return step_gradients(s.dit, s.x, s.y, s.draws, s.mask, bf16, true, fused);
+  auto grads = [&](bool bf16, const nn::ExecutionOptions& options) {
+    return step_gradients(s.dit, s.x, s.y, s.draws, s.mask, bf16, options);
   };
-  const auto fp32 = grads(false, false), fp32_fused = grads(false, true);
+  const nn::ExecutionOptions plain_options;
+  const auto fp32 = grads(false, plain_options), fp32_fused = grads(false, fused);
   EXPECT_LE((fp32_fused - fp32).norm().item<double>() / fp32.norm().item<double>(), 1e-5);
-  const auto bf16 = grads(true, false), bf16_fused = grads(true, true);
+  const auto bf16 = grads(true, plain_options), bf16_fused = grads(true, fused);
   EXPECT_GE(cosine(bf16_fused, bf16), 0.999);
   EXPECT_GE(cosine(bf16_fused, fp32), 0.99);
   testing::Test::RecordProperty("cosine_fused_plain_bf16",
                                 std::to_string(cosine(bf16_fused, bf16)));
 }
 
-TEST(FastPath, FusedNormGradientsMatchUnfused) { expect_fused_norm_gradients_close(at::kCPU); }
+constexpr nn::ExecutionOptions kFusedNorm{.fused_norm = true};
+constexpr nn::ExecutionOptions kFusedResidual{.fused_residual = true};
+
+TEST(FastPath, FusedNormGradientsMatchUnfused) {
+  expect_fused_gradients_close(at::kCPU, kFusedNorm);
+}
 
 TEST(FastPath, FusedNormGradientsMatchUnfused_CUDA) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   test::NoTF32 no_tf32;
-  expect_fused_norm_gradients_close(at::kCUDA);
+  expect_fused_gradients_close(at::kCUDA, kFusedNorm);
+}
+
+TEST(FastPath, FusedResidualGradientsMatchUnfused) {
+  expect_fused_gradients_close(at::kCPU, kFusedResidual);
+}
+
+TEST(FastPath, FusedResidualGradientsMatchUnfused_CUDA) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  test::NoTF32 no_tf32;
+  expect_fused_gradients_close(at::kCUDA, kFusedResidual);
 }
 
 void expect_bf16_norm_gradients_close(at::Device device) {
   auto [dit, x, y, draws, mask] = small_step(device);
-  const auto fp32 = step_gradients(dit, x, y, draws, mask, false, false);
-  const auto plain = step_gradients(dit, x, y, draws, mask, true, false);
-  const auto fast = step_gradients(dit, x, y, draws, mask, true, true);
+  const nn::ExecutionOptions plain_autocast{.low_precision_norm = false};
+  const auto fp32 = step_gradients(dit, x, y, draws, mask, false, plain_autocast);
+  const auto plain = step_gradients(dit, x, y, draws, mask, true, plain_autocast);
+  const auto fast = step_gradients(dit, x, y, draws, mask, true, {.low_precision_norm = true});
   EXPECT_GE(cosine(fast, plain), 0.999);
   EXPECT_GE(cosine(fast, fp32), 0.99);
   testing::Test::RecordProperty("cosine_fast_plain", std::to_string(cosine(fast, plain)));

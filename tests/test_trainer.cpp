@@ -143,13 +143,14 @@ TEST(Trainer, MicroBatchSplitDoesNotChangeLossOrGradients) {
   }
 }
 
-// optim.fused_norm, recompute_activations and moe_row_dispatch change how, not what: the same
-// losses and last gradients within rounding.
+// optim.fused_norm, fused_residual, recompute_activations and moe_row_dispatch change how, not
+// what: the same losses and last gradients within rounding.
 TEST(Trainer, FastPathOptionsFollowThePlainRun) {
   train::Trainer plain(tiny(fresh_dir("plain"), 3));
   const auto plain_run = plain.run();
   auto c = tiny(fresh_dir("fast"), 3);
   c.optim.fused_norm = true;
+  c.optim.fused_residual = true;
   c.optim.recompute_activations = true;
   c.optim.moe_row_dispatch = true;
   train::Trainer fast(c);

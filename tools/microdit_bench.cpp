@@ -13,7 +13,7 @@
 #include "microdit/model/config.h"
 #include "microdit/model/flops.h"
 #include "microdit/model/microdit.h"
-#include "microdit/nn/fused_norm.h"
+#include "microdit/nn/fused_kernels.h"
 #include "microdit/train/gradient_buckets.h"
 #include "microdit/train/optimizer.h"
 #include "microdit/train/process_group.h"
@@ -35,6 +35,7 @@ constexpr const char* kUsage = R"(usage: microdit-bench [options]
   --fp32          no bf16 autocast on CUDA
   --fp32-norm     plain autocast: LayerNorms in float32 (default: bf16, as the official runs)
   --fused-norm    LayerNorm + adaLN modulation as one operation (CUDA kernels where built)
+  --fused-residual  the blocks' gated residuals x + gate * y as one operation (same)
   --recompute-act FFN activations recomputed in backward instead of kept (less memory)
   --moe-rows      MoE tokens moved by row index (index_select/index_add), no transposing copies
   --micro-batches N  the batch in N accumulated parts (default 1; 0: the fewest that fit)
@@ -54,6 +55,7 @@ struct Args {
   bool fp32 = false;
   bool fp32_norm = false;
   bool fused_norm = false;
+  bool fused_residual = false;
   bool recompute_act = false;
   bool moe_rows = false;
   int64_t micro_batches = 1;
@@ -86,6 +88,8 @@ Args parse(int argc, char** argv) {
       a.fp32_norm = true;
     else if (arg == "--fused-norm")
       a.fused_norm = true;
+    else if (arg == "--fused-residual")
+      a.fused_residual = true;
     else if (arg == "--recompute-act")
       a.recompute_act = true;
     else if (arg == "--moe-rows")
@@ -107,10 +111,10 @@ Args parse(int argc, char** argv) {
   return a;
 }
 
-// "": off; "kernels": the CUDA kernels; "composite": the same operation in ATen ops.
-std::string fused_norm_kind(const Args& a, const at::Device& device) {
-  if (!a.fused_norm) return "";
-  return device.is_cuda() && microdit::nn::fused_norm_kernels_built() ? "kernels" : "composite";
+// For a fused operation: "" off; "kernels" the CUDA kernels; "composite" the same in ATen ops.
+std::string fused_kind(bool on, const at::Device& device) {
+  if (!on) return "";
+  return device.is_cuda() && microdit::nn::fused_kernels_built() ? "kernels" : "composite";
 }
 
 int run(const Args& a) {
@@ -136,6 +140,7 @@ int run(const Args& a) {
   options.bf16_autocast = !a.fp32;
   options.execution = {.low_precision_norm = !a.fp32_norm,
                        .fused_norm = a.fused_norm,
+                       .fused_residual = a.fused_residual,
                        .recompute_activations = a.recompute_act,
                        .moe_row_dispatch = a.moe_rows};
   options.micro_batches = std::max<int64_t>(1, a.micro_batches);
@@ -180,7 +185,7 @@ int run(const Args& a) {
   std::sort(times.begin(), times.end());
   fmt::print(R"({{"impl": "microdit-cpp", "arch": "{}", "batch": {}, "mask": {}, "res": {}, )"
              R"("device": "{}", "ddp": "{}", "bf16": {}, "bf16_norm": {}, "fused_norm": "{}", )"
-             R"("recompute_act": {}, "moe_rows": {}, "micro_batches": {}, )"
+             R"("fused_residual": "{}", "recompute_act": {}, "moe_rows": {}, "micro_batches": {}, )"
              R"("s_per_step": {:.4f}, "s_median": {:.4f}, )"
              R"("s_min": {:.4f}, "s_max": {:.4f}, "images_per_s": {:.1f}, )"
              R"("tflop_per_step": {:.2f}, "tflops": {:.1f}, "mfu": {:.3f}, )"
@@ -188,11 +193,11 @@ int run(const Args& a) {
              "\n",
              a.arch, a.batch, a.mask, a.res, device.str(), group ? group->backend_name() : "",
              !a.fp32 && device.is_cuda(), !a.fp32 && !a.fp32_norm && device.is_cuda(),
-             fused_norm_kind(a, device), a.recompute_act, a.moe_rows, options.micro_batches, mean,
-             times[times.size() / 2], times.front(), times.back(), a.batch / mean, tflop,
-             tflop / mean, tflop / mean / a.peak_tflops,
-             util::peak_memory_bytes(device) / double(1 << 30), dit->num_parameters(),
-             loss.item<double>(), loss_sum / a.steps);
+             fused_kind(a.fused_norm, device), fused_kind(a.fused_residual, device),
+             a.recompute_act, a.moe_rows, options.micro_batches, mean, times[times.size() / 2],
+             times.front(), times.back(), a.batch / mean, tflop, tflop / mean,
+             tflop / mean / a.peak_tflops, util::peak_memory_bytes(device) / double(1 << 30),
+             dit->num_parameters(), loss.item<double>(), loss_sum / a.steps);
   std::fflush(stdout);
   if (a.profile > 0) {
     auto totals = util::profile_kernels(

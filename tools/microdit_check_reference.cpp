@@ -9,9 +9,9 @@
 #include <string>
 #include <vector>
 
-#include "microdit/util/arg_cursor.h"
-#include "microdit/nn/fused_norm.h"
+#include "microdit/nn/execution.h"
 #include "microdit/parity/reference_check.h"
+#include "microdit/util/arg_cursor.h"
 
 namespace {
 constexpr const char* kUsage = R"(usage: microdit-check-reference DIR [options]
@@ -24,6 +24,7 @@ options:
   --device D    cpu (default) or cuda; on cuda TF32 is off
   --bf16        run under bf16 autocast and only report errors (bounds are for float32)
   --fused-norm  LayerNorm + adaLN modulation as one operation (CUDA kernels where built)
+  --fused-residual  the blocks' gated residuals x + gate * y as one operation (same)
   -h, --help    this text
 exit status: 0 all cases within bounds, 1 a case failed, 2 bad arguments or unreadable data
 )";
@@ -34,6 +35,7 @@ struct Args {
   std::string device = "cpu";
   bool bf16 = false;
   bool fused_norm = false;
+  bool fused_residual = false;
 };
 
 Args parse_args(int argc, char** argv) {
@@ -54,6 +56,8 @@ Args parse_args(int argc, char** argv) {
       a.bf16 = true;
     } else if (arg == "--fused-norm") {
       a.fused_norm = true;
+    } else if (arg == "--fused-residual") {
+      a.fused_residual = true;
     } else if (!arg.empty() && arg[0] == '-') {
       throw std::invalid_argument("unknown option " + arg);
     } else if (a.dir.empty()) {
@@ -71,7 +75,8 @@ int run(const Args& args) {
   const at::Device device(args.device);
   at::globalContext().setAllowTF32CuBLAS(false);
   at::globalContext().setAllowTF32CuDNN(false);
-  const microdit::nn::FusedNormGuard fused_norm(args.fused_norm);
+  const microdit::nn::ExecutionGuard execution(
+      {.fused_norm = args.fused_norm, .fused_residual = args.fused_residual});
   int failures = 0, cases = 0;
   for (const auto& weights : args.weights) {
     microdit::parity::CheckOptions options{weights, device, args.bf16};
@@ -83,8 +88,9 @@ int run(const Args& args) {
       ++cases;
     }
   }
-  fmt::print("{} cases, {} failed ({}, {}{}{})\n", cases, failures, args.dir, args.device,
-             args.bf16 ? ", bf16 autocast" : ", float32", args.fused_norm ? ", fused norm" : "");
+  fmt::print("{} cases, {} failed ({}, {}{}{}{})\n", cases, failures, args.dir, args.device,
+             args.bf16 ? ", bf16 autocast" : ", float32", args.fused_norm ? ", fused norm" : "",
+             args.fused_residual ? ", fused residual" : "");
   return failures == 0 ? 0 : 1;
 }
 }  // namespace

@@ -11,8 +11,9 @@ def flags(row):
     if row.get('impl') == 'microdit-cpp':
         if not row.get('bf16_norm') and row.get('bf16'):
             out.append('fp32-norm')
-        for key, name in (('fused_norm', 'fused-norm'), ('recompute_act', 'recompute-act'),
-                          ('moe_rows', 'moe-rows'), ('ddp', 'ddp')):
+        for key, name in (('fused_norm', 'fused-norm'), ('fused_residual', 'fused-residual'),
+                          ('recompute_act', 'recompute-act'), ('moe_rows', 'moe-rows'),
+                          ('ddp', 'ddp')):
             value = row.get(key)
             if value:
                 out.append(name if value is True else f'{name}={value}')
@@ -24,7 +25,7 @@ def flags(row):
 
 
 def main(path):
-    print(f"{'impl':<9} {'arch':<16} {'batch':>5} {'mask':>4} {'px':>4} {'flags':<38} "
+    print(f"{'impl':<9} {'arch':<16} {'batch':>5} {'mask':>4} {'px':>4} {'flags':<56} "
           f"{'img/s':>8} {'s/step':>7} {'GiB':>6} {'loss':>8}")
     for line in open(path):
         row = json.loads(line)
@@ -38,7 +39,7 @@ def main(path):
         step = row['s_median'] if ours else row['step_s']
         loss = f"{row['loss_mean']:.5f}" if ours else ''
         print(f"{'ours' if ours else 'official':<9} {row['arch']:<16} {row['batch']:>5} "
-              f"{row['mask']:>4} {px:>4} {flags(row):<38} {row['images_per_s']:>8.1f} "
+              f"{row['mask']:>4} {px:>4} {flags(row):<56} {row['images_per_s']:>8.1f} "
               f"{step:>7.4f} {row.get('peak_gib') or 0:>6.1f} {loss:>8}")
 
 

@@ -1,8 +1,9 @@
-// Runs the fused-norm CUDA kernels (src/nn/fused_norm_kernels.cuh) on the CPU: one std::thread per
-// CUDA thread, a block at a time, warp shuffles and __syncthreads as barriers; and compares every
-// output with the composite implementation (nn/fused_norm) on the same inputs. It checks the
-// kernels' arithmetic and indexing (vector widths, strided rows, modulation, chunked column sums)
-// where no GPU is at hand; memory faults, races and speed still need the GPU.
+// Runs the fused CUDA kernels (src/nn/fused_norm_kernels.cuh, src/nn/gated_residual_kernels.cuh)
+// on the CPU: one std::thread per CUDA thread, a block at a time, warp shuffles and __syncthreads
+// as barriers; and compares every output with the composite implementations (nn/fused_norm,
+// nn/gated_residual) on the same inputs. It checks the kernels' arithmetic and indexing (vector
+// widths, strided rows, modulation, chunked column sums) where no GPU is at hand; memory faults,
+// races and speed still need the GPU.
 // Built and run by scripts/device/compile_check.sh (CUDA's cuda_bf16.h for the bfloat16 type).
 #include <ATen/ATen.h>
 #include <cuda_bf16.h>
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "microdit/nn/fused_norm.h"
+#include "microdit/nn/gated_residual.h"
 
 // CUDA's built-in variables and intrinsics, for one block at a time.
 struct Index {
@@ -40,6 +42,8 @@ float __shfl_xor_sync(unsigned, float value, int offset) {
 }
 void __syncthreads() { block_barrier->arrive_and_wait(); }
 float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+float __fmul_rn(float a, float b) { return a * b; }  // built without fma contraction (x86-64)
+float __fadd_rn(float a, float b) { return a + b; }
 using std::min;
 #undef __global__
 #define __global__
@@ -49,6 +53,7 @@ using std::min;
 #define __forceinline__ inline
 
 #include "../../src/nn/fused_norm_kernels.cuh"
+#include "../../src/nn/gated_residual_kernels.cuh"
 
 namespace {
 using namespace microdit::nn::cuda_kernels::device;
@@ -172,6 +177,51 @@ void run_case(int64_t B, int64_t N, int64_t D, bool weight, bool modulation, boo
     expect("grad_weight", max_relative(part_w.sum(at::IntArrayRef{0, 1}), grad_ref.weight), 1e-5);
   std::printf("\n");
 }
+template <typename T>
+at::ScalarType scalar_type() {
+  return std::is_same_v<T, float> ? at::kFloat : at::kBFloat16;
+}
+
+// x (B,N,D) of Tx, gate a (B,D) chunk of a (B,6D) projection and y of Tp; V per access.
+template <typename Tx, typename Tp, int V>
+void run_residual_case(int64_t B, int64_t N, int64_t D) {
+  using To = std::conditional_t<std::is_same_v<Tx, float> || std::is_same_v<Tp, float>, float,
+                                __nv_bfloat16>;
+  const auto x_type = scalar_type<Tx>(), p_type = scalar_type<Tp>(), o_type = scalar_type<To>();
+  std::printf("residual x %s y %s B%ld N%ld D%ld V%d:", std::is_same_v<Tx, float> ? "f32" : "bf16",
+              std::is_same_v<Tp, float> ? "f32" : "bf16", static_cast<long>(B),
+              static_cast<long>(N), static_cast<long>(D), V);
+  at::manual_seed(11);
+  const auto x = at::randn({B, N, D}).to(x_type), y = at::randn({B, N, D}).to(p_type);
+  const auto gate = at::randn({B, 6 * D}).to(p_type).narrow(1, 2 * D, D);
+  const auto ref = x + gate.unsqueeze(1) * y;
+  auto out = at::empty({B, N, D}, o_type);
+  const int64_t R = B * N;
+  launch({static_cast<unsigned>(row_blocks(R)), 1, 1}, {kWarp, kWarpsPerBlock, 1}, [&] {
+    gated_residual_forward_kernel<Tx, Tp, To, V>(ptr<Tx>(x), ptr<Tp>(gate), gate.stride(0),
+                                                 ptr<Tp>(y), R, N, static_cast<int>(D),
+                                                 ptr<To>(out));
+  });
+  expect("out", max_relative(out, ref), 0.0);
+
+  const auto grad = at::randn({B, N, D}).to(o_type);
+  const auto grad_ref = microdit::nn::gated_residual_backward_composite(grad, gate, y, x_type);
+  auto dy = at::empty({B, N, D}, p_type);
+  auto dx = x_type == o_type ? at::Tensor() : at::empty({B, N, D}, x_type);
+  const int64_t chunks = chunk_count(N);
+  auto part_gate = at::zeros({chunks, B, D});
+  launch({static_cast<unsigned>(column_blocks(D, V)), static_cast<unsigned>(B),
+          static_cast<unsigned>(chunks)},
+         {kWarp, kWarpsPerBlock, 1}, [&] {
+           gated_residual_backward_kernel<To, Tp, Tx, V>(
+               ptr<To>(grad), ptr<Tp>(gate), gate.stride(0), ptr<Tp>(y), static_cast<int>(D), N,
+               rows_per_chunk(N), ptr<Tp>(dy), ptr<Tx>(dx), ptr<float>(part_gate));
+         });
+  expect("grad_y", max_relative(dy, grad_ref.y), 0.0);
+  if (dx.defined()) expect("grad_x", max_relative(dx, grad_ref.x), 0.0);
+  expect("grad_gate", max_relative(part_gate.sum(0), grad_ref.gate), 1e-5);
+  std::printf("\n");
+}
 }  // namespace
 
 int main() {
@@ -184,6 +234,13 @@ int main() {
   run_case<float, float, kVector>(3, 150, 72, true, true, false);
   run_case<float, float, 1>(3, 150, 70, true, false, false);
   run_case<float, float, kVector>(2, 9, 136, false, true, true);
+  // The gated residual: autocast's pairs (float32 or bf16 x, bf16 gate and y), float32, and bf16
+  // x with float32 y (x's gradient then rounded); 150 tokens: three chunks of gate sums.
+  run_residual_case<float, __nv_bfloat16, kVector>(3, 150, 72);
+  run_residual_case<__nv_bfloat16, __nv_bfloat16, kVector>(2, 9, 136);
+  run_residual_case<__nv_bfloat16, __nv_bfloat16, 1>(2, 70, 70);
+  run_residual_case<float, float, kVector>(3, 150, 72);
+  run_residual_case<__nv_bfloat16, float, 1>(2, 9, 70);
   std::printf("%s\n", failures == 0 ? "all kernels match the composite path" : "FAILED");
   return failures == 0 ? 0 : 1;
 }

@@ -42,9 +42,10 @@ REF=.device/reference/microdit-official-tiny
 {
   "$BUILD_DIR/microdit-check-reference" "$REF" --device "$DEVICE"; echo "exit $?"
   [ "$GPU" = 1 ] && { "$BUILD_DIR/microdit-check-reference" "$REF" --device cuda --bf16; echo "exit $?"; }
-  # The fused LayerNorm + modulation (CUDA kernels where built) in float32, bounds enforced.
-  "$BUILD_DIR/microdit-check-reference" "$REF" --device "$DEVICE" --fused-norm --weights safetensors; echo "exit $?"
-  [ "$GPU" = 1 ] && { "$BUILD_DIR/microdit-check-reference" "$REF" --device cuda --bf16 --fused-norm --weights safetensors; echo "exit $?"; }
+  # The fused LayerNorm + modulation and gated residuals (CUDA kernels where built) in float32,
+  # bounds enforced.
+  "$BUILD_DIR/microdit-check-reference" "$REF" --device "$DEVICE" --fused-norm --fused-residual --weights safetensors; echo "exit $?"
+  [ "$GPU" = 1 ] && { "$BUILD_DIR/microdit-check-reference" "$REF" --device cuda --bf16 --fused-norm --fused-residual --weights safetensors; echo "exit $?"; }
   for other in .device/reference/*/; do
     [ "$other" = "$REF/" ] && continue
     "$BUILD_DIR/microdit-check-reference" "$other" --device "$DEVICE"; echo "exit $?"
@@ -97,11 +98,12 @@ if [ "$GPU" = 1 ]; then
   # a kernel profile and with float32 LayerNorms; the official eager run needs 82.6 GiB, so both
   # eager at batch 128 too. The official compiled run (172 s of compilation) only when asked.
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --profile 2
-  # The fused LayerNorm + modulation (with a profile, to see which kernels it removed), the MoE
-  # row dispatch alone, then everything with the FFN activations recomputed (memory).
-  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --fused-norm --profile 1
+  # The fused LayerNorm + modulation, the fused gated residuals and the MoE row dispatch alone,
+  # then everything with the FFN activations recomputed (memory), with a profile of what is left.
+  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --fused-norm
+  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --fused-residual
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --moe-rows
-  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --fused-norm --moe-rows --recompute-act
+  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --fused-norm --fused-residual --moe-rows --recompute-act --profile 1
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --fp32-norm
   stage stage1-half 128 0.75 32
   [ -n "${WITH_COMPILED:-}" ] && OFFICIAL_LIMIT=240 official --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --compile
@@ -113,13 +115,13 @@ if [ "$GPU" = 1 ]; then
   # Same function: 200 steps of Tiny_2 from one seed, bf16 LayerNorms vs plain autocast.
   ours --arch MicroDiT_Tiny_2 --batch 64 --mask 0.75 --steps 200 --warmup 1
   ours --arch MicroDiT_Tiny_2 --batch 64 --mask 0.75 --steps 200 --warmup 1 --fp32-norm
-  ours --arch MicroDiT_Tiny_2 --batch 64 --mask 0.75 --steps 200 --warmup 1 --fused-norm --moe-rows
+  ours --arch MicroDiT_Tiny_2 --batch 64 --mask 0.75 --steps 200 --warmup 1 --fused-norm --fused-residual --moe-rows
   stage stage2 64 0 32 --steps 6 --warmup 2
   stage stage3 32 0.75 64 --steps 6 --warmup 2
   stage stage4 16 0 64 --steps 6 --warmup 2
 else
   ours --arch MicroDiT_Tiny_2 --batch 2 --mask 0.75 --steps 1 --warmup 1 --profile 1
-  ours --arch MicroDiT_Tiny_2 --batch 2 --mask 0.75 --steps 1 --warmup 1 --fused-norm --moe-rows --recompute-act
+  ours --arch MicroDiT_Tiny_2 --batch 2 --mask 0.75 --steps 1 --warmup 1 --fused-norm --fused-residual --moe-rows --recompute-act
   official --arch MicroDiT_Tiny_2 --batch 2 --mask 0.75 --steps 1 --warmup 1
 fi
 log "tier 3 bench: $(wc -l < "$BENCH") rows"

@@ -4,6 +4,7 @@
 #include <torch/nn/modules/activation.h>
 #include <torch/nn/modules/linear.h>
 
+#include "microdit/nn/gated_residual.h"
 #include "microdit/nn/init.h"
 
 namespace microdit::nn {
@@ -47,10 +48,10 @@ at::Tensor DiTBlockImpl::forward(const at::Tensor& x, const at::Tensor& y, const
   auto m = adaLN_modulation->forward(c).chunk(6, /*dim=*/1);
   const auto &shift_msa = m[0], &scale_msa = m[1], &gate_msa = m[2];
   const auto &shift_mlp = m[3], &scale_mlp = m[4], &gate_mlp = m[5];
-  auto h = x + gate_msa.unsqueeze(1) * attn(norm1->forward_modulated(x, shift_msa, scale_msa));
+  auto h = gated_residual(x, gate_msa, attn(norm1->forward_modulated(x, shift_msa, scale_msa)));
   h = h + cross_attn(norm2(h), y);
-  return h + gate_mlp.unsqueeze(1) *
-                 mlp.forward<at::Tensor>(norm3->forward_modulated(h, shift_mlp, scale_mlp));
+  return gated_residual(h, gate_mlp,
+                        mlp.forward<at::Tensor>(norm3->forward_modulated(h, shift_mlp, scale_mlp)));
 }
 
 void DiTBlockImpl::custom_init() {

@@ -104,14 +104,6 @@ bool fused_norm_keeps_rounded(at::ScalarType x_dtype, at::ScalarType out_dtype) 
   return c10::elementSize(x_dtype) > c10::elementSize(out_dtype);
 }
 
-bool fused_norm_kernels_built() {
-#ifdef MICRODIT_WITH_CUDA_KERNELS
-  return true;
-#else
-  return false;
-#endif
-}
-
 at::Tensor fused_norm(const at::Tensor& x, const at::Tensor& weight, double eps,
                       const at::Tensor& shift, const at::Tensor& scale, at::ScalarType out_dtype) {
   TORCH_CHECK(x.dim() >= 2, "fused_norm: x needs rows, got ", x.sizes());

@@ -9,60 +9,17 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
-#include <algorithm>
 #include <cstdint>
 #include <limits>
-#include <type_traits>
 
 #include "fused_norm_kernels.cuh"
 #include "fused_norm_kernels.h"
+#include "kernel_launch.cuh"
 
 namespace microdit::nn::cuda_kernels {
 namespace {
 
 using namespace device;
-
-// Calls f with a value of the CUDA type of `type` (float32 or bfloat16, see supports()).
-template <typename F>
-void with_cuda_type(at::ScalarType type, F&& f) {
-  switch (type) {
-    case at::kFloat:
-      f(float{});
-      break;
-    case at::kBFloat16:
-      f(__nv_bfloat16{});
-      break;
-    default:
-      TORCH_CHECK(false, "fused_norm kernels: no kernel for dtype ", type);
-  }
-}
-
-// Calls f with std::integral_constant<int, V>: kVector where every access can be one of V
-// elements (width and row stride multiples of V, each tensor aligned to V elements), else 1.
-template <typename F>
-void with_vector_width(int64_t D, int64_t row_stride, std::initializer_list<const at::Tensor*> ts,
-                       F&& f) {
-  bool wide = D % kVector == 0 && row_stride % kVector == 0;
-  for (const auto* t : ts) {
-    if (!t->defined()) continue;
-    const auto address = reinterpret_cast<std::uintptr_t>(t->data_ptr());
-    wide = wide && address % (kVector * t->element_size()) == 0;
-  }
-  if (wide) {
-    f(std::integral_constant<int, kVector>{});
-  } else {
-    f(std::integral_constant<int, 1>{});
-  }
-}
-
-template <typename T>
-const T* ptr(const at::Tensor& t) {
-  return t.defined() ? reinterpret_cast<const T*>(t.data_ptr()) : nullptr;
-}
-template <typename T>
-T* mutable_ptr(const at::Tensor& t) {
-  return t.defined() ? reinterpret_cast<T*>(t.data_ptr()) : nullptr;
-}
 
 void check_inputs(const at::Tensor& rows, const at::Tensor& w, const at::Tensor& scale1p) {
   TORCH_CHECK(rows.dim() == 2 && rows.stride(1) == 1,
@@ -80,8 +37,6 @@ void check_inputs(const at::Tensor& rows, const at::Tensor& w, const at::Tensor&
 dim3 row_grid(int64_t R) { return dim3(static_cast<unsigned>(row_blocks(R))); }
 
 }  // namespace
-
-bool supports(at::ScalarType type) { return type == at::kFloat || type == at::kBFloat16; }
 
 FusedNormForward fused_norm_forward(const at::Tensor& rows, const at::Tensor& w,
                                     const at::Tensor& shift, const at::Tensor& scale1p, double eps,

@@ -3,71 +3,16 @@
 // (one thread per CUDA thread) against the composite implementation where no GPU is at hand.
 // Legend: R rows, D width, B samples, N rows per sample, V elements per access.
 #pragma once
-#include <cuda_bf16.h>
-
-#include <algorithm>
-#include <cstdint>
+#include "kernel_access.cuh"
 
 namespace microdit::nn::cuda_kernels::device {
-
-constexpr int kWarp = 32;
-constexpr int kWarpsPerBlock = 8;
-constexpr int kVector = 4;
-constexpr int64_t kMinRowsPerChunk = 64;  // column sums: rows of one sample per block
-constexpr int64_t kMaxGridYZ = 65535;
-
-// Launch shapes (host), shared with the emulator: blocks of kWarpsPerBlock rows; column sums in
-// blocks of kWarp * V columns over chunks of at least kMinRowsPerChunk rows of one sample.
-inline int64_t row_blocks(int64_t R) { return (R + kWarpsPerBlock - 1) / kWarpsPerBlock; }
-inline int64_t column_blocks(int64_t D, int V) { return (D + kWarp * V - 1) / (kWarp * V); }
-inline int64_t rows_per_chunk(int64_t N) {
-  return std::max(kMinRowsPerChunk, (N + kMaxGridYZ - 1) / kMaxGridYZ);
-}
-inline int64_t chunk_count(int64_t N) {
-  return std::max<int64_t>(1, (N + rows_per_chunk(N) - 1) / rows_per_chunk(N));
-}
-
-__device__ __forceinline__ float to_float(float v) { return v; }
-__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-template <typename T>
-__device__ __forceinline__ T from_float(float v);
-template <>
-__device__ __forceinline__ float from_float<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
-  return __float2bfloat16(v);
-}
-
-// V elements moved as one access.
-template <typename T, int V>
-struct alignas(sizeof(T) * V) Pack {
-  T v[V];
-};
-
-template <typename T, int V>
-__device__ __forceinline__ void load(const T* p, float (&out)[V]) {
-  const auto pack = *reinterpret_cast<const Pack<T, V>*>(p);
-#pragma unroll
-  for (int i = 0; i < V; ++i) out[i] = to_float(pack.v[i]);
-}
 
 // x rounded to the output dtype first, as the composite path and Composer's LPLayerNorm.
 template <typename Tin, typename Tout, int V>
 __device__ __forceinline__ void load_rounded(const Tin* p, float (&out)[V]) {
   load<Tin, V>(p, out);
 #pragma unroll
-  for (int i = 0; i < V; ++i) out[i] = to_float(from_float<Tout>(out[i]));
-}
-
-template <typename T, int V>
-__device__ __forceinline__ void store(T* p, const float (&in)[V]) {
-  Pack<T, V> pack;
-#pragma unroll
-  for (int i = 0; i < V; ++i) pack.v[i] = from_float<T>(in[i]);
-  *reinterpret_cast<Pack<T, V>*>(p) = pack;
+  for (int i = 0; i < V; ++i) out[i] = round_to<Tout>(out[i]);
 }
 
 // p[0..V) or ones where p is null.
@@ -79,12 +24,6 @@ __device__ __forceinline__ void load_or_ones(const float* p, float (&out)[V]) {
 #pragma unroll
     for (int i = 0; i < V; ++i) out[i] = 1.f;
   }
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int offset = kWarp / 2; offset > 0; offset /= 2)
-    v += __shfl_xor_sync(0xffffffffu, v, offset);
-  return v;
 }
 
 // y = ((x - mean) * rstd * w) * scale1p[b] + shift[b]; w, shift, scale1p may be null.
@@ -218,24 +157,17 @@ __global__ void norm_backward_columns_kernel(
       }
     }
   }
-  __shared__ float partial[3][kWarpsPerBlock][kWarp * V];
-#pragma unroll
-  for (int k = 0; k < 3; ++k)
-#pragma unroll
-    for (int i = 0; i < V; ++i) partial[k][threadIdx.y][threadIdx.x * V + i] = acc[k][i];
-  __syncthreads();
+  float sums[3][V];
+  block_column_sums<3, V>(acc, sums);
   if (threadIdx.y != 0 || d >= D) return;
   const int64_t slot = (chunk * gridDim.y + b) * D + d;
 #pragma unroll
   for (int i = 0; i < V; ++i) {
-    float sums[3] = {0.f, 0.f, 0.f};
-    for (int k = 0; k < 3; ++k)
-      for (int j = 0; j < kWarpsPerBlock; ++j) sums[k] += partial[k][j][threadIdx.x * V + i];
     if (part_shift) {
-      part_shift[slot + i] = sums[0];
-      part_scale[slot + i] = sums[1];
+      part_shift[slot + i] = sums[0][i];
+      part_scale[slot + i] = sums[1][i];
     }
-    if (part_w) part_w[slot + i] = sums[2];
+    if (part_w) part_w[slot + i] = sums[2][i];
   }
 }
 

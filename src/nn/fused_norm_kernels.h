@@ -1,12 +1,11 @@
 // The CUDA kernels of nn/fused_norm (fused_norm_kernels.cu), built only where nvcc and a CUDA
 // LibTorch are found (MICRODIT_WITH_CUDA_KERNELS). Same contracts as the composite functions in
-// microdit/nn/fused_norm.h; x may be float32, bfloat16 or float16, out_dtype too.
+// microdit/nn/fused_norm.h, for the dtypes of cuda_kernels.h.
 #pragma once
+#include "cuda_kernels.h"
 #include "microdit/nn/fused_norm.h"
 
 namespace microdit::nn::cuda_kernels {
-
-bool supports(at::ScalarType type);  // float32 and bfloat16
 
 FusedNormForward fused_norm_forward(const at::Tensor& rows, const at::Tensor& w,
                                     const at::Tensor& shift, const at::Tensor& scale1p, double eps,

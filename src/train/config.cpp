@@ -289,6 +289,7 @@ std::vector<Key> schema(TrainConfig& c) {
                leaf("caption_drop_prob", o.caption_drop_prob),
                leaf("precision", o.precision),
                leaf("fused_norm", o.fused_norm),
+               leaf("fused_residual", o.fused_residual),
                leaf("recompute_activations", o.recompute_activations),
                leaf("moe_row_dispatch", o.moe_row_dispatch),
                section("ema", {leaf("enabled", ema.enabled), leaf("smoothing", ema.smoothing),

@@ -58,8 +58,13 @@ void ScaledAdamW::fused_step(torch::optim::OptimizerParamGroup& group) {
     step_counts.push_back(static_cast<float>(s.step()));
   }
   if (params.empty()) return;
-  // The kernel reads each (already incremented) step count as a float tensor: one copy for all.
-  auto steps = at::tensor(step_counts).to(params.front().device()).unbind(0);
+  // The kernel reads each (already incremented) step count as a float tensor: one copy for all,
+  // from page-locked memory and asynchronous, since a copy from pageable memory makes the host
+  // wait for the backward pass queued before it.
+  const auto device = params.front().device();
+  auto counts = at::tensor(step_counts);
+  if (device.is_cuda()) counts = counts.pin_memory();
+  auto steps = counts.to(device, /*non_blocking=*/true).unbind(0);
   const auto [beta1, beta2] = o.betas();
   at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, /*max_exp_avg_sqs=*/{}, steps, o.lr(),
                     beta1, beta2, o.weight_decay(), o.eps(), /*amsgrad=*/false,

@@ -314,6 +314,7 @@ at::Tensor Trainer::State::micro_batch(const MicroBatchInput& input, bool last) 
     nn::AutocastGuard autocast(device.type(), at::kBFloat16, bf16);
     nn::ExecutionGuard execution({.low_precision_norm = cfg.optim.precision != "bf16-fp32norm",
                                   .fused_norm = cfg.optim.fused_norm,
+                                  .fused_residual = cfg.optim.fused_residual,
                                   .recompute_activations = cfg.optim.recompute_activations,
                                   .moe_row_dispatch = cfg.optim.moe_row_dispatch});
     loss = diffusion::edm_loss_per_sample(dit, x, y,

@@ -1,10 +1,11 @@
 // How the model runs, not what it computes: the thread-local switches of nn/norm,
-// nn/fused_norm, nn/activation_recompute and nn/expert_choice_moe as one set, which the training
-// step sets around its forward pass.
+// nn/fused_norm, nn/gated_residual, nn/activation_recompute and nn/expert_choice_moe as one set,
+// which the training step sets around its forward pass.
 #pragma once
 #include "microdit/nn/activation_recompute.h"
 #include "microdit/nn/expert_choice_moe.h"
 #include "microdit/nn/fused_norm.h"
+#include "microdit/nn/gated_residual.h"
 #include "microdit/nn/norm.h"
 
 namespace microdit::nn {
@@ -14,6 +15,8 @@ struct ExecutionOptions {
   bool low_precision_norm = true;
   // LayerNorm + adaLN modulation as one operation (CUDA kernels where built).
   bool fused_norm = false;
+  // The blocks' gated residuals x + gate * y as one operation (CUDA kernels where built).
+  bool fused_residual = false;
   // FFN activations recomputed in backward instead of kept.
   bool recompute_activations = false;
   // MoE tokens moved by row index.
@@ -26,12 +29,14 @@ class ExecutionGuard {
   explicit ExecutionGuard(const ExecutionOptions& options)
       : low_precision_norm_(options.low_precision_norm),
         fused_norm_(options.fused_norm),
+        fused_residual_(options.fused_residual),
         recompute_activations_(options.recompute_activations),
         moe_row_dispatch_(options.moe_row_dispatch) {}
 
  private:
   LowPrecisionNormGuard low_precision_norm_;
   FusedNormGuard fused_norm_;
+  FusedResidualGuard fused_residual_;
   RecomputeActivationsGuard recompute_activations_;
   MoERowDispatchGuard moe_row_dispatch_;
 };

@@ -14,10 +14,6 @@ namespace microdit::nn {
 // path. Off by default: `microdit-bench --fused-norm` measures it.
 using FusedNormGuard = util::ThreadFlagGuard<struct FusedNormTag>;
 
-// True when this build has the CUDA kernels (nvcc and a CUDA LibTorch at build time); without
-// them CUDA tensors take the composite path below.
-bool fused_norm_kernels_built();
-
 // y = (LN(x) * weight) * (1 + scale) + shift over the last dim of x, in `out_dtype`.
 // x: (..., D), rows may be strided (a slice of a wider projection); weight: (D) or undefined;
 // shift and scale: (B,D) with x (B,N,D), or both undefined. As Composer's LPLayerNorm, x and

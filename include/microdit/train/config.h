@@ -53,9 +53,11 @@ struct OptimSection {
   // auto (bf16 on CUDA, fp32 on CPU) | bf16 (LayerNorms in bf16, as the official runs) |
   // bf16-fp32norm (plain autocast: LayerNorms in float32) | fp32
   std::string precision = "auto";
-  // Speed and memory, same function (docs/performance.md): LayerNorm + adaLN modulation as one
-  // operation (CUDA kernels where built); FFN activations recomputed in backward.
+  // Speed and memory, same function (docs/performance.md): LayerNorm + adaLN modulation and the
+  // gated residuals each as one operation (CUDA kernels where built); FFN activations recomputed
+  // in backward.
   bool fused_norm = false;
+  bool fused_residual = false;
   bool recompute_activations = false;
   bool moe_row_dispatch = false;  // MoE tokens moved by row index
   EMASection ema;
