@@ -1,7 +1,8 @@
-// Runs the fused CUDA kernels (src/nn/fused_norm_kernels.cuh, src/nn/gated_residual_kernels.cuh)
-// on the CPU: one std::thread per CUDA thread, a block at a time, warp shuffles and __syncthreads
-// as barriers; and compares every output with the composite implementations (nn/fused_norm,
-// nn/gated_residual) on the same inputs. It checks the kernels' arithmetic and indexing (vector
+// Runs the fused CUDA kernels (src/nn/fused_norm_kernels.cuh, gated_residual_kernels.cuh,
+// silu_mul_kernels.cuh) on the CPU: one std::thread per CUDA thread, a block at a time, warp
+// shuffles and __syncthreads as barriers; and compares every output with the composite
+// implementations (nn/fused_norm, nn/gated_residual, the plain ops of nn/activation_recompute)
+// on the same inputs. It checks the kernels' arithmetic and indexing (vector
 // widths, strided rows, modulation, chunked column sums) where no GPU is at hand; memory faults,
 // races and speed still need the GPU.
 // Built and run by scripts/device/compile_check.sh (CUDA's cuda_bf16.h for the bfloat16 type).
@@ -23,7 +24,7 @@ struct Index {
   unsigned x = 0, y = 0, z = 0;
 };
 thread_local Index threadIdx;
-Index blockIdx, gridDim;
+Index blockIdx, blockDim, gridDim;
 struct Warp {
   std::unique_ptr<std::barrier<>> barrier;
   float lanes[32];
@@ -54,6 +55,7 @@ using std::min;
 
 #include "../../src/nn/fused_norm_kernels.cuh"
 #include "../../src/nn/gated_residual_kernels.cuh"
+#include "../../src/nn/silu_mul_kernels.cuh"
 
 namespace {
 using namespace microdit::nn::cuda_kernels::device;
@@ -61,6 +63,7 @@ using namespace microdit::nn::cuda_kernels::device;
 template <class Kernel>
 void launch(Index grid, Index block, Kernel&& kernel) {
   gridDim = grid;
+  blockDim = block;
   const unsigned threads = block.x * block.y;
   for (unsigned z = 0; z < grid.z; ++z)
     for (unsigned y = 0; y < grid.y; ++y)
@@ -222,6 +225,38 @@ void run_residual_case(int64_t B, int64_t N, int64_t D) {
   expect("grad_gate", max_relative(part_gate.sum(0), grad_ref.gate), 1e-5);
   std::printf("\n");
 }
+// silu(a) * b over n elements of T, V per access, against the plain ops (forward) and their
+// autograd formulas with silu(a) recomputed (backward). The CPU's exp differs from CUDA's in the
+// last bits, so bf16 results may be one rounding apart.
+template <typename T, int V>
+void run_silu_mul_case(int64_t n) {
+  const auto type = scalar_type<T>();
+  std::printf("silu_mul %s n%ld V%d:", std::is_same_v<T, float> ? "f32" : "bf16",
+              static_cast<long>(n), V);
+  at::manual_seed(13);
+  const auto a = (at::randn({n}) * 3).to(type), b = at::randn({n}).to(type);
+  const auto g = at::randn({n}).to(type);
+  auto out = at::empty({n}, type), da = at::empty({n}, type), db = at::empty({n}, type);
+  const int64_t packs = n / V;
+  const Index grid{static_cast<unsigned>(elementwise_blocks(packs)), 1, 1};
+  launch(grid, {kElementwiseThreads, 1, 1},
+         [&] { silu_mul_forward_kernel<T, V>(ptr<T>(a), ptr<T>(b), packs, ptr<T>(out)); });
+  launch(grid, {kElementwiseThreads, 1, 1}, [&] {
+    silu_mul_backward_kernel<T, V>(ptr<T>(g), ptr<T>(a), ptr<T>(b), packs, ptr<T>(da), ptr<T>(db));
+  });
+  // Each within a rounding of the plain ops; in bf16 also rounded where they round: at most 1%
+  // of the elements apart (a missed intermediate rounding puts a fifth or more apart).
+  const double bound = type == at::kFloat ? 1e-6 : std::ldexp(1.0, -7);
+  auto check = [&](const char* what, const at::Tensor& ours, const at::Tensor& ref) {
+    expect(what, max_relative(ours, ref), bound);
+    if (type != at::kFloat)
+      expect("apart", ours.ne(ref).to(at::kDouble).mean().item<double>(), 0.01);
+  };
+  check("out", out, at::silu(a) * b);
+  check("grad_a", da, at::silu_backward(g * b, a));
+  check("grad_b", db, g * at::silu(a));
+  std::printf("\n");
+}
 }  // namespace
 
 int main() {
@@ -241,6 +276,10 @@ int main() {
   run_residual_case<__nv_bfloat16, __nv_bfloat16, 1>(2, 70, 70);
   run_residual_case<float, float, kVector>(3, 150, 72);
   run_residual_case<__nv_bfloat16, float, 1>(2, 9, 70);
+  // SwiGLU's silu(a) * b: 4 and 1 elements per access, more elements than one block's threads.
+  run_silu_mul_case<__nv_bfloat16, kVector>(4 * 600);
+  run_silu_mul_case<__nv_bfloat16, 1>(601);
+  run_silu_mul_case<float, kVector>(4 * 300);
   std::printf("%s\n", failures == 0 ? "all kernels match the composite path" : "FAILED");
   return failures == 0 ? 0 : 1;
 }

@@ -2,10 +2,20 @@
 
 #include <torch/autograd.h>
 
+#include "silu_mul_kernels.h"
+
 namespace microdit::nn {
 namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::tensor_list;
+
+#ifdef MICRODIT_WITH_CUDA_KERNELS
+// silu_mul's CUDA kernels: the same arithmetic in one pass each way.
+bool use_kernels(const at::Tensor& a, const at::Tensor& b) {
+  return a.is_cuda() && cuda_kernels::supports(a.scalar_type()) &&
+         a.scalar_type() == b.scalar_type() && a.sizes() == b.sizes();
+}
+#endif
 
 // Each backward below is the plain ops' autograd formulas (MulBackward, SiluBackward,
 // BmmBackward, GeluBackward, ToCopyBackward) on the recomputed activation.
@@ -13,11 +23,20 @@ class SiluMulFunction : public torch::autograd::Function<SiluMulFunction> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& a, const at::Tensor& b) {
     ctx->save_for_backward({a, b});
+#ifdef MICRODIT_WITH_CUDA_KERNELS
+    if (use_kernels(a, b)) return cuda_kernels::silu_mul_forward(a, b);
+#endif
     return at::silu(a) * b;
   }
   static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
     auto saved = ctx->get_saved_variables();
     const auto &a = saved[0], &b = saved[1], &g = grads[0];
+#ifdef MICRODIT_WITH_CUDA_KERNELS
+    if (use_kernels(a, b) && g.scalar_type() == a.scalar_type()) {
+      auto [da, db] = cuda_kernels::silu_mul_backward(g, a, b);
+      return {da, db};
+    }
+#endif
     return {at::silu_backward(g * b, a), g * at::silu(a)};
   }
 };

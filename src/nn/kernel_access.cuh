@@ -21,6 +21,13 @@ constexpr int64_t kMaxGridYZ = 65535;
 // a warp per row; column sums in blocks of kWarp * V columns over chunks of at least
 // kMinRowsPerChunk rows of one sample.
 inline int64_t row_blocks(int64_t R) { return (R + kWarpsPerBlock - 1) / kWarpsPerBlock; }
+// Elementwise kernels: kElementwiseThreads threads per block, a pack of V elements per thread,
+// grid-strided beyond kMaxElementwiseBlocks blocks.
+constexpr int kElementwiseThreads = 256;
+constexpr int64_t kMaxElementwiseBlocks = int64_t{1} << 20;
+inline int64_t elementwise_blocks(int64_t packs) {
+  return std::min((packs + kElementwiseThreads - 1) / kElementwiseThreads, kMaxElementwiseBlocks);
+}
 inline int64_t column_blocks(int64_t D, int V) { return (D + kWarp * V - 1) / (kWarp * V); }
 inline int64_t rows_per_chunk(int64_t N) {
   return std::max(kMinRowsPerChunk, (N + kMaxGridYZ - 1) / kMaxGridYZ);

@@ -3,7 +3,9 @@
 // own backward) and its output (for the next product's backward); these keep only the input and
 // apply the activation again in backward. Same kernels on the same values, so the results are
 // bitwise those of the plain ops; the cost is one elementwise pass per FFN in backward, the gain
-// one (tokens x hidden width) tensor per FFN of memory.
+// one (tokens x hidden width) tensor per FFN of memory. On CUDA, where the build has the fused
+// kernels (silu_mul_kernels.cu), silu_mul is one kernel each way instead: the same formulas and
+// rounding points, so within a rounding of the plain ops, and fewer passes than the plain ops.
 // Legend: E experts, M rows per expert, F hidden width, D width.
 #pragma once
 #include <ATen/ATen.h>
