@@ -40,8 +40,8 @@ constexpr const char* kUsage = R"(usage: microdit-bench [options]
   --moe-rows      MoE tokens moved by row index (index_select/index_add), no transposing copies
   --micro-batches N  the batch in N accumulated parts (default 1; 0: the fewest that fit)
   --peak-tflops X matrix ceiling for MFU (default 796: bf16 GEMM measured on an H100/H200)
-  --profile N     after timing, profile N more steps and print the time per step of each GPU
-                  kernel (CPU operator on the CPU), largest first, as JSON lines
+  --profile N     after timing, profile N more steps and print the time per step of all GPU
+                  kernels, then of the 80 largest (CPU operators on the CPU), as JSON lines
   --ddp           add the data-parallel gradient all-reduce (bucketed, overlapping backward)
                   in a world of one: NCCL on CUDA, Gloo on CPU; the time over the same row
                   without --ddp is its cost per step
@@ -206,7 +206,7 @@ int run(const Args& a) {
           util::synchronize(device);
         },
         device.is_cuda());
-    util::print_kernel_totals(std::cout, totals, /*top=*/40, static_cast<double>(a.profile));
+    util::print_kernel_totals(std::cout, totals, /*top=*/80, static_cast<double>(a.profile));
   }
   return 0;
 }

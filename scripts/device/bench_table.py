@@ -1,9 +1,44 @@
 #!/usr/bin/env python3
-"""Prints bench.jsonl (microdit-bench and bench_official.py rows) as a short table, the kernel
-profile lines left out: one line per row with its shape, flags, images/s, step time and peak
-memory, or its error. Used by gpu_checks.sh as its last output (the reply carries the end)."""
+"""Prints bench.jsonl (microdit-bench and bench_official.py rows) as a short table: one line per
+row with its shape, flags, images/s, step time and peak memory, or its error; then, for each row
+run with --profile, its GPU kernel time per step in the categories of docs/performance.md. Used
+by gpu_checks.sh as its last output (the reply carries the end)."""
 import json
+import re
 import sys
+
+# First match wins; kernel names as the profiler prints them (cut at 160 characters).
+CATEGORIES = [
+    ('matmul', r'nvjet|gemm|cutlass|xmma|cublas'),
+    ('attention', r'sdpa|flash|fmha|cudnn'),
+    ('fused (ours)', r'microdit'),
+    ('LayerNorm', r'layer_norm|LayerNorm|GammaBeta'),
+    ('AdamW + clipping', r'FusedOptimizer|multi_tensor_apply|LpNorm'),
+    ('MoE gather / scatter', r'scatter_gather|index_add|indexSelect|index_select|indexFunc'),
+    ('copies', r'copy_kernel|CatArray|bfloat16_copy'),
+    ('reductions', r'reduce_kernel'),
+    ('elementwise', r'elementwise_kernel'),
+]
+
+
+def category(name):
+    for label, pattern in CATEGORIES:
+        if re.search(pattern, name):
+            return label
+    return 'other kernels'
+
+
+def print_profile(label, lines):
+    total = next(line['ms'] for line in lines if line['profile'] == 'all')
+    sums = {}
+    for line in lines:
+        if line['profile'] != 'all':
+            key = category(line['profile'])
+            sums[key] = sums.get(key, 0.0) + line['ms']
+    sums['outside the listed kernels'] = total - sum(sums.values())
+    print(f"profile of {label}: {total:.1f} ms of GPU kernels per step")
+    for key, ms in sorted(sums.items(), key=lambda item: -item[1]):
+        print(f"  {key:<28} {ms:>7.1f} ms {ms / total:>6.1%}")
 
 
 def flags(row):
@@ -25,11 +60,17 @@ def flags(row):
 
 
 def main(path):
+    label = ''
+    profiles = []  # (row label, profile lines): a row's profile follows its line
     print(f"{'impl':<9} {'arch':<16} {'batch':>5} {'mask':>4} {'px':>4} {'flags':<56} "
           f"{'img/s':>8} {'s/step':>7} {'GiB':>6} {'loss':>8}")
     for line in open(path):
         row = json.loads(line)
         if 'profile' in row:
+            if row['profile'] == 'all':
+                profiles.append((label, []))
+            if profiles:
+                profiles[-1][1].append(row)
             continue
         if 'error' in row:
             print(f"error     {row.get('cmd', row.get('args', ''))!s:.90}: {row['error']}")
@@ -41,6 +82,9 @@ def main(path):
         print(f"{'ours' if ours else 'official':<9} {row['arch']:<16} {row['batch']:>5} "
               f"{row['mask']:>4} {px:>4} {flags(row):<56} {row['images_per_s']:>8.1f} "
               f"{step:>7.4f} {row.get('peak_gib') or 0:>6.1f} {loss:>8}")
+        label = f"{row['arch']} batch {row['batch']} mask {row['mask']} {flags(row)}".strip()
+    for label, lines in profiles:
+        print_profile(label, lines)
 
 
 if __name__ == '__main__':
