@@ -36,7 +36,7 @@ def print_profile(label, lines):
             key = category(line['profile'])
             sums[key] = sums.get(key, 0.0) + line['ms']
     sums['outside the listed kernels'] = total - sum(sums.values())
-    print(f"profile of {label}: {total:.1f} ms of GPU kernels per step")
+    print(f"profile of {label}: {total:.1f} ms of kernels per step (CPU operators on the CPU)")
     for key, ms in sorted(sums.items(), key=lambda item: -item[1]):
         print(f"  {key:<28} {ms:>7.1f} ms {ms / total:>6.1%}")
 
@@ -62,7 +62,7 @@ def flags(row):
 def main(path):
     label = ''
     profiles = []  # (row label, profile lines): a row's profile follows its line
-    print(f"{'impl':<9} {'arch':<16} {'batch':>5} {'mask':>4} {'px':>4} {'flags':<56} "
+    print(f"{'impl':<9} {'arch':<16} {'batch':>5} {'mask':>4} {'px':>4} {'flags':<68} "
           f"{'img/s':>8} {'s/step':>7} {'GiB':>6} {'loss':>8}")
     for line in open(path):
         row = json.loads(line)
@@ -80,7 +80,7 @@ def main(path):
         step = row['s_median'] if ours else row['step_s']
         loss = f"{row['loss_mean']:.5f}" if ours else ''
         print(f"{'ours' if ours else 'official':<9} {row['arch']:<16} {row['batch']:>5} "
-              f"{row['mask']:>4} {px:>4} {flags(row):<56} {row['images_per_s']:>8.1f} "
+              f"{row['mask']:>4} {px:>4} {flags(row):<68} {row['images_per_s']:>8.1f} "
               f"{step:>7.4f} {row.get('peak_gib') or 0:>6.1f} {loss:>8}")
         label = f"{row['arch']} batch {row['batch']} mask {row['mask']} {flags(row)}".strip()
     for label, lines in profiles:

@@ -110,7 +110,9 @@ if [ "$GPU" = 1 ]; then
   # The data-parallel gradient all-reduce (NCCL, world of one): its cost per step is this row
   # minus our stage1-half row (same shape without --ddp).
   ours --arch MicroDiT_XL_2 --batch 128 --mask 0.75 --ddp
-  ours --arch MicroDiT_Tiny_2 --batch 256 --mask 0.75
+  # With a profile: its GPU kernel time beside the step time shows whether the GPU waits on
+  # the host at this small width (the Tiny_2 goal is 73 ms per step).
+  ours --arch MicroDiT_Tiny_2 --batch 256 --mask 0.75 --profile 1
   official --arch MicroDiT_Tiny_2 --batch 256 --mask 0.75
   # Same function: 200 steps of Tiny_2 from one seed, bf16 LayerNorms vs plain autocast.
   ours --arch MicroDiT_Tiny_2 --batch 64 --mask 0.75 --steps 200 --warmup 1
