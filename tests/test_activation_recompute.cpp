@@ -115,18 +115,19 @@ TEST(ActivationRecompute, TrainingStepGradientsEqualThePlainOnes_CUDA) {
 
 // The CUDA kernels (one pass each way) against the plain ops on the same GPU: each output within
 // a rounding, and in bf16 at most 1% of the elements apart (both use CUDA's expf; a missed
-// intermediate rounding would put a fifth or more apart). 4 and 1 elements per access.
+// intermediate rounding would put a fifth or more apart).
 TEST(ActivationRecompute, SiluMulKernelsMatchThePlainOps_CUDA) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   if (!nn::fused_kernels_built()) GTEST_SKIP() << "this build has no CUDA kernels (no nvcc)";
   at::manual_seed(6);
   for (const auto type : {at::kBFloat16, at::kFloat}) {
-    for (const int64_t width : {2816, 2815}) {
-      SCOPED_TRACE(testing::Message() << type << " width " << width);
+    // 64 x 2816: four elements per access; 63 x 2815 (an odd count): one.
+    for (const auto& [rows, width] : {std::pair<int64_t, int64_t>{64, 2816}, {63, 2815}}) {
+      SCOPED_TRACE(testing::Message() << type << " " << rows << " x " << width);
       const auto options = at::TensorOptions(at::kCUDA).dtype(type);
-      auto a = (at::randn({64, width}, options) * 3).requires_grad_();
-      auto b = at::randn({64, width}, options).requires_grad_();
-      auto g = at::randn({64, width}, options);
+      auto a = (at::randn({rows, width}, options) * 3).requires_grad_();
+      auto b = at::randn({rows, width}, options).requires_grad_();
+      auto g = at::randn({rows, width}, options);
       const auto ours = output_and_grads(nn::silu_mul(a, b), {a, b}, g);
       const auto ref = output_and_grads(at::silu(a) * b, {a, b}, g);
       for (std::size_t i = 0; i < ours.size(); ++i) {
