@@ -175,5 +175,31 @@ TEST(Optimizer, FusedStepMatchesTheUnfusedOne) {
   EXPECT_FALSE(at::equal(w1, w));
 }
 
+// The fused step keeps its step count on the device and advances it there; a state whose count
+// jumps (a loaded checkpoint) must still give the unfused update for that count.
+TEST(Optimizer, FusedStepFollowsAStepCountSetInTheState) {
+  at::manual_seed(4);
+  auto w = at::randn({6, 3});
+  auto run = [&](bool fused) {
+    auto p = w.clone().requires_grad_(true);
+    AdamWSettings s;
+    s.lr = 1e-2;
+    s.fused = fused;
+    auto opt = make_adamw({{"w", p}}, s);
+    auto step = [&] {
+      opt->zero_grad();
+      (p * p).sum().backward();
+      opt->step();
+    };
+    step();
+    step();
+    for (auto& [key, state] : opt->state())
+      static_cast<torch::optim::AdamWParamState&>(*state).step(10);
+    step();  // the update of step 11: bias corrections differ clearly from step 3's
+    return p.detach();
+  };
+  EXPECT_TRUE(at::allclose(run(true), run(false), 1e-6, 1e-7));
+}
+
 }  // namespace
 }  // namespace microdit::train

@@ -14,6 +14,7 @@
 #include "microdit/model/flops.h"
 #include "microdit/model/microdit.h"
 #include "microdit/nn/fused_kernels.h"
+#include "microdit/train/captured_step.h"
 #include "microdit/train/gradient_buckets.h"
 #include "microdit/train/optimizer.h"
 #include "microdit/train/process_group.h"
@@ -42,6 +43,7 @@ constexpr const char* kUsage = R"(usage: microdit-bench [options]
   --peak-tflops X matrix ceiling for MFU (default 796: bf16 GEMM measured on an H100/H200)
   --profile N     after timing, profile N more steps and print the time per step of all GPU
                   kernels, then of the 80 largest (CPU operators on the CPU), as JSON lines
+  --cuda-graph    capture the whole step once as a CUDA graph and time its replays (CUDA builds)
   --ddp           add the data-parallel gradient all-reduce (bucketed, overlapping backward)
                   in a world of one: NCCL on CUDA, Gloo on CPU; the time over the same row
                   without --ddp is its cost per step
@@ -62,6 +64,7 @@ struct Args {
   int64_t profile = 0;
   double peak_tflops = 796.0;
   bool ddp = false;
+  bool cuda_graph = false;
 };
 
 Args parse(int argc, char** argv) {
@@ -102,6 +105,8 @@ Args parse(int argc, char** argv) {
       a.profile = std::stoll(args.value());
     else if (arg == "--ddp")
       a.ddp = true;
+    else if (arg == "--cuda-graph")
+      a.cuda_graph = true;
     else
       throw std::invalid_argument("unknown option " + arg);
   }
@@ -169,13 +174,21 @@ int run(const Args& a) {
   }
   util::synchronize(device);
   util::reset_peak_memory(device);
+  // --cuda-graph: one more eager step and the capture count towards the peak memory, so it
+  // covers the captured step's allocations.
+  std::unique_ptr<train::CapturedStep> captured;
+  if (a.cuda_graph)
+    captured = std::make_unique<train::CapturedStep>(dit, opt, x0, y, options, /*warmup=*/1);
+  auto step = [&] {
+    return captured ? captured->replay() : train::train_step(dit, opt, x0, y, options);
+  };
   // Each step timed on its own (synchronised), so the spread shows; the mean is over all steps.
   std::vector<double> times;
   at::Tensor loss;
   double loss_sum = 0;
   for (int64_t i = 0; i < a.steps; ++i) {
     const auto t0 = std::chrono::steady_clock::now();
-    loss = train::train_step(dit, opt, x0, y, options).loss;
+    loss = step().loss;
     util::synchronize(device);
     times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     loss_sum += loss.item<double>();  // after the clock: the step already synchronised
@@ -185,7 +198,8 @@ int run(const Args& a) {
   std::sort(times.begin(), times.end());
   fmt::print(R"({{"impl": "microdit-cpp", "arch": "{}", "batch": {}, "mask": {}, "res": {}, )"
              R"("device": "{}", "ddp": "{}", "bf16": {}, "bf16_norm": {}, "fused_norm": "{}", )"
-             R"("fused_residual": "{}", "recompute_act": {}, "moe_rows": {}, "micro_batches": {}, )"
+             R"("fused_residual": "{}", "recompute_act": {}, "moe_rows": {}, "cuda_graph": {}, )"
+             R"("micro_batches": {}, )"
              R"("s_per_step": {:.4f}, "s_median": {:.4f}, )"
              R"("s_min": {:.4f}, "s_max": {:.4f}, "images_per_s": {:.1f}, )"
              R"("tflop_per_step": {:.2f}, "tflops": {:.1f}, "mfu": {:.3f}, )"
@@ -194,15 +208,16 @@ int run(const Args& a) {
              a.arch, a.batch, a.mask, a.res, device.str(), group ? group->backend_name() : "",
              !a.fp32 && device.is_cuda(), !a.fp32 && !a.fp32_norm && device.is_cuda(),
              fused_kind(a.fused_norm, device), fused_kind(a.fused_residual, device),
-             a.recompute_act, a.moe_rows, options.micro_batches, mean, times[times.size() / 2],
-             times.front(), times.back(), a.batch / mean, tflop, tflop / mean,
-             tflop / mean / a.peak_tflops, util::peak_memory_bytes(device) / double(1 << 30),
-             dit->num_parameters(), loss.item<double>(), loss_sum / a.steps);
+             a.recompute_act, a.moe_rows, a.cuda_graph, options.micro_batches, mean,
+             times[times.size() / 2], times.front(), times.back(), a.batch / mean, tflop,
+             tflop / mean, tflop / mean / a.peak_tflops,
+             util::peak_memory_bytes(device) / double(1 << 30), dit->num_parameters(),
+             loss.item<double>(), loss_sum / a.steps);
   std::fflush(stdout);
   if (a.profile > 0) {
     auto totals = util::profile_kernels(
         [&] {
-          for (int64_t i = 0; i < a.profile; ++i) train::train_step(dit, opt, x0, y, options);
+          for (int64_t i = 0; i < a.profile; ++i) step();
           util::synchronize(device);
         },
         device.is_cuda());

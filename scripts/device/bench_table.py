@@ -48,7 +48,7 @@ def flags(row):
             out.append('fp32-norm')
         for key, name in (('fused_norm', 'fused-norm'), ('fused_residual', 'fused-residual'),
                           ('recompute_act', 'recompute-act'), ('moe_rows', 'moe-rows'),
-                          ('ddp', 'ddp')):
+                          ('cuda_graph', 'cuda-graph'), ('ddp', 'ddp')):
             value = row.get(key)
             if value:
                 out.append(name if value is True else f'{name}={value}')

@@ -104,6 +104,8 @@ if [ "$GPU" = 1 ]; then
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --fused-residual
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --moe-rows
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --fused-norm --fused-residual --moe-rows --recompute-act --profile 1
+  # The same step captured once as a CUDA graph and replayed (no per-kernel launches).
+  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --fused-norm --fused-residual --moe-rows --recompute-act --cuda-graph
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --fp32-norm
   stage stage1-half 128 0.75 32
   [ -n "${WITH_COMPILED:-}" ] && OFFICIAL_LIMIT=240 official --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --compile
@@ -113,6 +115,7 @@ if [ "$GPU" = 1 ]; then
   # With a profile: its GPU kernel time beside the step time shows whether the GPU waits on
   # the host at this small width (the Tiny_2 goal is 73 ms per step).
   ours --arch MicroDiT_Tiny_2 --batch 256 --mask 0.75 --profile 1
+  ours --arch MicroDiT_Tiny_2 --batch 256 --mask 0.75 --cuda-graph
   official --arch MicroDiT_Tiny_2 --batch 256 --mask 0.75
   # Same function: 200 steps of Tiny_2 from one seed, bf16 LayerNorms vs plain autocast.
   ours --arch MicroDiT_Tiny_2 --batch 64 --mask 0.75 --steps 200 --warmup 1

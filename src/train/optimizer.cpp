@@ -2,6 +2,7 @@
 
 #include <c10/util/StringUtil.h>
 
+#include <algorithm>
 #include <stdexcept>
 
 namespace microdit::train {
@@ -32,14 +33,31 @@ at::Tensor ScaledAdamW::step(LossClosure closure) {
   if (!fused_) return torch::optim::AdamW::step(closure);
   at::NoGradGuard no_grad;
   at::Tensor loss = closure ? closure() : at::Tensor();
-  for (auto& group : param_groups()) fused_step(group);
+  for (std::size_t i = 0; i < param_groups().size(); ++i) fused_step(param_groups()[i], i);
   return loss;
 }
 
-void ScaledAdamW::fused_step(torch::optim::OptimizerParamGroup& group) {
+at::Tensor ScaledAdamW::device_step_count(std::size_t index, int64_t count,
+                                          const at::Device& device) {
+  if (step_counts_.size() <= index) step_counts_.resize(index + 1);
+  auto& kept = step_counts_[index];
+  if (kept.tensor.defined() && kept.count + 1 == count && kept.tensor.device() == device) {
+    kept.tensor.add_(1);
+  } else {
+    // From page-locked memory and asynchronous: a copy from pageable memory makes the host wait
+    // for the backward pass queued before it.
+    auto host = at::full({}, static_cast<float>(count));
+    if (device.is_cuda()) host = host.pin_memory();
+    kept.tensor = host.to(device, /*non_blocking=*/true);
+  }
+  kept.count = count;
+  return kept.tensor;
+}
+
+void ScaledAdamW::fused_step(torch::optim::OptimizerParamGroup& group, std::size_t index) {
   const auto& o = static_cast<const torch::optim::AdamWOptions&>(group.options());
   std::vector<at::Tensor> params, grads, exp_avgs, exp_avg_sqs;
-  std::vector<float> step_counts;
+  std::vector<int64_t> step_counts;
   for (auto& p : group.params()) {
     if (!p.grad().defined()) continue;
     auto& slot = state()[p.unsafeGetTensorImpl()];
@@ -55,16 +73,20 @@ void ScaledAdamW::fused_step(torch::optim::OptimizerParamGroup& group) {
     grads.push_back(p.grad());
     exp_avgs.push_back(s.exp_avg());
     exp_avg_sqs.push_back(s.exp_avg_sq());
-    step_counts.push_back(static_cast<float>(s.step()));
+    step_counts.push_back(s.step());
   }
   if (params.empty()) return;
-  // The kernel reads each (already incremented) step count as a float tensor: one copy for all,
-  // from page-locked memory and asynchronous, since a copy from pageable memory makes the host
-  // wait for the backward pass queued before it.
+  // The kernel reads each (already incremented) step count as a float tensor; the group's
+  // parameters share one count, unless some were added to it later.
   const auto device = params.front().device();
-  auto counts = at::tensor(step_counts);
-  if (device.is_cuda()) counts = counts.pin_memory();
-  auto steps = counts.to(device, /*non_blocking=*/true).unbind(0);
+  std::vector<at::Tensor> steps;
+  if (std::all_of(step_counts.begin(), step_counts.end(),
+                  [&](int64_t c) { return c == step_counts.front(); })) {
+    steps.assign(params.size(), device_step_count(index, step_counts.front(), device));
+  } else {
+    step_counts_.clear();  // the next uniform count starts from the host again
+    for (const auto c : step_counts) steps.push_back(at::full({}, static_cast<float>(c), device));
+  }
   const auto [beta1, beta2] = o.betas();
   at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, /*max_exp_avg_sqs=*/{}, steps, o.lr(),
                     beta1, beta2, o.weight_decay(), o.eps(), /*amsgrad=*/false,

@@ -36,15 +36,25 @@ class ScaledAdamW : public torch::optim::AdamW {
               const torch::optim::AdamWOptions& defaults, std::vector<double> lr_scales,
               bool fused = false);
   double lr_scale(std::size_t group) const;
+  bool fused() const { return fused_; }
   // Fused: the same AdamW update by at::_fused_adamw_, one kernel per group instead of a dozen
   // per parameter. The moments live in the usual AdamWParamState, so checkpoints do not change.
   at::Tensor step(LossClosure closure = nullptr) override;
 
  private:
-  void fused_step(torch::optim::OptimizerParamGroup& group);
+  void fused_step(torch::optim::OptimizerParamGroup& group, std::size_t index);
+  at::Tensor device_step_count(std::size_t index, int64_t count, const at::Device& device);
 
+  // A fused group's step count as the float tensor the kernel reads, on the parameters' device,
+  // advanced there by one each step (no copy from the host; a captured step advances it at each
+  // replay); set again from the host count when that is not the next one (a loaded state).
+  struct DeviceStepCount {
+    at::Tensor tensor;
+    int64_t count = -1;
+  };
   std::vector<double> lr_scales_;
   bool fused_;
+  std::vector<DeviceStepCount> step_counts_;
 };
 
 // Groups, in order: [0] every parameter that is not an MoE expert weight (lr scale 1), then, only
