@@ -51,7 +51,7 @@ TEST(CapturedStep, RefusesWhatAGraphCannotReplay) {
 }
 
 // One warm-up step and three replays against four eager steps from the same seed: the same
-// weights (to the rounding of atomic sums) and the same last loss.
+// weights and the same last loss, to the rounding of atomic sums.
 TEST(CapturedStep, ReplaysTrainAsEagerSteps_CUDA) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   if (!train::cuda_graphs_built()) GTEST_SKIP() << "this build has no CUDA";
@@ -70,12 +70,19 @@ TEST(CapturedStep, ReplaysTrainAsEagerSteps_CUDA) {
   at::Tensor graphed_loss;
   for (int i = 0; i < 3; ++i) graphed_loss = captured.replay().loss;
 
+  // Atomic sums (the MoE's scatter_add) may order differently between the runs, so the weights
+  // are compared as a whole. Eager runs of this setup that repeat the random draws, or keep
+  // AdamW's step count, end 2e-2 and 2.4e-3 apart (relative, measured on the CPU).
   EXPECT_NEAR(graphed_loss.item<double>(), eager_loss.item<double>(),
-              1e-5 * std::abs(eager_loss.item<double>()));
+              1e-4 * std::abs(eager_loss.item<double>()));
+  std::vector<at::Tensor> eager_flat, graphed_flat;
   auto graphed_params = graphed.dit->named_parameters();
   for (const auto& item : eager.dit->named_parameters()) {
-    EXPECT_TRUE(at::allclose(graphed_params[item.key()], item.value(), 1e-4, 1e-6)) << item.key();
+    eager_flat.push_back(item.value().detach().flatten());
+    graphed_flat.push_back(graphed_params[item.key()].detach().flatten());
   }
+  const auto a = at::cat(eager_flat), b = at::cat(graphed_flat);
+  EXPECT_LE(((b - a).norm() / a.norm()).item<double>(), 1e-4);
 }
 
 }  // namespace
