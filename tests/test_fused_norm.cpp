@@ -15,11 +15,6 @@ namespace {
 
 constexpr double kEps = 1e-6;
 
-double max_relative(const at::Tensor& ours, const at::Tensor& ref) {
-  return (ours.to(at::kDouble) - ref.to(at::kDouble)).abs().max().item<double>() /
-         ref.to(at::kDouble).abs().max().item<double>();
-}
-
 // The unfused path: at::layer_norm, then x * (1 + scale) + shift.
 at::Tensor plain(const at::Tensor& x, const at::Tensor& w, const at::Tensor& shift,
                  const at::Tensor& scale) {
@@ -68,13 +63,13 @@ TEST(FusedNorm, EqualsAutogradOfThePlainOpsInFloat64) {
     auto in = make_inputs(3, 5, 24, c.weight, c.modulation, c.strided, at::kDouble);
     auto ours = nn::fused_norm(in.x, in.w, kEps, in.shift, in.scale, at::kDouble);
     auto ref = plain(in.x, in.w, in.shift, in.scale);
-    EXPECT_LE(max_relative(ours, ref), 1e-12);
+    EXPECT_LE(test::max_relative(ours, ref), 1e-12);
     auto g = at::randn_like(ref);
     auto leaves = in.leaves();
     auto our_grads = torch::autograd::grad({ours}, leaves, {g});
     auto ref_grads = torch::autograd::grad({ref}, leaves, {g});
     for (std::size_t i = 0; i < leaves.size(); ++i)
-      EXPECT_LE(max_relative(our_grads[i], ref_grads[i]), 1e-10) << "gradient " << i;
+      EXPECT_LE(test::max_relative(our_grads[i], ref_grads[i]), 1e-10) << "gradient " << i;
   }
 }
 
@@ -89,7 +84,7 @@ TEST(FusedNorm, StridedRowsAreReadInPlaceAndTheirGradientLandsInTheSlice) {
       << "the other columns get no gradient";
   auto ref_x = x.detach().requires_grad_();
   (at::layer_norm(ref_x, {16}, {}, {}, kEps) * g).sum().backward();
-  EXPECT_LE(max_relative(wide.grad().narrow(2, 0, 16), ref_x.grad()), 1e-10);
+  EXPECT_LE(test::max_relative(wide.grad().narrow(2, 0, 16), ref_x.grad()), 1e-10);
 }
 
 // Low precision: x and the weight rounded to bfloat16 first (LPLayerNorm), the rest in float32,
@@ -118,7 +113,7 @@ TEST(FusedNorm, RoundsLikeLowPrecisionLayerNorm) {
   auto ref_r =
       plain(x_r, round(in.w), in.shift.detach().to(at::kDouble), in.scale.detach().to(at::kDouble));
   auto ref_gx = torch::autograd::grad({ref_r}, {x_r}, {g.to(at::kDouble)})[0];
-  EXPECT_LE(max_relative(grads[0], ref_gx), 1e-5);
+  EXPECT_LE(test::max_relative(grads[0], ref_gx), 1e-5);
   auto rows = in.x.detach().flatten(0, 1);
   EXPECT_TRUE(
       nn::fused_norm_forward_composite(rows, {}, {}, {}, kEps, at::kBFloat16).rounded.defined());
@@ -142,8 +137,8 @@ TEST(FusedNorm, ModuleTakesTheFusedPathOnlyUnderItsGuard) {
   nn::FusedNormGuard fused;
   auto y = norm->forward_modulated(x, shift, scale);
   EXPECT_NE(y.grad_fn()->name().find("FusedNorm"), std::string::npos) << y.grad_fn()->name();
-  EXPECT_LE(max_relative(y, unfused), 1e-5);
-  EXPECT_LE(max_relative(norm(x), at::layer_norm(x, {32}, norm->weight, {}, kEps)), 1e-5);
+  EXPECT_LE(test::max_relative(y, unfused), 1e-5);
+  EXPECT_LE(test::max_relative(norm(x), at::layer_norm(x, {32}, norm->weight, {}, kEps)), 1e-5);
   {
     nn::LowPrecisionNormGuard low;
     nn::AutocastGuard autocast(at::kCPU, at::kBFloat16);
@@ -194,7 +189,7 @@ TEST(FusedNorm, KernelsMatchTheComposite_CUDA) {
         auto ref = nn::fused_norm_forward_composite(rows, w, shift, scale1p, kEps, out_type);
         auto ours = nn::fused_norm(in.x, in.w, kEps, in.shift, in.scale, out_type);
         const double tol = out_type == at::kFloat ? 1e-5 : std::ldexp(1.0, -7);
-        EXPECT_LE(max_relative(ours.flatten(0, 1), ref.y), tol);
+        EXPECT_LE(test::max_relative(ours.flatten(0, 1), ref.y), tol);
         auto g = at::randn_like(ours);
         auto leaves = in.leaves();
         auto grads = torch::autograd::grad({ours}, leaves, {g});
@@ -203,12 +198,13 @@ TEST(FusedNorm, KernelsMatchTheComposite_CUDA) {
             g.flatten(0, 1), kept, w, scale1p, ref.mean, ref.rstd, c.modulation, in_type);
         // bfloat16 inputs get bfloat16 gradients: one rounding apart at most.
         const double grad_tol = in_type == at::kFloat ? 1e-4 : 1e-2;
-        EXPECT_LE(max_relative(grads[0].flatten(0, 1), ref_grads.x), grad_tol) << "x";
+        EXPECT_LE(test::max_relative(grads[0].flatten(0, 1), ref_grads.x), grad_tol) << "x";
         std::size_t i = 1;
-        if (c.weight) EXPECT_LE(max_relative(grads[i++], ref_grads.weight), grad_tol) << "weight";
+        if (c.weight)
+          EXPECT_LE(test::max_relative(grads[i++], ref_grads.weight), grad_tol) << "weight";
         if (c.modulation) {
-          EXPECT_LE(max_relative(grads[i++], ref_grads.shift), grad_tol) << "shift";
-          EXPECT_LE(max_relative(grads[i++], ref_grads.scale), grad_tol) << "scale";
+          EXPECT_LE(test::max_relative(grads[i++], ref_grads.shift), grad_tol) << "shift";
+          EXPECT_LE(test::max_relative(grads[i++], ref_grads.scale), grad_tol) << "scale";
         }
       }
     }

@@ -12,11 +12,6 @@
 namespace microdit {
 namespace {
 
-double max_relative(const at::Tensor& ours, const at::Tensor& ref) {
-  return (ours.to(at::kDouble) - ref.to(at::kDouble)).abs().max().item<double>() /
-         ref.to(at::kDouble).abs().max().item<double>();
-}
-
 struct Inputs {
   at::Tensor x, gate, y;
 };
@@ -60,7 +55,7 @@ void expect_same_function(const Inputs& in, double gate_tolerance) {
   EXPECT_TRUE(at::equal(fused.dx, plain.dx)) << "x";
   EXPECT_TRUE(at::equal(fused.dy, plain.dy)) << "y";
   EXPECT_EQ(fused.dgate.scalar_type(), in.gate.scalar_type());
-  EXPECT_LE(max_relative(fused.dgate, plain.dgate), gate_tolerance) << "gate";
+  EXPECT_LE(test::max_relative(fused.dgate, plain.dgate), gate_tolerance) << "gate";
 }
 
 TEST(GatedResidual, EqualsThePlainOpsInFloat64) {

@@ -1,5 +1,6 @@
 // Shared test helpers: the official reference set and small model configs.
 #pragma once
+#include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <gtest/gtest.h>
 
@@ -24,6 +25,12 @@ struct NoTF32 {
   ~NoTF32() { at::globalContext().setAllowTF32CuBLAS(previous); }
   bool previous;
 };
+
+// Largest elementwise difference relative to the largest reference magnitude, in float64.
+inline double max_relative(const at::Tensor& ours, const at::Tensor& ref) {
+  return (ours.to(at::kDouble) - ref.to(at::kDouble)).abs().max().item<double>() /
+         ref.to(at::kDouble).abs().max().item<double>();
+}
 
 // Loaded once per test binary: config.json and cases.safetensors of the official tiny set.
 const parity::ReferenceSet& reference_set();

@@ -55,6 +55,7 @@ using std::min;
 
 #include "../../src/nn/fused_norm_kernels.cuh"
 #include "../../src/nn/gated_residual_kernels.cuh"
+#include "../../src/nn/kernel_launch.cuh"
 #include "../../src/nn/silu_mul_kernels.cuh"
 
 namespace {
@@ -84,9 +85,12 @@ void launch(Index grid, Index block, Kernel&& kernel) {
       }
 }
 
+using microdit::nn::cuda_kernels::mutable_ptr;
+using microdit::nn::cuda_kernels::ptr;
+
 template <typename T>
-T* ptr(const at::Tensor& t) {
-  return t.defined() ? reinterpret_cast<T*>(t.data_ptr()) : nullptr;
+at::ScalarType scalar_type() {
+  return std::is_same_v<T, float> ? at::kFloat : at::kBFloat16;
 }
 
 double max_relative(const at::Tensor& ours, const at::Tensor& ref) {
@@ -104,8 +108,7 @@ void expect(const char* what, double error, double bound) {
 // One case: x (B,N,D) of Tin, possibly the middle third of (B,N,3D); output Tout; V per access.
 template <typename Tin, typename Tout, int V>
 void run_case(int64_t B, int64_t N, int64_t D, bool weight, bool modulation, bool strided) {
-  const auto in_type = std::is_same_v<Tin, float> ? at::kFloat : at::kBFloat16;
-  const auto out_type = std::is_same_v<Tout, float> ? at::kFloat : at::kBFloat16;
+  const auto in_type = scalar_type<Tin>(), out_type = scalar_type<Tout>();
   std::printf("%s->%s B%ld N%ld D%ld V%d weight %d modulation %d strided %d:",
               std::is_same_v<Tin, float> ? "f32" : "bf16",
               std::is_same_v<Tout, float> ? "f32" : "bf16", static_cast<long>(B),
@@ -126,10 +129,10 @@ void run_case(int64_t B, int64_t N, int64_t D, bool weight, bool modulation, boo
                      : at::Tensor();
   const int64_t per_sample = modulation ? N : R;
   launch({static_cast<unsigned>(row_blocks(R)), 1, 1}, {kWarp, kWarpsPerBlock, 1}, [&] {
-    norm_forward_kernel<Tin, Tout, V>(ptr<Tin>(rows), rows.stride(0), R, static_cast<int>(D),
-                                      ptr<float>(w), ptr<float>(shift), ptr<float>(scale1p),
-                                      per_sample, 1e-6f, ptr<Tout>(y), ptr<float>(mean),
-                                      ptr<float>(rstd), ptr<Tout>(rounded));
+    norm_forward_kernel<Tin, Tout, V>(
+        ptr<Tin>(rows), rows.stride(0), R, static_cast<int>(D), ptr<float>(w), ptr<float>(shift),
+        ptr<float>(scale1p), per_sample, 1e-6f, mutable_ptr<Tout>(y), mutable_ptr<float>(mean),
+        mutable_ptr<float>(rstd), mutable_ptr<Tout>(rounded));
   });
   const double out_bound = out_type == at::kFloat ? 1e-5 : std::ldexp(1.0, -7);
   expect("y", max_relative(y, ref.y), out_bound);
@@ -153,7 +156,7 @@ void run_case(int64_t B, int64_t N, int64_t D, bool weight, bool modulation, boo
     launch({static_cast<unsigned>(row_blocks(R)), 1, 1}, {kWarp, kWarpsPerBlock, 1}, [&] {
       norm_backward_rows_kernel<Tk, Tout, Tin, V>(
           ptr<Tout>(grad_y), ptr<Tk>(kept), kept.stride(0), R, static_cast<int>(D), ptr<float>(w),
-          ptr<float>(scale1p), n, ptr<float>(mean), ptr<float>(rstd), ptr<Tin>(gx));
+          ptr<float>(scale1p), n, ptr<float>(mean), ptr<float>(rstd), mutable_ptr<Tin>(gx));
     });
     if (!modulation && !weight) return;
     launch({static_cast<unsigned>(column_blocks(D, V)), static_cast<unsigned>(samples),
@@ -162,8 +165,8 @@ void run_case(int64_t B, int64_t N, int64_t D, bool weight, bool modulation, boo
              norm_backward_columns_kernel<Tk, Tout, V>(
                  ptr<Tout>(grad_y), ptr<Tk>(kept), kept.stride(0), static_cast<int>(D), n,
                  rows_per_chunk(n), ptr<float>(w), ptr<float>(scale1p), ptr<float>(mean),
-                 ptr<float>(rstd), ptr<float>(part_shift), ptr<float>(part_scale),
-                 ptr<float>(part_w));
+                 ptr<float>(rstd), mutable_ptr<float>(part_shift), mutable_ptr<float>(part_scale),
+                 mutable_ptr<float>(part_w));
            });
   };
   if (ref.rounded.defined()) {
@@ -179,10 +182,6 @@ void run_case(int64_t B, int64_t N, int64_t D, bool weight, bool modulation, boo
   if (weight)
     expect("grad_weight", max_relative(part_w.sum(at::IntArrayRef{0, 1}), grad_ref.weight), 1e-5);
   std::printf("\n");
-}
-template <typename T>
-at::ScalarType scalar_type() {
-  return std::is_same_v<T, float> ? at::kFloat : at::kBFloat16;
 }
 
 // x (B,N,D) of Tx, gate a (B,D) chunk of a (B,6D) projection and y of Tp; V per access.
@@ -203,7 +202,7 @@ void run_residual_case(int64_t B, int64_t N, int64_t D) {
   launch({static_cast<unsigned>(row_blocks(R)), 1, 1}, {kWarp, kWarpsPerBlock, 1}, [&] {
     gated_residual_forward_kernel<Tx, Tp, To, V>(ptr<Tx>(x), ptr<Tp>(gate), gate.stride(0),
                                                  ptr<Tp>(y), R, N, static_cast<int>(D),
-                                                 ptr<To>(out));
+                                                 mutable_ptr<To>(out));
   });
   expect("out", max_relative(out, ref), 0.0);
 
@@ -218,7 +217,8 @@ void run_residual_case(int64_t B, int64_t N, int64_t D) {
          {kWarp, kWarpsPerBlock, 1}, [&] {
            gated_residual_backward_kernel<To, Tp, Tx, V>(
                ptr<To>(grad), ptr<Tp>(gate), gate.stride(0), ptr<Tp>(y), static_cast<int>(D), N,
-               rows_per_chunk(N), ptr<Tp>(dy), ptr<Tx>(dx), ptr<float>(part_gate));
+               rows_per_chunk(N), mutable_ptr<Tp>(dy), mutable_ptr<Tx>(dx),
+               mutable_ptr<float>(part_gate));
          });
   expect("grad_y", max_relative(dy, grad_ref.y), 0.0);
   if (dx.defined()) expect("grad_x", max_relative(dx, grad_ref.x), 0.0);
@@ -240,9 +240,10 @@ void run_silu_mul_case(int64_t n) {
   const int64_t packs = n / V;
   const Index grid{static_cast<unsigned>(elementwise_blocks(packs)), 1, 1};
   launch(grid, {kElementwiseThreads, 1, 1},
-         [&] { silu_mul_forward_kernel<T, V>(ptr<T>(a), ptr<T>(b), packs, ptr<T>(out)); });
+         [&] { silu_mul_forward_kernel<T, V>(ptr<T>(a), ptr<T>(b), packs, mutable_ptr<T>(out)); });
   launch(grid, {kElementwiseThreads, 1, 1}, [&] {
-    silu_mul_backward_kernel<T, V>(ptr<T>(g), ptr<T>(a), ptr<T>(b), packs, ptr<T>(da), ptr<T>(db));
+    silu_mul_backward_kernel<T, V>(ptr<T>(g), ptr<T>(a), ptr<T>(b), packs, mutable_ptr<T>(da),
+                                   mutable_ptr<T>(db));
   });
   // Each within a rounding of the plain ops; in bf16 also rounded where they round: at most 1%
   // of the elements apart (a missed intermediate rounding puts a fifth or more apart).

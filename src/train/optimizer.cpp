@@ -84,7 +84,6 @@ void ScaledAdamW::fused_step(torch::optim::OptimizerParamGroup& group, std::size
                   [&](int64_t c) { return c == step_counts.front(); })) {
     steps.assign(params.size(), device_step_count(index, step_counts.front(), device));
   } else {
-    step_counts_.clear();  // the next uniform count starts from the host again
     for (const auto c : step_counts) steps.push_back(at::full({}, static_cast<float>(c), device));
   }
   const auto [beta1, beta2] = o.betas();
