@@ -21,6 +21,7 @@
 #include "microdit/train/train_step.h"
 #include "microdit/util/arg_cursor.h"
 #include "microdit/util/device.h"
+#include "microdit/util/error_message.h"
 #include "microdit/util/kernel_profile.h"
 
 namespace {
@@ -235,7 +236,7 @@ int main(int argc, char** argv) {
               << "\n";
     return 3;
   } catch (const std::exception& e) {
-    std::cerr << "microdit-bench: " << e.what() << "\n";
+    std::cerr << "microdit-bench: " << microdit::util::error_message(e) << "\n";
     return 2;
   }
 }

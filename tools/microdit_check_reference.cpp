@@ -12,6 +12,7 @@
 #include "microdit/nn/execution.h"
 #include "microdit/parity/reference_check.h"
 #include "microdit/util/arg_cursor.h"
+#include "microdit/util/error_message.h"
 
 namespace {
 constexpr const char* kUsage = R"(usage: microdit-check-reference DIR [options]
@@ -100,13 +101,14 @@ int main(int argc, char** argv) {
   try {
     args = parse_args(argc, argv);
   } catch (const std::exception& e) {
-    std::cerr << "microdit-check-reference: " << e.what() << "\n\n" << kUsage;
+    std::cerr << "microdit-check-reference: " << microdit::util::error_message(e) << "\n\n"
+              << kUsage;
     return 2;
   }
   try {
     return run(args);
   } catch (const std::exception& e) {
-    std::cerr << "microdit-check-reference: " << e.what() << "\n";
+    std::cerr << "microdit-check-reference: " << microdit::util::error_message(e) << "\n";
     return 2;
   }
 }

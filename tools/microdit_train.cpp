@@ -5,10 +5,11 @@
 #include <string>
 #include <vector>
 
-#include "microdit/util/arg_cursor.h"
 #include "microdit/model/param_count.h"
 #include "microdit/train/config.h"
 #include "microdit/train/trainer.h"
+#include "microdit/util/arg_cursor.h"
+#include "microdit/util/error_message.h"
 
 namespace {
 constexpr const char* kUsage = R"(usage: microdit-train --config FILE [options]
@@ -66,7 +67,7 @@ int main(int argc, char** argv) {
     config = train::load_train_config(args.config, args.overrides);
     launch = train::read_launch_env();
   } catch (const std::exception& e) {
-    std::cerr << "microdit-train: " << e.what() << "\n";
+    std::cerr << "microdit-train: " << microdit::util::error_message(e) << "\n";
     if (args.config.empty()) std::cerr << "\n" << kUsage;
     return 2;
   }
@@ -83,10 +84,10 @@ int main(int argc, char** argv) {
                result.stopped_by_signal ? " (stopped by signal, checkpoint written)" : "");
     return 0;
   } catch (const std::invalid_argument& e) {
-    std::cerr << "microdit-train: " << e.what() << "\n";
+    std::cerr << "microdit-train: " << microdit::util::error_message(e) << "\n";
     return 2;
   } catch (const std::exception& e) {
-    std::cerr << "microdit-train: " << e.what() << "\n";
+    std::cerr << "microdit-train: " << microdit::util::error_message(e) << "\n";
     return 1;
   }
 }

@@ -37,6 +37,7 @@
 #include "microdit/io/json.h"
 #include "microdit/io/read_file.h"
 #include "microdit/io/tensor_map.h"
+#include "microdit/util/error_message.h"
 
 namespace microdit::data {
 
@@ -1226,7 +1227,7 @@ std::string MDSWriter::encode_sample(const MDSSample& sample) const {
       data = encode_value(sample.at(column.name), *parse_encoding(column.encoding));
     } catch (const std::exception& e) {
       throw std::invalid_argument(c10::str("MDSWriter ", dir_.string(), ": column \"", column.name,
-                                           "\" (", column.encoding, "): ", e.what()));
+                                           "\" (", column.encoding, "): ", util::error_message(e)));
     }
     if (column.size) {
       if (static_cast<int64_t>(data.size()) != *column.size) {

@@ -15,6 +15,7 @@
 #include "microdit/io/json.h"
 #include "microdit/nn/autocast.h"
 #include "microdit/util/duration.h"
+#include "microdit/util/error_message.h"
 #include "microdit/util/remove_tree.h"
 
 namespace microdit::data {
@@ -51,7 +52,7 @@ Prepared prepare_one(RawSample& raw, const PrepareOptions& options) {
     out.caption = options.clean_captions ? clean_caption(raw.caption) : strip(raw.caption);
     for (const int64_t res : options.resolutions) out.images.push_back(image::preprocess(image, res));
   } catch (const std::exception& e) {
-    out.error = e.what();
+    out.error = util::error_message(e);
   }
   return out;
 }

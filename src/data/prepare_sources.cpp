@@ -10,6 +10,7 @@
 #include "microdit/data/tar_reader.h"
 #include "microdit/io/json.h"
 #include "microdit/io/read_file.h"
+#include "microdit/util/error_message.h"
 
 namespace microdit::data {
 namespace fs = std::filesystem;
@@ -121,7 +122,7 @@ std::vector<ListEntry> read_jsonl(const fs::path& file, const SourceOptions& opt
     try {
       object = io::parse_json(text);
     } catch (const std::exception& e) {
-      throw std::runtime_error(c10::str(file.string(), ":", line, ": ", e.what()));
+      throw std::runtime_error(c10::str(file.string(), ":", line, ": ", util::error_message(e)));
     }
     if (!object.is_object()) {
       throw std::runtime_error(c10::str(file.string(), ":", line, ": expected a JSON object"));
@@ -189,7 +190,7 @@ void tar_samples(const fs::path& tar, const std::function<void(RawSample&&)>& co
       raw.caption = caption_of(*sample);
       raw.image_bytes = std::move(image->second);
     } catch (const std::exception& e) {
-      raw.error = e.what();
+      raw.error = util::error_message(e);
     }
     consume(std::move(raw));
   }
@@ -208,7 +209,7 @@ void list_samples(const PreparePart& part, const std::function<void(RawSample&&)
       }
       raw.image_bytes = io::read_file(entry.image);
     } catch (const std::exception& e) {
-      raw.error = e.what();
+      raw.error = util::error_message(e);
     }
     consume(std::move(raw));
   }

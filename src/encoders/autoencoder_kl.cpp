@@ -16,6 +16,7 @@
 #include "microdit/io/safetensors.h"
 #include "microdit/io/state_dict.h"
 #include "microdit/io/torch_checkpoint.h"
+#include "microdit/util/error_message.h"
 
 namespace microdit::encoders {
 
@@ -258,7 +259,7 @@ AutoencoderKLConfig AutoencoderKLConfig::from_json_file(const std::filesystem::p
   try {
     return from_json(json);
   } catch (const std::exception& e) {
-    throw std::runtime_error(c10::str(path.string(), ": ", e.what()));
+    throw std::runtime_error(c10::str(path.string(), ": ", util::error_message(e)));
   }
 }
 

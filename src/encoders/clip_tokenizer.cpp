@@ -1,8 +1,6 @@
 // CLIP byte-level BPE tokenizer, open_clip and HF flavours (see clip_tokenizer.h).
 #include "microdit/encoders/clip_tokenizer.h"
 
-#include "microdit/io/read_file.h"
-
 #include <ATen/ATen.h>
 #include <c10/util/StringUtil.h>
 
@@ -18,6 +16,7 @@
 #include "microdit/encoders/text_clean.h"
 #include "microdit/io/json.h"
 #include "microdit/io/read_file.h"
+#include "microdit/util/error_message.h"
 
 #ifdef MICRODIT_HAVE_PCRE2
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -437,7 +436,7 @@ CLIPTokenizer CLIPTokenizer::hf(const std::filesystem::path& vocab_json,
   try {
     vocab = io::parse_json(vocab_text);
   } catch (const std::exception& e) {
-    fail(vocab_json, c10::str("not valid JSON: ", e.what()));
+    fail(vocab_json, c10::str("not valid JSON: ", util::error_message(e)));
   }
   if (!vocab.is_object())
     fail(vocab_json, c10::str("expected a JSON object, got ", vocab.type_name()));

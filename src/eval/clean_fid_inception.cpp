@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "microdit/image/resize.h"
+#include "microdit/util/error_message.h"
 
 namespace microdit::eval {
 namespace {
@@ -21,7 +22,7 @@ torch::jit::Module load_layers(const std::string& file, at::Device device) {
     base = torch::jit::load(file, device);
   } catch (const std::exception& e) {
     fail(file, c10::str("cannot load as a TorchScript module (clean mode needs clean-fid's ",
-                        "inception-2015-12-05.pt): ", e.what()));
+                        "inception-2015-12-05.pt): ", util::error_message(e)));
   }
   if (!base.hasattr("layers") || !base.attr("layers").isModule()) {
     fail(file,

@@ -10,6 +10,7 @@
 
 #include "microdit/io/atomic_file.h"
 #include "microdit/io/json.h"
+#include "microdit/util/error_message.h"
 
 namespace microdit::eval {
 namespace {
@@ -35,7 +36,8 @@ std::map<int64_t, CocoImage> read_coco(const std::filesystem::path& path) {
       it->second.captions.push_back(a.at("caption").as_string());
     }
   } catch (const std::exception& e) {
-    throw std::runtime_error(fmt::format("{}: not a COCO captions file: {}", path.string(), e.what()));
+    throw std::runtime_error(
+        fmt::format("{}: not a COCO captions file: {}", path.string(), util::error_message(e)));
   }
   std::erase_if(images, [](const auto& item) { return item.second.captions.empty(); });
   return images;
@@ -100,7 +102,7 @@ std::vector<CocoCaption> read_caption_manifest(const std::filesystem::path& path
       captions.push_back({line.at("index").as_int(), line.at("image_id").as_int(),
                           line.at("file_name").as_string(), line.at("caption").as_string()});
     } catch (const std::exception& e) {
-      throw std::runtime_error(fmt::format("{}:{}: {}", path.string(), n, e.what()));
+      throw std::runtime_error(fmt::format("{}:{}: {}", path.string(), n, util::error_message(e)));
     }
     if (captions.back().index != n - 1) {
       throw std::runtime_error(fmt::format("{}:{}: index {} out of order", path.string(), n,

@@ -3,8 +3,6 @@
 // 4.3.12/4.3.16; .npy format: numpy/lib/format.py).
 #include "microdit/eval/frechet_distance.h"
 
-#include "microdit/io/read_file.h"
-
 #include <c10/util/StringUtil.h>
 
 #include <algorithm>
@@ -21,7 +19,9 @@
 #include <string_view>
 #include <vector>
 
+#include "microdit/io/read_file.h"
 #include "microdit/io/safetensors.h"
+#include "microdit/util/error_message.h"
 
 namespace microdit::eval {
 namespace fs = std::filesystem;
@@ -179,7 +179,7 @@ at::Tensor npz_array(const std::map<std::string, std::string_view>& members,
   try {
     return parse_npy(it->second);
   } catch (const std::exception& e) {
-    throw std::runtime_error("array \"" + name + "\": " + e.what());
+    throw std::runtime_error("array \"" + name + "\": " + util::error_message(e));
   }
 }
 

@@ -8,6 +8,7 @@
 #include "microdit/data/prepare_sources.h"
 #include "microdit/image/decode.h"
 #include "microdit/image/resize.h"
+#include "microdit/util/error_message.h"
 
 namespace microdit::eval {
 namespace fs = std::filesystem;
@@ -57,8 +58,8 @@ FolderActivations file_activations(const FeatureExtractor& extract,
     try {
       image = load_image(file, options.resize_to);
     } catch (const std::exception& e) {
-      out.skipped.push_back(e.what());
-      spdlog::warn("skipping {}", e.what());
+      out.skipped.push_back(util::error_message(e));
+      spdlog::warn("skipping {}", util::error_message(e));
       continue;
     }
     if (!pending.empty() && pending.front().sizes() != image.sizes()) flush();

@@ -1,8 +1,6 @@
 // Strict RFC 8259 JSON parser and compact writer (see json.h).
 #include "microdit/io/json.h"
 
-#include "microdit/io/read_file.h"
-
 #include <c10/util/StringUtil.h>
 
 #include <charconv>
@@ -11,6 +9,8 @@
 #include <stdexcept>
 #include <unordered_set>
 
+#include "microdit/io/read_file.h"
+#include "microdit/util/error_message.h"
 #include "microdit/util/utf8.h"
 
 namespace microdit::io {
@@ -538,7 +538,7 @@ Json read_json_file(const std::filesystem::path& path) {
   try {
     return parse_json(text);
   } catch (const std::exception& e) {
-    throw std::runtime_error(path.string() + ": " + e.what());
+    throw std::runtime_error(path.string() + ": " + util::error_message(e));
   }
 }
 

@@ -14,6 +14,7 @@
 
 #include "microdit/io/atomic_file.h"
 #include "microdit/io/json.h"
+#include "microdit/util/error_message.h"
 
 namespace microdit::io {
 
@@ -327,7 +328,7 @@ void write_contents(std::ostream& out, const std::string& header,
 }
 
 [[noreturn]] void rethrow_with_path(const fs::path& path, const std::exception& e) {
-  throw std::runtime_error(c10::str(path.string(), ": ", e.what()));
+  throw std::runtime_error(c10::str(path.string(), ": ", util::error_message(e)));
 }
 
 }  // namespace

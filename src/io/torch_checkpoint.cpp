@@ -18,6 +18,8 @@
 #include <unordered_map>
 #include <variant>
 
+#include "microdit/util/error_message.h"
+
 namespace microdit::io {
 
 namespace fs = std::filesystem;
@@ -794,10 +796,8 @@ TensorMap load_torch_state_dict(const fs::path& path, std::vector<std::string>* 
     TensorMap tensors = to_state_dict(unpickle_archive(path), local_notes);
     if (notes != nullptr) notes->insert(notes->end(), local_notes.begin(), local_notes.end());
     return tensors;
-  } catch (const c10::Error& e) {
-    throw std::runtime_error(c10::str(path.string(), ": ", e.what_without_backtrace()));
   } catch (const std::exception& e) {
-    throw std::runtime_error(c10::str(path.string(), ": ", e.what()));
+    throw std::runtime_error(c10::str(path.string(), ": ", util::error_message(e)));
   }
 }
 

@@ -15,6 +15,7 @@
 #include <system_error>
 
 #include "microdit/io/read_file.h"
+#include "microdit/util/error_message.h"
 
 namespace microdit::train {
 namespace {
@@ -491,7 +492,7 @@ model::DiTConfig validate_model(const ModelSection& m) {
     dit = m.resolved();
     dit.validate();
   } catch (const std::exception& e) {
-    throw std::invalid_argument(std::string("invalid config: model: ") + e.what());
+    throw std::invalid_argument(std::string("invalid config: model: ") + util::error_message(e));
   }
   // Fields DiTConfig::validate leaves to its callers.
   const bool custom = m.arch == "custom";

@@ -1,14 +1,15 @@
 #include "microdit/train/process_group.h"
 
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+
+#include <thread>
 #include <torch/csrc/distributed/c10d/Backend.hpp>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
-#include <c10/core/impl/DeviceGuardImplInterface.h>
-
-#include <thread>
+#include "microdit/util/error_message.h"
 
 // Gloo's headers are not in the PyTorch wheels; Debian's libgloo-dev provides them. The Gloo
 // types we touch are held by pointer, so their layout does not depend on Gloo's version
@@ -127,9 +128,9 @@ ProcessGroup::ProcessGroup(const LaunchEnv& env, at::Device device,
   } catch (const DistributedError&) {
     throw;
   } catch (const std::exception& e) {
-    throw DistributedError(fmt::format(
-        "rank {} of {}: rendezvous at {}:{} failed within {} s: {}", rank_, size_, env.master_addr,
-        env.master_port, timeout.count() / 1000.0, e.what()));
+    throw DistributedError(fmt::format("rank {} of {}: rendezvous at {}:{} failed within {} s: {}",
+                                       rank_, size_, env.master_addr, env.master_port,
+                                       timeout.count() / 1000.0, util::error_message(e)));
   }
 }
 
@@ -227,7 +228,8 @@ std::string ProcessGroup::silent_ranks() {
 void ProcessGroup::fail(const std::string& what, const std::exception& error) {
   const std::string who = silent_ranks();
   throw DistributedError(fmt::format("rank {} of {}: {} failed: {} (timeout {} s). {}", rank_,
-                                     size_, what, who, timeout_.count() / 1000.0, error.what()));
+                                     size_, what, who, timeout_.count() / 1000.0,
+                                     util::error_message(error)));
 }
 
 }  // namespace microdit::train

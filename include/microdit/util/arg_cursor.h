@@ -7,6 +7,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "microdit/util/error_message.h"
+
 namespace microdit::util {
 
 class ArgCursor {
@@ -46,13 +48,13 @@ int run_tool(const char* name, int argc, char** argv, const std::function<Args(i
   try {
     args = parse(argc, argv);
   } catch (const std::exception& e) {
-    std::cerr << name << ": " << e.what() << "\n(see " << name << " --help)\n";
+    std::cerr << name << ": " << error_message(e) << "\n(see " << name << " --help)\n";
     return 2;
   }
   try {
     return run(args);
   } catch (const std::exception& e) {
-    std::cerr << name << ": " << e.what() << "\n";
+    std::cerr << name << ": " << error_message(e) << "\n";
     return 1;
   }
 }
