@@ -2,23 +2,24 @@
 // of 2 against a world of 1 (gradients, weights, ZeRO-2 moments), resume across world sizes, and
 // a rank that dies or hangs. The ranks are child processes of this test program running the
 // DistributedWorker.Train case with the launcher's variables set, as torchrun would start them.
+#include <fcntl.h>
 #include <gtest/gtest.h>
-#include <torch/cuda.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <torch/cuda.h>
 #include <unistd.h>
-
-#include <fcntl.h>
 
 #include <chrono>
 #include <filesystem>
-#include <map>
+#include <fstream>
 #include <iostream>
+#include <map>
 #include <thread>
 
+#include "microdit/io/json.h"
 #include "microdit/io/safetensors.h"
 #include "microdit/io/state_dict.h"
 #include "microdit/train/checkpoint.h"
@@ -259,6 +260,19 @@ float max_abs_diff(const io::TensorMap& a, const io::TensorMap& b, const std::st
   return worst;
 }
 
+// The gradient norms a run logged (metrics.jsonl), by step.
+std::map<int64_t, double> logged_grad_norms(const fs::path& run_dir) {
+  std::map<int64_t, double> norms;
+  std::ifstream in(run_dir / "metrics.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    const auto record = io::parse_json(line);  // training records, and the samples' records
+    if (record.contains("grad_norm")) {
+      norms[record.at("step").as_int()] = record.at("grad_norm").as_double();
+    }
+  }
+  return norms;
+}
+
 io::TensorMap checkpoint_tensors(const fs::path& run_dir, int64_t step) {
   return io::load_safetensors(train::checkpoint_path(run_dir, step));
 }
@@ -267,6 +281,7 @@ io::TensorMap checkpoint_tensors(const fs::path& run_dir, int64_t step) {
 struct OneRank {
   io::TensorMap grads_step1;   // gradients of the first step
   io::TensorMap checkpoint5;   // the checkpoint after 5 steps
+  std::map<int64_t, double> grad_norms5;  // logged by that run
 };
 
 const OneRank& one_rank(const fs::path& root) {
@@ -281,6 +296,7 @@ const OneRank& one_rank(const fs::path& root) {
     }
     train::Trainer(tiny(root / "one-5", 5)).run();
     r.checkpoint5 = checkpoint_tensors(root / "one-5", 5);
+    r.grad_norms5 = logged_grad_norms(root / "one-5");
     return r;
   }();
   return result;
@@ -337,6 +353,14 @@ TEST(Distributed, ZeroStage2MatchesOneRankWeightsAndMoments) {
   EXPECT_LE(max_abs_diff(two, one.checkpoint5, "model."), 0.1 * kLr * 5);
   // The gathered moments are the whole AdamW state, as a single process has it.
   EXPECT_LE(max_abs_diff(two, one.checkpoint5, "optim."), 1e-4);
+  // The global gradient norm from the shards' squares, as one process logs it.
+  const auto sharded_norms = logged_grad_norms(tmp.path / "run");
+  ASSERT_EQ(sharded_norms.size(), 2u);  // steps 1 and 5
+  ASSERT_EQ(one.grad_norms5.size(), 2u);
+  for (const auto& [step, norm] : one.grad_norms5) {
+    ASSERT_TRUE(sharded_norms.contains(step)) << "step " << step;
+    EXPECT_NEAR(sharded_norms.at(step), norm, 1e-5 * norm) << "step " << step;
+  }
 }
 
 TEST(Distributed, ResumeATwoRankCheckpointInOneProcessAndTheReverse) {

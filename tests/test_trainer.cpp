@@ -1,5 +1,6 @@
 // The training loop end to end on tiny models: learning, exact resume, SIGTERM, stage chaining,
 // micro-batch split invariance, a non-finite loss, and the run directory's files.
+#include <ATen/Context.h>
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 
@@ -169,6 +170,29 @@ TEST(Trainer, FastPathOptionsFollowThePlainRun) {
     any_rounding_apart = any_rounding_apart || !at::equal(g_fast, g);
   }
   EXPECT_TRUE(any_rounding_apart) << "the options did not reach the model";
+}
+
+// optim.attention_backend holds for the trainer's life; a CUDA-only backend on the CPU is refused.
+TEST(Trainer, AttentionBackendForTheRun) {
+  auto c = tiny(fresh_dir("attention"), 1);
+  c.optim.attention_backend = "math";
+  {
+    train::Trainer trainer(c);
+    EXPECT_FALSE(at::globalContext().userEnabledFlashSDP());
+    EXPECT_TRUE(at::globalContext().userEnabledMathSDP());
+    trainer.run();
+  }
+  EXPECT_TRUE(at::globalContext().userEnabledFlashSDP());
+  c.optim.attention_backend = "cudnn";
+  try {
+    train::Trainer refused(c);
+    ADD_FAILURE() << "cudnn attention on the CPU was accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(
+        std::string(e.what()).find("optim.attention_backend: attention backend 'cudnn' needs CUDA"),
+        std::string::npos)
+        << e.what();
+  }
 }
 
 TEST(Trainer, NonFiniteLossStopsNamingTheStep) {

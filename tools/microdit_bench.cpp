@@ -14,6 +14,7 @@
 #include "microdit/model/flops.h"
 #include "microdit/model/microdit.h"
 #include "microdit/nn/fused_kernels.h"
+#include "microdit/nn/sdp_backend.h"
 #include "microdit/train/captured_step.h"
 #include "microdit/train/gradient_buckets.h"
 #include "microdit/train/optimizer.h"
@@ -40,6 +41,7 @@ constexpr const char* kUsage = R"(usage: microdit-bench [options]
   --fused-residual  the blocks' gated residuals x + gate * y as one operation (same)
   --recompute-act FFN activations recomputed in backward instead of kept (less memory)
   --moe-rows      MoE tokens moved by row index (index_select/index_add), no transposing copies
+  --attention B   attention backend: auto (default: ATen's choice), cudnn, flash, efficient, math
   --micro-batches N  the batch in N accumulated parts (default 1; 0: the fewest that fit)
   --peak-tflops X matrix ceiling for MFU (default 796: bf16 GEMM measured on an H100/H200)
   --profile N     after timing, profile N more steps and print the time per step of all GPU
@@ -61,6 +63,7 @@ struct Args {
   bool fused_residual = false;
   bool recompute_act = false;
   bool moe_rows = false;
+  std::string attention = "auto";
   int64_t micro_batches = 1;
   int64_t profile = 0;
   double peak_tflops = 796.0;
@@ -98,6 +101,8 @@ Args parse(int argc, char** argv) {
       a.recompute_act = true;
     else if (arg == "--moe-rows")
       a.moe_rows = true;
+    else if (arg == "--attention")
+      a.attention = args.value();
     else if (arg == "--micro-batches")
       a.micro_batches = std::stoll(args.value());
     else if (arg == "--peak-tflops")
@@ -126,6 +131,8 @@ std::string fused_kind(bool on, const at::Device& device) {
 int run(const Args& a) {
   using namespace microdit;
   const at::Device device(a.device.empty() ? util::default_device_name() : a.device);
+  nn::check_sdp_backend(a.attention, device, "--attention");
+  const nn::SdpBackendGuard attention_backend(a.attention);
   model::ZooArgs zoo;
   zoo.input_size = a.res;
   zoo.pos_interp_scale = static_cast<double>(a.res) / 32.0;
@@ -199,7 +206,8 @@ int run(const Args& a) {
   std::sort(times.begin(), times.end());
   fmt::print(R"({{"impl": "microdit-cpp", "arch": "{}", "batch": {}, "mask": {}, "res": {}, )"
              R"("device": "{}", "ddp": "{}", "bf16": {}, "bf16_norm": {}, "fused_norm": "{}", )"
-             R"("fused_residual": "{}", "recompute_act": {}, "moe_rows": {}, "cuda_graph": {}, )"
+             R"("fused_residual": "{}", "recompute_act": {}, "moe_rows": {}, "attention": "{}", )"
+             R"("cuda_graph": {}, )"
              R"("micro_batches": {}, )"
              R"("s_per_step": {:.4f}, "s_median": {:.4f}, )"
              R"("s_min": {:.4f}, "s_max": {:.4f}, "images_per_s": {:.1f}, )"
@@ -209,7 +217,7 @@ int run(const Args& a) {
              a.arch, a.batch, a.mask, a.res, device.str(), group ? group->backend_name() : "",
              !a.fp32 && device.is_cuda(), !a.fp32 && !a.fp32_norm && device.is_cuda(),
              fused_kind(a.fused_norm, device), fused_kind(a.fused_residual, device),
-             a.recompute_act, a.moe_rows, a.cuda_graph, options.micro_batches, mean,
+             a.recompute_act, a.moe_rows, a.attention, a.cuda_graph, options.micro_batches, mean,
              times[times.size() / 2], times.front(), times.back(), a.batch / mean, tflop,
              tflop / mean, tflop / mean / a.peak_tflops,
              util::peak_memory_bytes(device) / double(1 << 30), dit->num_parameters(),

@@ -52,6 +52,8 @@ def flags(row):
             value = row.get(key)
             if value:
                 out.append(name if value is True else f'{name}={value}')
+        if row.get('attention', 'auto') != 'auto':
+            out.append(f"attention={row['attention']}")
         if row.get('micro_batches', 1) > 1:
             out.append(f"x{row['micro_batches']}")
     elif row.get('compile'):

@@ -106,6 +106,10 @@ if [ "$GPU" = 1 ]; then
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --fused-norm --fused-residual --moe-rows --recompute-act --profile 1
   # The same step captured once as a CUDA graph and replayed (no per-kernel launches).
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --fused-norm --fused-residual --moe-rows --recompute-act --cuda-graph
+  # The attention backends ATen did not pick (cuDNN's ran in the stage 1 profile) at these short
+  # sequences, beside the first row.
+  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --attention flash
+  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --attention efficient
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --fp32-norm
   stage stage1-half 128 0.75 32
   [ -n "${WITH_COMPILED:-}" ] && OFFICIAL_LIMIT=240 official --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --compile

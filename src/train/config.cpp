@@ -15,6 +15,7 @@
 #include <system_error>
 
 #include "microdit/io/read_file.h"
+#include "microdit/nn/sdp_backend.h"
 #include "microdit/util/error_message.h"
 
 namespace microdit::train {
@@ -293,6 +294,7 @@ std::vector<Key> schema(TrainConfig& c) {
                leaf("fused_residual", o.fused_residual),
                leaf("recompute_activations", o.recompute_activations),
                leaf("moe_row_dispatch", o.moe_row_dispatch),
+               leaf("attention_backend", o.attention_backend),
                section("ema", {leaf("enabled", ema.enabled), leaf("smoothing", ema.smoothing),
                                leaf("start_step", ema.start_step)}),
                leaf("continue_from", o.continue_from),
@@ -577,6 +579,8 @@ void validate_optim(const OptimSection& o, int64_t world_size, const model::DiTC
           o.caption_drop_prob, "a probability in [0, 1]");
   require(one_of(o.precision, {"auto", "bf16", "bf16-fp32norm", "fp32"}), "optim.precision",
           o.precision, "auto, bf16, bf16-fp32norm or fp32");
+  require(one_of(o.attention_backend, nn::sdp_backend_names()), "optim.attention_backend",
+          o.attention_backend, "auto, cudnn, flash, efficient or math");
   require(o.ema.smoothing >= 0 && o.ema.smoothing <= 1, "optim.ema.smoothing", o.ema.smoothing,
           "a value in [0, 1]");
   require(o.ema.start_step >= 0, "optim.ema.start_step", o.ema.start_step, ">= 0");

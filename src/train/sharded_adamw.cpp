@@ -2,8 +2,6 @@
 
 #include <fmt/format.h>
 
-#include <cmath>
-
 namespace microdit::train {
 
 ShardedAdamW::ShardedAdamW(const std::vector<std::pair<std::string, at::Tensor>>& named_params,
@@ -64,7 +62,7 @@ at::Tensor ShardedAdamW::gather_bucket(int64_t b,
   return full;
 }
 
-double ShardedAdamW::step(double max_norm) {
+at::Tensor ShardedAdamW::step(double max_norm) {
   at::NoGradGuard no_grad;
   buckets_->finish();
   auto squares = at::zeros({1}, at::TensorOptions(pieces_.front().master.device()).dtype(at::kDouble));
@@ -72,8 +70,10 @@ double ShardedAdamW::step(double max_norm) {
     squares += buckets_->shard(b).to(at::kDouble).square().sum();
   }
   group_.all_reduce(squares, "all-reduce of the gradient norm");
-  const double norm = std::sqrt(squares.item<double>());
-  const double scale = max_norm > 0 ? std::min(1.0, max_norm / (norm + 1e-6)) : 1.0;  // as clip_grad_norm
+  // On the device, as clip_grad_norm: the host does not wait for the gradients here.
+  const auto norm = squares.sqrt().squeeze();
+  const auto scale =
+      max_norm > 0 ? at::clamp_max(max_norm / (norm + 1e-6), 1.0) : at::ones_like(norm);
   for (auto& piece : pieces_) {
     piece.master.mutable_grad() =
         buckets_->shard(piece.bucket).narrow(0, piece.shard_offset, piece.master.numel()) * scale;

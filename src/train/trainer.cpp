@@ -23,6 +23,7 @@
 #include "microdit/model/masking.h"
 #include "microdit/nn/autocast.h"
 #include "microdit/nn/execution.h"
+#include "microdit/nn/sdp_backend.h"
 #include "microdit/train/checkpoint.h"
 #include "microdit/train/ema.h"
 #include "microdit/train/gradient_buckets.h"
@@ -88,13 +89,14 @@ struct Trainer::State {
   model::DiT dit{nullptr};
   std::unique_ptr<torch::optim::AdamW> optimizer;
   std::unique_ptr<EMA> ema;
+  std::unique_ptr<nn::SdpBackendGuard> attention_backend;  // optim.attention_backend, for the run
   std::unique_ptr<data::Dataset> dataset;
   const data::BuiltinShapes* builtin = nullptr;  // `dataset` when data.kind is builtin
   std::unique_ptr<data::SampleOrder> order;
   std::unique_ptr<EventWriter> events;
   std::unique_ptr<MetricsLog> metrics;
   int64_t step = 0;
-  double grad_norm = 0;  // of the last step, before clipping
+  at::Tensor grad_norm;  // of the last step, before clipping; on the device, read when logged
   int64_t world_size = 1, rank = 0;
   std::unique_ptr<ProcessGroup> group;       // a world of more than one
   std::unique_ptr<GradientBuckets> buckets;  // data-parallel gradient all-reduce (dist.zero_stage 0)
@@ -162,6 +164,8 @@ void Trainer::State::setup() {
   bf16 = cfg.optim.precision.starts_with("bf16") ||
          (cfg.optim.precision == "auto" && device.is_cuda());
   dit_cfg = cfg.model.resolved();
+  nn::check_sdp_backend(cfg.optim.attention_backend, device, "optim.attention_backend");
+  attention_backend = std::make_unique<nn::SdpBackendGuard>(cfg.optim.attention_backend);
   std::filesystem::create_directories(run_dir / "samples");
   if (rank == 0) {
     io::write_file_atomically(run_dir / "config.yaml",
@@ -363,7 +367,7 @@ double Trainer::State::train_one_step() {
   if (sharded) {
     grad_norm = sharded->step(o.clip_norm);
   } else {
-    grad_norm = clip_grad_norm(dit->parameters(), o.clip_norm).item<double>();
+    grad_norm = clip_grad_norm(dit->parameters(), o.clip_norm);
     optimizer->step();
   }
   ++step;
@@ -397,13 +401,14 @@ void Trainer::State::log_progress(double loss, double images_per_s, double eta_s
   const auto& o = cfg.optim;
   const double lr = lr_at(step - 1);  // of the update just made
   if (rank != 0) return;
+  const double norm = grad_norm.item<double>();  // read only when logged: no wait in the step
   spdlog::info("step {}/{} | loss {:.4f} | lr {:.3e} | grad norm {:.3f} | {:.1f} img/s | ETA {}",
-               step, o.steps, loss, lr, grad_norm, images_per_s, util::format_duration(eta_s));
-  metrics->write(
-      step, {{"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm}, {"images_per_s", images_per_s}});
+               step, o.steps, loss, lr, norm, images_per_s, util::format_duration(eta_s));
+  metrics->write(step,
+                 {{"loss", loss}, {"lr", lr}, {"grad_norm", norm}, {"images_per_s", images_per_s}});
   events->add_scalar("train/loss", loss, step);
   events->add_scalar("train/lr", lr, step);
-  events->add_scalar("train/grad_norm", grad_norm, step);
+  events->add_scalar("train/grad_norm", norm, step);
   events->add_scalar("train/images_per_s", images_per_s, step);
 }
 

@@ -60,6 +60,8 @@ struct OptimSection {
   bool fused_residual = false;
   bool recompute_activations = false;
   bool moe_row_dispatch = false;  // MoE tokens moved by row index
+  std::string attention_backend =
+      "auto";  // nn/sdp_backend.h: auto | cudnn | flash | efficient | math
   EMASection ema;
   std::string continue_from;  // checkpoint: full state, new lr/schedule/EMA smoothing
   std::string init_from;      // checkpoint or weights file: weights only

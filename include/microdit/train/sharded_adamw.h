@@ -46,9 +46,9 @@ class ShardedAdamW {
   GradientBuckets& buckets() { return *buckets_; }
 
   // Steps 1-4 (buckets not started during backward are started from .grad now). Returns the
-  // global gradient norm before clipping; max_norm <= 0: no clipping. The parameters' .grad are
-  // released.
-  double step(double max_norm);
+  // global gradient norm before clipping (a float64 scalar on the device, not synchronised);
+  // max_norm <= 0: no clipping. The parameters' .grad are released.
+  at::Tensor step(double max_norm);
 
   // Every rank must call these together. The full moments "<name>.exp_avg" / ".exp_avg_sq" (on
   // the CPU; empty before the first step) and AdamW's step count.
