@@ -94,28 +94,23 @@ stage() {  # stage NAME BATCH MASK RES [extra bench args]: ours, then the offici
   official --arch MicroDiT_XL_2 --batch "$batch" --mask "$mask" --res "$res" "$@"
 }
 if [ "$GPU" = 1 ]; then
-  # Stage 1 (XL_2, 256 px, batch 256, mask 0.75): ours (accumulating only if 256 does not fit) with
-  # a kernel profile and with float32 LayerNorms; the official eager run needs 82.6 GiB, so both
-  # eager at batch 128 too. The official compiled run (172 s of compilation) only when asked.
+  # Stage 1 (XL_2, 256 px, batch 256, mask 0.75): ours plain (accumulating only if 256 does not
+  # fit) and with every fast-path option (the FFN activations recomputed for memory), each with
+  # a kernel profile. The official eager run needs 82.6 GiB, so both eager at batch 128 too; the
+  # official compiled run (172 s of compilation) only when asked.
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --profile 2
-  # The fused LayerNorm + modulation, the fused gated residuals and the MoE row dispatch alone,
-  # then everything with the FFN activations recomputed (memory), with a profile of what is left.
-  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --fused-norm
-  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --fused-residual
-  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --moe-rows
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --fused-norm --fused-residual --moe-rows --recompute-act --profile 1
-  # The same step captured once as a CUDA graph and replayed (no per-kernel launches).
-  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --fused-norm --fused-residual --moe-rows --recompute-act --cuda-graph
-  # The attention backends ATen did not pick (cuDNN's ran in the stage 1 profile) at these short
-  # sequences, beside the first row.
-  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --attention flash
-  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --attention efficient
-  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --fp32-norm
   stage stage1-half 128 0.75 32
-  [ -n "${WITH_COMPILED:-}" ] && OFFICIAL_LIMIT=240 official --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --compile
   # The data-parallel gradient all-reduce (NCCL, world of one): its cost per step is this row
   # minus our stage1-half row (same shape without --ddp).
   ours --arch MicroDiT_XL_2 --batch 128 --mask 0.75 --ddp
+  [ -n "${WITH_COMPILED:-}" ] && OFFICIAL_LIMIT=240 official --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --compile
+  # Each fast-path option alone, then the combined step captured once as a CUDA graph and
+  # replayed (no per-kernel launches).
+  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --fused-norm
+  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --fused-residual
+  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --moe-rows
+  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --fused-norm --fused-residual --moe-rows --recompute-act --cuda-graph
   # With a profile: its GPU kernel time beside the step time shows whether the GPU waits on
   # the host at this small width (the Tiny_2 goal is 73 ms per step).
   ours --arch MicroDiT_Tiny_2 --batch 256 --mask 0.75 --profile 1
@@ -125,9 +120,14 @@ if [ "$GPU" = 1 ]; then
   ours --arch MicroDiT_Tiny_2 --batch 64 --mask 0.75 --steps 200 --warmup 1
   ours --arch MicroDiT_Tiny_2 --batch 64 --mask 0.75 --steps 200 --warmup 1 --fp32-norm
   ours --arch MicroDiT_Tiny_2 --batch 64 --mask 0.75 --steps 200 --warmup 1 --fused-norm --fused-residual --moe-rows
+  # The attention backends ATen did not pick (cuDNN's ran in the stage 1 profile) at these short
+  # sequences, beside the first row.
+  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --attention flash
+  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --attention efficient
   stage stage2 64 0 32 --steps 6 --warmup 2
   stage stage3 32 0.75 64 --steps 6 --warmup 2
   stage stage4 16 0 64 --steps 6 --warmup 2
+  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --fp32-norm
 else
   ours --arch MicroDiT_Tiny_2 --batch 2 --mask 0.75 --steps 1 --warmup 1 --profile 1
   ours --arch MicroDiT_Tiny_2 --batch 2 --mask 0.75 --steps 1 --warmup 1 --fused-norm --fused-residual --moe-rows --recompute-act
