@@ -203,3 +203,63 @@ TEST(Optimizer, FusedStepFollowsAStepCountSetInTheState) {
 
 }  // namespace
 }  // namespace microdit::train
+
+namespace microdit::train {
+namespace {
+
+// For a captured step: the fused kernel reads each group's learning rate from the device, and
+// set_learning_rate writes it there; a changing schedule gives the updates of plain numbers.
+TEST(Optimizer, LearningRatesOnTheDeviceFollowTheSchedule) {
+  at::manual_seed(5);
+  auto named = model_like_params();
+  auto run = [&](bool on_device) {
+    NamedParams copies;
+    for (const auto& [name, p] : named)
+      copies.emplace_back(name, p.detach().clone().requires_grad_());
+    AdamWSettings s;
+    s.moe_lr_scale = 0.5;  // two groups
+    s.fused = true;
+    auto opt = make_adamw(copies, s);
+    auto& adamw = dynamic_cast<ScaledAdamW&>(*opt);
+    if (on_device) adamw.keep_learning_rates_on_device();
+    for (const double lr : {1e-2, 3e-3, 0.0, 2e-2}) {
+      set_learning_rate(adamw, lr);
+      adamw.zero_grad();
+      at::Tensor loss = at::zeros({});
+      for (const auto& [name, p] : copies) loss = loss + p.square().sum() * 0.5;
+      loss.backward();
+      adamw.step();
+    }
+    return copies;
+  };
+  const auto numbers = run(false), tensors = run(true);
+  for (std::size_t i = 0; i < named.size(); ++i) {
+    EXPECT_TRUE(at::equal(numbers[i].second, tensors[i].second)) << numbers[i].first;
+    EXPECT_FALSE(at::equal(numbers[i].second, named[i].second)) << numbers[i].first;
+  }
+}
+
+// After a replay of a captured step, the host step counts (what checkpoints save) advance for
+// the parameters the step updated, as if step() had run.
+TEST(Optimizer, ReplayedStepAdvancesTheHostStepCounts) {
+  auto w = at::randn({3, 2}).requires_grad_(), unused = at::randn({2}).requires_grad_();
+  AdamWSettings s;
+  s.fused = true;
+  auto opt = make_adamw({{"w", w}, {"unused", unused}}, s);
+  auto& adamw = dynamic_cast<ScaledAdamW&>(*opt);
+  (w * w).sum().backward();
+  adamw.step();
+  adamw.count_replayed_step();
+  adamw.count_replayed_step();
+  auto count = [&](const at::Tensor& p) {
+    const auto it = adamw.state().find(p.unsafeGetTensorImpl());
+    return it == adamw.state().end()
+               ? int64_t{-1}
+               : static_cast<const torch::optim::AdamWParamState&>(*it->second).step();
+  };
+  EXPECT_EQ(count(w), 3);
+  EXPECT_EQ(count(unused), -1);  // no gradient: no state, as fused_step
+}
+
+}  // namespace
+}  // namespace microdit::train

@@ -237,6 +237,58 @@ TEST(Trainer, RunDirectoryHoldsConfigMetricsEventsSamples) {
   EXPECT_EQ(event_files, 1);
 }
 
+// optim.cuda_graph: 2 eager steps, the capture at step 3, replays after. In float32 with TF32
+// off and a cosine schedule (each replay must take its step's learning rate from the device),
+// the losses, weights and AdamW state of a 6-step run follow the eager run's.
+TEST(Trainer, CudaGraphStepsFollowTheEagerSteps_CUDA) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  at::globalContext().setAllowTF32CuBLAS(false);
+  at::globalContext().setAllowTF32CuDNN(false);
+  auto config = [](const std::string& name, bool graph) {
+    auto c = tiny(fresh_dir(name), 6);
+    c.run.device = "cuda";
+    c.optim.precision = "fp32";
+    c.optim.schedule = "cosine_with_warmup";
+    c.optim.lr = 3e-3;
+    c.optim.cuda_graph = graph;
+    c.optim.batch_size = 8;
+    c.optim.micro_batch_size = 4;  // two micro-batches accumulate inside the graph
+    return c;
+  };
+  const auto eager_config = config("graph_eager", false), graph_config = config("graph", true);
+  train::Trainer eager(eager_config), graphed(graph_config);
+  const auto a = eager.run(), b = graphed.run();
+  ASSERT_EQ(a.losses.size(), b.losses.size());
+  for (std::size_t i = 0; i < a.losses.size(); ++i) {
+    EXPECT_NEAR(b.losses[i], a.losses[i], 1e-4 * std::abs(a.losses[i])) << "step " << i + 1;
+  }
+  const auto ours = train::load_checkpoint(train::checkpoint_path(graph_config.run.dir, 6));
+  const auto theirs = train::load_checkpoint(train::checkpoint_path(eager_config.run.dir, 6));
+  for (const auto* maps : {&ours.model, &ours.optimizer}) {
+    const auto& reference = maps == &ours.model ? theirs.model : theirs.optimizer;
+    ASSERT_EQ(maps->size(), reference.size());
+    for (const auto& [name, t] : reference) {
+      ASSERT_TRUE(maps->contains(name)) << name;
+      EXPECT_LT(test::max_relative(maps->at(name), t), 1e-4) << name;
+    }
+  }
+  // The host step counts followed the replays: the checkpoint resumes with the right bias
+  // corrections.
+  EXPECT_EQ(ours.optimizer_step, 6);
+  EXPECT_EQ(theirs.optimizer_step, 6);
+}
+
+TEST(Trainer, CudaGraphNeedsACudaDevice) {
+  auto c = tiny(fresh_dir("graph_cpu"), 1);
+  c.optim.cuda_graph = true;
+  try {
+    train::Trainer refused(c);
+    ADD_FAILURE() << "optim.cuda_graph on the CPU was accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_STREQ(e.what(), "optim.cuda_graph needs a CUDA device, not cpu");
+  }
+}
+
 }  // namespace
 }  // namespace microdit
 

@@ -295,6 +295,7 @@ std::vector<Key> schema(TrainConfig& c) {
                leaf("recompute_activations", o.recompute_activations),
                leaf("moe_row_dispatch", o.moe_row_dispatch),
                leaf("attention_backend", o.attention_backend),
+               leaf("cuda_graph", o.cuda_graph),
                section("ema", {leaf("enabled", ema.enabled), leaf("smoothing", ema.smoothing),
                                leaf("start_step", ema.start_step)}),
                leaf("continue_from", o.continue_from),

@@ -1,5 +1,6 @@
 #include "microdit/train/optimizer.h"
 
+#include <c10/util/Exception.h>
 #include <c10/util/StringUtil.h>
 
 #include <algorithm>
@@ -87,9 +88,47 @@ void ScaledAdamW::fused_step(torch::optim::OptimizerParamGroup& group, std::size
     for (const auto c : step_counts) steps.push_back(at::full({}, static_cast<float>(c), device));
   }
   const auto [beta1, beta2] = o.betas();
-  at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, /*max_exp_avg_sqs=*/{}, steps, o.lr(),
-                    beta1, beta2, o.weight_decay(), o.eps(), /*amsgrad=*/false,
-                    /*maximize=*/false);
+  if (index < device_lrs_.size()) {
+    at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, /*max_exp_avg_sqs=*/{}, steps,
+                      device_lrs_[index], beta1, beta2, o.weight_decay(), o.eps(),
+                      /*amsgrad=*/false, /*maximize=*/false);
+  } else {
+    at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, /*max_exp_avg_sqs=*/{}, steps, o.lr(),
+                      beta1, beta2, o.weight_decay(), o.eps(), /*amsgrad=*/false,
+                      /*maximize=*/false);
+  }
+}
+
+void ScaledAdamW::keep_learning_rates_on_device() {
+  TORCH_CHECK(fused_, "learning rates on the device need the fused AdamW");
+  device_lrs_.clear();
+  for (auto& group : param_groups()) {
+    TORCH_CHECK(!group.params().empty(), "an empty AdamW parameter group");
+    const auto& p = group.params().front();
+    // The CUDA kernel reads a float32 and rounds a number to float32 too; the CPU kernel reads
+    // any dtype as a double and uses a number as it is.
+    const auto dtype = p.is_cuda() ? at::kFloat : at::kDouble;
+    device_lrs_.push_back(at::zeros({}, p.options().dtype(dtype)));
+  }
+  write_device_learning_rates();
+}
+
+void ScaledAdamW::write_device_learning_rates() {
+  for (std::size_t i = 0; i < device_lrs_.size(); ++i) {
+    device_lrs_[i].fill_(param_groups()[i].options().get_lr());
+  }
+}
+
+void ScaledAdamW::count_replayed_step() {
+  for (std::size_t i = 0; i < param_groups().size(); ++i) {
+    for (const auto& p : param_groups()[i].params()) {
+      const auto it = state().find(p.unsafeGetTensorImpl());
+      if (!p.grad().defined() || it == state().end()) continue;  // as fused_step skips them
+      auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
+      s.step(s.step() + 1);
+    }
+    if (i < step_counts_.size() && step_counts_[i].tensor.defined()) ++step_counts_[i].count;
+  }
 }
 
 std::unique_ptr<torch::optim::AdamW> make_adamw(
@@ -144,6 +183,7 @@ void set_learning_rate(torch::optim::Optimizer& optimizer, double base_lr) {
   for (std::size_t g = 0; g < groups.size(); ++g) {
     groups[g].options().set_lr(base_lr * lr_scale(optimizer, g));
   }
+  if (auto* scaled = dynamic_cast<ScaledAdamW*>(&optimizer)) scaled->write_device_learning_rates();
 }
 
 }  // namespace microdit::train

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -33,6 +34,7 @@
 #include "microdit/train/process_group.h"
 #include "microdit/train/sample_draws.h"
 #include "microdit/train/sharded_adamw.h"
+#include "microdit/train/step_graph.h"
 #include "microdit/train/tensorboard.h"
 #include "microdit/train/train_step.h"
 #include "microdit/util/device.h"
@@ -77,6 +79,22 @@ at::Device resolve_device(const std::string& name, const LaunchEnv& launch) {
 struct MicroBatchInput {
   data::Batch batch;
   SampleDraws draws;
+  std::array<at::Tensor*, 6> tensors() {
+    return {&batch.latents, &batch.captions,   &draws.rnd_normal,
+            &draws.noise,   &draws.mask_noise, &draws.keep_caption};
+  }
+};
+
+// optim.cuda_graph: the step (forward, backward, clipping, AdamW) as a CUDA graph, fed from
+// static copies of the micro-batch inputs on the device. The first steps of a process run
+// eagerly (warm-up: AdamW creates its state and moves its step counts to the device), the next
+// one is captured, every later one replayed.
+struct GraphedSteps {
+  explicit GraphedSteps(const at::Device& device) : graph(device) {}
+  StepGraph graph;
+  std::vector<MicroBatchInput> inputs;  // on the device, one per micro-batch
+  at::Tensor loss;                      // the step's, rewritten by each replay
+  int64_t warmups_left = 2;
 };
 
 struct Trainer::State {
@@ -101,6 +119,7 @@ struct Trainer::State {
   std::unique_ptr<ProcessGroup> group;       // a world of more than one
   std::unique_ptr<GradientBuckets> buckets;  // data-parallel gradient all-reduce (dist.zero_stage 0)
   std::unique_ptr<ShardedAdamW> sharded;     // instead of `optimizer` with dist.zero_stage 2
+  std::unique_ptr<GraphedSteps> graphed;     // optim.cuda_graph
   bool stop = false;  // a stop signal reached some rank: every rank stops after this step
   // A world of one stops at the signal; ranks stop together at the step whose loss all-reduce
   // first carries it.
@@ -139,6 +158,8 @@ struct Trainer::State {
   int64_t micro_batches() const { return cfg.optim.batch_size / (world_size * micro_batch_size()); }
   MicroBatchInput make_input(int64_t key) const;
   at::Tensor micro_batch(const MicroBatchInput& input, bool last);
+  at::Tensor forward_backward();
+  at::Tensor graphed_step();
   double agree_on_loss_and_stop(double loss);
   void save(bool final);
   void log_progress(double loss, double images_per_s, double eta_s);
@@ -166,6 +187,15 @@ void Trainer::State::setup() {
   dit_cfg = cfg.model.resolved();
   nn::check_sdp_backend(cfg.optim.attention_backend, device, "optim.attention_backend");
   attention_backend = std::make_unique<nn::SdpBackendGuard>(cfg.optim.attention_backend);
+  if (cfg.optim.cuda_graph && !device.is_cuda()) {
+    throw std::invalid_argument("optim.cuda_graph needs a CUDA device, not " + device.str());
+  }
+  if (cfg.optim.cuda_graph && world_size > 1) {
+    throw std::invalid_argument(fmt::format(
+        "optim.cuda_graph runs in one process (the data-parallel all-reduce is not captured), "
+        "not {}",
+        world_size));
+  }
   std::filesystem::create_directories(run_dir / "samples");
   if (rank == 0) {
     io::write_file_atomically(run_dir / "config.yaml",
@@ -182,6 +212,10 @@ void Trainer::State::setup() {
     ema = std::make_unique<EMA>(cfg.optim.ema.smoothing, cfg.optim.ema.start_step);
   }
   restore();
+  if (cfg.optim.cuda_graph) {
+    static_cast<ScaledAdamW&>(*optimizer).keep_learning_rates_on_device();  // fused on CUDA
+    graphed = std::make_unique<GraphedSteps>(device);
+  }
   if (rank == 0) {  // logs, metrics and TensorBoard come from rank 0 only
     events = std::make_unique<EventWriter>(run_dir);
     metrics = std::make_unique<MetricsLog>(run_dir / "metrics.jsonl");
@@ -291,21 +325,19 @@ MicroBatchInput Trainer::State::make_input(int64_t key) const {
   auto batch = data::collate(*dataset, order->indices_at(positions), positions);
   auto draws = draw_samples(cfg.run.seed, m_step, positions, batch.latents.sizes().slice(1),
                             dit_cfg.num_patches(), cfg.optim.caption_drop_prob);
+  MicroBatchInput input{std::move(batch), std::move(draws)};
   if (device.is_cuda()) {
     // Page-locked here, on the prefetch thread, so that the copies to the GPU do not block.
-    for (at::Tensor* t : {&batch.latents, &batch.captions, &draws.rnd_normal, &draws.noise,
-                          &draws.mask_noise, &draws.keep_caption}) {
-      *t = t->pin_memory();
-    }
+    for (at::Tensor* t : input.tensors()) *t = t->pin_memory();
   }
-  return {std::move(batch), std::move(draws)};
+  return input;
 }
 
 // Returns the micro-batch's loss on the device, unsynchronised: the step reads it back once.
 at::Tensor Trainer::State::micro_batch(const MicroBatchInput& input, bool last) {
   const auto& draws = input.draws;
   // Asynchronous from pinned memory on CUDA (PyTorch's pinned allocator keeps the host buffers
-  // until the copies are done); plain copies on the CPU.
+  // until the copies are done); plain copies on the CPU; none for inputs already on the device.
   auto to_device = [&](const at::Tensor& t) { return t.to(device, /*non_blocking=*/true); };
   auto x = to_device(input.batch.latents);
   auto y = to_device(input.batch.captions) * to_device(draws.keep_caption).view({-1, 1, 1, 1});
@@ -352,6 +384,27 @@ double Trainer::State::train_one_step() {
         /*depth=*/std::max<int64_t>(2, micro_batches()));
   }
   set_learning_rate(step_optimizer(), lr_at(step));
+  // The graphed step updates the weights before its loss is read; a non-finite loss stops the
+  // run either way, with the last checkpoint intact.
+  const double loss =
+      agree_on_loss_and_stop((graphed ? graphed_step() : forward_backward()).item<double>());
+  if (!std::isfinite(loss)) {
+    throw NonFiniteLoss(fmt::format("loss is {} at step {}; stopping. Last good checkpoint: {}",
+                                    loss, step + 1, last_checkpoint));
+  }
+  if (sharded) {
+    grad_norm = sharded->step(o.clip_norm);
+  } else if (!graphed) {
+    grad_norm = clip_grad_norm(dit->parameters(), o.clip_norm);
+    optimizer->step();
+  }
+  ++step;
+  if (ema) ema->update(*dit, step);
+  return loss;
+}
+
+// The step's micro-batches, forward and backward; returns the step's loss (on the device).
+at::Tensor Trainer::State::forward_backward() {
   dit->zero_grad(/*set_to_none=*/true);
   at::Tensor step_loss;
   for (int64_t m = 0; m < micro_batches(); ++m) {
@@ -359,20 +412,44 @@ double Trainer::State::train_one_step() {
     step_loss = m == 0 ? part : step_loss + part;
   }
   if (buckets) buckets->finish();
-  const double loss = agree_on_loss_and_stop(step_loss.item<double>());
-  if (!std::isfinite(loss)) {
-    throw NonFiniteLoss(fmt::format("loss is {} at step {}; stopping. Last good checkpoint: {}",
-                                    loss, step + 1, last_checkpoint));
+  return step_loss;
+}
+
+// forward_backward, clipping and AdamW as GraphedSteps describes; returns the step's loss.
+at::Tensor Trainer::State::graphed_step() {
+  auto& g = *graphed;
+  for (int64_t m = 0; m < micro_batches(); ++m) {
+    auto input = prefetch->take(step * micro_batches() + m);
+    if (g.inputs.size() <= static_cast<std::size_t>(m)) {
+      for (at::Tensor* t : input.tensors()) *t = t->to(device, /*non_blocking=*/true);
+      g.inputs.push_back(std::move(input));
+    } else {
+      const auto to = g.inputs[m].tensors(), from = input.tensors();
+      for (std::size_t i = 0; i < to.size(); ++i) to[i]->copy_(*from[i], /*non_blocking=*/true);
+    }
   }
-  if (sharded) {
-    grad_norm = sharded->step(o.clip_norm);
-  } else {
-    grad_norm = clip_grad_norm(dit->parameters(), o.clip_norm);
+  auto work = [&] {
+    for (int64_t m = 0; m < micro_batches(); ++m) {
+      auto part = micro_batch(g.inputs[m], m + 1 == micro_batches());
+      g.loss = m == 0 ? part : g.loss + part;
+    }
+    grad_norm = clip_grad_norm(dit->parameters(), cfg.optim.clip_norm);
     optimizer->step();
+  };
+  if (g.warmups_left > 0) {
+    --g.warmups_left;
+    dit->zero_grad(/*set_to_none=*/true);
+    g.graph.warm_up(work);
+  } else if (!g.graph.captured()) {
+    // The capture's gradients come from the graph's memory; replays rewrite them in place.
+    dit->zero_grad(/*set_to_none=*/true);
+    g.graph.capture(work);  // runs AdamW's host side once: its step counts are this step's
+    g.graph.replay();
+  } else {
+    g.graph.replay();
+    static_cast<ScaledAdamW&>(*optimizer).count_replayed_step();
   }
-  ++step;
-  if (ema) ema->update(*dit, step);
-  return loss;
+  return g.loss;
 }
 
 // Rank 0 writes: every rank holds the same weights, and the same AdamW moments unless they are

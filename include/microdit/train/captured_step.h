@@ -4,16 +4,15 @@
 // shapes). The noise and mask draws advance at each replay through the CUDA generator's
 // graph-safe offsets, and the fused AdamW's step counts on the device; the learning rate and
 // the host-side step counters are those of the capture, so this serves microdit-bench
-// (`--cuda-graph`), not microdit-train.
+// (`--cuda-graph`). The trainer's captured step (optim.cuda_graph) is its own: host draws copied
+// into static inputs, the learning rate read from the device.
 #pragma once
 #include <memory>
 
+#include "microdit/train/step_graph.h"
 #include "microdit/train/train_step.h"
 
 namespace microdit::train {
-
-// True when this build can capture CUDA graphs (a CUDA LibTorch).
-bool cuda_graphs_built();
 
 class CapturedStep {
  public:
@@ -31,8 +30,7 @@ class CapturedStep {
   TrainStepResult replay();
 
  private:
-  struct Graph;
-  std::unique_ptr<Graph> graph_;
+  std::unique_ptr<StepGraph> graph_;
   TrainStepResult result_;
 };
 

@@ -60,8 +60,9 @@ struct OptimSection {
   bool fused_residual = false;
   bool recompute_activations = false;
   bool moe_row_dispatch = false;  // MoE tokens moved by row index
-  std::string attention_backend =
-      "auto";  // nn/sdp_backend.h: auto | cudnn | flash | efficient | math
+  // Attention kernel (nn/sdp_backend.h): auto | cudnn | flash | efficient | math.
+  std::string attention_backend = "auto";
+  bool cuda_graph = false;  // the step captured as a CUDA graph and replayed (one CUDA process)
   EMASection ema;
   std::string continue_from;  // checkpoint: full state, new lr/schedule/EMA smoothing
   std::string init_from;      // checkpoint or weights file: weights only

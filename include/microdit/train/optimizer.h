@@ -41,6 +41,15 @@ class ScaledAdamW : public torch::optim::AdamW {
   // per parameter. The moments live in the usual AdamWParamState, so checkpoints do not change.
   at::Tensor step(LossClosure closure = nullptr) override;
 
+  // Fused, for a captured step: each group's learning rate read by the kernel from a tensor on
+  // the parameters' device instead of passed as a number at launch, so replays
+  // follow the schedule; set_learning_rate writes them (outside the graph).
+  void keep_learning_rates_on_device();
+  void write_device_learning_rates();
+  // After a captured step's replay, which advanced the device step counts: the host counts
+  // (saved in checkpoints) advance the same, as if step() had run.
+  void count_replayed_step();
+
  private:
   void fused_step(torch::optim::OptimizerParamGroup& group, std::size_t index);
   at::Tensor device_step_count(std::size_t index, int64_t count, const at::Device& device);
@@ -55,6 +64,7 @@ class ScaledAdamW : public torch::optim::AdamW {
   std::vector<double> lr_scales_;
   bool fused_;
   std::vector<DeviceStepCount> step_counts_;
+  std::vector<at::Tensor> device_lrs_;  // per group, when kept on the device
 };
 
 // Groups, in order: [0] every parameter that is not an MoE expert weight (lr scale 1), then, only
