@@ -78,7 +78,9 @@ void StepGraph::capture(const std::function<void()>& work) {
     // The graph's private memory pool cannot take blocks the eager pool keeps cached.
     side.synchronize();
     util::empty_cache(device_);
-    graph_->graph.capture_begin();
+    // Thread-local: only this thread is held to capture's rules, so the trainer's prefetch
+    // thread may go on page-locking the next batches (which global mode would refuse).
+    graph_->graph.capture_begin(/*pool=*/{0, 0}, cudaStreamCaptureModeThreadLocal);
     work();
     graph_->graph.capture_end();
   });
