@@ -144,12 +144,6 @@ TEST(Optimizer, RejectsAnEmptyParameterList) {
   EXPECT_THROW(make_adamw({}, AdamWSettings{}), std::invalid_argument);
 }
 
-}  // namespace
-}  // namespace microdit::train
-
-namespace microdit::train {
-namespace {
-
 // The fused kernel computes the same AdamW update as LibTorch's per-parameter loop.
 TEST(Optimizer, FusedStepMatchesTheUnfusedOne) {
   at::manual_seed(3);
@@ -200,12 +194,6 @@ TEST(Optimizer, FusedStepFollowsAStepCountSetInTheState) {
   };
   EXPECT_TRUE(at::allclose(run(true), run(false), 1e-6, 1e-7));
 }
-
-}  // namespace
-}  // namespace microdit::train
-
-namespace microdit::train {
-namespace {
 
 // For a captured step: the fused kernel reads each group's learning rate from the device, and
 // set_learning_rate writes it there; a changing schedule gives the updates of plain numbers.
