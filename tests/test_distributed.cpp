@@ -29,6 +29,7 @@
 #include "microdit/train/optimizer.h"
 #include "microdit/train/process_group.h"
 #include "microdit/train/sharded_adamw.h"
+#include "microdit/train/train_step.h"
 #include "microdit/train/trainer.h"
 #include "test_support.h"
 
@@ -470,6 +471,40 @@ TEST(Distributed, AHungRankFailsTheOtherAfterTheTimeout) {
   EXPECT_NE(status, 0);
   EXPECT_NE(world.log(0).find("rank 1 stopped answering"), std::string::npos) << world.log(0);
   EXPECT_NE(world.log(0).find("timeout 3 s"), std::string::npos) << world.log(0);
+}
+
+// ZeRO-2 in a world of one (Gloo): its step with clipping, fused AdamW or not, equals the step of
+// a plain AdamW after clip_and_step (the sharded norm is computed apart, in float64).
+TEST(Distributed, ZeroStepClipsAsOneProcess) {
+  SKIP_WITHOUT_GLOO();
+  train::LaunchEnv env;
+  env.master_port = free_port();
+  train::ProcessGroup group(env, at::Device(at::kCPU), std::chrono::seconds(60));
+  for (const bool fused : {false, true}) {
+    SCOPED_TRACE(fused ? "fused" : "unfused");
+    const auto w = at::randn({5, 7}), e = at::randn({2, 3, 4});
+    auto p = w.clone().requires_grad_(), pe = e.clone().requires_grad_();
+    auto q = w.clone().requires_grad_(), qe = e.clone().requires_grad_();
+    train::AdamWSettings settings;
+    settings.lr = 0.1;
+    settings.moe_lr_scale = 0.5;
+    settings.fused = fused;
+    train::ShardedAdamW sharded({{"p", p}, {"blocks.0.mlp.w1", pe}}, settings, group);
+    auto plain = train::make_adamw({{"q", q}, {"blocks.0.mlp.w1", qe}}, settings);
+    for (int i = 0; i < 2; ++i) {
+      const auto g = at::randn({5, 7}) * 3, ge = at::randn({2, 3, 4});
+      p.mutable_grad() = g.clone();
+      pe.mutable_grad() = ge.clone();
+      q.mutable_grad() = g.clone();
+      qe.mutable_grad() = ge.clone();
+      const auto norm = sharded.step(/*max_norm=*/0.25);
+      EXPECT_NEAR(norm.item<double>(), train::clip_and_step({q, qe}, *plain, 0.25).item<double>(),
+                  1e-5);
+    }
+    EXPECT_TRUE(at::allclose(p, q, 1e-5, 1e-7));
+    EXPECT_TRUE(at::allclose(pe, qe, 1e-5, 1e-7));
+    EXPECT_FALSE(at::allclose(p, w, 1e-3, 1e-3));
+  }
 }
 
 // The GPU path in a world of one (NCCL): collectives leave the data as it is, the bucketed

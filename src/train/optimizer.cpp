@@ -35,7 +35,16 @@ at::Tensor ScaledAdamW::step(LossClosure closure) {
   at::NoGradGuard no_grad;
   at::Tensor loss = closure ? closure() : at::Tensor();
   for (std::size_t i = 0; i < param_groups().size(); ++i) fused_step(param_groups()[i], i);
+  gradient_divisor_.reset();
   return loss;
+}
+
+void ScaledAdamW::divide_next_gradients_by(at::Tensor divisor) {
+  TORCH_CHECK(fused_, "dividing the gradients inside the step needs the fused AdamW");
+  TORCH_CHECK(divisor.numel() == 1 && divisor.scalar_type() == at::kFloat,
+              "the gradient divisor must be one float32 value, got ", divisor.sizes(), " ",
+              divisor.scalar_type());
+  gradient_divisor_ = std::move(divisor);
 }
 
 at::Tensor ScaledAdamW::device_step_count(std::size_t index, int64_t count,
@@ -91,11 +100,11 @@ void ScaledAdamW::fused_step(torch::optim::OptimizerParamGroup& group, std::size
   if (index < device_lrs_.size()) {
     at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, /*max_exp_avg_sqs=*/{}, steps,
                       device_lrs_[index], beta1, beta2, o.weight_decay(), o.eps(),
-                      /*amsgrad=*/false, /*maximize=*/false);
+                      /*amsgrad=*/false, /*maximize=*/false, gradient_divisor_);
   } else {
     at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, /*max_exp_avg_sqs=*/{}, steps, o.lr(),
                       beta1, beta2, o.weight_decay(), o.eps(), /*amsgrad=*/false,
-                      /*maximize=*/false);
+                      /*maximize=*/false, gradient_divisor_);
   }
 }
 

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "microdit/train/train_step.h"
+
 namespace microdit::train {
 
 ShardedAdamW::ShardedAdamW(const std::vector<std::pair<std::string, at::Tensor>>& named_params,
@@ -70,15 +72,16 @@ at::Tensor ShardedAdamW::step(double max_norm) {
     squares += buckets_->shard(b).to(at::kDouble).square().sum();
   }
   group_.all_reduce(squares, "all-reduce of the gradient norm");
-  // On the device, as clip_grad_norm: the host does not wait for the gradients here.
+  // On the device, as clip_and_step: the host does not wait for the gradients here.
   const auto norm = squares.sqrt().squeeze();
-  const auto scale =
-      max_norm > 0 ? at::clamp_max(max_norm / (norm + 1e-6), 1.0) : at::ones_like(norm);
+  std::vector<at::Tensor> grads;
   for (auto& piece : pieces_) {
+    // The shards are fresh each step, so clipping may scale them in place.
     piece.master.mutable_grad() =
-        buckets_->shard(piece.bucket).narrow(0, piece.shard_offset, piece.master.numel()) * scale;
+        buckets_->shard(piece.bucket).narrow(0, piece.shard_offset, piece.master.numel());
+    grads.push_back(piece.master.grad());
   }
-  optimizer_->step();
+  clip_to_norm_and_step(grads, norm, *optimizer_, max_norm);
   gather_into_parameters();
   return norm;
 }

@@ -4,23 +4,38 @@
 #include "microdit/model/masking.h"
 #include "microdit/nn/autocast.h"
 #include "microdit/train/gradient_buckets.h"
+#include "microdit/train/optimizer.h"
 
 namespace microdit::train {
 
-at::Tensor clip_grad_norm(const std::vector<at::Tensor>& parameters, double max_norm) {
+at::Tensor clipping_divisor(const at::Tensor& norm, double max_norm) {
+  return at::clamp_min((norm + 1e-6) / max_norm, 1.0).to(at::kFloat);
+}
+
+void clip_to_norm_and_step(const std::vector<at::Tensor>& grads, const at::Tensor& norm,
+                           torch::optim::Optimizer& optimizer, double max_norm) {
+  if (max_norm > 0 && !grads.empty()) {
+    auto* adamw = dynamic_cast<ScaledAdamW*>(&optimizer);
+    if (adamw != nullptr && adamw->fused()) {
+      adamw->divide_next_gradients_by(clipping_divisor(norm, max_norm));
+    } else {
+      // As torch.nn.utils.clip_grad_norm_: scale by min(1, max_norm / (norm + 1e-6)).
+      at::_foreach_mul_(grads, at::clamp_max(max_norm / (norm + 1e-6), 1.0));
+    }
+  }
+  optimizer.step();
+}
+
+at::Tensor clip_and_step(const std::vector<at::Tensor>& parameters,
+                         torch::optim::Optimizer& optimizer, double max_norm) {
   std::vector<at::Tensor> grads;
   for (const auto& p : parameters) {
     if (p.grad().defined()) grads.push_back(p.grad());
   }
-  if (grads.empty()) return at::zeros({});
-  auto norms = at::_foreach_norm(grads, 2);
-  auto total = at::linalg_vector_norm(at::stack(norms), 2);
-  if (max_norm > 0) {
-    // As torch.nn.utils.clip_grad_norm_: scale by min(1, max_norm / (total + 1e-6)).
-    auto coef = at::clamp_max(max_norm / (total + 1e-6), 1.0);
-    at::_foreach_mul_(grads, coef);
-  }
-  return total;
+  auto norm = grads.empty() ? at::zeros({})
+                            : at::linalg_vector_norm(at::stack(at::_foreach_norm(grads, 2)), 2);
+  clip_to_norm_and_step(grads, norm, optimizer, max_norm);
+  return norm;
 }
 
 TrainStepResult train_step(model::DiT& dit, torch::optim::Optimizer& optimizer,
@@ -61,9 +76,7 @@ TrainStepResult train_step(model::DiT& dit, torch::optim::Optimizer& optimizer,
     loss = loss + part_loss.detach();
   }
   if (options.gradient_sync) options.gradient_sync->finish();
-  auto grad_norm = clip_grad_norm(dit->parameters(), options.clip_norm);
-  optimizer.step();
-  return {loss, grad_norm};
+  return {loss, clip_and_step(dit->parameters(), optimizer, options.clip_norm)};
 }
 
 }  // namespace microdit::train

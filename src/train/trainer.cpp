@@ -352,7 +352,8 @@ at::Tensor Trainer::State::micro_batch(const MicroBatchInput& input, bool last) 
                                   .fused_norm = cfg.optim.fused_norm,
                                   .fused_residual = cfg.optim.fused_residual,
                                   .recompute_activations = cfg.optim.recompute_activations,
-                                  .moe_row_dispatch = cfg.optim.moe_row_dispatch});
+                                  .moe_row_dispatch = cfg.optim.moe_row_dispatch,
+                                  .fused_combine = cfg.optim.fused_moe_combine});
     loss = diffusion::edm_loss_per_sample(dit, x, y,
                                           {to_device(draws.rnd_normal), to_device(draws.noise)},
                                           cfg.edm, mask ? &*mask : nullptr)
@@ -395,8 +396,7 @@ double Trainer::State::train_one_step() {
   if (sharded) {
     grad_norm = sharded->step(o.clip_norm);
   } else if (!graphed) {
-    grad_norm = clip_grad_norm(dit->parameters(), o.clip_norm);
-    optimizer->step();
+    grad_norm = clip_and_step(dit->parameters(), *optimizer, o.clip_norm);
   }
   ++step;
   if (ema) ema->update(*dit, step);
@@ -433,8 +433,7 @@ at::Tensor Trainer::State::graphed_step() {
       auto part = micro_batch(g.inputs[m], m + 1 == micro_batches());
       g.loss = m == 0 ? part : g.loss + part;
     }
-    grad_norm = clip_grad_norm(dit->parameters(), cfg.optim.clip_norm);
-    optimizer->step();
+    grad_norm = clip_and_step(dit->parameters(), *optimizer, cfg.optim.clip_norm);
   };
   if (g.warmups_left > 0) {
     --g.warmups_left;

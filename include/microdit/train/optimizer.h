@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -50,6 +51,12 @@ class ScaledAdamW : public torch::optim::AdamW {
   // (saved in checkpoints) advance the same, as if step() had run.
   void count_replayed_step();
 
+  // Fused: the next step() divides every gradient by `divisor` (a float32 scalar on the
+  // parameters' device) inside the AdamW kernel and writes the divided gradient back, as if it
+  // had been divided in place before; global-norm clipping without a separate pass over the
+  // gradients. Applies to one step only.
+  void divide_next_gradients_by(at::Tensor divisor);
+
  private:
   void fused_step(torch::optim::OptimizerParamGroup& group, std::size_t index);
   at::Tensor device_step_count(std::size_t index, int64_t count, const at::Device& device);
@@ -65,6 +72,7 @@ class ScaledAdamW : public torch::optim::AdamW {
   bool fused_;
   std::vector<DeviceStepCount> step_counts_;
   std::vector<at::Tensor> device_lrs_;  // per group, when kept on the device
+  std::optional<at::Tensor> gradient_divisor_;  // for the next step only
 };
 
 // Groups, in order: [0] every parameter that is not an MoE expert weight (lr scale 1), then, only

@@ -36,7 +36,20 @@ TrainStepResult train_step(model::DiT& dit, torch::optim::Optimizer& optimizer,
                            const TrainStepOptions& options,
                            std::optional<at::Generator> generator = std::nullopt);
 
-// Global L2 norm of all gradients, scaled in place so it is at most max_norm (no host sync).
-at::Tensor clip_grad_norm(const std::vector<at::Tensor>& parameters, double max_norm);
+// The factor min(1, max_norm / (norm + 1e-6)) of torch.nn.utils.clip_grad_norm_ as the number
+// it divides by: a float32 scalar max(1, (norm + 1e-6) / max_norm), for a fused AdamW.
+at::Tensor clipping_divisor(const at::Tensor& norm, double max_norm);
+
+// Clips `grads` to max_norm given their global norm (max_norm <= 0: no clipping), then
+// optimizer.step(), without a host synchronisation. A fused ScaledAdamW divides the gradients by
+// clipping_divisor inside its kernel (one pass over all gradients fewer; they end clipped all
+// the same); any other optimizer gets them scaled in place first.
+void clip_to_norm_and_step(const std::vector<at::Tensor>& grads, const at::Tensor& norm,
+                           torch::optim::Optimizer& optimizer, double max_norm);
+
+// The global L2 norm of the parameters' gradients, then clip_to_norm_and_step; returns the norm
+// before clipping.
+at::Tensor clip_and_step(const std::vector<at::Tensor>& parameters,
+                         torch::optim::Optimizer& optimizer, double max_norm);
 
 }  // namespace microdit::train
