@@ -31,8 +31,10 @@ at::Tensor one_hot_moe(nn::FeedForwardECMoe& moe, const at::Tensor& x) {
   return at::einsum("becn,becd,bec->bnd", {P, h, routing.probs});
 }
 
-void expect_gather_equals_one_hot(at::Device device, bool by_rows = false) {
+void expect_gather_equals_one_hot(at::Device device, bool by_rows = false,
+                                  bool fused_combine = false) {
   nn::MoERowDispatchGuard rows(by_rows);
+  nn::FusedCombineGuard combine(fused_combine);
   at::manual_seed(3);
   nn::FeedForwardECMoe moe(8, 2.0, 64, 96, 32);
   moe->to(device);
@@ -64,6 +66,19 @@ TEST(FastPath, GatherMoEEqualsOneHotEinsum_CUDA) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   test::NoTF32 no_tf32;
   expect_gather_equals_one_hot(at::kCUDA);
+}
+
+// nn/expert_combine in place of the plain weighted scatter, after either dispatch.
+TEST(FastPath, FusedCombineMoEEqualsOneHotEinsum) {
+  expect_gather_equals_one_hot(at::kCPU, /*by_rows=*/false, /*fused_combine=*/true);
+  expect_gather_equals_one_hot(at::kCPU, /*by_rows=*/true, /*fused_combine=*/true);
+}
+
+TEST(FastPath, FusedCombineMoEEqualsOneHotEinsum_CUDA) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  test::NoTF32 no_tf32;
+  expect_gather_equals_one_hot(at::kCUDA, /*by_rows=*/false, /*fused_combine=*/true);
+  expect_gather_equals_one_hot(at::kCUDA, /*by_rows=*/true, /*fused_combine=*/true);
 }
 
 TEST(FastPath, LowPrecisionNormRunsInTheAutocastDtype) {
@@ -135,9 +150,9 @@ SmallStep small_step(at::Device device) {
   return s;
 }
 
-// The fused LayerNorm + modulation (nn/fused_norm) and gated residuals (nn/gated_residual)
-// against the unfused ops, in the whole model: float32 gradients equal to rounding, bf16 autocast
-// gradients at cosine >= 0.999.
+// The fused LayerNorm + modulation (nn/fused_norm), gated residuals (nn/gated_residual) and MoE
+// combine (nn/expert_combine) against the unfused ops, in the whole model: float32 gradients equal
+// to rounding, bf16 autocast gradients at cosine >= 0.999.
 void expect_fused_gradients_close(at::Device device, nn::ExecutionOptions fused) {
   auto s = small_step(device);
   auto grads = [&](bool bf16, const nn::ExecutionOptions& options) {
@@ -155,6 +170,7 @@ void expect_fused_gradients_close(at::Device device, nn::ExecutionOptions fused)
 
 constexpr nn::ExecutionOptions kFusedNorm{.fused_norm = true};
 constexpr nn::ExecutionOptions kFusedResidual{.fused_residual = true};
+constexpr nn::ExecutionOptions kFusedCombine{.fused_combine = true};
 
 TEST(FastPath, FusedNormGradientsMatchUnfused) {
   expect_fused_gradients_close(at::kCPU, kFusedNorm);
@@ -174,6 +190,16 @@ TEST(FastPath, FusedResidualGradientsMatchUnfused_CUDA) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   test::NoTF32 no_tf32;
   expect_fused_gradients_close(at::kCUDA, kFusedResidual);
+}
+
+TEST(FastPath, FusedCombineGradientsMatchUnfused) {
+  expect_fused_gradients_close(at::kCPU, kFusedCombine);
+}
+
+TEST(FastPath, FusedCombineGradientsMatchUnfused_CUDA) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  test::NoTF32 no_tf32;
+  expect_fused_gradients_close(at::kCUDA, kFusedCombine);
 }
 
 void expect_bf16_norm_gradients_close(at::Device device) {

@@ -41,6 +41,7 @@ constexpr const char* kUsage = R"(usage: microdit-bench [options]
   --fused-residual  the blocks' gated residuals x + gate * y as one operation (same)
   --recompute-act FFN activations recomputed in backward instead of kept (less memory)
   --moe-rows      MoE tokens moved by row index (index_select/index_add), no transposing copies
+  --fused-combine the MoE's probability-weighted sum of expert outputs as one operation (same)
   --attention B   attention backend: auto (default: ATen's choice), cudnn, flash, efficient, math
   --micro-batches N  the batch in N accumulated parts (default 1; 0: the fewest that fit)
   --peak-tflops X matrix ceiling for MFU (default 796: bf16 GEMM measured on an H100/H200)
@@ -63,6 +64,7 @@ struct Args {
   bool fused_residual = false;
   bool recompute_act = false;
   bool moe_rows = false;
+  bool fused_combine = false;
   std::string attention = "auto";
   int64_t micro_batches = 1;
   int64_t profile = 0;
@@ -101,6 +103,8 @@ Args parse(int argc, char** argv) {
       a.recompute_act = true;
     else if (arg == "--moe-rows")
       a.moe_rows = true;
+    else if (arg == "--fused-combine")
+      a.fused_combine = true;
     else if (arg == "--attention")
       a.attention = args.value();
     else if (arg == "--micro-batches")
@@ -155,7 +159,8 @@ int run(const Args& a) {
                        .fused_norm = a.fused_norm,
                        .fused_residual = a.fused_residual,
                        .recompute_activations = a.recompute_act,
-                       .moe_row_dispatch = a.moe_rows};
+                       .moe_row_dispatch = a.moe_rows,
+                       .fused_combine = a.fused_combine};
   options.micro_batches = std::max<int64_t>(1, a.micro_batches);
   // --ddp: the data-parallel gradient all-reduce in a world of one (NCCL on CUDA, Gloo on CPU);
   // the step time minus that of the same row without --ddp is its cost per step.
@@ -204,24 +209,26 @@ int run(const Args& a) {
   const double mean = std::accumulate(times.begin(), times.end(), 0.0) / a.steps;
   const double tflop = model::training_step_flops(dit->config, {a.batch, a.mask}) * 1e-12;
   std::sort(times.begin(), times.end());
-  fmt::print(R"({{"impl": "microdit-cpp", "arch": "{}", "batch": {}, "mask": {}, "res": {}, )"
-             R"("device": "{}", "ddp": "{}", "bf16": {}, "bf16_norm": {}, "fused_norm": "{}", )"
-             R"("fused_residual": "{}", "recompute_act": {}, "moe_rows": {}, "attention": "{}", )"
-             R"("cuda_graph": {}, )"
-             R"("micro_batches": {}, )"
-             R"("s_per_step": {:.4f}, "s_median": {:.4f}, )"
-             R"("s_min": {:.4f}, "s_max": {:.4f}, "images_per_s": {:.1f}, )"
-             R"("tflop_per_step": {:.2f}, "tflops": {:.1f}, "mfu": {:.3f}, )"
-             R"("peak_gib": {:.2f}, "params": {}, "loss": {:.4f}, "loss_mean": {:.5f}}})"
-             "\n",
-             a.arch, a.batch, a.mask, a.res, device.str(), group ? group->backend_name() : "",
-             !a.fp32 && device.is_cuda(), !a.fp32 && !a.fp32_norm && device.is_cuda(),
-             fused_kind(a.fused_norm, device), fused_kind(a.fused_residual, device),
-             a.recompute_act, a.moe_rows, a.attention, a.cuda_graph, options.micro_batches, mean,
-             times[times.size() / 2], times.front(), times.back(), a.batch / mean, tflop,
-             tflop / mean, tflop / mean / a.peak_tflops,
-             util::peak_memory_bytes(device) / double(1 << 30), dit->num_parameters(),
-             loss.item<double>(), loss_sum / a.steps);
+  fmt::print(
+      R"({{"impl": "microdit-cpp", "arch": "{}", "batch": {}, "mask": {}, "res": {}, )"
+      R"("device": "{}", "ddp": "{}", "bf16": {}, "bf16_norm": {}, "fused_norm": "{}", )"
+      R"("fused_residual": "{}", "recompute_act": {}, "moe_rows": {}, "fused_combine": "{}", )"
+      R"("attention": "{}", )"
+      R"("cuda_graph": {}, )"
+      R"("micro_batches": {}, )"
+      R"("s_per_step": {:.4f}, "s_median": {:.4f}, )"
+      R"("s_min": {:.4f}, "s_max": {:.4f}, "images_per_s": {:.1f}, )"
+      R"("tflop_per_step": {:.2f}, "tflops": {:.1f}, "mfu": {:.3f}, )"
+      R"("peak_gib": {:.2f}, "params": {}, "loss": {:.4f}, "loss_mean": {:.5f}}})"
+      "\n",
+      a.arch, a.batch, a.mask, a.res, device.str(), group ? group->backend_name() : "",
+      !a.fp32 && device.is_cuda(), !a.fp32 && !a.fp32_norm && device.is_cuda(),
+      fused_kind(a.fused_norm, device), fused_kind(a.fused_residual, device), a.recompute_act,
+      a.moe_rows, fused_kind(a.fused_combine, device), a.attention, a.cuda_graph,
+      options.micro_batches, mean, times[times.size() / 2], times.front(), times.back(),
+      a.batch / mean, tflop, tflop / mean, tflop / mean / a.peak_tflops,
+      util::peak_memory_bytes(device) / double(1 << 30), dit->num_parameters(), loss.item<double>(),
+      loss_sum / a.steps);
   std::fflush(stdout);
   if (a.profile > 0) {
     auto totals = util::profile_kernels(

@@ -26,6 +26,7 @@ options:
   --bf16        run under bf16 autocast and only report errors (bounds are for float32)
   --fused-norm  LayerNorm + adaLN modulation as one operation (CUDA kernels where built)
   --fused-residual  the blocks' gated residuals x + gate * y as one operation (same)
+  --fused-combine   the MoE's probability-weighted sum of expert outputs as one operation (same)
   -h, --help    this text
 exit status: 0 all cases within bounds, 1 a case failed, 2 bad arguments or unreadable data
 )";
@@ -37,6 +38,7 @@ struct Args {
   bool bf16 = false;
   bool fused_norm = false;
   bool fused_residual = false;
+  bool fused_combine = false;
 };
 
 Args parse_args(int argc, char** argv) {
@@ -59,6 +61,8 @@ Args parse_args(int argc, char** argv) {
       a.fused_norm = true;
     } else if (arg == "--fused-residual") {
       a.fused_residual = true;
+    } else if (arg == "--fused-combine") {
+      a.fused_combine = true;
     } else if (!arg.empty() && arg[0] == '-') {
       throw std::invalid_argument("unknown option " + arg);
     } else if (a.dir.empty()) {
@@ -76,8 +80,9 @@ int run(const Args& args) {
   const at::Device device(args.device);
   at::globalContext().setAllowTF32CuBLAS(false);
   at::globalContext().setAllowTF32CuDNN(false);
-  const microdit::nn::ExecutionGuard execution(
-      {.fused_norm = args.fused_norm, .fused_residual = args.fused_residual});
+  const microdit::nn::ExecutionGuard execution({.fused_norm = args.fused_norm,
+                                                .fused_residual = args.fused_residual,
+                                                .fused_combine = args.fused_combine});
   int failures = 0, cases = 0;
   for (const auto& weights : args.weights) {
     microdit::parity::CheckOptions options{weights, device, args.bf16};
@@ -89,9 +94,10 @@ int run(const Args& args) {
       ++cases;
     }
   }
-  fmt::print("{} cases, {} failed ({}, {}{}{}{})\n", cases, failures, args.dir, args.device,
+  fmt::print("{} cases, {} failed ({}, {}{}{}{}{})\n", cases, failures, args.dir, args.device,
              args.bf16 ? ", bf16 autocast" : ", float32", args.fused_norm ? ", fused norm" : "",
-             args.fused_residual ? ", fused residual" : "");
+             args.fused_residual ? ", fused residual" : "",
+             args.fused_combine ? ", fused combine" : "");
   return failures == 0 ? 0 : 1;
 }
 }  // namespace

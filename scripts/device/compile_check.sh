@@ -61,6 +61,7 @@ done
 TORCH_LIB=$(python3 -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
 if c++ -std=c++20 -O1 -Wall -Wextra -Wno-unused-parameter -Wno-unknown-pragmas "${INCLUDES[@]}" -isystem "$CUDA/include" \
      scripts/device/emulate_kernels.cpp src/nn/fused_norm.cpp src/nn/gated_residual.cpp \
+     src/nn/expert_combine.cpp \
      -L"$TORCH_LIB" -Wl,-rpath,"$TORCH_LIB" \
      -ltorch -ltorch_cpu -lc10 -lpthread -o "$OUT/emulate_kernels" && "$OUT/emulate_kernels"; then
   echo "ok    kernels emulated on the CPU"

@@ -1,11 +1,11 @@
 // Runs the fused CUDA kernels (src/nn/fused_norm_kernels.cuh, gated_residual_kernels.cuh,
-// silu_mul_kernels.cuh) on the CPU: one std::thread per CUDA thread, a block at a time, warp
-// shuffles and __syncthreads as barriers; and compares every output with the composite
-// implementations (nn/fused_norm, nn/gated_residual, the plain ops of nn/activation_recompute)
-// on the same inputs. It checks the kernels' arithmetic and indexing (vector
-// widths, strided rows, modulation, chunked column sums) where no GPU is at hand; memory faults,
-// races and speed still need the GPU.
-// Built and run by scripts/device/compile_check.sh (CUDA's cuda_bf16.h for the bfloat16 type).
+// silu_mul_kernels.cuh, expert_combine_kernels.cuh) on the CPU: one std::thread per CUDA thread, a
+// block at a time, warp shuffles and __syncthreads as barriers; and compares every output with the
+// composite implementations (nn/fused_norm, nn/gated_residual, the plain ops of
+// nn/activation_recompute, nn/expert_combine) on the same inputs. It checks the kernels' arithmetic
+// and indexing (vector widths, strided rows, modulation, chunked column sums) where no GPU is at
+// hand; memory faults, races and speed still need the GPU. Built and run by
+// scripts/device/compile_check.sh (CUDA's cuda_bf16.h for the bfloat16 type).
 #include <ATen/ATen.h>
 #include <cuda_bf16.h>
 
@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "microdit/nn/expert_combine.h"
 #include "microdit/nn/fused_norm.h"
 #include "microdit/nn/gated_residual.h"
 
@@ -53,6 +54,7 @@ using std::min;
 #undef __forceinline__
 #define __forceinline__ inline
 
+#include "../../src/nn/expert_combine_kernels.cuh"
 #include "../../src/nn/fused_norm_kernels.cuh"
 #include "../../src/nn/gated_residual_kernels.cuh"
 #include "../../src/nn/kernel_launch.cuh"
@@ -258,6 +260,47 @@ void run_silu_mul_case(int64_t n) {
   check("grad_b", db, g * at::silu(a));
   std::printf("\n");
 }
+
+// The MoE combine over B samples of T tokens, E experts choosing K tokens each, width D: h of
+// Th, float32 probabilities; V per access. Forward sums in the composite's order (equal);
+// backward's probability sums are warp sums (another order).
+template <typename Th, int V>
+void run_combine_case(int64_t B, int64_t T, int64_t E, int64_t K, int64_t D) {
+  const auto type = scalar_type<Th>();
+  std::printf(
+      "combine %s B%ld T%ld E%ld K%ld D%ld V%d:", std::is_same_v<Th, float> ? "f32" : "bf16",
+      static_cast<long>(B), static_cast<long>(T), static_cast<long>(E), static_cast<long>(K),
+      static_cast<long>(D), V);
+  at::manual_seed(17);
+  auto scores = at::softmax(at::randn({B, E, T}), 1);
+  const auto indices = std::get<1>(at::topk(scores, K, -1)).contiguous();
+  const auto probs = scores.gather(2, indices).contiguous();
+  const auto h = at::randn({E, B * K, D}).to(type);
+  const auto slots = microdit::nn::expert_choice_slots(indices, T);
+  auto out = at::empty({B, T, D}, type);
+  launch({static_cast<unsigned>(row_blocks(B * T)), 1, 1}, {kWarp, kWarpsPerBlock, 1}, [&] {
+    expert_combine_forward_kernel<Th, V>(ptr<Th>(h), ptr<float>(probs), ptr<int>(slots), B * T, T,
+                                         static_cast<int>(E), B, K, static_cast<int>(D),
+                                         mutable_ptr<Th>(out));
+  });
+  expect("out",
+         max_relative(out, microdit::nn::expert_combine_forward_composite(h, probs, indices, T)),
+         0.0);
+  const auto grad = at::randn({B, T, D}).to(type);
+  const auto ref = microdit::nn::expert_combine_backward_composite(grad, h, probs, indices);
+  auto dh = at::empty_like(h), dp = at::empty({B, E, K});
+  const int64_t R = E * B * K;
+  launch({static_cast<unsigned>(row_blocks(R)), 1, 1}, {kWarp, kWarpsPerBlock, 1}, [&] {
+    expert_combine_backward_kernel<Th, V>(ptr<Th>(grad), ptr<Th>(h), ptr<float>(probs),
+                                          ptr<int64_t>(indices), R, T, static_cast<int>(E), B, K,
+                                          static_cast<int>(D), mutable_ptr<Th>(dh),
+                                          mutable_ptr<float>(dp));
+  });
+  expect("grad_h", max_relative(dh, ref.h), 0.0);
+  expect("grad_probs", max_relative(dp, ref.probs),
+         type == at::kFloat ? 1e-5 : std::ldexp(1.0, -7));
+  std::printf("\n");
+}
 }  // namespace
 
 int main() {
@@ -281,6 +324,12 @@ int main() {
   run_silu_mul_case<__nv_bfloat16, kVector>(4 * 600);
   run_silu_mul_case<__nv_bfloat16, 1>(601);
   run_silu_mul_case<float, kVector>(4 * 300);
+  // The MoE combine: the first case has 5 tokens no expert chose and 17 with several choices;
+  // 4 and 1 elements per access.
+  run_combine_case<__nv_bfloat16, kVector>(3, 20, 4, 6, 72);
+  run_combine_case<__nv_bfloat16, 1>(2, 9, 3, 4, 70);
+  run_combine_case<float, kVector>(3, 20, 4, 6, 136);
+  run_combine_case<float, 1>(2, 9, 3, 4, 70);
   std::printf("%s\n", failures == 0 ? "all kernels match the composite path" : "FAILED");
   return failures == 0 ? 0 : 1;
 }

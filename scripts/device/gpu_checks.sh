@@ -42,10 +42,10 @@ REF=.device/reference/microdit-official-tiny
 {
   "$BUILD_DIR/microdit-check-reference" "$REF" --device "$DEVICE"; echo "exit $?"
   [ "$GPU" = 1 ] && { "$BUILD_DIR/microdit-check-reference" "$REF" --device cuda --bf16; echo "exit $?"; }
-  # The fused LayerNorm + modulation and gated residuals (CUDA kernels where built) in float32,
-  # bounds enforced.
-  "$BUILD_DIR/microdit-check-reference" "$REF" --device "$DEVICE" --fused-norm --fused-residual --weights safetensors; echo "exit $?"
-  [ "$GPU" = 1 ] && { "$BUILD_DIR/microdit-check-reference" "$REF" --device cuda --bf16 --fused-norm --fused-residual --weights safetensors; echo "exit $?"; }
+  # The fused LayerNorm + modulation, gated residuals and MoE combine (CUDA kernels where built)
+  # in float32, bounds enforced.
+  "$BUILD_DIR/microdit-check-reference" "$REF" --device "$DEVICE" --fused-norm --fused-residual --fused-combine --weights safetensors; echo "exit $?"
+  [ "$GPU" = 1 ] && { "$BUILD_DIR/microdit-check-reference" "$REF" --device cuda --bf16 --fused-norm --fused-residual --fused-combine --weights safetensors; echo "exit $?"; }
   for other in .device/reference/*/; do
     [ "$other" = "$REF/" ] && continue
     "$BUILD_DIR/microdit-check-reference" "$other" --device "$DEVICE"; echo "exit $?"
@@ -110,7 +110,9 @@ if [ "$GPU" = 1 ]; then
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --fused-norm
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --fused-residual
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --moe-rows
-  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --fused-norm --fused-residual --moe-rows --recompute-act --cuda-graph
+  # The MoE combine as one operation: its gain is this row over the one before.
+  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --moe-rows --fused-combine
+  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --fused-norm --fused-residual --moe-rows --fused-combine --recompute-act --cuda-graph
   # With a profile: its GPU kernel time beside the step time shows whether the GPU waits on
   # the host at this small width (the Tiny_2 goal is 73 ms per step).
   ours --arch MicroDiT_Tiny_2 --batch 256 --mask 0.75 --profile 1
@@ -119,7 +121,7 @@ if [ "$GPU" = 1 ]; then
   # Same function: 200 steps of Tiny_2 from one seed, bf16 LayerNorms vs plain autocast.
   ours --arch MicroDiT_Tiny_2 --batch 64 --mask 0.75 --steps 200 --warmup 1
   ours --arch MicroDiT_Tiny_2 --batch 64 --mask 0.75 --steps 200 --warmup 1 --fp32-norm
-  ours --arch MicroDiT_Tiny_2 --batch 64 --mask 0.75 --steps 200 --warmup 1 --fused-norm --fused-residual --moe-rows
+  ours --arch MicroDiT_Tiny_2 --batch 64 --mask 0.75 --steps 200 --warmup 1 --fused-norm --fused-residual --moe-rows --fused-combine
   # The attention backends ATen did not pick (cuDNN's ran in the stage 1 profile) at these short
   # sequences, beside the first row.
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --attention flash
@@ -130,7 +132,7 @@ if [ "$GPU" = 1 ]; then
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --fp32-norm
 else
   ours --arch MicroDiT_Tiny_2 --batch 2 --mask 0.75 --steps 1 --warmup 1 --profile 1
-  ours --arch MicroDiT_Tiny_2 --batch 2 --mask 0.75 --steps 1 --warmup 1 --fused-norm --fused-residual --moe-rows --recompute-act
+  ours --arch MicroDiT_Tiny_2 --batch 2 --mask 0.75 --steps 1 --warmup 1 --fused-norm --fused-residual --moe-rows --fused-combine --recompute-act
   official --arch MicroDiT_Tiny_2 --batch 2 --mask 0.75 --steps 1 --warmup 1
 fi
 log "tier 3 bench: $(wc -l < "$BENCH") rows"

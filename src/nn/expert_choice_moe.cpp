@@ -3,10 +3,52 @@
 #include <ATen/ATen.h>
 
 #include "microdit/nn/activation_recompute.h"
+#include "microdit/nn/expert_combine.h"
 #include "microdit/nn/feed_forward.h"
 #include "microdit/nn/init.h"
 
 namespace microdit::nn {
+
+namespace {
+
+// Row of each choice in x viewed as (B*T,D), expert-major (E*B*K) like the experts' batches.
+at::Tensor choice_rows(const at::Tensor& indices, int64_t T) {
+  const int64_t B = indices.size(0);
+  auto offsets = at::arange(B, indices.options()).mul(T).view({B, 1, 1});
+  return (indices + offsets).transpose(0, 1).reshape({-1});
+}
+
+// The tokens each expert chose, (E,B*K,D) in expert-major order.
+at::Tensor dispatch(const at::Tensor& x, const at::Tensor& indices, bool by_rows) {
+  const int64_t B = x.size(0), T = x.size(1), D = x.size(2);
+  const int64_t E = indices.size(1), K = indices.size(2);
+  if (by_rows)
+    return x.reshape({B * T, D}).index_select(0, choice_rows(indices, T)).view({E, B * K, D});
+  // Gather instead of the official one-hot einsum: same sums, no (B,E,K,T) tensor.
+  auto xin = at::gather(x, 1, indices.reshape({B, E * K, 1}).expand({B, E * K, D}));
+  return xin.view({B, E, K, D}).transpose(0, 1).reshape({E, B * K, D});
+}
+
+// The experts' outputs h (E,B*K,D) weighted by their probabilities and summed per token with the
+// plain ops: (B,T,D). Tokens no expert chose stay zero. The official einsum runs in the autocast
+// dtype, so the probabilities are cast to it.
+at::Tensor combine(const at::Tensor& h, const ExpertChoiceRouting& routing, int64_t T,
+                   bool by_rows) {
+  const int64_t B = routing.indices.size(0), E = routing.indices.size(1);
+  const int64_t K = routing.indices.size(2), D = h.size(2);
+  if (by_rows) {
+    auto probs = routing.probs.transpose(0, 1).reshape({-1, 1}).to(h.scalar_type());
+    return at::zeros({B * T, D}, h.options())
+        .index_add(0, choice_rows(routing.indices, T), h.view({-1, D}) * probs)
+        .view({B, T, D});
+  }
+  auto weighted = h.view({E, B, K, D}).transpose(0, 1).reshape({B, E * K, D}) *
+                  routing.probs.reshape({B, E * K, 1}).to(h.scalar_type());
+  auto scatter_idx = routing.indices.reshape({B, E * K, 1}).expand_as(weighted);
+  return at::zeros({B, T, D}, h.options()).scatter_add(1, scatter_idx, weighted);
+}
+
+}  // namespace
 
 FeedForwardECMoeImpl::FeedForwardECMoeImpl(int64_t num_experts_, double expert_capacity_,
                                            int64_t dim, int64_t hidden_dim, int64_t multiple_of)
@@ -37,30 +79,12 @@ at::Tensor FeedForwardECMoeImpl::experts(const at::Tensor& xin) {
 
 at::Tensor FeedForwardECMoeImpl::forward(const at::Tensor& x) {
   TORCH_CHECK(x.dim() == 3, "expert-choice MoE expects (B,T,D) input, got ", x.sizes());
-  const auto B = x.size(0), T = x.size(1), D = x.size(2);
   auto routing = route(x);
-  const auto K = routing.indices.size(2);
-  if (MoERowDispatchGuard::active()) {
-    // Row of each choice in x as (B*T,D), expert-major (E,B,K) like the experts' batches.
-    auto offsets = at::arange(B, routing.indices.options()).mul(T).view({B, 1, 1});
-    auto rows = (routing.indices + offsets).transpose(0, 1).reshape({-1});  // (E*B*K)
-    auto h = experts(x.reshape({B * T, D}).index_select(0, rows).view({num_experts, B * K, D}));
-    auto probs = routing.probs.transpose(0, 1).reshape({-1, 1}).to(h.scalar_type());
-    return at::zeros({B * T, D}, h.options())
-        .index_add(0, rows, h.view({-1, D}) * probs)
-        .view({B, T, D});
-  }
-  // Gather instead of the official one-hot einsum: same sums, no (B,E,K,T) tensor.
-  auto flat_idx = routing.indices.reshape({B, num_experts * K});  // (B,E*K)
-  auto xin = at::gather(x, 1, flat_idx.unsqueeze(-1).expand({B, num_experts * K, D}));
-  xin = xin.view({B, num_experts, K, D}).transpose(0, 1).reshape({num_experts, B * K, D});
-  auto h = experts(xin);
-  h = h.view({num_experts, B, K, D}).transpose(0, 1).reshape({B, num_experts * K, D});
-  // The official einsum runs in the autocast dtype, so the probabilities are cast to it.
-  h = h * routing.probs.reshape({B, num_experts * K, 1}).to(h.scalar_type());
-  auto scatter_idx = flat_idx.unsqueeze(-1).expand({B, num_experts * K, D});
-  // Tokens no expert chose stay zero; tokens chosen several times get the sum.
-  return at::zeros({B, T, D}, h.options()).scatter_add(1, scatter_idx, h);
+  const bool by_rows = MoERowDispatchGuard::active();
+  auto h = experts(dispatch(x, routing.indices, by_rows));
+  if (FusedCombineGuard::active())
+    return expert_combine(h, routing.probs, routing.indices, x.size(1));
+  return combine(h, routing, x.size(1), by_rows);
 }
 
 void FeedForwardECMoeImpl::custom_init(double out_std) {

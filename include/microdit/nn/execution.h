@@ -1,9 +1,11 @@
 // How the model runs, not what it computes: the thread-local switches of nn/norm,
-// nn/fused_norm, nn/gated_residual, nn/activation_recompute and nn/expert_choice_moe as one set,
+// nn/fused_norm, nn/gated_residual, nn/activation_recompute, nn/expert_choice_moe and
+// nn/expert_combine as one set,
 // which the training step sets around its forward pass.
 #pragma once
 #include "microdit/nn/activation_recompute.h"
 #include "microdit/nn/expert_choice_moe.h"
+#include "microdit/nn/expert_combine.h"
 #include "microdit/nn/fused_norm.h"
 #include "microdit/nn/gated_residual.h"
 #include "microdit/nn/norm.h"
@@ -21,6 +23,8 @@ struct ExecutionOptions {
   bool recompute_activations = false;
   // MoE tokens moved by row index.
   bool moe_row_dispatch = false;
+  // The MoE's probability-weighted sum of its experts' outputs as one operation.
+  bool fused_combine = false;
 };
 
 // Sets every switch of `options` on this thread while it lives.
@@ -31,7 +35,8 @@ class ExecutionGuard {
         fused_norm_(options.fused_norm),
         fused_residual_(options.fused_residual),
         recompute_activations_(options.recompute_activations),
-        moe_row_dispatch_(options.moe_row_dispatch) {}
+        moe_row_dispatch_(options.moe_row_dispatch),
+        fused_combine_(options.fused_combine) {}
 
  private:
   LowPrecisionNormGuard low_precision_norm_;
@@ -39,6 +44,7 @@ class ExecutionGuard {
   FusedResidualGuard fused_residual_;
   RecomputeActivationsGuard recompute_activations_;
   MoERowDispatchGuard moe_row_dispatch_;
+  FusedCombineGuard fused_combine_;
 };
 
 }  // namespace microdit::nn
