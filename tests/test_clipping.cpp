@@ -41,9 +41,9 @@ TEST(Clipping, DivisorIsTheInverseOfTheClippingFactor) {
 // Three steps with two parameter groups and gradients well above the clipping norm: the fused
 // AdamW dividing inside its kernel gives the weights and moments of the unfused AdamW after
 // clipping in place.
-TEST(Clipping, FusedDivisionGivesTheStepOfClippingFirst) {
+void expect_fused_division_gives_clipping_first(at::Device device) {
   at::manual_seed(6);
-  const auto w1 = at::randn({4, 8, 16}), w2 = at::randn({16, 8});
+  const auto w1 = at::randn({4, 8, 16}, device), w2 = at::randn({16, 8}, device);
   auto run = [&](bool fused) {
     auto e = w1.clone().requires_grad_(), d = w2.clone().requires_grad_();
     AdamWSettings s;
@@ -70,6 +70,16 @@ TEST(Clipping, FusedDivisionGivesTheStepOfClippingFirst) {
     EXPECT_TRUE(at::allclose(fused[i], plain[i], 1e-5, 1e-9)) << "tensor " << i;
   }
   EXPECT_FALSE(at::allclose(plain[0], w1, 1e-3, 1e-3));
+}
+
+TEST(Clipping, FusedDivisionGivesTheStepOfClippingFirst) {
+  expect_fused_division_gives_clipping_first(at::kCPU);
+}
+
+// ATen's CUDA kernel reads the divisor from the device and writes the divided gradients back.
+TEST(Clipping, FusedDivisionGivesTheStepOfClippingFirst_CUDA) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  expect_fused_division_gives_clipping_first(at::kCUDA);
 }
 
 // The divisor applies to the next step only.
