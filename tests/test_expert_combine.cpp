@@ -118,6 +118,7 @@ TEST(ExpertCombine, RejectsMismatchedShapes) {
   }
   EXPECT_THROW(expert_combine(c.h, c.probs, c.indices.to(at::kInt), c.tokens), c10::Error);
   EXPECT_THROW(expert_combine(c.h, c.probs, c.indices, 4), c10::Error);  // K = 5 > 4 tokens
+  EXPECT_THROW(expert_combine(c.h.to(at::kInt), c.probs, c.indices, c.tokens), c10::Error);
 }
 
 }  // namespace

@@ -82,8 +82,13 @@ at::Tensor expert_combine(const at::Tensor& h, const at::Tensor& probs, const at
               "expert_combine: h (E,B*K,D) with probs and int64 indices (B,E,K) expected, got h ",
               h.sizes(), ", probs ", probs.sizes(), ", indices ", indices.sizes(), " ",
               indices.scalar_type());
-  TORCH_CHECK(indices.size(2) <= tokens, "expert_combine: ", indices.size(2),
-              " choices per expert among ", tokens, " tokens");
+  TORCH_CHECK(indices.size(2) <= tokens, "expert_combine: more choices per expert (",
+              indices.size(2), ") than tokens (", tokens, ")");
+  TORCH_CHECK(h.is_floating_point() && probs.is_floating_point() && probs.device() == h.device() &&
+                  indices.device() == h.device(),
+              "expert_combine: floating h and probs and the indices on one device expected, got h ",
+              h.scalar_type(), " on ", h.device(), ", probs ", probs.scalar_type(), " on ",
+              probs.device(), ", indices on ", indices.device());
   return ExpertCombineFunction::apply(h, probs, indices, tokens);
 }
 
@@ -102,8 +107,9 @@ at::Tensor expert_combine_forward_composite(const at::Tensor& h, const at::Tenso
                                             const at::Tensor& indices, int64_t tokens) {
   const int64_t B = indices.size(0), EK = indices.size(1) * indices.size(2), D = h.size(2);
   const auto p = probs.to(h.scalar_type()).unsqueeze(-1);
-  // Products in h's dtype, summed in float32 (scatter_add adds a token's choices in expert
-  // order, as the kernel does), rounded once.
+  // Products in h's dtype, summed in float32 and rounded once. On the CPU scatter_add adds a
+  // token's choices in expert order, as the kernel does; on CUDA (no kernels built) it adds them
+  // by atomics, in no fixed order.
   const auto products = (batch_major(h, indices) * p).to(sum_type(h)).reshape({B, EK, D});
   return at::zeros({B, tokens, D}, h.options().dtype(sum_type(h)))
       .scatter_add(1, token_index(indices, D), products)

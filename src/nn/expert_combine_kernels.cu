@@ -70,7 +70,8 @@ ExpertCombineGrads expert_combine_backward(const at::Tensor& grad, const at::Ten
   const int64_t B = probs.size(0), E = probs.size(1), K = probs.size(2), D = h.size(2);
   TORCH_CHECK(indices.sizes() == probs.sizes() && indices.is_contiguous() &&
                   indices.scalar_type() == at::kLong,
-              "expert_combine kernels: contiguous int64 indices ", probs.sizes(), " expected");
+              "expert_combine kernels: contiguous int64 indices ", probs.sizes(), " expected, got ",
+              indices.sizes(), " ", indices.scalar_type());
   TORCH_CHECK(grad.dim() == 3 && grad.is_contiguous() && grad.size(0) == B && grad.size(2) == D &&
                   grad.scalar_type() == h.scalar_type(),
               "expert_combine kernels: contiguous gradient (B,T,D) in h's dtype expected, got ",
@@ -78,7 +79,7 @@ ExpertCombineGrads expert_combine_backward(const at::Tensor& grad, const at::Ten
   const c10::cuda::CUDAGuard guard(h.device());
   ExpertCombineGrads out;
   out.h = at::empty_like(h);
-  out.probs = at::empty(probs.sizes(), probs.options());
+  out.probs = at::zeros(probs.sizes(), probs.options());  // as the composite for width 0
   if (h.numel() == 0) return out;
   const auto stream = c10::cuda::getCurrentCUDAStream();
   with_cuda_type(h.scalar_type(), [&](auto th) {

@@ -1,6 +1,7 @@
 #include "microdit/train/optimizer.h"
 
 #include <c10/util/Exception.h>
+#include <c10/util/ScopeExit.h>
 #include <c10/util/StringUtil.h>
 
 #include <algorithm>
@@ -33,9 +34,10 @@ double ScaledAdamW::lr_scale(std::size_t group) const {
 at::Tensor ScaledAdamW::step(LossClosure closure) {
   if (!fused_) return torch::optim::AdamW::step(closure);
   at::NoGradGuard no_grad;
+  // The divisor is for this step only, also when it fails.
+  const auto forget_divisor = c10::make_scope_exit([this] { gradient_divisor_.reset(); });
   at::Tensor loss = closure ? closure() : at::Tensor();
   for (std::size_t i = 0; i < param_groups().size(); ++i) fused_step(param_groups()[i], i);
-  gradient_divisor_.reset();
   return loss;
 }
 

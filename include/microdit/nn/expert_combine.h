@@ -21,8 +21,10 @@ using FusedCombineGuard = util::ThreadFlagGuard<struct FusedCombineTag>;
 // probs (B,E,K), any floating dtype; indices (B,E,K) int64 in [0,T), distinct per (b,e).
 // Returns (B,T,D) in h's dtype: out[b,t] = sum over the choices (e,k) of token t of
 // round(round(probs[b,e,k]) * h[row]), each probability and product rounded to h's dtype as the
-// plain ops round them, the sum in float32 (float64 for float64 h) in expert order, rounded once;
-// zero for a token no expert chose. Differentiable in h and probs.
+// plain ops round them, the sum in float32 (float64 for float64 h) in expert order (the kernels
+// and the CPU; the composite path on CUDA adds by atomics, in no fixed order), rounded once;
+// zero for a token no expert chose. Differentiable in h and probs. h, probs and indices on one
+// device.
 at::Tensor expert_combine(const at::Tensor& h, const at::Tensor& probs, const at::Tensor& indices,
                           int64_t tokens);
 
@@ -36,8 +38,9 @@ at::Tensor expert_combine_forward_composite(const at::Tensor& h, const at::Tenso
                                             const at::Tensor& indices, int64_t tokens);
 struct ExpertCombineGrads {
   at::Tensor h;  // (E,B*K,D) in h's dtype: round(grad[b,t] * round(p))
-  at::Tensor
-      probs;  // (B,E,K) float32: the row sum of round(grad[b,t] * h[row]), rounded to h's dtype
+  // (B,E,K) float32 (float64 for float64 h): the row sum of round(grad[b,t] * h[row]), rounded
+  // to h's dtype.
+  at::Tensor probs;
 };
 ExpertCombineGrads expert_combine_backward_composite(const at::Tensor& grad, const at::Tensor& h,
                                                      const at::Tensor& probs,
