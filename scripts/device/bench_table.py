@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Prints bench.jsonl (microdit-bench and bench_official.py rows) as a short table: one line per
 row with its shape, flags, images/s, step time and peak memory, or its error; then, for each row
-run with --profile, its GPU kernel time per step in the categories of docs/performance.md. Used
-by gpu_checks.sh as its last output (the reply carries the end)."""
+run with --profile, its GPU kernel time per step in the categories of docs/performance.md; then
+each stage 1 option's time against the plain stage 1 row, the stage 1 goal (ours against the
+official compiled run) and the four-stage recipe's GPU-hours at the fastest rows. Used by
+gpu_checks.sh as its last output (the reply carries the end)."""
 import json
 import re
 import sys
@@ -41,6 +43,76 @@ def print_profile(label, lines):
         print(f"  {key:<28} {ms:>7.1f} ms {ms / total:>6.1%}")
 
 
+# The recipe (docs/performance.md): per-GPU micro-batch, mask ratio, image size and steps of
+# 2,048 images for each stage of MicroDiT_XL_2.
+RECIPE = [('stage 1', 256, 0.75, 256, 250_000), ('stage 2', 64, 0.0, 256, 30_000),
+          ('stage 3', 32, 0.75, 512, 50_000), ('stage 4', 16, 0.0, 512, 5_000)]
+GLOBAL_BATCH = 2048
+GOAL = 1.6  # times the official compiled stage 1 throughput
+
+
+def shape(row):
+    """(implementation, arch, batch, mask, image px) of a timed row."""
+    ours = row.get('impl') == 'microdit-cpp'
+    px = row['res'] * 8 if ours else row.get('res_px')
+    return 'ours' if ours else 'official', row['arch'], row['batch'], row['mask'], px
+
+
+def fastest(rows, impl, mask, px, compiled=None):
+    """The fastest XL_2 row of impl at mask and px (any batch), or None."""
+    best = None
+    for row in rows:
+        i, arch, _, m, p = shape(row)
+        if i != impl or arch != 'MicroDiT_XL_2' or m != mask or p != px:
+            continue
+        if compiled is not None and bool(row.get('compile')) != compiled:
+            continue
+        if best is None or row['images_per_s'] > best['images_per_s']:
+            best = row
+    return best
+
+
+def print_summary(rows):
+    """Stage 1 options against the plain row, the stage 1 goal, and the recipe's GPU-hours."""
+    plain = [r for r in rows if shape(r) == ('ours', 'MicroDiT_XL_2', 256, 0.75, 256)
+             and not flags(r)]
+    if plain:
+        base = plain[0]['s_median']
+        print(f"stage 1 options against the plain row ({base * 1e3:.1f} ms per step):")
+        for row in rows:
+            if shape(row) == shape(plain[0]) and flags(row):
+                ms = (row['s_median'] - base) * 1e3
+                print(f"  {flags(row):<72} {ms:+7.1f} ms  {base / row['s_median'] - 1:+6.1%}  "
+                      f"{row.get('peak_gib') or 0:5.1f} GiB")
+    ours = fastest(rows, 'ours', 0.75, 256)
+    compiled = fastest(rows, 'official', 0.75, 256, compiled=True)
+    if ours and compiled:
+        ratio = ours['images_per_s'] / compiled['images_per_s']
+        print(f"stage 1 goal: ours {ours['images_per_s']:.1f} images/s ({flags(ours) or 'plain'}, "
+              f"{ours.get('peak_gib') or 0:.1f} GiB) / official compiled "
+              f"{compiled['images_per_s']:.1f} ({compiled.get('peak_gib') or 0:.1f} GiB) = "
+              f"{ratio:.2f}x (goal {GOAL}x: {'met' if ratio >= GOAL else 'not met'})")
+    print(f"recipe, GPU-hours at the fastest row of each stage ({GLOBAL_BATCH} images per step):")
+    totals = {'ours': 0.0, 'official': 0.0}
+    complete = {'ours': True, 'official': True}
+    for name, _, mask, px, steps in RECIPE:
+        parts = []
+        for impl in ('ours', 'official'):
+            row = fastest(rows, impl, mask, px)
+            if row is None:
+                complete[impl] = False
+                parts.append(f"{impl} no row")
+                continue
+            hours = steps * GLOBAL_BATCH / row['images_per_s'] / 3600
+            totals[impl] += hours
+            how = flags(row) or ('eager' if impl == 'official' else 'plain')
+            parts.append(f"{impl} {row['images_per_s']:.1f} images/s ({how}) {hours:.1f} h")
+        print(f"  {name}: " + '; '.join(parts))
+    print('  total: ' + '; '.join(
+        f"{impl} {totals[impl]:.1f} h" + ('' if complete[impl] else ' (stages missing)')
+        for impl in ('ours', 'official')))
+
+
 def flags(row):
     out = []
     if row.get('impl') == 'microdit-cpp':
@@ -64,6 +136,7 @@ def flags(row):
 
 def main(path):
     label = ''
+    timed = []
     profiles = []  # (row label, profile lines): a row's profile follows its line
     print(f"{'impl':<9} {'arch':<16} {'batch':>5} {'mask':>4} {'px':>4} {'flags':<68} "
           f"{'img/s':>8} {'s/step':>7} {'GiB':>6} {'loss':>8}")
@@ -78,6 +151,7 @@ def main(path):
         if 'error' in row:
             print(f"error     {row.get('cmd', row.get('args', ''))!s:.90}: {row['error']}")
             continue
+        timed.append(row)
         ours = row.get('impl') == 'microdit-cpp'
         px = row['res'] * 8 if ours else row.get('res_px')
         step = row['s_median'] if ours else row['step_s']
@@ -88,6 +162,7 @@ def main(path):
         label = f"{row['arch']} batch {row['batch']} mask {row['mask']} {flags(row)}".strip()
     for label, lines in profiles:
         print_profile(label, lines)
+    print_summary(timed)
 
 
 if __name__ == '__main__':
