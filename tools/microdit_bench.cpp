@@ -215,7 +215,7 @@ int run(const Args& a) {
       R"("fused_residual": "{}", "recompute_act": {}, "moe_rows": {}, "fused_combine": "{}", )"
       R"("attention": "{}", )"
       R"("cuda_graph": {}, )"
-      R"("micro_batches": {}, )"
+      R"("micro_batches": {}, "steps": {}, )"
       R"("s_per_step": {:.4f}, "s_median": {:.4f}, )"
       R"("s_min": {:.4f}, "s_max": {:.4f}, "images_per_s": {:.1f}, )"
       R"("tflop_per_step": {:.2f}, "tflops": {:.1f}, "mfu": {:.3f}, )"
@@ -225,7 +225,7 @@ int run(const Args& a) {
       !a.fp32 && device.is_cuda(), !a.fp32 && !a.fp32_norm && device.is_cuda(),
       fused_kind(a.fused_norm, device), fused_kind(a.fused_residual, device), a.recompute_act,
       a.moe_rows, fused_kind(a.fused_combine, device), a.attention, a.cuda_graph,
-      options.micro_batches, mean, times[times.size() / 2], times.front(), times.back(),
+      options.micro_batches, a.steps, mean, times[times.size() / 2], times.front(), times.back(),
       a.batch / mean, tflop, tflop / mean, tflop / mean / a.peak_tflops,
       util::peak_memory_bytes(device) / double(1 << 30), dit->num_parameters(), loss.item<double>(),
       loss_sum / a.steps);

@@ -3,7 +3,8 @@
 row with its shape, flags, images/s, step time and peak memory, or its error; then, for each row
 run with --profile, its GPU kernel time per step in the categories of docs/performance.md; then
 each stage 1 option's time against the plain stage 1 row, the stage 1 goal (ours against the
-official compiled run) and the four-stage recipe's GPU-hours at the fastest rows. Used by
+official compiled run), the other goals, the four-stage recipe's GPU-hours at the fastest rows,
+and the 200-step runs' mean losses (same function, 2% bound). Used by
 gpu_checks.sh as its last output (the reply carries the end)."""
 import json
 import re
@@ -76,6 +77,22 @@ def fastest(rows, impl, mask, px, compiled=None, arch_name='MicroDiT_XL_2'):
         if best is None or row['images_per_s'] > best['images_per_s']:
             best = row
     return best
+
+
+def print_loss_agreement(rows):
+    """Same function: long runs of one shape from one seed, their mean losses against the first."""
+    long = [r for r in rows if r.get('impl') == 'microdit-cpp' and r.get('steps', 0) >= 100]
+    if not long:
+        return
+    ref = long[0]
+    print(f"same function, mean loss over {ref['steps']} steps of {ref['arch']} batch {ref['batch']}"
+          f" mask {ref['mask']}: {ref['loss_mean']:.5f} ({flags(ref) or 'plain'})")
+    for row in long[1:]:
+        if shape(row) != shape(ref) or row['steps'] != ref['steps']:
+            continue
+        apart = row['loss_mean'] / ref['loss_mean'] - 1
+        print(f"  {flags(row) or 'plain':<60} {row['loss_mean']:.5f} {apart:+.3%} "
+              f"(bound 2%: {'ok' if abs(apart) <= 0.02 else 'FAIL'})")
 
 
 def print_summary(rows):
@@ -177,6 +194,7 @@ def main(path):
     for label, lines in profiles:
         print_profile(label, lines)
     print_summary(timed)
+    print_loss_agreement(timed)
 
 
 if __name__ == '__main__':
