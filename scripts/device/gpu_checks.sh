@@ -117,6 +117,7 @@ if [ "$GPU" = 1 ]; then
   # the host at this small width (the Tiny_2 goal is 73 ms per step).
   ours --arch MicroDiT_Tiny_2 --batch 256 --mask 0.75 --profile 1
   ours --arch MicroDiT_Tiny_2 --batch 256 --mask 0.75 --cuda-graph
+  ours --arch MicroDiT_Tiny_2 --batch 256 --mask 0.75 --fused-norm --fused-residual --moe-rows --fused-combine --cuda-graph
   official --arch MicroDiT_Tiny_2 --batch 256 --mask 0.75
   # Same function: 200 steps of Tiny_2 from one seed, bf16 LayerNorms vs plain autocast.
   ours --arch MicroDiT_Tiny_2 --batch 64 --mask 0.75 --steps 200 --warmup 1
