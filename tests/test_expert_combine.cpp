@@ -121,5 +121,16 @@ TEST(ExpertCombine, RejectsMismatchedShapes) {
   EXPECT_THROW(expert_combine(c.h.to(at::kInt), c.probs, c.indices, c.tokens), c10::Error);
 }
 
+TEST(ExpertCombine, RefusesTensorsOnTwoDevices_CUDA) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  const auto c = choices(at::kFloat);
+  try {
+    expert_combine(c.h.cuda(), c.probs, c.indices.cuda(), c.tokens);
+    FAIL() << "no error";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what_without_backtrace()).find("on one device"), std::string::npos);
+  }
+}
+
 }  // namespace
 }  // namespace microdit::nn
