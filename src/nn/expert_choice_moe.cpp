@@ -18,28 +18,28 @@ at::Tensor choice_rows(const at::Tensor& indices, int64_t T) {
   return (indices + offsets).transpose(0, 1).reshape({-1});
 }
 
-// The tokens each expert chose, (E,B*K,D) in expert-major order.
-at::Tensor dispatch(const at::Tensor& x, const at::Tensor& indices, bool by_rows) {
+// The tokens each expert chose, (E,B*K,D) in expert-major order: by row index where `rows`
+// (choice_rows) is given, else by gather.
+at::Tensor dispatch(const at::Tensor& x, const at::Tensor& indices, const at::Tensor& rows) {
   const int64_t B = x.size(0), T = x.size(1), D = x.size(2);
   const int64_t E = indices.size(1), K = indices.size(2);
-  if (by_rows)
-    return x.reshape({B * T, D}).index_select(0, choice_rows(indices, T)).view({E, B * K, D});
+  if (rows.defined()) return x.reshape({B * T, D}).index_select(0, rows).view({E, B * K, D});
   // Gather instead of the official one-hot einsum: same sums, no (B,E,K,T) tensor.
   auto xin = at::gather(x, 1, indices.reshape({B, E * K, 1}).expand({B, E * K, D}));
   return xin.view({B, E, K, D}).transpose(0, 1).reshape({E, B * K, D});
 }
 
 // The experts' outputs h (E,B*K,D) weighted by their probabilities and summed per token with the
-// plain ops: (B,T,D). Tokens no expert chose stay zero. The official einsum runs in the autocast
-// dtype, so the probabilities are cast to it.
+// plain ops: (B,T,D), by row index where `rows` is given, else by scatter. Tokens no expert chose
+// stay zero. The official einsum runs in the autocast dtype, so the probabilities are cast to it.
 at::Tensor combine(const at::Tensor& h, const ExpertChoiceRouting& routing, int64_t T,
-                   bool by_rows) {
+                   const at::Tensor& rows) {
   const int64_t B = routing.indices.size(0), E = routing.indices.size(1);
   const int64_t K = routing.indices.size(2), D = h.size(2);
-  if (by_rows) {
+  if (rows.defined()) {
     auto probs = routing.probs.transpose(0, 1).reshape({-1, 1}).to(h.scalar_type());
     return at::zeros({B * T, D}, h.options())
-        .index_add(0, choice_rows(routing.indices, T), h.view({-1, D}) * probs)
+        .index_add(0, rows, h.view({-1, D}) * probs)
         .view({B, T, D});
   }
   auto weighted = h.view({E, B, K, D}).transpose(0, 1).reshape({B, E * K, D}) *
@@ -80,11 +80,12 @@ at::Tensor FeedForwardECMoeImpl::experts(const at::Tensor& xin) {
 at::Tensor FeedForwardECMoeImpl::forward(const at::Tensor& x) {
   TORCH_CHECK(x.dim() == 3, "expert-choice MoE expects (B,T,D) input, got ", x.sizes());
   auto routing = route(x);
-  const bool by_rows = MoERowDispatchGuard::active();
-  auto h = experts(dispatch(x, routing.indices, by_rows));
+  const auto rows =
+      MoERowDispatchGuard::active() ? choice_rows(routing.indices, x.size(1)) : at::Tensor();
+  auto h = experts(dispatch(x, routing.indices, rows));
   if (FusedCombineGuard::active())
     return expert_combine(h, routing.probs, routing.indices, x.size(1));
-  return combine(h, routing, x.size(1), by_rows);
+  return combine(h, routing, x.size(1), rows);
 }
 
 void FeedForwardECMoeImpl::custom_init(double out_std) {
