@@ -76,12 +76,20 @@ else()
   message(STATUS "Gloo headers not found (apt install libgloo-dev): no multi-process CPU training")
 endif()
 option(MICRODIT_WITH_NCCL "Use NCCL for multi-GPU training when LibTorch has CUDA" ON)
-set(MICRODIT_NCCL_INCLUDE_DIR "")
 if(MICRODIT_WITH_NCCL AND TARGET c10_cuda)
+  # Every nccl.h under the Python `nvidia` packages (nvidia-nccl-cu13 puts it in
+  # nvidia/nccl/include; other releases elsewhere), then the CUDA toolkit's and the system's.
   execute_process(
     COMMAND ${Python3_EXECUTABLE} -c
-            "import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], 'include'))"
-    OUTPUT_VARIABLE _nccl_hint OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
-  find_path(MICRODIT_NCCL_INCLUDE_DIR nccl.h HINTS ${_nccl_hint} /usr/local/cuda/include)
-  message(STATUS "nccl.h: ${MICRODIT_NCCL_INCLUDE_DIR}")
+            "import glob, os, importlib.util as u; s = u.find_spec('nvidia'); roots = list(s.submodule_search_locations) if s else []; print('|'.join(sorted({os.path.dirname(h) for r in roots for h in glob.glob(os.path.join(r, '**', 'nccl.h'), recursive=True)})))"
+    OUTPUT_VARIABLE _nccl_hints OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
+  string(REPLACE "|" ";" _nccl_hints "${_nccl_hints}")
+  # A cache variable only (a normal variable of the same name would skip the search).
+  find_path(MICRODIT_NCCL_INCLUDE_DIR nccl.h HINTS ${_nccl_hints} /usr/local/cuda/include)
+  if(MICRODIT_NCCL_INCLUDE_DIR)
+    message(STATUS "nccl.h: ${MICRODIT_NCCL_INCLUDE_DIR} (multi-GPU training)")
+  else()
+    message(STATUS "nccl.h not found (searched ${_nccl_hints} /usr/local/cuda/include and the "
+                   "system): no multi-GPU training")
+  endif()
 endif()

@@ -31,6 +31,7 @@
 #include "microdit/train/sharded_adamw.h"
 #include "microdit/train/train_step.h"
 #include "microdit/train/trainer.h"
+#include "microdit/util/device.h"
 #include "test_support.h"
 
 extern char** environ;
@@ -507,43 +508,74 @@ TEST(Distributed, ZeroStepClipsAsOneProcess) {
   }
 }
 
-// The GPU path in a world of one (NCCL): collectives leave the data as it is, the bucketed
-// all-reduce gives back the gradients, ZeRO-2's step equals a plain AdamW step.
+// A world of one: collectives leave the data as it is, the bucketed all-reduce gives back the
+// gradients, ZeRO-2's step equals a plain AdamW step.
+void expect_world_of_one(const at::Device& device, const std::string& backend) {
+  train::LaunchEnv env;
+  env.master_port = free_port();
+  train::ProcessGroup group(env, device, std::chrono::seconds(60));
+  EXPECT_EQ(group.backend_name(), backend);
+  auto x = at::arange(10, at::TensorOptions(device).dtype(at::kFloat));
+  const auto before = x.clone();
+  group.all_reduce(x, "test all-reduce");
+  EXPECT_TRUE(at::equal(x, before));
+  // Gradient buckets, filled from the last parameter: b's 128 bytes reach the 104-byte cap, so
+  // w starts a second bucket.
+  auto w = at::randn({64, 32}, device).requires_grad_(),
+       b = at::randn({32}, device).requires_grad_();
+  train::GradientBuckets buckets({w, b}, group, /*bucket_mb=*/0.0001);
+  EXPECT_EQ(buckets.num_buckets(), 2);
+  buckets.arm();
+  (at::randn({8, 64}, device).mm(w) + b).square().sum().backward();
+  const auto gw = w.grad().clone(), gb = b.grad().clone();
+  buckets.finish();
+  EXPECT_TRUE(at::allclose(w.grad(), gw));
+  EXPECT_TRUE(at::allclose(b.grad(), gb));
+  auto p = at::randn({5, 7}, device).requires_grad_();
+  auto q = p.detach().clone().requires_grad_();
+  train::AdamWSettings settings;
+  settings.lr = 0.1;
+  train::ShardedAdamW sharded({{"p", p}}, settings, group);
+  auto plain = train::make_adamw({{"q", q}}, settings);
+  const auto g = at::randn({5, 7}, device);
+  p.mutable_grad() = g.clone();
+  q.mutable_grad() = g.clone();
+  sharded.step(/*max_norm=*/0);
+  plain->step();
+  EXPECT_TRUE(at::allclose(p, q, 1e-6, 1e-6));
+}
+
+TEST(Distributed, GlooWorldOfOne) {
+  SKIP_WITHOUT_GLOO();
+  expect_world_of_one(at::Device(at::kCPU), "gloo");
+}
+
 TEST(Distributed, NcclWorldOfOne_CUDA) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  ASSERT_TRUE(train::nccl_available()) << "a CUDA build without the NCCL process group";
+  expect_world_of_one(at::Device(at::kCUDA), "nccl");
+}
+
+// Waiting on an NCCL collective only orders the GPU stream after it: the host is back while the
+// GPU still runs what was queued before (a blocking wait would idle the GPU while the host then
+// queues the optimizer step).
+TEST(Distributed, NcclWaitLeavesTheHostFree_CUDA) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   ASSERT_TRUE(train::nccl_available()) << "a CUDA build without the NCCL process group";
   train::LaunchEnv env;
   env.master_port = free_port();
   const at::Device cuda(at::kCUDA);
   train::ProcessGroup group(env, cuda, std::chrono::seconds(60));
-  EXPECT_EQ(group.backend_name(), "nccl");
-  auto x = at::arange(10, at::TensorOptions(cuda).dtype(at::kFloat));
-  const auto before = x.clone();
-  group.all_reduce(x, "test all-reduce");
-  EXPECT_TRUE(at::equal(x, before));
-  // Gradient buckets: the sums in a world of one are the gradients themselves.
-  auto w = at::randn({64, 32}, cuda).requires_grad_(), b = at::randn({32}, cuda).requires_grad_();
-  train::GradientBuckets buckets({w, b}, group, /*bucket_mb=*/0.004);
-  EXPECT_EQ(buckets.num_buckets(), 2);
-  buckets.arm();
-  (at::randn({8, 64}, cuda).mm(w) + b).square().sum().backward();
-  const auto gw = w.grad().clone(), gb = b.grad().clone();
-  buckets.finish();
-  EXPECT_TRUE(at::allclose(w.grad(), gw));
-  EXPECT_TRUE(at::allclose(b.grad(), gb));
-  // ZeRO-2 in a world of one: the same update as AdamW on the whole parameters.
-  auto p = at::randn({5, 7}, cuda).requires_grad_();
-  auto q = p.detach().clone().requires_grad_();
-  train::AdamWSettings settings;
-  settings.lr = 0.1;
-  train::ShardedAdamW sharded({{"p", p}}, settings, group);
-  auto plain = train::make_adamw({{"q", q}}, settings);
-  const auto g = at::randn({5, 7}, cuda);
-  p.mutable_grad() = g.clone();
-  q.mutable_grad() = g.clone();
-  sharded.step(/*max_norm=*/0);
-  plain->step();
-  EXPECT_TRUE(at::allclose(p, q, 1e-6, 1e-6));
+  const auto x = at::randn({4096, 4096}, cuda);
+  torch::cuda::synchronize();
+  // Some 0.1 to 0.5 s of float32 matrix products queued ahead of the all-reduce.
+  at::Tensor y;
+  for (int i = 0; i < 200; ++i) y = at::mm(x, x);
+  auto sum = y.sum().reshape({1});
+  group.all_reduce(sum, "test all-reduce");
+  EXPECT_FALSE(util::device_idle(cuda)) << "the host waited for the GPU";
+  torch::cuda::synchronize();
+  EXPECT_TRUE(util::device_idle(cuda));
 }
 
 }  // namespace

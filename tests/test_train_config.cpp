@@ -472,6 +472,10 @@ TEST(TrainConfig, StageConfigsFollowTheOfficialRecipe) {
     EXPECT_EQ(c.data.mds_dirs.size(), hi_res ? 4u : 5u);  // the official mixes
     EXPECT_EQ(c.data.resolution, hi_res ? 512 : 256);
     EXPECT_EQ(c.optim.ema.enabled, hi_res);
+    // The fast path measured at stage 1 (docs/performance.md); no CUDA graph with 8 processes.
+    EXPECT_TRUE(c.optim.fused_norm && c.optim.fused_residual && c.optim.recompute_activations &&
+                c.optim.moe_row_dispatch && c.optim.fused_moe_combine);
+    EXPECT_FALSE(c.optim.cuda_graph);
   }
   EXPECT_EQ(s1.optim.warmup_steps, 2500);
   EXPECT_EQ(s1.optim.alpha_f, 0.33);

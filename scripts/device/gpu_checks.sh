@@ -7,6 +7,12 @@
 #      same shapes, in the same call; out-of-memory is caught per row
 # Needs .device/ from scripts/device/prepare.sh (carry it). Writes to $OUT (at most 8 files).
 # Without a GPU it runs the same tiers on the CPU with tiny shapes (to test this script).
+# A second call in the same session can skip what the first returned:
+#   PARITY=0            no parity runs
+#   CUDA_TESTS=FILTER   only these *_CUDA tests (a GoogleTest filter; default all)
+#   ROWS="5 9-"         only these tier 3 rows, numbered in the order they run (others are
+#                       recorded as skipped)
+#   TARGETS="a b"       build only these targets (default all)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/microdit-device-out}
@@ -15,7 +21,8 @@ SUMMARY="$OUT/summary.txt"
 log() { echo "[$(date +%T)] $*" | tee -a "$SUMMARY"; }
 
 if command -v nvidia-smi >/dev/null && nvidia-smi >/dev/null 2>&1; then GPU=1; DEVICE=cuda; else GPU=0; DEVICE=cpu; fi
-{ date -u; uname -a; nvidia-smi 2>&1 | head -15; python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'; nproc; } > "$OUT/env.txt" 2>&1
+{ date -u; uname -a; nvidia-smi 2>&1 | head -15; python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'; nproc
+  echo "nccl.h: $(find / -xdev -name nccl.h -not -path '*/proc/*' 2>/dev/null | head -5 | tr '\n' ' ')"; } > "$OUT/env.txt" 2>&1
 log "device: $DEVICE"
 
 # Tier 1: build.
@@ -23,7 +30,7 @@ BUILD_DIR=${BUILD_DIR:-build-device}
 t0=$(date +%s)
 build() {  # build [cmake -D options]
   cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMICRODIT_WITH_OPENCV=OFF "$@" >> "$OUT/build.log" 2>&1 &&
-    cmake --build "$BUILD_DIR" -j "$(nproc)" >> "$OUT/build.log" 2>&1
+    cmake --build "$BUILD_DIR" -j "$(nproc)" ${TARGETS:+--target $TARGETS} >> "$OUT/build.log" 2>&1
 }
 built() { log "tier 1 build: ok$1 in $(( $(date +%s) - t0 )) s ($(grep -m1 'nccl.h:' "$OUT/build.log"); $(grep -m1 'fused CUDA kernels:' "$OUT/build.log"))"; }
 if build -DMICRODIT_WITH_NCCL=ON -DMICRODIT_WITH_CUDA_KERNELS=ON; then
@@ -39,7 +46,7 @@ fi
 
 # Tier 2: parity.
 REF=.device/reference/microdit-official-tiny
-{
+[ "${PARITY:-1}" = 0 ] || {
   "$BUILD_DIR/microdit-check-reference" "$REF" --device "$DEVICE"; echo "exit $?"
   [ "$GPU" = 1 ] && { "$BUILD_DIR/microdit-check-reference" "$REF" --device cuda --bf16; echo "exit $?"; }
   # The fused LayerNorm + modulation, gated residuals and MoE combine (CUDA kernels where built)
@@ -51,11 +58,11 @@ REF=.device/reference/microdit-official-tiny
     "$BUILD_DIR/microdit-check-reference" "$other" --device "$DEVICE"; echo "exit $?"
   done
 } > "$OUT/parity.txt" 2>&1
-log "tier 2 parity: $(grep -E 'cases,' "$OUT/parity.txt" | tr '\n' ';')"
+[ "${PARITY:-1}" = 0 ] || log "tier 2 parity: $(grep -E 'cases,' "$OUT/parity.txt" | tr '\n' ';')"
 # Each CUDA test in its own process, so one crash does not hide the others; a crash gets a
 # backtrace from cuda-gdb (the machine has no gdb).
 : > "$OUT/tests.txt"
-for t in $("$BUILD_DIR/tests/microdit_tests" --gtest_list_tests --gtest_filter='*_CUDA*' |
+for t in $("$BUILD_DIR/tests/microdit_tests" --gtest_list_tests --gtest_filter="${CUDA_TESTS:-*_CUDA*}" |
            awk '/^[^ ]/ {s=$1} /^  / {print s $1}'); do
   if ! timeout 120 "$BUILD_DIR/tests/microdit_tests" --gtest_filter="$t" >> "$OUT/tests.txt" 2>&1; then
     log "CUDA test $t FAILED"
@@ -69,8 +76,23 @@ log "tier 2 CUDA tests: $(grep -c '^\[       OK .* ms)$' "$OUT/tests.txt") passe
 BENCH="$OUT/bench.jsonl"
 : > "$BENCH"
 export MASTER_PORT=${MASTER_PORT:-29555}  # the --ddp row's world-of-one store
+ROW=0
+wanted() {  # is row $ROW in $ROWS ("5 9-12 20-"; empty: all)?
+  [ -z "${ROWS:-}" ] && return 0
+  local r lo hi
+  for r in $ROWS; do
+    lo=${r%-*}; hi=${r#*-}
+    [ "$r" = "$lo" ] && hi=$lo
+    [ "$ROW" -ge "$lo" ] && [ "$ROW" -le "${hi:-999}" ] && return 0
+  done
+  return 1
+}
 row() {  # row TIMEOUT_S COMMAND...
   local limit=$1; shift
+  ROW=$((ROW + 1))
+  if ! wanted; then
+    echo "{\"cmd\": \"$*\", \"error\": \"skipped: row $ROW not in ROWS=$ROWS\"}" >> "$BENCH"; return 0
+  fi
   if [ "$SECONDS" -gt "${DEADLINE_S:-500}" ]; then
     echo "{\"cmd\": \"$*\", \"error\": \"skipped: past the ${DEADLINE_S:-500} s deadline\"}" >> "$BENCH"; return 0
   fi
@@ -88,48 +110,51 @@ official() {
 # Rows run in order of importance; a row that would start after DEADLINE_S seconds of this script
 # is skipped (recorded as such), so the call ends inside the 10-minute limit.
 DEADLINE_S=${DEADLINE_S:-500}
-stage() {  # stage NAME BATCH MASK RES [extra bench args]: ours, then the official code
+stage() {  # stage NAME BATCH MASK RES [extra bench args]: ours (+ $OURS_FLAGS), then the official code
   local name=$1 batch=$2 mask=$3 res=$4; shift 4
-  ours --arch MicroDiT_XL_2 --batch "$batch" --mask "$mask" --res "$res" "$@"
+  # shellcheck disable=SC2086  # OURS_FLAGS is a list of flags
+  ours --arch MicroDiT_XL_2 --batch "$batch" --mask "$mask" --res "$res" ${OURS_FLAGS:-} "$@"
   official --arch MicroDiT_XL_2 --batch "$batch" --mask "$mask" --res "$res" "$@"
 }
 if [ "$GPU" = 1 ]; then
+  # The recipe configs' fast path (configs/stage*.yaml, measured 2026-11-26).
+  FAST="--fused-norm --fused-residual --moe-rows --fused-combine --recompute-act"
   # Stage 1 (XL_2, 256 px, batch 256, mask 0.75): ours plain (accumulating only if 256 does not
-  # fit) and with every fast-path option (the FFN activations recomputed for memory), each with
-  # a kernel profile. The official eager run needs 82.6 GiB, so both eager at batch 128 too; the
-  # official compiled run (172 s of compilation) only when asked.
+  # fit), with the fast path, and with the fast path captured as a CUDA graph (one process), the
+  # first two with a kernel profile. The official eager run needs 82.6 GiB, so both eager at
+  # batch 128 too; the official compiled run (172 s of compilation) only when asked.
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --profile 2
-  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --fused-norm --fused-residual --moe-rows --recompute-act --profile 1
+  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 $FAST --profile 1
+  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 $FAST --cuda-graph
   stage stage1-half 128 0.75 32
   # The data-parallel gradient all-reduce (NCCL, world of one): its cost per step is this row
   # minus our stage1-half row (same shape without --ddp).
   ours --arch MicroDiT_XL_2 --batch 128 --mask 0.75 --ddp
   [ -n "${WITH_COMPILED:-}" ] && OFFICIAL_LIMIT=240 official --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --compile
-  # Each fast-path option alone, then the combined step captured once as a CUDA graph and
-  # replayed (no per-kernel launches).
+  # Tiny_2 with a profile: its GPU kernel time beside the step time shows whether the GPU waits
+  # on the host at this small width (the Tiny_2 goal is 73 ms per step); then the graph.
+  ours --arch MicroDiT_Tiny_2 --batch 256 --mask 0.75 --profile 1
+  ours --arch MicroDiT_Tiny_2 --batch 256 --mask 0.75 --cuda-graph
+  ours --arch MicroDiT_Tiny_2 --batch 256 --mask 0.75 $FAST --cuda-graph
+  official --arch MicroDiT_Tiny_2 --batch 256 --mask 0.75
+  # Same function: 200 steps of Tiny_2 from one seed, bf16 LayerNorms vs plain autocast and
+  # the fast path.
+  ours --arch MicroDiT_Tiny_2 --batch 64 --mask 0.75 --steps 200 --warmup 1
+  ours --arch MicroDiT_Tiny_2 --batch 64 --mask 0.75 --steps 200 --warmup 1 --fp32-norm
+  ours --arch MicroDiT_Tiny_2 --batch 64 --mask 0.75 --steps 200 --warmup 1 $FAST
+  # The other stages with the recipe's fast path, beside the official code.
+  OURS_FLAGS=$FAST stage stage2 64 0 32 --steps 6 --warmup 2
+  OURS_FLAGS=$FAST stage stage3 32 0.75 64 --steps 6 --warmup 2
+  OURS_FLAGS=$FAST stage stage4 16 0 64 --steps 6 --warmup 2
+  # Each fast-path option alone against the plain stage 1 row (measured 2026-11-26).
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --fused-norm
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --fused-residual
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --moe-rows
-  # The MoE combine as one operation: its gain is this row over the one before.
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --moe-rows --fused-combine
-  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --fused-norm --fused-residual --moe-rows --fused-combine --recompute-act --cuda-graph
-  # With a profile: its GPU kernel time beside the step time shows whether the GPU waits on
-  # the host at this small width (the Tiny_2 goal is 73 ms per step).
-  ours --arch MicroDiT_Tiny_2 --batch 256 --mask 0.75 --profile 1
-  ours --arch MicroDiT_Tiny_2 --batch 256 --mask 0.75 --cuda-graph
-  ours --arch MicroDiT_Tiny_2 --batch 256 --mask 0.75 --fused-norm --fused-residual --moe-rows --fused-combine --cuda-graph
-  official --arch MicroDiT_Tiny_2 --batch 256 --mask 0.75
-  # Same function: 200 steps of Tiny_2 from one seed, bf16 LayerNorms vs plain autocast.
-  ours --arch MicroDiT_Tiny_2 --batch 64 --mask 0.75 --steps 200 --warmup 1
-  ours --arch MicroDiT_Tiny_2 --batch 64 --mask 0.75 --steps 200 --warmup 1 --fp32-norm
-  ours --arch MicroDiT_Tiny_2 --batch 64 --mask 0.75 --steps 200 --warmup 1 --fused-norm --fused-residual --moe-rows --fused-combine
   # The attention backends ATen did not pick (cuDNN's ran in the stage 1 profile) at these short
   # sequences, beside the first row.
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --attention flash
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --attention efficient
-  stage stage2 64 0 32 --steps 6 --warmup 2
-  stage stage3 32 0.75 64 --steps 6 --warmup 2
-  stage stage4 16 0 64 --steps 6 --warmup 2
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --fp32-norm
 else
   ours --arch MicroDiT_Tiny_2 --batch 2 --mask 0.75 --steps 1 --warmup 1 --profile 1

@@ -150,7 +150,14 @@ c10::intrusive_ptr<c10d::Work> ProcessGroup::start_reduce_scatter(at::Tensor& ou
 
 void ProcessGroup::wait(const c10::intrusive_ptr<c10d::Work>& work, const std::string& what) {
   try {
-    work->wait(timeout_);
+    if (device_.is_cuda()) {
+      // NCCL: without a timeout, wait() only orders the current stream after the collective and
+      // the host goes on queueing; with one, WorkNCCL::wait polls on the host until the GPU has
+      // finished it. NCCL's watchdog enforces the process group's timeout instead.
+      work->wait();
+    } else {
+      work->wait(timeout_);  // Gloo's wait blocks anyway; the timeout bounds it
+    }
   } catch (const std::exception& e) {
     fail(what, e);
   }
@@ -181,19 +188,23 @@ void ProcessGroup::broadcast(std::vector<at::Tensor>& tensors, const std::string
 }
 
 void ProcessGroup::reduce_scatter(at::Tensor& output, at::Tensor& input, const std::string& what) {
+  c10::intrusive_ptr<c10d::Work> work;
   try {
-    backend_->_reduce_scatter_base(output, input)->wait(timeout_);
+    work = backend_->_reduce_scatter_base(output, input);
   } catch (const std::exception& e) {
     fail(what, e);
   }
+  wait(work, what);
 }
 
 void ProcessGroup::all_gather(at::Tensor& output, at::Tensor& input, const std::string& what) {
+  c10::intrusive_ptr<c10d::Work> work;
   try {
-    backend_->_allgather_base(output, input)->wait(timeout_);
+    work = backend_->_allgather_base(output, input);
   } catch (const std::exception& e) {
     fail(what, e);
   }
+  wait(work, what);
 }
 
 void ProcessGroup::barrier(const std::string& what) {

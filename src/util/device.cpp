@@ -5,6 +5,7 @@
 #ifdef MICRODIT_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAStream.h>
 #endif
 
 namespace microdit::util {
@@ -42,6 +43,15 @@ int64_t peak_memory_bytes(const at::Device& device) {
   }
 #endif
   return 0;
+}
+
+bool device_idle(const at::Device& device) {
+#ifdef MICRODIT_WITH_CUDA
+  if (device.is_cuda()) {
+    return c10::cuda::getCurrentCUDAStream(device.has_index() ? device.index() : -1).query();
+  }
+#endif
+  return true;
 }
 
 }  // namespace microdit::util

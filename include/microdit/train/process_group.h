@@ -1,7 +1,9 @@
 // The process group of a multi-process run: PyTorch's c10d backends do the communication (Gloo
 // between CPU processes, NCCL between GPUs) after a TCPStore rendezvous at the launcher's
 // MASTER_ADDR:MASTER_PORT. This class holds the store and the backend and offers the collectives
-// the trainer needs, each waited with the run's timeout.
+// the trainer needs. Gloo's collectives are waited on the host with the run's timeout; NCCL's
+// only order the current CUDA stream after them (the host goes on queueing, as in PyTorch), and
+// NCCL's watchdog ends the process when one outlasts the timeout.
 //
 // A collective that fails (a peer process died, or did not arrive within the timeout) is
 // rethrown as DistributedError naming the operation and the ranks that stopped answering: the
@@ -50,6 +52,7 @@ class ProcessGroup {
   c10::intrusive_ptr<c10d::Work> start_all_reduce(at::Tensor& tensor);  // sum, in place
   // reduce_scatter() started, not waited.
   c10::intrusive_ptr<c10d::Work> start_reduce_scatter(at::Tensor& output, at::Tensor& input);
+  // Gloo: blocks until done; NCCL: the current stream waits for it, the host does not.
   void wait(const c10::intrusive_ptr<c10d::Work>& work, const std::string& what);
 
   void all_reduce(at::Tensor& tensor, const std::string& what);  // sum, in place

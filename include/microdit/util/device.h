@@ -12,5 +12,7 @@ void synchronize(const at::Device& device);
 void reset_peak_memory(const at::Device& device);
 void empty_cache(const at::Device& device);  // returns cached GPU blocks to the driver
 int64_t peak_memory_bytes(const at::Device& device);  // 0 on CPU
+// Whether the device's current stream has run everything queued on it (always true on CPU).
+bool device_idle(const at::Device& device);
 
 }  // namespace microdit::util
