@@ -531,6 +531,15 @@ void expect_world_of_one(const at::Device& device, const std::string& backend) {
   buckets.finish();
   EXPECT_TRUE(at::allclose(w.grad(), gw));
   EXPECT_TRUE(at::allclose(b.grad(), gb));
+  // One bucket: both gradients are views of its summed buffer (nothing copied back).
+  w.mutable_grad() = at::Tensor();
+  b.mutable_grad() = at::Tensor();
+  train::GradientBuckets one_bucket({w, b}, group);
+  EXPECT_EQ(one_bucket.num_buckets(), 1);
+  one_bucket.arm();
+  (at::randn({8, 64}, device).mm(w) + b).square().sum().backward();
+  one_bucket.finish();
+  EXPECT_TRUE(w.grad().is_alias_of(b.grad()));
   auto p = at::randn({5, 7}, device).requires_grad_();
   auto q = p.detach().clone().requires_grad_();
   train::AdamWSettings settings;

@@ -118,15 +118,12 @@ void GradientBuckets::finish() {
     const char* op = reduction_ == BucketReduction::all_reduce ? "all-reduce" : "reduce-scatter";
     group_.wait(bucket.work, fmt::format("{} of gradient bucket {}", op, b));
     if (reduction_ == BucketReduction::all_reduce) {
+      // Each gradient becomes its view of the summed bucket (DDP's gradient_as_bucket_view, as
+      // far as finish() goes): no copy back. The step's zero_grad(set_to_none) releases them.
       int64_t offset = 0;
       for (const int64_t i : bucket.params) {
         auto& p = parameters_[i];
-        auto sum = bucket.flat.narrow(0, offset, p.numel()).view_as(p);
-        if (p.grad().defined()) {
-          p.mutable_grad().copy_(sum);
-        } else {
-          p.mutable_grad() = sum.clone();
-        }
+        p.mutable_grad() = bucket.flat.narrow(0, offset, p.numel()).view_as(p);
         offset += p.numel();
       }
     }

@@ -3,7 +3,7 @@
 // are grouped into buckets of about `bucket_mb` megabytes in reverse order of registration (the
 // order backward produces their gradients); as soon as every gradient of a bucket has been
 // accumulated, the bucket is flattened and its collective starts while backward goes on:
-//   all_reduce      (DDP) finish() writes the sums back into .grad
+//   all_reduce      (DDP) after finish() each .grad is a view of its summed bucket
 //   reduce_scatter  (ZeRO-2, sharded_adamw.h) the bucket, padded to a multiple of the world size
 //                   W, is summed and scattered: rank r keeps elements [r n/W, (r+1) n/W) of it
 //                   (shard(b)); the full gradients are released as soon as the bucket is copied
