@@ -13,6 +13,7 @@
 #include "microdit/model/config.h"
 #include "microdit/model/flops.h"
 #include "microdit/model/microdit.h"
+#include "microdit/nn/execution_flags.h"
 #include "microdit/nn/fused_kernels.h"
 #include "microdit/nn/sdp_backend.h"
 #include "microdit/train/captured_step.h"
@@ -26,7 +27,7 @@
 #include "microdit/util/kernel_profile.h"
 
 namespace {
-constexpr const char* kUsage = R"(usage: microdit-bench [options]
+constexpr const char* kUsageHead = R"(usage: microdit-bench [options]
 
   --arch NAME     MicroDiT_XL_2 (default) or MicroDiT_Tiny_2
   --batch N       images per step (default 256)
@@ -36,13 +37,9 @@ constexpr const char* kUsage = R"(usage: microdit-bench [options]
   --warmup N      untimed steps first (default 3)
   --device D      cuda (default when available) or cpu
   --fp32          no bf16 autocast on CUDA
-  --fp32-norm     plain autocast: LayerNorms in float32 (default: bf16, as the official runs)
-  --fused-norm    LayerNorm + adaLN modulation as one operation (CUDA kernels where built)
-  --fused-residual  the blocks' gated residuals x + gate * y as one operation (same)
-  --recompute-act FFN activations recomputed in backward instead of kept (less memory)
-  --moe-rows      MoE tokens moved by row index (index_select/index_add), no transposing copies
-  --fused-combine the MoE's probability-weighted sum of expert outputs as one operation (same)
-  --attention B   attention backend: auto (default: ATen's choice), cudnn, flash, efficient, math
+)";
+constexpr const char* kUsageTail =
+    R"(  --attention B   attention backend: auto (default: ATen's choice), cudnn, flash, efficient, math
   --micro-batches N  the batch in N accumulated parts (default 1; 0: the fewest that fit)
   --peak-tflops X matrix ceiling for MFU (default 796: bf16 GEMM measured on an H100/H200)
   --profile N     after timing, profile N more steps and print the time per step of all GPU
@@ -59,12 +56,7 @@ struct Args {
   double mask = 0.75;
   std::string device;
   bool fp32 = false;
-  bool fp32_norm = false;
-  bool fused_norm = false;
-  bool fused_residual = false;
-  bool recompute_act = false;
-  bool moe_rows = false;
-  bool fused_combine = false;
+  microdit::nn::ExecutionOptions execution;  // --fp32-norm, --fused-norm, ...
   std::string attention = "auto";
   int64_t micro_batches = 1;
   int64_t profile = 0;
@@ -75,8 +67,10 @@ struct Args {
 
 Args parse(int argc, char** argv) {
   Args a;
-  for (microdit::util::ArgCursor args(argc, argv); args.next(kUsage);) {
+  const std::string usage = kUsageHead + microdit::nn::execution_flags_usage() + kUsageTail;
+  for (microdit::util::ArgCursor args(argc, argv); args.next(usage.c_str());) {
     const std::string& arg = args.flag();
+    if (microdit::nn::set_execution_flag(arg, a.execution)) continue;
     if (arg == "--arch")
       a.arch = args.value();
     else if (arg == "--batch")
@@ -93,18 +87,6 @@ Args parse(int argc, char** argv) {
       a.device = args.value();
     else if (arg == "--fp32")
       a.fp32 = true;
-    else if (arg == "--fp32-norm")
-      a.fp32_norm = true;
-    else if (arg == "--fused-norm")
-      a.fused_norm = true;
-    else if (arg == "--fused-residual")
-      a.fused_residual = true;
-    else if (arg == "--recompute-act")
-      a.recompute_act = true;
-    else if (arg == "--moe-rows")
-      a.moe_rows = true;
-    else if (arg == "--fused-combine")
-      a.fused_combine = true;
     else if (arg == "--attention")
       a.attention = args.value();
     else if (arg == "--micro-batches")
@@ -155,12 +137,7 @@ int run(const Args& a) {
   train::TrainStepOptions options;
   options.mask_ratio = a.mask;
   options.bf16_autocast = !a.fp32;
-  options.execution = {.low_precision_norm = !a.fp32_norm,
-                       .fused_norm = a.fused_norm,
-                       .fused_residual = a.fused_residual,
-                       .recompute_activations = a.recompute_act,
-                       .moe_row_dispatch = a.moe_rows,
-                       .fused_combine = a.fused_combine};
+  options.execution = a.execution;
   options.micro_batches = std::max<int64_t>(1, a.micro_batches);
   // --ddp: the data-parallel gradient all-reduce in a world of one (NCCL on CUDA, Gloo on CPU);
   // the step time minus that of the same row without --ddp is its cost per step.
@@ -209,6 +186,7 @@ int run(const Args& a) {
   const double mean = std::accumulate(times.begin(), times.end(), 0.0) / a.steps;
   const double tflop = model::training_step_flops(dit->config, {a.batch, a.mask}) * 1e-12;
   std::sort(times.begin(), times.end());
+  const auto& e = a.execution;
   fmt::print(
       R"({{"impl": "microdit-cpp", "arch": "{}", "batch": {}, "mask": {}, "res": {}, )"
       R"("device": "{}", "ddp": "{}", "bf16": {}, "bf16_norm": {}, "fused_norm": "{}", )"
@@ -222,11 +200,11 @@ int run(const Args& a) {
       R"("peak_gib": {:.2f}, "params": {}, "loss": {:.4f}, "loss_mean": {:.5f}}})"
       "\n",
       a.arch, a.batch, a.mask, a.res, device.str(), group ? group->backend_name() : "",
-      !a.fp32 && device.is_cuda(), !a.fp32 && !a.fp32_norm && device.is_cuda(),
-      fused_kind(a.fused_norm, device), fused_kind(a.fused_residual, device), a.recompute_act,
-      a.moe_rows, fused_kind(a.fused_combine, device), a.attention, a.cuda_graph,
-      options.micro_batches, a.steps, mean, times[times.size() / 2], times.front(), times.back(),
-      a.batch / mean, tflop, tflop / mean, tflop / mean / a.peak_tflops,
+      !a.fp32 && device.is_cuda(), !a.fp32 && e.low_precision_norm && device.is_cuda(),
+      fused_kind(e.fused_norm, device), fused_kind(e.fused_residual, device),
+      e.recompute_activations, e.moe_row_dispatch, fused_kind(e.fused_combine, device), a.attention,
+      a.cuda_graph, options.micro_batches, a.steps, mean, times[times.size() / 2], times.front(),
+      times.back(), a.batch / mean, tflop, tflop / mean, tflop / mean / a.peak_tflops,
       util::peak_memory_bytes(device) / double(1 << 30), dit->num_parameters(), loss.item<double>(),
       loss_sum / a.steps);
   std::fflush(stdout);

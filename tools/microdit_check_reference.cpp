@@ -9,13 +9,13 @@
 #include <string>
 #include <vector>
 
-#include "microdit/nn/execution.h"
+#include "microdit/nn/execution_flags.h"
 #include "microdit/parity/reference_check.h"
 #include "microdit/util/arg_cursor.h"
 #include "microdit/util/error_message.h"
 
 namespace {
-constexpr const char* kUsage = R"(usage: microdit-check-reference DIR [options]
+constexpr const char* kUsageHead = R"(usage: microdit-check-reference DIR [options]
 
 Runs the reference set in DIR (config.json, weights.safetensors, weights.pt, cases.safetensors)
 through our model and prints each case's relative error ||ours - ref|| / ||ref||.
@@ -24,10 +24,10 @@ options:
   --weights W   safetensors | pt | both (default both: each case once per weights file)
   --device D    cpu (default) or cuda; on cuda TF32 is off
   --bf16        run under bf16 autocast and only report errors (bounds are for float32)
-  --fused-norm  LayerNorm + adaLN modulation as one operation (CUDA kernels where built)
-  --fused-residual  the blocks' gated residuals x + gate * y as one operation (same)
-  --fused-combine   the MoE's probability-weighted sum of expert outputs as one operation (same)
   -h, --help    this text
+the execution switches of microdit-bench (the same function within rounding):
+)";
+constexpr const char* kUsageTail = R"(
 exit status: 0 all cases within bounds, 1 a case failed, 2 bad arguments or unreadable data
 )";
 
@@ -36,15 +36,15 @@ struct Args {
   std::vector<std::string> weights{"weights.safetensors", "weights.pt"};
   std::string device = "cpu";
   bool bf16 = false;
-  bool fused_norm = false;
-  bool fused_residual = false;
-  bool fused_combine = false;
+  microdit::nn::ExecutionOptions execution;  // --fused-norm, ...
 };
 
 Args parse_args(int argc, char** argv) {
   Args a;
-  for (microdit::util::ArgCursor args(argc, argv); args.next(kUsage);) {
+  const std::string usage = kUsageHead + microdit::nn::execution_flags_usage() + kUsageTail;
+  for (microdit::util::ArgCursor args(argc, argv); args.next(usage.c_str());) {
     const std::string& arg = args.flag();
+    if (microdit::nn::set_execution_flag(arg, a.execution)) continue;
     if (arg == "--weights") {
       const auto w = args.value();
       if (w == "both")
@@ -57,12 +57,6 @@ Args parse_args(int argc, char** argv) {
       a.device = args.value();
     } else if (arg == "--bf16") {
       a.bf16 = true;
-    } else if (arg == "--fused-norm") {
-      a.fused_norm = true;
-    } else if (arg == "--fused-residual") {
-      a.fused_residual = true;
-    } else if (arg == "--fused-combine") {
-      a.fused_combine = true;
     } else if (!arg.empty() && arg[0] == '-') {
       throw std::invalid_argument("unknown option " + arg);
     } else if (a.dir.empty()) {
@@ -80,9 +74,7 @@ int run(const Args& args) {
   const at::Device device(args.device);
   at::globalContext().setAllowTF32CuBLAS(false);
   at::globalContext().setAllowTF32CuDNN(false);
-  const microdit::nn::ExecutionGuard execution({.fused_norm = args.fused_norm,
-                                                .fused_residual = args.fused_residual,
-                                                .fused_combine = args.fused_combine});
+  const microdit::nn::ExecutionGuard execution(args.execution);
   int failures = 0, cases = 0;
   for (const auto& weights : args.weights) {
     microdit::parity::CheckOptions options{weights, device, args.bf16};
@@ -94,10 +86,9 @@ int run(const Args& args) {
       ++cases;
     }
   }
-  fmt::print("{} cases, {} failed ({}, {}{}{}{}{})\n", cases, failures, args.dir, args.device,
-             args.bf16 ? ", bf16 autocast" : ", float32", args.fused_norm ? ", fused norm" : "",
-             args.fused_residual ? ", fused residual" : "",
-             args.fused_combine ? ", fused combine" : "");
+  const std::string flags = microdit::nn::execution_flags_of(args.execution);
+  fmt::print("{} cases, {} failed ({}, {}, {}{}{})\n", cases, failures, args.dir, args.device,
+             args.bf16 ? "bf16 autocast" : "float32", flags.empty() ? "" : ", ", flags);
   return failures == 0 ? 0 : 1;
 }
 }  // namespace
@@ -107,8 +98,8 @@ int main(int argc, char** argv) {
   try {
     args = parse_args(argc, argv);
   } catch (const std::exception& e) {
-    std::cerr << "microdit-check-reference: " << microdit::util::error_message(e) << "\n\n"
-              << kUsage;
+    std::cerr << "microdit-check-reference: " << microdit::util::error_message(e)
+              << "\n(see microdit-check-reference --help)\n";
     return 2;
   }
   try {

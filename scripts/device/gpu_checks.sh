@@ -44,15 +44,19 @@ else
   log "tier 1 build: FAILED after $(( $(date +%s) - t0 )) s (see build.log)"; tail -30 "$OUT/build.log"; exit 1
 fi
 
+# The recipe configs' fast path (configs/stage*.yaml, measured 2026-11-26).
+FAST="--fused-norm --fused-residual --recompute-act --moe-rows --fused-combine"
+
 # Tier 2: parity.
 REF=.device/reference/microdit-official-tiny
 [ "${PARITY:-1}" = 0 ] || {
   "$BUILD_DIR/microdit-check-reference" "$REF" --device "$DEVICE"; echo "exit $?"
   [ "$GPU" = 1 ] && { "$BUILD_DIR/microdit-check-reference" "$REF" --device cuda --bf16; echo "exit $?"; }
-  # The fused LayerNorm + modulation, gated residuals and MoE combine (CUDA kernels where built)
-  # in float32, bounds enforced.
-  "$BUILD_DIR/microdit-check-reference" "$REF" --device "$DEVICE" --fused-norm --fused-residual --fused-combine --weights safetensors; echo "exit $?"
-  [ "$GPU" = 1 ] && { "$BUILD_DIR/microdit-check-reference" "$REF" --device cuda --bf16 --fused-norm --fused-residual --fused-combine --weights safetensors; echo "exit $?"; }
+  # The fast path (CUDA kernels where built) in float32, bounds enforced, and in bf16.
+  # shellcheck disable=SC2086  # FAST is a list of flags
+  "$BUILD_DIR/microdit-check-reference" "$REF" --device "$DEVICE" $FAST --weights safetensors; echo "exit $?"
+  # shellcheck disable=SC2086
+  [ "$GPU" = 1 ] && { "$BUILD_DIR/microdit-check-reference" "$REF" --device cuda --bf16 $FAST --weights safetensors; echo "exit $?"; }
   for other in .device/reference/*/; do
     [ "$other" = "$REF/" ] && continue
     "$BUILD_DIR/microdit-check-reference" "$other" --device "$DEVICE"; echo "exit $?"
@@ -117,8 +121,6 @@ stage() {  # stage NAME BATCH MASK RES [extra bench args]: ours (+ $OURS_FLAGS),
   official --arch MicroDiT_XL_2 --batch "$batch" --mask "$mask" --res "$res" "$@"
 }
 if [ "$GPU" = 1 ]; then
-  # The recipe configs' fast path (configs/stage*.yaml, measured 2026-11-26).
-  FAST="--fused-norm --fused-residual --moe-rows --fused-combine --recompute-act"
   # Stage 1 (XL_2, 256 px, batch 256, mask 0.75): ours plain (accumulating only if 256 does not
   # fit), with the fast path, and with the fast path captured as a CUDA graph (one process), the
   # first two with a kernel profile. The official eager run needs 82.6 GiB, so both eager at
@@ -158,7 +160,7 @@ if [ "$GPU" = 1 ]; then
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --fp32-norm
 else
   ours --arch MicroDiT_Tiny_2 --batch 2 --mask 0.75 --steps 1 --warmup 1 --profile 1
-  ours --arch MicroDiT_Tiny_2 --batch 2 --mask 0.75 --steps 1 --warmup 1 --fused-norm --fused-residual --moe-rows --fused-combine --recompute-act
+  ours --arch MicroDiT_Tiny_2 --batch 2 --mask 0.75 --steps 1 --warmup 1 $FAST
   official --arch MicroDiT_Tiny_2 --batch 2 --mask 0.75 --steps 1 --warmup 1
 fi
 log "tier 3 bench: $(wc -l < "$BENCH") rows"

@@ -1,0 +1,61 @@
+#include "microdit/nn/execution_flags.h"
+
+#include <fmt/format.h>
+
+#include <array>
+
+namespace microdit::nn {
+namespace {
+
+struct Flag {
+  std::string_view name;
+  bool ExecutionOptions::*field;
+  bool value;  // what the flag sets the switch to
+  std::string_view help;
+};
+
+constexpr std::array<Flag, 6> kFlags{{
+    {"--fp32-norm", &ExecutionOptions::low_precision_norm, false,
+     "plain autocast: LayerNorms in float32 (default: bf16, as the official runs)"},
+    {"--fused-norm", &ExecutionOptions::fused_norm, true,
+     "LayerNorm + adaLN modulation as one operation (CUDA kernels where built)"},
+    {"--fused-residual", &ExecutionOptions::fused_residual, true,
+     "the blocks' gated residuals x + gate * y as one operation (same)"},
+    {"--recompute-act", &ExecutionOptions::recompute_activations, true,
+     "FFN activations recomputed in backward instead of kept (less memory)"},
+    {"--moe-rows", &ExecutionOptions::moe_row_dispatch, true,
+     "MoE tokens moved by row index (index_select/index_add), no transposing copies"},
+    {"--fused-combine", &ExecutionOptions::fused_combine, true,
+     "the MoE's probability-weighted sum of expert outputs as one operation (same)"},
+}};
+
+}  // namespace
+
+bool set_execution_flag(std::string_view flag, ExecutionOptions& options) {
+  for (const auto& f : kFlags) {
+    if (f.name == flag) {
+      options.*f.field = f.value;
+      return true;
+    }
+  }
+  return false;
+}
+
+std::string execution_flags_usage() {
+  std::string usage;
+  for (const auto& f : kFlags) usage += fmt::format("  {:<15} {}\n", f.name, f.help);
+  return usage;
+}
+
+std::string execution_flags_of(const ExecutionOptions& options) {
+  std::string flags;
+  for (const auto& f : kFlags) {
+    if (options.*f.field == f.value && ExecutionOptions{}.*f.field != f.value) {
+      flags += flags.empty() ? "" : " ";
+      flags += f.name;
+    }
+  }
+  return flags;
+}
+
+}  // namespace microdit::nn

@@ -1,0 +1,58 @@
+// Tests for the tools' flags of the execution switches (nn/execution_flags.h).
+#include <gtest/gtest.h>
+
+#include <sstream>
+
+#include "microdit/nn/execution_flags.h"
+
+namespace microdit::nn {
+namespace {
+
+TEST(ExecutionFlags, EachFlagSetsItsSwitch) {
+  ExecutionOptions o;
+  for (const char* flag : {"--fp32-norm", "--fused-norm", "--fused-residual", "--recompute-act",
+                           "--moe-rows", "--fused-combine"}) {
+    EXPECT_TRUE(set_execution_flag(flag, o)) << flag;
+  }
+  EXPECT_FALSE(o.low_precision_norm);
+  EXPECT_TRUE(o.fused_norm);
+  EXPECT_TRUE(o.fused_residual);
+  EXPECT_TRUE(o.recompute_activations);
+  EXPECT_TRUE(o.moe_row_dispatch);
+  EXPECT_TRUE(o.fused_combine);
+}
+
+TEST(ExecutionFlags, OtherArgumentsAreNotTheirs) {
+  ExecutionOptions o;
+  for (const char* arg : {"--fused", "--batch", "fused-norm", "--fused-norm=1", ""}) {
+    EXPECT_FALSE(set_execution_flag(arg, o)) << arg;
+  }
+  EXPECT_EQ(execution_flags_of(o), "");
+}
+
+// The flags named back give the same switches: what microdit-check-reference prints with its
+// result reproduces the run.
+TEST(ExecutionFlags, FlagsOfOptionsGiveTheOptionsBack) {
+  ExecutionOptions o;
+  o.fused_norm = true;
+  o.moe_row_dispatch = true;
+  o.low_precision_norm = false;
+  const std::string flags = execution_flags_of(o);
+  EXPECT_EQ(flags, "--fp32-norm --fused-norm --moe-rows");
+  ExecutionOptions back;
+  std::istringstream words(flags);
+  for (std::string w; words >> w;) ASSERT_TRUE(set_execution_flag(w, back)) << w;
+  EXPECT_EQ(execution_flags_of(back), flags);
+  EXPECT_EQ(back.fused_residual, o.fused_residual);
+}
+
+TEST(ExecutionFlags, UsageListsEveryFlagOnItsOwnLine) {
+  const std::string usage = "\n" + execution_flags_usage();
+  for (const char* flag : {"--fp32-norm ", "--fused-norm ", "--fused-residual ", "--recompute-act ",
+                           "--moe-rows ", "--fused-combine "}) {
+    EXPECT_NE(usage.find(std::string("\n  ") + flag), std::string::npos) << flag;
+  }
+}
+
+}  // namespace
+}  // namespace microdit::nn
