@@ -11,7 +11,7 @@ namespace {
 TEST(ExecutionFlags, EachFlagSetsItsSwitch) {
   ExecutionOptions o;
   for (const char* flag : {"--fp32-norm", "--fused-norm", "--fused-residual", "--recompute-act",
-                           "--moe-rows", "--fused-combine"}) {
+                           "--moe-rows", "--fused-combine", "--fused-dispatch"}) {
     EXPECT_TRUE(set_execution_flag(flag, o)) << flag;
   }
   EXPECT_FALSE(o.low_precision_norm);
@@ -20,6 +20,7 @@ TEST(ExecutionFlags, EachFlagSetsItsSwitch) {
   EXPECT_TRUE(o.recompute_activations);
   EXPECT_TRUE(o.moe_row_dispatch);
   EXPECT_TRUE(o.fused_combine);
+  EXPECT_TRUE(o.fused_dispatch);
 }
 
 TEST(ExecutionFlags, OtherArgumentsAreNotTheirs) {
@@ -49,7 +50,7 @@ TEST(ExecutionFlags, FlagsOfOptionsGiveTheOptionsBack) {
 TEST(ExecutionFlags, UsageListsEveryFlagOnItsOwnLine) {
   const std::string usage = "\n" + execution_flags_usage();
   for (const char* flag : {"--fp32-norm ", "--fused-norm ", "--fused-residual ", "--recompute-act ",
-                           "--moe-rows ", "--fused-combine "}) {
+                           "--moe-rows ", "--fused-combine ", "--fused-dispatch "}) {
     EXPECT_NE(usage.find(std::string("\n  ") + flag), std::string::npos) << flag;
   }
 }

@@ -32,9 +32,10 @@ at::Tensor one_hot_moe(nn::FeedForwardECMoe& moe, const at::Tensor& x) {
 }
 
 void expect_gather_equals_one_hot(at::Device device, bool by_rows = false,
-                                  bool fused_combine = false) {
+                                  bool fused_combine = false, bool fused_dispatch = false) {
   nn::MoERowDispatchGuard rows(by_rows);
   nn::FusedCombineGuard combine(fused_combine);
+  nn::FusedDispatchGuard dispatch(fused_dispatch);
   at::manual_seed(3);
   nn::FeedForwardECMoe moe(8, 2.0, 64, 96, 32);
   moe->to(device);
@@ -79,6 +80,27 @@ TEST(FastPath, FusedCombineMoEEqualsOneHotEinsum_CUDA) {
   test::NoTF32 no_tf32;
   expect_gather_equals_one_hot(at::kCUDA, /*by_rows=*/false, /*fused_combine=*/true);
   expect_gather_equals_one_hot(at::kCUDA, /*by_rows=*/true, /*fused_combine=*/true);
+}
+
+// nn/expert_dispatch in place of either dispatch, with the plain and the fused combine.
+TEST(FastPath, FusedDispatchMoEEqualsOneHotEinsum) {
+  for (const bool fused_combine : {false, true}) {
+    SCOPED_TRACE(fused_combine ? "fused combine" : "plain combine");
+    expect_gather_equals_one_hot(at::kCPU, /*by_rows=*/false, fused_combine,
+                                 /*fused_dispatch=*/true);
+    expect_gather_equals_one_hot(at::kCPU, /*by_rows=*/true, fused_combine,
+                                 /*fused_dispatch=*/true);
+  }
+}
+
+TEST(FastPath, FusedDispatchMoEEqualsOneHotEinsum_CUDA) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  test::NoTF32 no_tf32;
+  for (const bool fused_combine : {false, true}) {
+    SCOPED_TRACE(fused_combine ? "fused combine" : "plain combine");
+    expect_gather_equals_one_hot(at::kCUDA, /*by_rows=*/true, fused_combine,
+                                 /*fused_dispatch=*/true);
+  }
 }
 
 TEST(FastPath, LowPrecisionNormRunsInTheAutocastDtype) {
@@ -171,6 +193,7 @@ void expect_fused_gradients_close(at::Device device, nn::ExecutionOptions fused)
 constexpr nn::ExecutionOptions kFusedNorm{.fused_norm = true};
 constexpr nn::ExecutionOptions kFusedResidual{.fused_residual = true};
 constexpr nn::ExecutionOptions kFusedCombine{.fused_combine = true};
+constexpr nn::ExecutionOptions kFusedDispatch{.fused_dispatch = true};
 
 TEST(FastPath, FusedNormGradientsMatchUnfused) {
   expect_fused_gradients_close(at::kCPU, kFusedNorm);
@@ -200,6 +223,16 @@ TEST(FastPath, FusedCombineGradientsMatchUnfused_CUDA) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   test::NoTF32 no_tf32;
   expect_fused_gradients_close(at::kCUDA, kFusedCombine);
+}
+
+TEST(FastPath, FusedDispatchGradientsMatchUnfused) {
+  expect_fused_gradients_close(at::kCPU, kFusedDispatch);
+}
+
+TEST(FastPath, FusedDispatchGradientsMatchUnfused_CUDA) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  test::NoTF32 no_tf32;
+  expect_fused_gradients_close(at::kCUDA, kFusedDispatch);
 }
 
 void expect_bf16_norm_gradients_close(at::Device device) {

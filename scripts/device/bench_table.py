@@ -151,7 +151,7 @@ def flags(row):
             out.append('fp32-norm')
         for key, name in (('fused_norm', 'fused-norm'), ('fused_residual', 'fused-residual'),
                           ('recompute_act', 'recompute-act'), ('moe_rows', 'moe-rows'),
-                          ('fused_combine', 'fused-combine'),
+                          ('fused_combine', 'fused-combine'), ('fused_dispatch', 'fused-dispatch'),
                           ('cuda_graph', 'cuda-graph'), ('ddp', 'ddp')):
             value = row.get(key)
             if value:

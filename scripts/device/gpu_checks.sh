@@ -54,9 +54,9 @@ REF=.device/reference/microdit-official-tiny
   [ "$GPU" = 1 ] && { "$BUILD_DIR/microdit-check-reference" "$REF" --device cuda --bf16; echo "exit $?"; }
   # The fast path (CUDA kernels where built) in float32, bounds enforced, and in bf16.
   # shellcheck disable=SC2086  # FAST is a list of flags
-  "$BUILD_DIR/microdit-check-reference" "$REF" --device "$DEVICE" $FAST --weights safetensors; echo "exit $?"
+  "$BUILD_DIR/microdit-check-reference" "$REF" --device "$DEVICE" $FAST --fused-dispatch --weights safetensors; echo "exit $?"
   # shellcheck disable=SC2086
-  [ "$GPU" = 1 ] && { "$BUILD_DIR/microdit-check-reference" "$REF" --device cuda --bf16 $FAST --weights safetensors; echo "exit $?"; }
+  [ "$GPU" = 1 ] && { "$BUILD_DIR/microdit-check-reference" "$REF" --device cuda --bf16 $FAST --fused-dispatch --weights safetensors; echo "exit $?"; }
   for other in .device/reference/*/; do
     [ "$other" = "$REF/" ] && continue
     "$BUILD_DIR/microdit-check-reference" "$other" --device "$DEVICE"; echo "exit $?"
@@ -128,6 +128,8 @@ if [ "$GPU" = 1 ]; then
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --profile 2
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 $FAST --profile 1
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 $FAST --cuda-graph
+  # The MoE dispatch's backward without atomics, over the fast path row (not yet in the recipe).
+  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 $FAST --fused-dispatch
   stage stage1-half 128 0.75 32
   # The data-parallel gradient all-reduce (NCCL, world of one): its cost per step is this row
   # minus our stage1-half row (same shape without --ddp).

@@ -14,7 +14,7 @@ struct Flag {
   std::string_view help;
 };
 
-constexpr std::array<Flag, 6> kFlags{{
+constexpr std::array<Flag, 7> kFlags{{
     {"--fp32-norm", &ExecutionOptions::low_precision_norm, false,
      "plain autocast: LayerNorms in float32 (default: bf16, as the official runs)"},
     {"--fused-norm", &ExecutionOptions::fused_norm, true,
@@ -27,6 +27,8 @@ constexpr std::array<Flag, 6> kFlags{{
      "MoE tokens moved by row index (index_select/index_add), no transposing copies"},
     {"--fused-combine", &ExecutionOptions::fused_combine, true,
      "the MoE's probability-weighted sum of expert outputs as one operation (same)"},
+    {"--fused-dispatch", &ExecutionOptions::fused_dispatch, true,
+     "the gathering of the MoE experts' tokens as one operation, backward without atomics"},
 }};
 
 }  // namespace

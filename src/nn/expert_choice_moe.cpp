@@ -4,6 +4,7 @@
 
 #include "microdit/nn/activation_recompute.h"
 #include "microdit/nn/expert_combine.h"
+#include "microdit/nn/expert_dispatch.h"
 #include "microdit/nn/feed_forward.h"
 #include "microdit/nn/init.h"
 
@@ -11,16 +12,10 @@ namespace microdit::nn {
 
 namespace {
 
-// Row of each choice in x viewed as (B*T,D), expert-major (E*B*K) like the experts' batches.
-at::Tensor choice_rows(const at::Tensor& indices, int64_t T) {
-  const int64_t B = indices.size(0);
-  auto offsets = at::arange(B, indices.options()).mul(T).view({B, 1, 1});
-  return (indices + offsets).transpose(0, 1).reshape({-1});
-}
-
-// The tokens each expert chose, (E,B*K,D) in expert-major order: by row index where `rows`
-// (choice_rows) is given, else by gather.
+// The tokens each expert chose, (E,B*K,D) in expert-major order: as one operation with
+// FusedDispatchGuard, by row index where `rows` (expert_choice_rows) is given, else by gather.
 at::Tensor dispatch(const at::Tensor& x, const at::Tensor& indices, const at::Tensor& rows) {
+  if (FusedDispatchGuard::active()) return expert_dispatch(x, indices);
   const int64_t B = x.size(0), T = x.size(1), D = x.size(2);
   const int64_t E = indices.size(1), K = indices.size(2);
   if (rows.defined()) return x.reshape({B * T, D}).index_select(0, rows).view({E, B * K, D});
@@ -81,7 +76,7 @@ at::Tensor FeedForwardECMoeImpl::forward(const at::Tensor& x) {
   TORCH_CHECK(x.dim() == 3, "expert-choice MoE expects (B,T,D) input, got ", x.sizes());
   auto routing = route(x);
   const auto rows =
-      MoERowDispatchGuard::active() ? choice_rows(routing.indices, x.size(1)) : at::Tensor();
+      MoERowDispatchGuard::active() ? expert_choice_rows(routing.indices, x.size(1)) : at::Tensor();
   auto h = experts(dispatch(x, routing.indices, rows));
   if (FusedCombineGuard::active())
     return expert_combine(h, routing.probs, routing.indices, x.size(1));

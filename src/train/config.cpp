@@ -295,6 +295,7 @@ std::vector<Key> schema(TrainConfig& c) {
                leaf("recompute_activations", o.recompute_activations),
                leaf("moe_row_dispatch", o.moe_row_dispatch),
                leaf("fused_moe_combine", o.fused_moe_combine),
+               leaf("fused_moe_dispatch", o.fused_moe_dispatch),
                leaf("attention_backend", o.attention_backend),
                leaf("cuda_graph", o.cuda_graph),
                section("ema", {leaf("enabled", ema.enabled), leaf("smoothing", ema.smoothing),

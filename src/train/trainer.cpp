@@ -353,7 +353,8 @@ at::Tensor Trainer::State::micro_batch(const MicroBatchInput& input, bool last) 
                                   .fused_residual = cfg.optim.fused_residual,
                                   .recompute_activations = cfg.optim.recompute_activations,
                                   .moe_row_dispatch = cfg.optim.moe_row_dispatch,
-                                  .fused_combine = cfg.optim.fused_moe_combine});
+                                  .fused_combine = cfg.optim.fused_moe_combine,
+                                  .fused_dispatch = cfg.optim.fused_moe_dispatch});
     loss = diffusion::edm_loss_per_sample(dit, x, y,
                                           {to_device(draws.rnd_normal), to_device(draws.noise)},
                                           cfg.edm, mask ? &*mask : nullptr)

@@ -1,11 +1,12 @@
 // How the model runs, not what it computes: the thread-local switches of nn/norm,
 // nn/fused_norm, nn/gated_residual, nn/activation_recompute, nn/expert_choice_moe and
-// nn/expert_combine as one set,
+// nn/expert_dispatch and nn/expert_combine as one set,
 // which the training step sets around its forward pass.
 #pragma once
 #include "microdit/nn/activation_recompute.h"
 #include "microdit/nn/expert_choice_moe.h"
 #include "microdit/nn/expert_combine.h"
+#include "microdit/nn/expert_dispatch.h"
 #include "microdit/nn/fused_norm.h"
 #include "microdit/nn/gated_residual.h"
 #include "microdit/nn/norm.h"
@@ -25,6 +26,8 @@ struct ExecutionOptions {
   bool moe_row_dispatch = false;
   // The MoE's probability-weighted sum of its experts' outputs as one operation.
   bool fused_combine = false;
+  // The gathering of the MoE experts' tokens as one operation (backward without atomics).
+  bool fused_dispatch = false;
 };
 
 // Sets every switch of `options` on this thread while it lives.
@@ -36,7 +39,8 @@ class ExecutionGuard {
         fused_residual_(options.fused_residual),
         recompute_activations_(options.recompute_activations),
         moe_row_dispatch_(options.moe_row_dispatch),
-        fused_combine_(options.fused_combine) {}
+        fused_combine_(options.fused_combine),
+        fused_dispatch_(options.fused_dispatch) {}
 
  private:
   LowPrecisionNormGuard low_precision_norm_;
@@ -45,6 +49,7 @@ class ExecutionGuard {
   RecomputeActivationsGuard recompute_activations_;
   MoERowDispatchGuard moe_row_dispatch_;
   FusedCombineGuard fused_combine_;
+  FusedDispatchGuard fused_dispatch_;
 };
 
 }  // namespace microdit::nn

@@ -9,7 +9,7 @@
 namespace microdit::nn {
 
 // Sets the switch `flag` names (--fp32-norm, --fused-norm, --fused-residual, --recompute-act,
-// --moe-rows, --fused-combine) in `options`; false when `flag` is none of them.
+// --moe-rows, --fused-combine, --fused-dispatch) in `options`; false when `flag` is none of them.
 bool set_execution_flag(std::string_view flag, ExecutionOptions& options);
 
 // One usage line per flag, indented as the tools' usage texts.

@@ -16,9 +16,10 @@ namespace microdit::nn {
 // the order in which a token's several experts are summed differs. Off by default:
 // `microdit-bench --moe-rows` measures it.
 using MoERowDispatchGuard = util::ThreadFlagGuard<struct MoERowDispatchTag>;
-// The last step, each expert output weighted by its probability and added into its token's row,
-// runs as nn/expert_combine's one operation while a FusedCombineGuard (nn/expert_combine.h)
-// lives, in either dispatch mode.
+// The first step, the experts' tokens gathered, runs as nn/expert_dispatch's one operation while
+// a FusedDispatchGuard (nn/expert_dispatch.h) lives (it replaces either dispatch mode); the last
+// step, each expert output weighted by its probability and added into its token's row, as
+// nn/expert_combine's one operation while a FusedCombineGuard (nn/expert_combine.h) lives.
 
 struct ExpertChoiceRouting {
   at::Tensor probs;    // router probability of each choice: (B,E,K)
