@@ -575,6 +575,9 @@ TEST(Distributed, NcclWaitLeavesTheHostFree_CUDA) {
   env.master_port = free_port();
   const at::Device cuda(at::kCUDA);
   train::ProcessGroup group(env, cuda, std::chrono::seconds(60));
+  // NCCL sets up its communicator in the first collective, on the host: not in the timed one.
+  auto warm_up = at::zeros({1}, cuda);
+  group.all_reduce(warm_up, "warm-up all-reduce");
   const auto x = at::randn({4096, 4096}, cuda);
   torch::cuda::synchronize();
   // Some 0.1 to 0.5 s of float32 matrix products queued ahead of the all-reduce.

@@ -31,6 +31,9 @@ GradientBuckets::GradientBuckets(std::vector<at::Tensor> parameters, ProcessGrou
   int64_t bytes = cap;  // forces a new bucket for the first parameter
   for (int64_t i = static_cast<int64_t>(parameters_.size()) - 1; i >= 0; --i) {
     const auto& p = parameters_[i];
+    // finish() hands each parameter a contiguous view of its bucket as the gradient.
+    TORCH_CHECK(p.is_contiguous(), "GradientBuckets: parameter ", i, " ", p.sizes(),
+                " is not contiguous");
     const bool same_kind = !buckets_.empty() &&
                            parameters_[buckets_.back().params.front()].dtype() == p.dtype() &&
                            parameters_[buckets_.back().params.front()].device() == p.device();
