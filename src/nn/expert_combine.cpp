@@ -29,17 +29,6 @@ at::Tensor token_index(const at::Tensor& indices, int64_t D) {
   return indices.reshape({B, EK, 1}).expand({B, EK, D});
 }
 
-at::Tensor combine_forward(const at::Tensor& h, const at::Tensor& probs, const at::Tensor& indices,
-                           int64_t tokens) {
-#ifdef MICRODIT_WITH_CUDA_KERNELS
-  if (use_kernels(h)) {
-    return cuda_kernels::expert_combine_forward(h.contiguous(), probs.contiguous(),
-                                                expert_choice_slots(indices, tokens));
-  }
-#endif
-  return expert_combine_forward_composite(h, probs, indices, tokens);
-}
-
 ExpertCombineGrads combine_backward(const at::Tensor& grad, const at::Tensor& h,
                                     const at::Tensor& probs, const at::Tensor& indices) {
 #ifdef MICRODIT_WITH_CUDA_KERNELS
@@ -55,11 +44,10 @@ class ExpertCombineFunction : public torch::autograd::Function<ExpertCombineFunc
  public:
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& h,
                             const at::Tensor& probs, const at::Tensor& indices, int64_t tokens) {
-    // The kernels read float32 probabilities (exact for bf16 ones) and round them to h's dtype.
     const auto p = probs.to(sum_type(h));
     ctx->save_for_backward({h, p, indices});
     ctx->saved_data["probs_dtype"] = static_cast<int64_t>(probs.scalar_type());
-    return combine_forward(h, p, indices, tokens);
+    return expert_combine_values(h, p, indices, tokens);
   }
 
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
@@ -90,6 +78,19 @@ at::Tensor expert_combine(const at::Tensor& h, const at::Tensor& probs, const at
               h.scalar_type(), " on ", h.device(), ", probs ", probs.scalar_type(), " on ",
               probs.device(), ", indices on ", indices.device());
   return ExpertCombineFunction::apply(h, probs, indices, tokens);
+}
+
+at::Tensor expert_combine_values(const at::Tensor& h, const at::Tensor& probs,
+                                 const at::Tensor& indices, int64_t tokens) {
+  // The kernels read float32 probabilities (exact for bf16 ones) and round them to h's dtype.
+  const auto p = probs.to(sum_type(h));
+#ifdef MICRODIT_WITH_CUDA_KERNELS
+  if (use_kernels(h)) {
+    return cuda_kernels::expert_combine_forward(h.contiguous(), p.contiguous(),
+                                                expert_choice_slots(indices, tokens));
+  }
+#endif
+  return expert_combine_forward_composite(h, p, indices, tokens);
 }
 
 at::Tensor expert_choice_slots(const at::Tensor& indices, int64_t tokens) {

@@ -2,26 +2,10 @@
 
 #include <torch/autograd.h>
 
-#include "expert_combine_kernels.h"
 #include "microdit/nn/expert_combine.h"
 
 namespace microdit::nn {
 namespace {
-
-// The gradient of x from the gradient of the experts' inputs (E,B*K,D): the combine with every
-// probability 1, whose products are then exact.
-at::Tensor dispatch_backward(const at::Tensor& grad, const at::Tensor& indices, int64_t tokens) {
-  const auto ones =
-      at::ones(indices.sizes(),
-               grad.options().dtype(grad.scalar_type() == at::kDouble ? at::kDouble : at::kFloat));
-#ifdef MICRODIT_WITH_CUDA_KERNELS
-  if (grad.is_cuda() && cuda_kernels::supports(grad.scalar_type())) {
-    return cuda_kernels::expert_combine_forward(grad.contiguous(), ones,
-                                                expert_choice_slots(indices, tokens));
-  }
-#endif
-  return expert_combine_forward_composite(grad, ones, indices, tokens);
-}
 
 class ExpertDispatchFunction : public torch::autograd::Function<ExpertDispatchFunction> {
  public:
@@ -38,7 +22,10 @@ class ExpertDispatchFunction : public torch::autograd::Function<ExpertDispatchFu
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
                                                torch::autograd::tensor_list grads) {
     const auto indices = ctx->get_saved_variables()[0];
-    return {dispatch_backward(grads[0], indices, ctx->saved_data["tokens"].toInt()), at::Tensor()};
+    // The combine with every probability 1, whose products are then exact.
+    const auto ones = at::ones(indices.sizes(), grads[0].options());
+    return {expert_combine_values(grads[0], ones, indices, ctx->saved_data["tokens"].toInt()),
+            at::Tensor()};
   }
 };
 

@@ -28,6 +28,11 @@ using FusedCombineGuard = util::ThreadFlagGuard<struct FusedCombineTag>;
 at::Tensor expert_combine(const at::Tensor& h, const at::Tensor& probs, const at::Tensor& indices,
                           int64_t tokens);
 
+// expert_combine's values without autograd (the CUDA kernels where built, else the composite
+// path below); what nn/expert_dispatch's backward computes with all probabilities 1.
+at::Tensor expert_combine_values(const at::Tensor& h, const at::Tensor& probs,
+                                 const at::Tensor& indices, int64_t tokens);
+
 // For each (b,t,e): the k with indices[b,e,k] == t, or -1; (B,T,E) int32. What the forward
 // kernel reads to find a token's choices without atomics.
 at::Tensor expert_choice_slots(const at::Tensor& indices, int64_t tokens);
