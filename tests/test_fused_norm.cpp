@@ -148,6 +148,94 @@ TEST(FusedNorm, ModuleTakesTheFusedPathOnlyUnderItsGuard) {
   EXPECT_EQ(norm(x).scalar_type(), at::kFloat) << "plain autocast: float32 as at::layer_norm";
 }
 
+// fused_norm_with_residual in a block's pattern, x * r + f(LN(x)): the gradient reaching the
+// passed-on x is added inside the norm's backward; in float64 the sum equals autograd's through
+// the plain ops, for every case, and the backward is taken (the residual is the norm's output).
+TEST(FusedNorm, PassedResidualGradientEqualsAutogradOfTheResidualAdd) {
+  at::manual_seed(6);
+  for (const auto& c : kCases) {
+    SCOPED_TRACE(testing::Message() << "weight " << c.weight << " modulation " << c.modulation
+                                    << " strided " << c.strided);
+    auto in = make_inputs(3, 5, 24, c.weight, c.modulation, c.strided, at::kDouble);
+    auto ours = nn::fused_norm_with_residual(in.x, in.w, kEps, in.shift, in.scale, at::kDouble);
+    EXPECT_TRUE(at::equal(ours.residual, in.x));
+    ASSERT_TRUE(ours.residual.grad_fn());
+    EXPECT_NE(ours.residual.grad_fn()->name().find("FusedNorm"), std::string::npos)
+        << ours.residual.grad_fn()->name();
+    const auto r = at::randn_like(in.x), g = at::randn_like(in.x);
+    auto leaves = in.leaves();
+    auto our_grads = torch::autograd::grad({(ours.residual * r + ours.normed * g).sum()}, leaves);
+    auto ref = in.x * r + plain(in.x, in.w, in.shift, in.scale) * g;
+    auto ref_grads = torch::autograd::grad({ref.sum()}, leaves);
+    for (std::size_t i = 0; i < leaves.size(); ++i)
+      EXPECT_LE(test::max_relative(our_grads[i], ref_grads[i]), 1e-10) << "gradient " << i;
+  }
+}
+
+// Only the normed output used: the x gradient is the norm's alone, as fused_norm's.
+TEST(FusedNorm, UnusedResidualAddsNothing) {
+  at::manual_seed(7);
+  auto in = make_inputs(2, 4, 16, true, true, false, at::kDouble);
+  auto ours = nn::fused_norm_with_residual(in.x, in.w, kEps, in.shift, in.scale, at::kDouble);
+  const auto g = at::randn_like(in.x);
+  auto with = torch::autograd::grad({ours.normed}, {in.x}, {g})[0];
+  auto alone = torch::autograd::grad(
+      {nn::fused_norm(in.x, in.w, kEps, in.shift, in.scale, at::kDouble)}, {in.x}, {g})[0];
+  EXPECT_TRUE(at::equal(with, alone));
+}
+
+// The module folds only under both guards; otherwise its residual is x itself.
+TEST(FusedNorm, ModuleFoldsOnlyUnderBothGuards) {
+  nn::LayerNorm norm(16, kEps);
+  auto x = at::randn({2, 3, 16}).requires_grad_();
+  auto shift = at::randn({2, 16}), scale = at::randn({2, 16});
+  EXPECT_TRUE(norm->forward_with_residual(x, shift, scale).residual.is_same(x));
+  {
+    nn::FoldResidualGradGuard fold;
+    EXPECT_TRUE(norm->forward_with_residual(x, shift, scale).residual.is_same(x))
+        << "the fold is part of the fused norm";
+  }
+  nn::FusedNormGuard fused;
+  const auto unfolded = norm->forward_with_residual(x, shift, scale);
+  EXPECT_TRUE(unfolded.residual.is_same(x));
+  nn::FoldResidualGradGuard fold;
+  const auto folded = norm->forward_with_residual(x, shift, scale);
+  EXPECT_FALSE(folded.residual.is_same(x));
+  EXPECT_TRUE(at::equal(folded.residual, x));
+  EXPECT_TRUE(at::equal(folded.normed, unfolded.normed));
+  ASSERT_TRUE(folded.residual.grad_fn());
+  EXPECT_NE(folded.residual.grad_fn()->name().find("FusedNorm"), std::string::npos);
+}
+
+// The composite x gradient (R,D) of a weighted, modulated norm of `in` with output gradient gy and
+// the passed-on residual's gradient gr (or undefined), as the autograd function computes it.
+at::Tensor composite_grad_x(const Inputs& in, const at::Tensor& gy, const at::Tensor& gr,
+                            at::ScalarType out_type, at::ScalarType grad_x_type) {
+  const auto rows = in.x.detach().flatten(0, 1);
+  const auto w = in.w.detach().to(out_type).to(at::kFloat);
+  const auto shift = in.shift.detach().to(at::kFloat);
+  const auto scale1p = 1 + in.scale.detach().to(at::kFloat);
+  const auto fwd = nn::fused_norm_forward_composite(rows, w, shift, scale1p, kEps, out_type);
+  const auto& kept = fwd.rounded.defined() ? fwd.rounded : rows;
+  return nn::fused_norm_backward_composite(gy.flatten(0, 1), kept, w, scale1p, fwd.mean, fwd.rstd,
+                                           true, grad_x_type,
+                                           gr.defined() ? gr.flatten(0, 1) : at::Tensor())
+      .x;
+}
+
+// bfloat16 x: the norm's gradient and the residual's are summed in float32 and rounded once.
+TEST(FusedNorm, PassedResidualGradientIsRoundedOnce) {
+  at::manual_seed(8);
+  auto in = make_inputs(2, 6, 64, true, true, false, at::kBFloat16);
+  auto ours = nn::fused_norm_with_residual(in.x, in.w, kEps, in.shift, in.scale, at::kBFloat16);
+  const auto gr = at::randn_like(in.x), gy = at::randn_like(in.x);
+  auto grads = torch::autograd::grad({ours.residual, ours.normed}, {in.x}, {gr, gy});
+  ASSERT_EQ(grads[0].scalar_type(), at::kBFloat16);
+  const auto norm_only = composite_grad_x(in, gy, {}, at::kBFloat16, at::kFloat);
+  const auto once = (norm_only + gr.flatten(0, 1).to(at::kFloat)).to(at::kBFloat16);
+  EXPECT_TRUE(at::equal(grads[0].flatten(0, 1), once));
+}
+
 TEST(FusedNorm, BadShapesAreNamed) {
   auto x = at::randn({2, 3, 8});
   EXPECT_TRUE(test::throws_with<c10::Error>(
@@ -207,6 +295,24 @@ TEST(FusedNorm, KernelsMatchTheComposite_CUDA) {
           EXPECT_LE(test::max_relative(grads[i++], ref_grads.scale), grad_tol) << "scale";
         }
       }
+    }
+  }
+}
+
+// The kernels' residual-gradient add against the composite's, for the dtypes the model uses.
+TEST(FusedNorm, PassedResidualKernelMatchesTheComposite_CUDA) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  if (!nn::fused_kernels_built()) GTEST_SKIP() << "this build has no CUDA kernels (no nvcc)";
+  at::manual_seed(9);
+  for (const auto type : {at::kFloat, at::kBFloat16}) {
+    for (const int64_t D : {70, 1152}) {
+      SCOPED_TRACE(testing::Message() << type << " D " << D);
+      auto in = make_inputs(3, 150, D, true, true, false, at::TensorOptions(at::kCUDA).dtype(type));
+      auto ours = nn::fused_norm_with_residual(in.x, in.w, kEps, in.shift, in.scale, type);
+      const auto gr = at::randn_like(in.x), gy = at::randn_like(in.x);
+      auto gx = torch::autograd::grad({ours.residual, ours.normed}, {in.x}, {gr, gy})[0];
+      const auto ref = composite_grad_x(in, gy, gr, type, type);
+      EXPECT_LE(test::max_relative(gx.flatten(0, 1), ref), type == at::kFloat ? 1e-4 : 1e-2);
     }
   }
 }

@@ -235,6 +235,28 @@ TEST(FastPath, FusedDispatchGradientsMatchUnfused_CUDA) {
   expect_fused_gradients_close(at::kCUDA, kFusedDispatch);
 }
 
+constexpr nn::ExecutionOptions kFoldResidual{.fused_norm = true, .fold_residual_grad = true};
+
+TEST(FastPath, FoldedResidualGradientsMatchUnfused) {
+  expect_fused_gradients_close(at::kCPU, kFoldResidual);
+}
+
+TEST(FastPath, FoldedResidualGradientsMatchUnfused_CUDA) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  test::NoTF32 no_tf32;
+  expect_fused_gradients_close(at::kCUDA, kFoldResidual);
+}
+
+// The fold reaches every block: in bf16 it rounds the residual stream's gradient once where the
+// fused norm alone rounds twice, so the gradients move, by rounding only.
+TEST(FastPath, FoldReachesTheBlocks) {
+  auto s = small_step(at::kCPU);
+  const auto fused = step_gradients(s.dit, s.x, s.y, s.draws, s.mask, true, kFusedNorm);
+  const auto folded = step_gradients(s.dit, s.x, s.y, s.draws, s.mask, true, kFoldResidual);
+  EXPECT_FALSE(at::equal(fused, folded));
+  EXPECT_GE(cosine(folded, fused), 0.999);
+}
+
 void expect_bf16_norm_gradients_close(at::Device device) {
   auto [dit, x, y, draws, mask] = small_step(device);
   const nn::ExecutionOptions plain_autocast{.low_precision_norm = false};

@@ -177,6 +177,8 @@ TEST(TrainConfig, RangeErrorsNameTheKey) {
        "optim.precision = \"fp16\", expected auto, bf16, bf16-fp32norm or fp32"},
       {"optim.attention_backend=flashy",
        "optim.attention_backend = \"flashy\", expected auto, cudnn, flash, efficient or math"},
+      {"optim.fold_residual_grad=true",
+       "optim.fold_residual_grad = true, expected false unless optim.fused_norm is true"},
       {"optim.caption_drop_prob=1.1", "optim.caption_drop_prob"},
       {"optim.caption_drop_prob=-0.5", "optim.caption_drop_prob"},
       {"optim.ema.smoothing=1.5", "optim.ema.smoothing"},

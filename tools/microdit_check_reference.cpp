@@ -66,6 +66,7 @@ Args parse_args(int argc, char** argv) {
     }
   }
   if (a.dir.empty()) throw std::invalid_argument("no reference directory given");
+  microdit::nn::check_execution_flags(a.execution);
   return a;
 }
 

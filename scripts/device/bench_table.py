@@ -152,6 +152,7 @@ def flags(row):
         for key, name in (('fused_norm', 'fused-norm'), ('fused_residual', 'fused-residual'),
                           ('recompute_act', 'recompute-act'), ('moe_rows', 'moe-rows'),
                           ('fused_combine', 'fused-combine'), ('fused_dispatch', 'fused-dispatch'),
+                          ('fold_residual', 'fold-residual'),
                           ('cuda_graph', 'cuda-graph'), ('ddp', 'ddp')):
             value = row.get(key)
             if value:

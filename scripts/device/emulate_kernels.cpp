@@ -156,9 +156,10 @@ void run_case(int64_t B, int64_t N, int64_t D, bool weight, bool modulation, boo
   auto backward = [&](auto kept_type) {
     using Tk = decltype(kept_type);
     launch({static_cast<unsigned>(row_blocks(R)), 1, 1}, {kWarp, kWarpsPerBlock, 1}, [&] {
-      norm_backward_rows_kernel<Tk, Tout, Tin, V>(
-          ptr<Tout>(grad_y), ptr<Tk>(kept), kept.stride(0), R, static_cast<int>(D), ptr<float>(w),
-          ptr<float>(scale1p), n, ptr<float>(mean), ptr<float>(rstd), mutable_ptr<Tin>(gx));
+      norm_backward_rows_kernel<Tk, Tout, Tin, V>(ptr<Tout>(grad_y), ptr<Tk>(kept), kept.stride(0),
+                                                  R, static_cast<int>(D), ptr<float>(w),
+                                                  ptr<float>(scale1p), n, ptr<float>(mean),
+                                                  ptr<float>(rstd), nullptr, mutable_ptr<Tin>(gx));
     });
     if (!modulation && !weight) return;
     launch({static_cast<unsigned>(column_blocks(D, V)), static_cast<unsigned>(samples),
@@ -177,6 +178,27 @@ void run_case(int64_t B, int64_t N, int64_t D, bool weight, bool modulation, boo
     backward(Tin{});
   }
   expect("grad_x", max_relative(gx, grad_ref.x), in_type == at::kFloat ? 1e-5 : 1e-2);
+  // The residual stream's gradient added in the same pass (fused_norm_with_residual).
+  const auto gres = at::randn({R, D}).to(in_type);
+  const auto folded_ref = microdit::nn::fused_norm_backward_composite(
+      grad_y, kept, w, scale1p, ref.mean, ref.rstd, modulation, in_type, gres);
+  auto folded = at::empty({R, D}, in_type);
+  auto fold = [&](auto kept_type) {
+    using Tk = decltype(kept_type);
+    launch({static_cast<unsigned>(row_blocks(R)), 1, 1}, {kWarp, kWarpsPerBlock, 1}, [&] {
+      norm_backward_rows_kernel<Tk, Tout, Tin, V>(
+          ptr<Tout>(grad_y), ptr<Tk>(kept), kept.stride(0), R, static_cast<int>(D), ptr<float>(w),
+          ptr<float>(scale1p), n, ptr<float>(mean), ptr<float>(rstd), ptr<Tin>(gres),
+          mutable_ptr<Tin>(folded));
+    });
+  };
+  if (ref.rounded.defined()) {
+    fold(Tout{});
+  } else {
+    fold(Tin{});
+  }
+  expect("grad_x+residual", max_relative(folded, folded_ref.x),
+         in_type == at::kFloat ? 1e-5 : 1e-2);
   if (modulation) {
     expect("grad_shift", max_relative(part_shift.sum(0), grad_ref.shift), 1e-5);
     expect("grad_scale", max_relative(part_scale.sum(0), grad_ref.scale), 1e-5);

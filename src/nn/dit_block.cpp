@@ -48,10 +48,13 @@ at::Tensor DiTBlockImpl::forward(const at::Tensor& x, const at::Tensor& y, const
   auto m = adaLN_modulation->forward(c).chunk(6, /*dim=*/1);
   const auto &shift_msa = m[0], &scale_msa = m[1], &gate_msa = m[2];
   const auto &shift_mlp = m[3], &scale_mlp = m[4], &gate_mlp = m[5];
-  auto h = gated_residual(x, gate_msa, attn(norm1->forward_modulated(x, shift_msa, scale_msa)));
-  h = h + cross_attn(norm2(h), y);
-  return gated_residual(h, gate_mlp,
-                        mlp.forward<at::Tensor>(norm3->forward_modulated(h, shift_mlp, scale_mlp)));
+  // Each norm hands its input on as the residual term (nn::LayerNormImpl::forward_with_residual).
+  auto n1 = norm1->forward_with_residual(x, shift_msa, scale_msa);
+  auto h = gated_residual(n1.residual, gate_msa, attn(n1.normed));
+  auto n2 = norm2->forward_with_residual(h);
+  h = n2.residual + cross_attn(n2.normed, y);
+  auto n3 = norm3->forward_with_residual(h, shift_mlp, scale_mlp);
+  return gated_residual(n3.residual, gate_mlp, mlp.forward<at::Tensor>(n3.normed));
 }
 
 void DiTBlockImpl::custom_init() {
@@ -82,8 +85,10 @@ AttentionBlockPromptEmbeddingImpl::AttentionBlockPromptEmbeddingImpl(int64_t dim
 }
 
 at::Tensor AttentionBlockPromptEmbeddingImpl::forward(const at::Tensor& y) {
-  auto h = y + attn(norm1(y));
-  return h + mlp(norm2(h));
+  auto n1 = norm1->forward_with_residual(y);
+  auto h = n1.residual + attn(n1.normed);
+  auto n2 = norm2->forward_with_residual(h);
+  return n2.residual + mlp(n2.normed);
 }
 
 void AttentionBlockPromptEmbeddingImpl::custom_init(double init_std) {

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <array>
+#include <stdexcept>
 
 namespace microdit::nn {
 namespace {
@@ -14,7 +15,7 @@ struct Flag {
   std::string_view help;
 };
 
-constexpr std::array<Flag, 7> kFlags{{
+constexpr std::array<Flag, 8> kFlags{{
     {"--fp32-norm", &ExecutionOptions::low_precision_norm, false,
      "plain autocast: LayerNorms in float32 (default: bf16, as the official runs)"},
     {"--fused-norm", &ExecutionOptions::fused_norm, true,
@@ -29,6 +30,8 @@ constexpr std::array<Flag, 7> kFlags{{
      "the MoE's probability-weighted sum of expert outputs as one operation (same)"},
     {"--fused-dispatch", &ExecutionOptions::fused_dispatch, true,
      "the gathering of the MoE experts' tokens as one operation, backward without atomics"},
+    {"--fold-residual", &ExecutionOptions::fold_residual_grad, true,
+     "with --fused-norm: the residual stream's gradient added inside the norms' backward"},
 }};
 
 }  // namespace
@@ -41,6 +44,12 @@ bool set_execution_flag(std::string_view flag, ExecutionOptions& options) {
     }
   }
   return false;
+}
+
+void check_execution_flags(const ExecutionOptions& options) {
+  if (options.fold_residual_grad && !options.fused_norm)
+    throw std::invalid_argument(
+        "--fold-residual needs --fused-norm (the fold is part of the fused norm's backward)");
 }
 
 std::string execution_flags_usage() {

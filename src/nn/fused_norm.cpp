@@ -24,15 +24,15 @@ FusedNormForward norm_forward(const at::Tensor& rows, const at::Tensor& w, const
 FusedNormGrads norm_backward(const at::Tensor& grad_y, const at::Tensor& rows, const at::Tensor& w,
                              const at::Tensor& scale1p, const at::Tensor& mean,
                              const at::Tensor& rstd, bool has_modulation,
-                             at::ScalarType grad_x_dtype) {
+                             at::ScalarType grad_x_dtype, const at::Tensor& residual_grad) {
 #ifdef MICRODIT_WITH_CUDA_KERNELS
   if (rows.is_cuda() && cuda_kernels::supports(rows.scalar_type()) &&
       cuda_kernels::supports(grad_y.scalar_type()) && cuda_kernels::supports(grad_x_dtype))
     return cuda_kernels::fused_norm_backward(grad_y, rows, w, scale1p, mean, rstd, has_modulation,
-                                             grad_x_dtype);
+                                             grad_x_dtype, residual_grad);
 #endif
   return fused_norm_backward_composite(grad_y, rows, w, scale1p, mean, rstd, has_modulation,
-                                       grad_x_dtype);
+                                       grad_x_dtype, residual_grad);
 }
 
 int64_t dtype_or_none(const at::Tensor& t) {
@@ -43,14 +43,18 @@ at::Tensor cast_or_undefined(const at::Tensor& t, int64_t dtype) {
   return t.defined() ? t.to(static_cast<at::ScalarType>(dtype)) : t;
 }
 
+// Outputs y, and with `pass_residual` x itself as a second output: the residual stream's next
+// use, whose gradient backward adds to the norm's own gradient of x in the same pass.
 class FusedNormFunction : public torch::autograd::Function<FusedNormFunction> {
  public:
   // Optional tensors as std::optional: autograd's input bookkeeping rejects undefined tensors.
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
-                            const std::optional<at::Tensor>& weight_or_none,
-                            const std::optional<at::Tensor>& shift_or_none,
-                            const std::optional<at::Tensor>& scale_or_none, double eps,
-                            at::ScalarType out_dtype) {
+  static torch::autograd::tensor_list forward(torch::autograd::AutogradContext* ctx,
+                                              const at::Tensor& x,
+                                              const std::optional<at::Tensor>& weight_or_none,
+                                              const std::optional<at::Tensor>& shift_or_none,
+                                              const std::optional<at::Tensor>& scale_or_none,
+                                              double eps, at::ScalarType out_dtype,
+                                              bool pass_residual) {
     const auto weight = weight_or_none.value_or(at::Tensor());
     const auto shift = shift_or_none.value_or(at::Tensor());
     const auto scale = scale_or_none.value_or(at::Tensor());
@@ -69,7 +73,10 @@ class FusedNormFunction : public torch::autograd::Function<FusedNormFunction> {
     // The gradients go back in the dtypes of x, weight, shift and scale.
     ctx->saved_data["dtypes"] = std::vector<int64_t>{dtype_or_none(x), dtype_or_none(weight),
                                                      dtype_or_none(shift), dtype_or_none(scale)};
-    return out.y.view(x.sizes());
+    auto y = out.y.view(x.sizes());
+    // Autograd hands an input returned as an output on as a view whose gradient reaches backward.
+    if (pass_residual) return {y, x};
+    return {y};
   }
 
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
@@ -78,13 +85,20 @@ class FusedNormFunction : public torch::autograd::Function<FusedNormFunction> {
     const auto &rows = saved[0], &w = saved[1], &scale1p = saved[2], &mean = saved[3],
                &rstd = saved[4];
     const auto dtypes = ctx->saved_data["dtypes"].toIntVector();
-    auto grad_y = grads[0].reshape({-1, rows.size(1)}).contiguous();
-    auto g = norm_backward(grad_y, rows, w, scale1p, mean, rstd, scale1p.defined(),
-                           static_cast<at::ScalarType>(dtypes[0]));
+    const auto D = rows.size(1);
+    const auto grad_x_dtype = static_cast<at::ScalarType>(dtypes[0]);
+    auto grad_y = grads[0].reshape({-1, D}).contiguous();
+    // The passed-on x's gradient; undefined when it reached nothing.
+    at::Tensor residual_grad;
+    if (grads.size() > 1 && grads[1].defined())
+      residual_grad = grads[1].reshape({-1, D}).to(grad_x_dtype).contiguous();
+    auto g = norm_backward(grad_y, rows, w, scale1p, mean, rstd, scale1p.defined(), grad_x_dtype,
+                           residual_grad);
     return {g.x.view(ctx->saved_data["x_sizes"].toIntVector()),
             cast_or_undefined(g.weight, dtypes[1]),
             cast_or_undefined(g.shift, dtypes[2]),
             cast_or_undefined(g.scale, dtypes[3]),
+            at::Tensor(),
             at::Tensor(),
             at::Tensor()};
   }
@@ -98,14 +112,11 @@ void check_modulation(const at::Tensor& x, const at::Tensor& shift, const at::Te
               "fused_norm: modulation expects x (B,N,D) and shift, scale (B,D), got x ", x.sizes(),
               ", shift ", shift.sizes(), ", scale ", scale.sizes());
 }
-}  // namespace
 
-bool fused_norm_keeps_rounded(at::ScalarType x_dtype, at::ScalarType out_dtype) {
-  return c10::elementSize(x_dtype) > c10::elementSize(out_dtype);
-}
-
-at::Tensor fused_norm(const at::Tensor& x, const at::Tensor& weight, double eps,
-                      const at::Tensor& shift, const at::Tensor& scale, at::ScalarType out_dtype) {
+torch::autograd::tensor_list apply_fused_norm(const at::Tensor& x, const at::Tensor& weight,
+                                              double eps, const at::Tensor& shift,
+                                              const at::Tensor& scale, at::ScalarType out_dtype,
+                                              bool pass_residual) {
   TORCH_CHECK(x.dim() >= 2, "fused_norm: x needs rows, got ", x.sizes());
   TORCH_CHECK(!weight.defined() || (weight.dim() == 1 && weight.size(0) == x.size(-1)),
               "fused_norm: weight of shape ", weight.sizes(), " for rows of width ", x.size(-1));
@@ -114,7 +125,24 @@ at::Tensor fused_norm(const at::Tensor& x, const at::Tensor& weight, double eps,
     return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
   };
   return FusedNormFunction::apply(x, optional(weight), optional(shift), optional(scale), eps,
-                                  out_dtype);
+                                  out_dtype, pass_residual);
+}
+}  // namespace
+
+bool fused_norm_keeps_rounded(at::ScalarType x_dtype, at::ScalarType out_dtype) {
+  return c10::elementSize(x_dtype) > c10::elementSize(out_dtype);
+}
+
+at::Tensor fused_norm(const at::Tensor& x, const at::Tensor& weight, double eps,
+                      const at::Tensor& shift, const at::Tensor& scale, at::ScalarType out_dtype) {
+  return apply_fused_norm(x, weight, eps, shift, scale, out_dtype, /*pass_residual=*/false)[0];
+}
+
+ResidualAndNormed fused_norm_with_residual(const at::Tensor& x, const at::Tensor& weight,
+                                           double eps, const at::Tensor& shift,
+                                           const at::Tensor& scale, at::ScalarType out_dtype) {
+  auto out = apply_fused_norm(x, weight, eps, shift, scale, out_dtype, /*pass_residual=*/true);
+  return {out[1], out[0]};
 }
 
 FusedNormForward fused_norm_forward_composite(const at::Tensor& rows, const at::Tensor& w,
@@ -142,7 +170,8 @@ FusedNormForward fused_norm_forward_composite(const at::Tensor& rows, const at::
 FusedNormGrads fused_norm_backward_composite(const at::Tensor& grad_y, const at::Tensor& rows,
                                              const at::Tensor& w, const at::Tensor& scale1p,
                                              const at::Tensor& mean, const at::Tensor& rstd,
-                                             bool has_modulation, at::ScalarType grad_x_dtype) {
+                                             bool has_modulation, at::ScalarType grad_x_dtype,
+                                             const at::Tensor& residual_grad) {
   const auto ct = mean.scalar_type();
   const auto D = rows.size(1);
   auto x_hat = (rows.to(grad_y.scalar_type()).to(ct) - mean.unsqueeze(1)) * rstd.unsqueeze(1);
@@ -160,6 +189,7 @@ FusedNormGrads fused_norm_backward_composite(const at::Tensor& grad_y, const at:
   auto g_hat = w.defined() ? g * w : g;
   out.x =
       rstd.unsqueeze(1) * (g_hat - g_hat.mean(-1, true) - x_hat * (g_hat * x_hat).mean(-1, true));
+  if (residual_grad.defined()) out.x = out.x + residual_grad.to(ct);
   out.x = out.x.to(grad_x_dtype);
   return out;
 }

@@ -77,10 +77,16 @@ FusedNormForward fused_norm_forward(const at::Tensor& rows, const at::Tensor& w,
 FusedNormGrads fused_norm_backward(const at::Tensor& grad_y, const at::Tensor& rows,
                                    const at::Tensor& w, const at::Tensor& scale1p,
                                    const at::Tensor& mean, const at::Tensor& rstd,
-                                   bool has_modulation, at::ScalarType grad_x_dtype) {
+                                   bool has_modulation, at::ScalarType grad_x_dtype,
+                                   const at::Tensor& residual_grad) {
   check_inputs(rows, w, scale1p);
   TORCH_CHECK(grad_y.is_contiguous() && grad_y.sizes() == rows.sizes(),
               "fused_norm kernels: gradient of shape ", grad_y.sizes(), " for rows ", rows.sizes());
+  TORCH_CHECK(!residual_grad.defined() ||
+                  (residual_grad.is_contiguous() && residual_grad.sizes() == rows.sizes() &&
+                   residual_grad.scalar_type() == grad_x_dtype),
+              "fused_norm kernels: residual gradient of shape ", residual_grad.sizes(),
+              " for rows ", rows.sizes(), ", contiguous in the x gradient's dtype expected");
   const c10::cuda::CUDAGuard guard(rows.device());
   const int64_t R = rows.size(0), D = rows.size(1);
   const int64_t B = has_modulation ? scale1p.size(0) : 1;
@@ -100,7 +106,8 @@ FusedNormGrads fused_norm_backward(const at::Tensor& grad_y, const at::Tensor& r
     with_cuda_type(rows.scalar_type(), [&](auto in) {
       with_cuda_type(grad_y.scalar_type(), [&](auto o) {
         with_vector_width(
-            D, rows.stride(0), {&rows, &grad_y, &w, &scale1p, &out.x}, [&](auto vector) {
+            D, rows.stride(0), {&rows, &grad_y, &w, &scale1p, &residual_grad, &out.x},
+            [&](auto vector) {
               using Tin = decltype(in);
               using Tout = decltype(o);
               constexpr int V = decltype(vector)::value;
@@ -110,7 +117,7 @@ FusedNormGrads fused_norm_backward(const at::Tensor& grad_y, const at::Tensor& r
                     <<<row_grid(R), dim3(kWarp, kWarpsPerBlock), 0, stream>>>(
                         ptr<Tout>(grad_y), ptr<Tin>(rows), rows.stride(0), R, static_cast<int>(D),
                         ptr<float>(w), ptr<float>(scale1p), N, ptr<float>(mean), ptr<float>(rstd),
-                        mutable_ptr<Tgx>(out.x));
+                        ptr<Tgx>(residual_grad), mutable_ptr<Tgx>(out.x));
                 C10_CUDA_KERNEL_LAUNCH_CHECK();
               });
               if (!has_modulation && !w.defined()) return;

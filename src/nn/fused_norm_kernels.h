@@ -13,6 +13,7 @@ FusedNormForward fused_norm_forward(const at::Tensor& rows, const at::Tensor& w,
 FusedNormGrads fused_norm_backward(const at::Tensor& grad_y, const at::Tensor& rows,
                                    const at::Tensor& w, const at::Tensor& scale1p,
                                    const at::Tensor& mean, const at::Tensor& rstd,
-                                   bool has_modulation, at::ScalarType grad_x_dtype);
+                                   bool has_modulation, at::ScalarType grad_x_dtype,
+                                   const at::Tensor& residual_grad);
 
 }  // namespace microdit::nn::cuda_kernels

@@ -49,6 +49,16 @@ at::Tensor LayerNormImpl::forward_modulated(const at::Tensor& x, const at::Tenso
   return normed * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1);
 }
 
+ResidualAndNormed LayerNormImpl::forward_with_residual(const at::Tensor& x, const at::Tensor& shift,
+                                                       const at::Tensor& scale) {
+  if (FusedNormGuard::active() && FoldResidualGradGuard::active()) {
+    const auto dtype = norm_output_dtype(x);
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+    return fused_norm_with_residual(x, weight, eps, shift, scale, dtype);
+  }
+  return {x, forward_modulated(x, shift, scale)};
+}
+
 void LayerNormImpl::reset_parameters() {
   if (weight.defined()) {
     at::NoGradGuard no_grad;

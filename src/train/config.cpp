@@ -296,6 +296,7 @@ std::vector<Key> schema(TrainConfig& c) {
                leaf("moe_row_dispatch", o.moe_row_dispatch),
                leaf("fused_moe_combine", o.fused_moe_combine),
                leaf("fused_moe_dispatch", o.fused_moe_dispatch),
+               leaf("fold_residual_grad", o.fold_residual_grad),
                leaf("attention_backend", o.attention_backend),
                leaf("cuda_graph", o.cuda_graph),
                section("ema", {leaf("enabled", ema.enabled), leaf("smoothing", ema.smoothing),
@@ -455,6 +456,7 @@ void write_section(const std::vector<Key>& keys, int indent, std::ostringstream&
 std::string show(double value) { return format_double(value); }
 std::string show(int64_t value) { return std::to_string(value); }
 std::string show(const std::string& value) { return quote(value); }
+std::string show(bool value) { return value ? "true" : "false"; }
 
 template <class T>
 void require(bool ok, const std::string& key, const T& value, const std::string& expected) {
@@ -584,6 +586,8 @@ void validate_optim(const OptimSection& o, int64_t world_size, const model::DiTC
           o.precision, "auto, bf16, bf16-fp32norm or fp32");
   require(one_of(o.attention_backend, nn::sdp_backend_names()), "optim.attention_backend",
           o.attention_backend, "auto, cudnn, flash, efficient or math");
+  require(!o.fold_residual_grad || o.fused_norm, "optim.fold_residual_grad", o.fold_residual_grad,
+          "false unless optim.fused_norm is true (the fold is part of the fused norm's backward)");
   require(o.ema.smoothing >= 0 && o.ema.smoothing <= 1, "optim.ema.smoothing", o.ema.smoothing,
           "a value in [0, 1]");
   require(o.ema.start_step >= 0, "optim.ema.start_step", o.ema.start_step, ">= 0");

@@ -354,7 +354,8 @@ at::Tensor Trainer::State::micro_batch(const MicroBatchInput& input, bool last) 
                                   .recompute_activations = cfg.optim.recompute_activations,
                                   .moe_row_dispatch = cfg.optim.moe_row_dispatch,
                                   .fused_combine = cfg.optim.fused_moe_combine,
-                                  .fused_dispatch = cfg.optim.fused_moe_dispatch});
+                                  .fused_dispatch = cfg.optim.fused_moe_dispatch,
+                                  .fold_residual_grad = cfg.optim.fold_residual_grad});
     loss = diffusion::edm_loss_per_sample(dit, x, y,
                                           {to_device(draws.rnd_normal), to_device(draws.noise)},
                                           cfg.edm, mask ? &*mask : nullptr)

@@ -28,6 +28,8 @@ struct ExecutionOptions {
   bool fused_combine = false;
   // The gathering of the MoE experts' tokens as one operation (backward without atomics).
   bool fused_dispatch = false;
+  // With fused_norm: the residual stream's gradient added inside the norms' backward.
+  bool fold_residual_grad = false;
 };
 
 // Sets every switch of `options` on this thread while it lives.
@@ -40,7 +42,8 @@ class ExecutionGuard {
         recompute_activations_(options.recompute_activations),
         moe_row_dispatch_(options.moe_row_dispatch),
         fused_combine_(options.fused_combine),
-        fused_dispatch_(options.fused_dispatch) {}
+        fused_dispatch_(options.fused_dispatch),
+        fold_residual_grad_(options.fold_residual_grad) {}
 
  private:
   LowPrecisionNormGuard low_precision_norm_;
@@ -50,6 +53,7 @@ class ExecutionGuard {
   MoERowDispatchGuard moe_row_dispatch_;
   FusedCombineGuard fused_combine_;
   FusedDispatchGuard fused_dispatch_;
+  FoldResidualGradGuard fold_residual_grad_;
 };
 
 }  // namespace microdit::nn

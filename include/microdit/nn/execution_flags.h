@@ -9,8 +9,13 @@
 namespace microdit::nn {
 
 // Sets the switch `flag` names (--fp32-norm, --fused-norm, --fused-residual, --recompute-act,
-// --moe-rows, --fused-combine, --fused-dispatch) in `options`; false when `flag` is none of them.
+// --moe-rows, --fused-combine, --fused-dispatch, --fold-residual) in `options`; false when `flag`
+// is none of them.
 bool set_execution_flag(std::string_view flag, ExecutionOptions& options);
+
+// Throws std::invalid_argument naming the flag when `options` sets a switch that needs another
+// (--fold-residual without --fused-norm).
+void check_execution_flags(const ExecutionOptions& options);
 
 // One usage line per flag, indented as the tools' usage texts.
 std::string execution_flags_usage();

@@ -14,6 +14,11 @@ namespace microdit::nn {
 // path. Off by default: `microdit-bench --fused-norm` measures it.
 using FusedNormGuard = util::ThreadFlagGuard<struct FusedNormTag>;
 
+// While one lives on this thread as well, the blocks' norms take fused_norm_with_residual (below):
+// the residual stream's gradient is added inside the fused norm's backward. Off by default:
+// `microdit-bench --fold-residual` measures it.
+using FoldResidualGradGuard = util::ThreadFlagGuard<struct FoldResidualGradTag>;
+
 // y = (LN(x) * weight) * (1 + scale) + shift over the last dim of x, in `out_dtype`.
 // x: (..., D), rows may be strided (a slice of a wider projection); weight: (D) or undefined;
 // shift and scale: (B,D) with x (B,N,D), or both undefined. As Composer's LPLayerNorm, x and
@@ -21,6 +26,17 @@ using FusedNormGuard = util::ThreadFlagGuard<struct FusedNormTag>;
 // and rounded once. Differentiable in x, weight, shift and scale.
 at::Tensor fused_norm(const at::Tensor& x, const at::Tensor& weight, double eps,
                       const at::Tensor& shift, const at::Tensor& scale, at::ScalarType out_dtype);
+
+// fused_norm where x is also the residual stream's next term (x + f(LN(x)), as in every DiT
+// block): `residual` holds x's values, and backward adds the gradient reaching it to the norm's own
+// gradient of x in the same pass, instead of autograd adding two activation-sized tensors after.
+struct ResidualAndNormed {
+  at::Tensor residual;  // x, to add the branch to
+  at::Tensor normed;    // fused_norm(x, ...)
+};
+ResidualAndNormed fused_norm_with_residual(const at::Tensor& x, const at::Tensor& weight,
+                                           double eps, const at::Tensor& shift,
+                                           const at::Tensor& scale, at::ScalarType out_dtype);
 
 // The same operation in ATen ops (any device), forward and backward as the kernels compute them;
 // the CUDA kernels are tested against it.
@@ -43,13 +59,15 @@ struct FusedNormGrads {
 bool fused_norm_keeps_rounded(at::ScalarType x_dtype, at::ScalarType out_dtype);
 // rows: (R,D) with R = B*N; w: float32 (D) or undefined; shift, scale1p: float32 (B,D) or both
 // undefined (scale1p is 1 + scale). Backward's `rows` is forward's `rounded` where defined, else
-// forward's rows; grad_y is in the out dtype.
+// forward's rows; grad_y is in the out dtype. residual_grad (R,D) or undefined: the gradient of
+// fused_norm_with_residual's `residual`, added to the x gradient before its one rounding.
 FusedNormForward fused_norm_forward_composite(const at::Tensor& rows, const at::Tensor& w,
                                               const at::Tensor& shift, const at::Tensor& scale1p,
                                               double eps, at::ScalarType out_dtype);
 FusedNormGrads fused_norm_backward_composite(const at::Tensor& grad_y, const at::Tensor& rows,
                                              const at::Tensor& w, const at::Tensor& scale1p,
                                              const at::Tensor& mean, const at::Tensor& rstd,
-                                             bool has_modulation, at::ScalarType grad_x_dtype);
+                                             bool has_modulation, at::ScalarType grad_x_dtype,
+                                             const at::Tensor& residual_grad = {});
 
 }  // namespace microdit::nn

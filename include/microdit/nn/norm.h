@@ -4,6 +4,7 @@
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 
+#include "microdit/nn/fused_norm.h"
 #include "microdit/util/thread_flag.h"
 
 namespace microdit::nn {
@@ -21,6 +22,11 @@ class LayerNormImpl : public torch::nn::Module {
   // one fused operation under FusedNormGuard (nn/fused_norm.h). Undefined shift/scale: forward.
   at::Tensor forward_modulated(const at::Tensor& x, const at::Tensor& shift,
                                const at::Tensor& scale);
+  // {x, forward_modulated(x, shift, scale)} for a block that adds a branch of the normed x back to
+  // x: under FusedNormGuard and FoldResidualGradGuard as fused_norm_with_residual, whose backward
+  // also takes the residual's gradient; else `residual` is x itself.
+  ResidualAndNormed forward_with_residual(const at::Tensor& x, const at::Tensor& shift = {},
+                                          const at::Tensor& scale = {});
   void reset_parameters();
 
   int64_t dim;

@@ -62,6 +62,7 @@ struct OptimSection {
   bool moe_row_dispatch = false;  // MoE tokens moved by row index
   bool fused_moe_combine = false;  // the MoE's weighted sum of expert outputs as one operation
   bool fused_moe_dispatch = false;  // the gathering of the MoE experts' tokens as one operation
+  bool fold_residual_grad = false;  // with fused_norm: residual gradients added in its backward
   // Attention kernel (nn/sdp_backend.h): auto | cudnn | flash | efficient | math.
   std::string attention_backend = "auto";
   bool cuda_graph = false;  // the step captured as a CUDA graph and replayed (one CUDA process)
