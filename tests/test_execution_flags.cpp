@@ -12,7 +12,7 @@ TEST(ExecutionFlags, EachFlagSetsItsSwitch) {
   ExecutionOptions o;
   for (const char* flag :
        {"--fp32-norm", "--fused-norm", "--fused-residual", "--recompute-act", "--moe-rows",
-        "--fused-combine", "--fused-dispatch", "--fold-residual"}) {
+        "--fused-combine", "--fused-dispatch", "--fold-residual", "--fp32-wgrad"}) {
     EXPECT_TRUE(set_execution_flag(flag, o)) << flag;
   }
   EXPECT_FALSE(o.low_precision_norm);
@@ -23,6 +23,7 @@ TEST(ExecutionFlags, EachFlagSetsItsSwitch) {
   EXPECT_TRUE(o.fused_combine);
   EXPECT_TRUE(o.fused_dispatch);
   EXPECT_TRUE(o.fold_residual_grad);
+  EXPECT_TRUE(o.fp32_weight_grads);
   EXPECT_NO_THROW(check_execution_flags(o));
 }
 
@@ -68,7 +69,7 @@ TEST(ExecutionFlags, UsageListsEveryFlagOnItsOwnLine) {
   const std::string usage = "\n" + execution_flags_usage();
   for (const char* flag :
        {"--fp32-norm ", "--fused-norm ", "--fused-residual ", "--recompute-act ", "--moe-rows ",
-        "--fused-combine ", "--fused-dispatch ", "--fold-residual "}) {
+        "--fused-combine ", "--fused-dispatch ", "--fold-residual ", "--fp32-wgrad "}) {
     EXPECT_NE(usage.find(std::string("\n  ") + flag), std::string::npos) << flag;
   }
 }

@@ -257,6 +257,36 @@ TEST(FastPath, FoldReachesTheBlocks) {
   EXPECT_GE(cosine(folded, fused), 0.999);
 }
 
+constexpr nn::ExecutionOptions kFp32WeightGrads{.fp32_weight_grads = true};
+
+TEST(FastPath, Fp32WeightGradientsMatchPlain) {
+  expect_fused_gradients_close(at::kCPU, kFp32WeightGrads);
+}
+
+TEST(FastPath, Fp32WeightGradientsMatchPlain_CUDA) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  test::NoTF32 no_tf32;
+  expect_fused_gradients_close(at::kCUDA, kFp32WeightGrads);
+}
+
+// Under bf16 autocast the plain path's weight gradients are bf16 values (products rounded, then
+// converted); with the option every linear and expert weight's gradient keeps float32 values.
+TEST(FastPath, Fp32WeightGradientsReachEveryProduct) {
+  auto s = small_step(at::kCPU);
+  for (const bool on : {false, true}) {
+    step_gradients(s.dit, s.x, s.y, s.draws, s.mask, true, {.fp32_weight_grads = on});
+    int64_t weights = 0;
+    for (const auto& item : s.dit->named_parameters()) {
+      const auto& grad = item.value().grad();
+      if (item.value().dim() < 2 || item.value().dim() > 3 || !grad.defined()) continue;
+      ++weights;
+      const bool bf16_values = at::equal(grad, grad.to(at::kBFloat16).to(grad.scalar_type()));
+      EXPECT_EQ(bf16_values, !on) << item.key() << (on ? " with" : " without") << " the option";
+    }
+    EXPECT_GT(weights, 20);
+  }
+}
+
 void expect_bf16_norm_gradients_close(at::Device device) {
   auto [dit, x, y, draws, mask] = small_step(device);
   const nn::ExecutionOptions plain_autocast{.low_precision_norm = false};

@@ -152,7 +152,7 @@ def flags(row):
         for key, name in (('fused_norm', 'fused-norm'), ('fused_residual', 'fused-residual'),
                           ('recompute_act', 'recompute-act'), ('moe_rows', 'moe-rows'),
                           ('fused_combine', 'fused-combine'), ('fused_dispatch', 'fused-dispatch'),
-                          ('fold_residual', 'fold-residual'),
+                          ('fold_residual', 'fold-residual'), ('fp32_wgrad', 'fp32-wgrad'),
                           ('cuda_graph', 'cuda-graph'), ('ddp', 'ddp')):
             value = row.get(key)
             if value:

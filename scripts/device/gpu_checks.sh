@@ -47,7 +47,7 @@ fi
 # The recipe configs' fast path (configs/stage*.yaml, measured 2026-11-26).
 FAST="--fused-norm --fused-residual --recompute-act --moe-rows --fused-combine"
 # Built and tested since, each with a prediction, not yet measured (so not yet in the recipe).
-NEXT="--fused-dispatch --fold-residual"
+NEXT="--fused-dispatch --fold-residual --fp32-wgrad"
 
 # Tier 2: parity.
 REF=.device/reference/microdit-official-tiny
@@ -130,10 +130,12 @@ if [ "$GPU" = 1 ]; then
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --profile 2
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 $FAST --profile 1
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 $FAST --cuda-graph
-  # The MoE dispatch's backward without atomics and the residual gradients added inside the
-  # norms' backward, each over the fast path row, then both with the graph.
+  # The MoE dispatch's backward without atomics, the residual gradients added inside the norms'
+  # backward and the float32 weight gradients, each over the fast path row, then all with the
+  # graph.
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 $FAST --fused-dispatch
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 $FAST --fold-residual
+  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 $FAST --fp32-wgrad
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 $FAST $NEXT --cuda-graph
   stage stage1-half 128 0.75 32
   # The data-parallel gradient all-reduce (NCCL, world of one): its cost per step is this row

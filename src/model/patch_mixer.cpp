@@ -10,7 +10,7 @@ namespace microdit::model {
 namespace {
 torch::nn::Sequential width_map(int64_t in, int64_t out, double eps, bool bias) {
   return torch::nn::Sequential(nn::LayerNorm(in, eps),
-                               torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias)));
+                               nn::Linear(torch::nn::LinearOptions(in, out).bias(bias)));
 }
 
 at::Tensor apply(torch::nn::Sequential& map, const at::Tensor& x) {

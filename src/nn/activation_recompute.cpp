@@ -2,6 +2,7 @@
 
 #include <torch/autograd.h>
 
+#include "microdit/nn/weight_grad.h"
 #include "silu_mul_kernels.h"
 
 namespace microdit::nn {
@@ -41,12 +42,15 @@ class SiluMulFunction : public torch::autograd::Function<SiluMulFunction> {
   }
 };
 
+// With `float_weight_grad` (nn/weight_grad.h) w's gradient comes from the product in float32.
 class GeluBmmFunction : public torch::autograd::Function<GeluBmmFunction> {
  public:
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& u, const at::Tensor& w) {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& u, const at::Tensor& w,
+                            bool float_weight_grad) {
     auto w_cast = w.to(u.scalar_type());
     ctx->save_for_backward({u, w_cast});
     ctx->saved_data["w_dtype"] = static_cast<int64_t>(w.scalar_type());
+    ctx->saved_data["float_weight_grad"] = float_weight_grad;
     return at::bmm(at::gelu(u), w_cast);
   }
   static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
@@ -54,8 +58,10 @@ class GeluBmmFunction : public torch::autograd::Function<GeluBmmFunction> {
     const auto &u = saved[0], &w_cast = saved[1], &g = grads[0];
     const auto w_dtype = static_cast<at::ScalarType>(ctx->saved_data["w_dtype"].toInt());
     auto grad_h = g.bmm(w_cast.transpose(1, 2));
-    auto grad_w = at::gelu(u).transpose(1, 2).bmm(g).to(w_dtype);
-    return {at::gelu_backward(grad_h, u), grad_w};
+    const auto h_t = at::gelu(u).transpose(1, 2);
+    auto grad_w =
+        ctx->saved_data["float_weight_grad"].toBool() ? product_in_float(h_t, g) : h_t.bmm(g);
+    return {at::gelu_backward(grad_h, u), grad_w.to(w_dtype), at::Tensor()};
   }
 };
 }  // namespace
@@ -67,7 +73,7 @@ at::Tensor silu_mul(const at::Tensor& a, const at::Tensor& b) {
 at::Tensor gelu_bmm(const at::Tensor& u, const at::Tensor& w) {
   TORCH_CHECK(u.dim() == 3 && w.dim() == 3 && u.size(0) == w.size(0) && u.size(2) == w.size(1),
               "gelu_bmm: expects u (E,M,F) and w (E,F,D), got ", u.sizes(), " and ", w.sizes());
-  return GeluBmmFunction::apply(u, w);
+  return GeluBmmFunction::apply(u, w, takes_fp32_weight_grad(u, w));
 }
 
 }  // namespace microdit::nn

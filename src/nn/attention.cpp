@@ -6,8 +6,8 @@
 
 namespace microdit::nn {
 namespace {
-torch::nn::Linear make_linear(int64_t in, int64_t out, bool bias) {
-  return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
+Linear make_linear(int64_t in, int64_t out, bool bias) {
+  return nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
 }
 }  // namespace
 

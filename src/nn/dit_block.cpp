@@ -11,7 +11,7 @@ namespace microdit::nn {
 namespace {
 torch::nn::Sequential make_modulation(int64_t cond_dim, int64_t out_dim) {
   return torch::nn::Sequential(torch::nn::GELU(torch::nn::GELUOptions().approximate("tanh")),
-                               torch::nn::Linear(cond_dim, out_dim));
+                               nn::Linear(cond_dim, out_dim));
 }
 }  // namespace
 
@@ -99,8 +99,7 @@ void AttentionBlockPromptEmbeddingImpl::custom_init(double init_std) {
 T2IFinalLayerImpl::T2IFinalLayerImpl(int64_t dim, int64_t patch_size, int64_t out_channels,
                                      double norm_eps) {
   norm_final = register_module("norm_final", LayerNorm(dim, norm_eps));
-  linear =
-      register_module("linear", torch::nn::Linear(dim, patch_size * patch_size * out_channels));
+  linear = register_module("linear", nn::Linear(dim, patch_size * patch_size * out_channels));
   adaLN_modulation = register_module("adaLN_modulation", make_modulation(dim, 2 * dim));
 }
 

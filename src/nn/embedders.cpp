@@ -22,9 +22,9 @@ at::Tensor PatchEmbedImpl::forward(const at::Tensor& x) {
 TimestepEmbedderImpl::TimestepEmbedderImpl(int64_t dim, int64_t freq_size)
     : frequency_embedding_size(freq_size) {
   mlp = register_module(
-      "mlp", torch::nn::Sequential(torch::nn::Linear(freq_size, dim),
+      "mlp", torch::nn::Sequential(nn::Linear(freq_size, dim),
                                    torch::nn::GELU(torch::nn::GELUOptions().approximate("tanh")),
-                                   torch::nn::Linear(dim, dim)));
+                                   nn::Linear(dim, dim)));
 }
 
 at::Tensor TimestepEmbedderImpl::timestep_embedding(const at::Tensor& t, int64_t dim,

@@ -15,7 +15,7 @@ struct Flag {
   std::string_view help;
 };
 
-constexpr std::array<Flag, 8> kFlags{{
+constexpr std::array<Flag, 9> kFlags{{
     {"--fp32-norm", &ExecutionOptions::low_precision_norm, false,
      "plain autocast: LayerNorms in float32 (default: bf16, as the official runs)"},
     {"--fused-norm", &ExecutionOptions::fused_norm, true,
@@ -32,6 +32,8 @@ constexpr std::array<Flag, 8> kFlags{{
      "the gathering of the MoE experts' tokens as one operation, backward without atomics"},
     {"--fold-residual", &ExecutionOptions::fold_residual_grad, true,
      "with --fused-norm: the residual stream's gradient added inside the norms' backward"},
+    {"--fp32-wgrad", &ExecutionOptions::fp32_weight_grads, true,
+     "weight gradients in float32 from the products themselves (no bf16 rounding, no cast)"},
 }};
 
 }  // namespace

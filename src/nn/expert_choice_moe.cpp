@@ -7,6 +7,7 @@
 #include "microdit/nn/expert_dispatch.h"
 #include "microdit/nn/feed_forward.h"
 #include "microdit/nn/init.h"
+#include "microdit/nn/weight_grad.h"
 
 namespace microdit::nn {
 
@@ -51,8 +52,8 @@ FeedForwardECMoeImpl::FeedForwardECMoeImpl(int64_t num_experts_, double expert_c
   const int64_t f = round_up(hidden_dim, multiple_of);
   w1 = register_parameter("w1", at::ones({num_experts, dim, f}));
   w2 = register_parameter("w2", at::ones({num_experts, f, dim}));
-  gate = register_module("gate",
-                         torch::nn::Linear(torch::nn::LinearOptions(dim, num_experts).bias(false)));
+  gate =
+      register_module("gate", nn::Linear(torch::nn::LinearOptions(dim, num_experts).bias(false)));
 }
 
 int64_t FeedForwardECMoeImpl::tokens_per_expert(int64_t num_tokens) const {
@@ -67,19 +68,22 @@ ExpertChoiceRouting FeedForwardECMoeImpl::route(const at::Tensor& x) {
 }
 
 at::Tensor FeedForwardECMoeImpl::experts(const at::Tensor& xin) {
-  auto u = at::bmm(xin, w1);  // (E,B*K,F)
+  auto u = weight_bmm(xin, w1);  // (E,B*K,F)
   // Exact-erf GELU, then the second expert product: (E,B*K,D).
-  return RecomputeActivationsGuard::active() ? gelu_bmm(u, w2) : at::bmm(at::gelu(u), w2);
+  return RecomputeActivationsGuard::active() ? gelu_bmm(u, w2) : weight_bmm(at::gelu(u), w2);
 }
 
 at::Tensor FeedForwardECMoeImpl::forward(const at::Tensor& x) {
   TORCH_CHECK(x.dim() == 3, "expert-choice MoE expects (B,T,D) input, got ", x.sizes());
   auto routing = route(x);
-  const auto rows =
-      MoERowDispatchGuard::active() ? expert_choice_rows(routing.indices, x.size(1)) : at::Tensor();
+  const bool fused_combine = FusedCombineGuard::active();
+  // The row indices, where a plain dispatch or combine moves rows by them (the fused operations
+  // work from the routing indices).
+  const bool by_rows =
+      MoERowDispatchGuard::active() && !(FusedDispatchGuard::active() && fused_combine);
+  const auto rows = by_rows ? expert_choice_rows(routing.indices, x.size(1)) : at::Tensor();
   auto h = experts(dispatch(x, routing.indices, rows));
-  if (FusedCombineGuard::active())
-    return expert_combine(h, routing.probs, routing.indices, x.size(1));
+  if (fused_combine) return expert_combine(h, routing.probs, routing.indices, x.size(1));
   return combine(h, routing, x.size(1), rows);
 }
 

@@ -19,7 +19,7 @@ FeedForwardImpl::FeedForwardImpl(int64_t dim, int64_t hidden_dim, int64_t multip
                                  bool use_bias) {
   const int64_t f = swiglu_hidden_dim(hidden_dim, multiple_of);
   auto linear = [&](int64_t in, int64_t out) {
-    return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(use_bias));
+    return nn::Linear(torch::nn::LinearOptions(in, out).bias(use_bias));
   };
   w1 = register_module("w1", linear(dim, f));
   w2 = register_module("w2", linear(dim, f));
@@ -38,9 +38,9 @@ void FeedForwardImpl::custom_init(double out_std) {
 }
 
 MlpImpl::MlpImpl(int64_t in, int64_t hidden, int64_t out, std::optional<double> norm_eps) {
-  fc1 = register_module("fc1", torch::nn::Linear(in, hidden));
+  fc1 = register_module("fc1", nn::Linear(in, hidden));
   if (norm_eps) norm = register_module("norm", LayerNorm(hidden, *norm_eps));
-  fc2 = register_module("fc2", torch::nn::Linear(hidden, out));
+  fc2 = register_module("fc2", nn::Linear(hidden, out));
 }
 
 at::Tensor MlpImpl::forward(const at::Tensor& x) {

@@ -297,6 +297,7 @@ std::vector<Key> schema(TrainConfig& c) {
                leaf("fused_moe_combine", o.fused_moe_combine),
                leaf("fused_moe_dispatch", o.fused_moe_dispatch),
                leaf("fold_residual_grad", o.fold_residual_grad),
+               leaf("fp32_weight_grads", o.fp32_weight_grads),
                leaf("attention_backend", o.attention_backend),
                leaf("cuda_graph", o.cuda_graph),
                section("ema", {leaf("enabled", ema.enabled), leaf("smoothing", ema.smoothing),

@@ -355,7 +355,8 @@ at::Tensor Trainer::State::micro_batch(const MicroBatchInput& input, bool last) 
                                   .moe_row_dispatch = cfg.optim.moe_row_dispatch,
                                   .fused_combine = cfg.optim.fused_moe_combine,
                                   .fused_dispatch = cfg.optim.fused_moe_dispatch,
-                                  .fold_residual_grad = cfg.optim.fold_residual_grad});
+                                  .fold_residual_grad = cfg.optim.fold_residual_grad,
+                                  .fp32_weight_grads = cfg.optim.fp32_weight_grads});
     loss = diffusion::edm_loss_per_sample(dit, x, y,
                                           {to_device(draws.rnd_normal), to_device(draws.noise)},
                                           cfg.edm, mask ? &*mask : nullptr)

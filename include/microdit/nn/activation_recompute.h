@@ -22,7 +22,8 @@ using RecomputeActivationsGuard = util::ThreadFlagGuard<struct RecomputeActivati
 at::Tensor silu_mul(const at::Tensor& a, const at::Tensor& b);
 
 // bmm(gelu(u), w) with exact-erf GELU, keeping u and w (cast to u's dtype, as autocast casts the
-// expert weights) for backward. u: (E,M,F), w: (E,F,D) -> (E,M,D).
+// expert weights) for backward. u: (E,M,F), w: (E,F,D) -> (E,M,D). Under Fp32WeightGradGuard
+// (nn/weight_grad.h) w's gradient comes from the product in float32.
 at::Tensor gelu_bmm(const at::Tensor& u, const at::Tensor& w);
 
 }  // namespace microdit::nn

@@ -5,6 +5,7 @@
 #include <torch/nn/modules/linear.h>
 
 #include "microdit/nn/norm.h"
+#include "microdit/nn/weight_grad.h"
 
 namespace microdit::nn {
 
@@ -23,8 +24,8 @@ class SelfAttentionImpl : public torch::nn::Module {
   void custom_init(double proj_std);
 
   AttentionOptions options;
-  torch::nn::Linear qkv{nullptr};          // (3*Hd, D)
-  torch::nn::Linear proj{nullptr};         // (D, Hd)
+  Linear qkv{nullptr};                     // (3*Hd, D)
+  Linear proj{nullptr};                    // (D, Hd)
   LayerNorm ln_q{nullptr}, ln_k{nullptr};  // non-affine, over the whole Hd
 };
 TORCH_MODULE(SelfAttention);
@@ -36,9 +37,9 @@ class CrossAttentionImpl : public torch::nn::Module {
   void custom_init(double proj_std);
 
   AttentionOptions options;
-  torch::nn::Linear q_linear{nullptr};   // (Hd, D)
-  torch::nn::Linear kv_linear{nullptr};  // (2*Hd, D)
-  torch::nn::Linear proj{nullptr};       // (D, Hd)
+  Linear q_linear{nullptr};   // (Hd, D)
+  Linear kv_linear{nullptr};  // (2*Hd, D)
+  Linear proj{nullptr};       // (D, Hd)
   LayerNorm ln_q{nullptr}, ln_k{nullptr};
 };
 TORCH_MODULE(CrossAttention);

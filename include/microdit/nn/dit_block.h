@@ -10,6 +10,7 @@
 #include "microdit/nn/expert_choice_moe.h"
 #include "microdit/nn/feed_forward.h"
 #include "microdit/nn/norm.h"
+#include "microdit/nn/weight_grad.h"
 
 namespace microdit::nn {
 
@@ -72,7 +73,7 @@ class T2IFinalLayerImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& x, const at::Tensor& c);  // (B,N,D) -> (B,N,p*p*C)
 
   LayerNorm norm_final{nullptr};
-  torch::nn::Linear linear{nullptr};                // (p*p*C, D) with bias
+  Linear linear{nullptr};                           // (p*p*C, D) with bias
   torch::nn::Sequential adaLN_modulation{nullptr};  // GELU(tanh), Linear(D, 2*D)
 };
 TORCH_MODULE(T2IFinalLayer);

@@ -1,6 +1,6 @@
 // How the model runs, not what it computes: the thread-local switches of nn/norm,
-// nn/fused_norm, nn/gated_residual, nn/activation_recompute, nn/expert_choice_moe and
-// nn/expert_dispatch and nn/expert_combine as one set,
+// nn/fused_norm, nn/gated_residual, nn/activation_recompute, nn/expert_choice_moe,
+// nn/expert_dispatch, nn/expert_combine and nn/weight_grad as one set,
 // which the training step sets around its forward pass.
 #pragma once
 #include "microdit/nn/activation_recompute.h"
@@ -10,6 +10,7 @@
 #include "microdit/nn/fused_norm.h"
 #include "microdit/nn/gated_residual.h"
 #include "microdit/nn/norm.h"
+#include "microdit/nn/weight_grad.h"
 
 namespace microdit::nn {
 
@@ -30,6 +31,8 @@ struct ExecutionOptions {
   bool fused_dispatch = false;
   // With fused_norm: the residual stream's gradient added inside the norms' backward.
   bool fold_residual_grad = false;
+  // Under autocast: weight gradients in float32 from the products themselves.
+  bool fp32_weight_grads = false;
 };
 
 // Sets every switch of `options` on this thread while it lives.
@@ -43,7 +46,8 @@ class ExecutionGuard {
         moe_row_dispatch_(options.moe_row_dispatch),
         fused_combine_(options.fused_combine),
         fused_dispatch_(options.fused_dispatch),
-        fold_residual_grad_(options.fold_residual_grad) {}
+        fold_residual_grad_(options.fold_residual_grad),
+        fp32_weight_grads_(options.fp32_weight_grads) {}
 
  private:
   LowPrecisionNormGuard low_precision_norm_;
@@ -54,6 +58,7 @@ class ExecutionGuard {
   FusedCombineGuard fused_combine_;
   FusedDispatchGuard fused_dispatch_;
   FoldResidualGradGuard fold_residual_grad_;
+  Fp32WeightGradGuard fp32_weight_grads_;
 };
 
 }  // namespace microdit::nn

@@ -6,6 +6,7 @@
 #include <torch/nn/module.h>
 #include <torch/nn/modules/linear.h>
 
+#include "microdit/nn/weight_grad.h"
 #include "microdit/util/thread_flag.h"
 
 namespace microdit::nn {
@@ -41,7 +42,7 @@ class FeedForwardECMoeImpl : public torch::nn::Module {
   double expert_capacity;
   at::Tensor w1;                    // (E, D, F)
   at::Tensor w2;                    // (E, F, D)
-  torch::nn::Linear gate{nullptr};  // (E, D), no bias
+  Linear gate{nullptr};             // (E, D), no bias
 };
 TORCH_MODULE(FeedForwardECMoe);
 

@@ -6,6 +6,7 @@
 #include <torch/nn/modules/linear.h>
 
 #include "microdit/nn/norm.h"
+#include "microdit/nn/weight_grad.h"
 
 namespace microdit::nn {
 
@@ -19,9 +20,9 @@ class FeedForwardImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& x);  // w3(silu(w1 x) * w2 x)
   void custom_init(double out_std);
 
-  torch::nn::Linear w1{nullptr};  // (F, D)
-  torch::nn::Linear w2{nullptr};  // (F, D)
-  torch::nn::Linear w3{nullptr};  // (D, F)
+  Linear w1{nullptr};  // (F, D)
+  Linear w2{nullptr};  // (F, D)
+  Linear w3{nullptr};  // (D, F)
 };
 TORCH_MODULE(FeedForward);
 
@@ -31,9 +32,9 @@ class MlpImpl : public torch::nn::Module {
   MlpImpl(int64_t in, int64_t hidden, int64_t out, std::optional<double> norm_eps);
   at::Tensor forward(const at::Tensor& x);
 
-  torch::nn::Linear fc1{nullptr};
+  Linear fc1{nullptr};
   LayerNorm norm{nullptr};  // null when the MLP has no norm
-  torch::nn::Linear fc2{nullptr};
+  Linear fc2{nullptr};
 };
 TORCH_MODULE(Mlp);
 

@@ -63,6 +63,7 @@ struct OptimSection {
   bool fused_moe_combine = false;  // the MoE's weighted sum of expert outputs as one operation
   bool fused_moe_dispatch = false;  // the gathering of the MoE experts' tokens as one operation
   bool fold_residual_grad = false;  // with fused_norm: residual gradients added in its backward
+  bool fp32_weight_grads = false;   // weight gradients in float32 from the products themselves
   // Attention kernel (nn/sdp_backend.h): auto | cudnn | flash | efficient | math.
   std::string attention_backend = "auto";
   bool cuda_graph = false;  // the step captured as a CUDA graph and replayed (one CUDA process)
