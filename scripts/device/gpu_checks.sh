@@ -123,20 +123,21 @@ stage() {  # stage NAME BATCH MASK RES [extra bench args]: ours (+ $OURS_FLAGS),
   official --arch MicroDiT_XL_2 --batch "$batch" --mask "$mask" --res "$res" "$@"
 }
 if [ "$GPU" = 1 ]; then
-  # Stage 1 (XL_2, 256 px, batch 256, mask 0.75): ours plain (accumulating only if 256 does not
-  # fit), with the fast path, and with the fast path captured as a CUDA graph (one process), the
-  # first two with a kernel profile. The official eager run needs 82.6 GiB, so both eager at
+  # Stage 1 (XL_2, 256 px, batch 256, mask 0.75; accumulating only if 256 does not fit): the
+  # recipe's fast path with a kernel profile, then each option built since on top of it (the MoE
+  # dispatch's backward without atomics, the residual gradients added inside the norms' backward,
+  # the float32 weight gradients), all of them with a profile (the kernel counts the predictions
+  # name), all of them captured as a CUDA graph, the fast path captured, and the plain path
+  # (measured in both earlier sessions). The official eager run needs 82.6 GiB, so both eager at
   # batch 128 too; the official compiled run (172 s of compilation) only when asked.
-  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --profile 2
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 $FAST --profile 1
-  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 $FAST --cuda-graph
-  # The MoE dispatch's backward without atomics, the residual gradients added inside the norms'
-  # backward and the float32 weight gradients, each over the fast path row, then all with the
-  # graph.
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 $FAST --fused-dispatch
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 $FAST --fold-residual
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 $FAST --fp32-wgrad
+  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 $FAST $NEXT --profile 1
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 $FAST $NEXT --cuda-graph
+  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 $FAST --cuda-graph
+  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --profile 1
   stage stage1-half 128 0.75 32
   # The data-parallel gradient all-reduce (NCCL, world of one): its cost per step is this row
   # minus our stage1-half row (same shape without --ddp).
@@ -149,10 +150,10 @@ if [ "$GPU" = 1 ]; then
   ours --arch MicroDiT_Tiny_2 --batch 256 --mask 0.75 $FAST --cuda-graph
   official --arch MicroDiT_Tiny_2 --batch 256 --mask 0.75
   # Same function: 200 steps of Tiny_2 from one seed, bf16 LayerNorms vs plain autocast and
-  # the fast path.
+  # the fast path with every option built since.
   ours --arch MicroDiT_Tiny_2 --batch 64 --mask 0.75 --steps 200 --warmup 1
   ours --arch MicroDiT_Tiny_2 --batch 64 --mask 0.75 --steps 200 --warmup 1 --fp32-norm
-  ours --arch MicroDiT_Tiny_2 --batch 64 --mask 0.75 --steps 200 --warmup 1 $FAST
+  ours --arch MicroDiT_Tiny_2 --batch 64 --mask 0.75 --steps 200 --warmup 1 $FAST $NEXT
   # The other stages with the recipe's fast path, beside the official code.
   OURS_FLAGS=$FAST stage stage2 64 0 32 --steps 6 --warmup 2
   OURS_FLAGS=$FAST stage stage3 32 0.75 64 --steps 6 --warmup 2
