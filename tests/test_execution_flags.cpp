@@ -10,9 +10,9 @@ namespace {
 
 TEST(ExecutionFlags, EachFlagSetsItsSwitch) {
   ExecutionOptions o;
-  for (const char* flag :
-       {"--fp32-norm", "--fused-norm", "--fused-residual", "--recompute-act", "--moe-rows",
-        "--fused-combine", "--fused-dispatch", "--fold-residual", "--fp32-wgrad"}) {
+  for (const char* flag : {"--fp32-norm", "--fused-norm", "--fused-residual", "--recompute-act",
+                           "--moe-rows", "--fused-combine", "--fused-dispatch", "--fold-residual",
+                           "--fp32-wgrad", "--split-qk-norm"}) {
     EXPECT_TRUE(set_execution_flag(flag, o)) << flag;
   }
   EXPECT_FALSE(o.low_precision_norm);
@@ -24,21 +24,25 @@ TEST(ExecutionFlags, EachFlagSetsItsSwitch) {
   EXPECT_TRUE(o.fused_dispatch);
   EXPECT_TRUE(o.fold_residual_grad);
   EXPECT_TRUE(o.fp32_weight_grads);
+  EXPECT_TRUE(o.split_qk_norm);
   EXPECT_NO_THROW(check_execution_flags(o));
 }
 
-TEST(ExecutionFlags, FoldWithoutTheFusedNormIsRefusedByName) {
-  ExecutionOptions o;
-  ASSERT_TRUE(set_execution_flag("--fold-residual", o));
-  try {
-    check_execution_flags(o);
-    ADD_FAILURE() << "--fold-residual without --fused-norm was accepted";
-  } catch (const std::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find("--fold-residual needs --fused-norm"), std::string::npos)
-        << e.what();
+// The options that run inside the fused norm are refused without it, by name.
+TEST(ExecutionFlags, FusedNormOptionsWithoutTheFusedNormAreRefusedByName) {
+  for (const std::string flag : {"--fold-residual", "--split-qk-norm"}) {
+    ExecutionOptions o;
+    ASSERT_TRUE(set_execution_flag(flag, o));
+    try {
+      check_execution_flags(o);
+      ADD_FAILURE() << flag << " without --fused-norm was accepted";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find(flag + " needs --fused-norm"), std::string::npos)
+          << e.what();
+    }
+    ASSERT_TRUE(set_execution_flag("--fused-norm", o));
+    EXPECT_NO_THROW(check_execution_flags(o));
   }
-  ASSERT_TRUE(set_execution_flag("--fused-norm", o));
-  EXPECT_NO_THROW(check_execution_flags(o));
 }
 
 TEST(ExecutionFlags, OtherArgumentsAreNotTheirs) {
@@ -67,9 +71,9 @@ TEST(ExecutionFlags, FlagsOfOptionsGiveTheOptionsBack) {
 
 TEST(ExecutionFlags, UsageListsEveryFlagOnItsOwnLine) {
   const std::string usage = "\n" + execution_flags_usage();
-  for (const char* flag :
-       {"--fp32-norm ", "--fused-norm ", "--fused-residual ", "--recompute-act ", "--moe-rows ",
-        "--fused-combine ", "--fused-dispatch ", "--fold-residual ", "--fp32-wgrad "}) {
+  for (const char* flag : {"--fp32-norm ", "--fused-norm ", "--fused-residual ", "--recompute-act ",
+                           "--moe-rows ", "--fused-combine ", "--fused-dispatch ",
+                           "--fold-residual ", "--fp32-wgrad ", "--split-qk-norm "}) {
     EXPECT_NE(usage.find(std::string("\n  ") + flag), std::string::npos) << flag;
   }
 }

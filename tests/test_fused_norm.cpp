@@ -4,6 +4,10 @@
 #include <gtest/gtest.h>
 #include <torch/csrc/autograd/autograd.h>
 
+#include <set>
+#include <tuple>
+
+#include "microdit/nn/attention.h"
 #include "microdit/nn/autocast.h"
 #include "microdit/nn/fused_kernels.h"
 #include "microdit/nn/fused_norm.h"
@@ -236,6 +240,85 @@ TEST(FusedNorm, PassedResidualGradientIsRoundedOnce) {
   EXPECT_TRUE(at::equal(grads[0].flatten(0, 1), once));
 }
 
+// Whether the autograd graph behind t has a node named `name`.
+bool graph_has(const at::Tensor& t, const std::string& name) {
+  std::vector<torch::autograd::Node*> todo{t.grad_fn().get()};
+  std::set<torch::autograd::Node*> seen;
+  while (!todo.empty()) {
+    auto* node = todo.back();
+    todo.pop_back();
+    if (!node || !seen.insert(node).second) continue;
+    if (node->name().find(name) != std::string::npos) return true;
+    for (const auto& edge : node->next_edges()) todo.push_back(edge.function.get());
+  }
+  return false;
+}
+
+// fused_norm_split against chunk + fused_norm in float64: the same values, and the same
+// gradient of the projection from every chunk's gradient, for the self-attention's qkv (two
+// normed chunks of three), the cross-attention's kv (one of two) and a lone q.
+TEST(FusedNorm, SplitEqualsChunksAndNormsInFloat64) {
+  at::manual_seed(10);
+  for (const auto& [chunks, normed] : {std::pair<int64_t, int64_t>{3, 2}, {2, 1}, {1, 1}}) {
+    SCOPED_TRACE(testing::Message() << normed << " of " << chunks);
+    auto proj = (at::randn({2, 5, chunks * 16}, at::kDouble) * 2 + 0.5).requires_grad_();
+    const auto ours = nn::fused_norm_split(proj, chunks, normed, kEps);
+    auto ref = proj.chunk(chunks, -1);
+    for (int64_t i = 0; i < normed; ++i)
+      ref[i] = nn::fused_norm(ref[i], {}, kEps, {}, {}, at::kDouble);
+    ASSERT_EQ(ours.size(), ref.size());
+    std::vector<at::Tensor> g;
+    for (std::size_t i = 0; i < ref.size(); ++i) {
+      EXPECT_LE(test::max_relative(ours[i], ref[i]), 1e-12) << "chunk " << i;
+      g.push_back(at::randn_like(ref[i]));
+    }
+    EXPECT_TRUE(graph_has(ours[0], "NormedSplit"));
+    const auto our_grad = torch::autograd::grad(ours, {proj}, g)[0];
+    const auto ref_grad = torch::autograd::grad(ref, {proj}, g)[0];
+    EXPECT_LE(test::max_relative(our_grad, ref_grad), 1e-12);
+  }
+}
+
+// A chunk whose output reached nothing gets a zero gradient slice.
+TEST(FusedNorm, SplitChunksWithoutGradientGetZeros) {
+  auto proj = at::randn({2, 3, 24}, at::kDouble).requires_grad_();
+  const auto parts = nn::fused_norm_split(proj, 3, 2, kEps);
+  const auto grad = torch::autograd::grad({parts[1]}, {proj}, {at::ones_like(parts[1])})[0];
+  EXPECT_EQ(grad.narrow(-1, 0, 8).abs().max().item<double>(), 0.0);
+  EXPECT_EQ(grad.narrow(-1, 16, 8).abs().max().item<double>(), 0.0);
+  EXPECT_GT(grad.narrow(-1, 8, 8).abs().max().item<double>(), 0.0);
+  EXPECT_TRUE(test::throws_with<c10::Error>([&] { nn::fused_norm_split(proj, 5, 2, kEps); }, "",
+                                            {"fused_norm_split: 2 of 5 chunks", "[2, 3, 24]"}));
+  EXPECT_TRUE(test::throws_with<c10::Error>([&] { nn::fused_norm_split(proj, 3, 0, kEps); }, "",
+                                            {"fused_norm_split: 0 of 3 chunks"}));
+}
+
+// The attentions take the split only under both guards, with the same outputs and gradients.
+TEST(FusedNorm, AttentionsSplitOnlyUnderBothGuards) {
+  at::manual_seed(11);
+  nn::SelfAttention self_attn(nn::AttentionOptions{16, 16, 2});
+  nn::CrossAttention cross_attn(nn::AttentionOptions{16, 16, 2});
+  auto x = at::randn({2, 5, 16}).requires_grad_();
+  auto cond = at::randn({2, 7, 16}).requires_grad_();
+  auto run = [&](bool fused, bool split) {
+    nn::FusedNormGuard fused_norm(fused);
+    nn::SplitQkNormGuard split_qk(split);
+    auto out = self_attn(x) + cross_attn(x, cond);
+    auto grads = torch::autograd::grad({out.sum()}, {x, cond});
+    return std::tuple{out, grads, graph_has(out, "NormedSplit")};
+  };
+  const auto [plain, plain_grads, plain_split] = run(false, false);
+  const auto [fused, fused_grads, fused_split] = run(true, false);
+  const auto [split, split_grads, split_taken] = run(true, true);
+  EXPECT_FALSE(plain_split);
+  EXPECT_FALSE(fused_split);
+  EXPECT_FALSE(std::get<2>(run(false, true))) << "the split runs the fused norm";
+  EXPECT_TRUE(split_taken);
+  EXPECT_LE(test::max_relative(split, fused), 1e-6);
+  for (std::size_t i = 0; i < 2; ++i)
+    EXPECT_LE(test::max_relative(split_grads[i], fused_grads[i]), 1e-5) << "gradient " << i;
+}
+
 TEST(FusedNorm, BadShapesAreNamed) {
   auto x = at::randn({2, 3, 8});
   EXPECT_TRUE(test::throws_with<c10::Error>(
@@ -314,6 +397,29 @@ TEST(FusedNorm, PassedResidualKernelMatchesTheComposite_CUDA) {
       const auto ref = composite_grad_x(in, gy, gr, type, type);
       EXPECT_LE(test::max_relative(gx.flatten(0, 1), ref), type == at::kFloat ? 1e-4 : 1e-2);
     }
+  }
+}
+
+// The split on the GPU: the norm's kernels write their gradient rows into the projection's
+// gradient; the same values as chunk + fused_norm with autograd's concatenation.
+TEST(FusedNorm, SplitKernelsMatchChunksAndNorms_CUDA) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  if (!nn::fused_kernels_built()) GTEST_SKIP() << "this build has no CUDA kernels (no nvcc)";
+  at::manual_seed(12);
+  for (const auto type : {at::kFloat, at::kBFloat16}) {
+    SCOPED_TRACE(testing::Message() << type);
+    auto proj =
+        at::randn({4, 64, 3 * 768}, at::TensorOptions(at::kCUDA).dtype(type)).requires_grad_();
+    const auto ours = nn::fused_norm_split(proj, 3, 2, kEps);
+    auto ref = proj.chunk(3, -1);
+    for (int64_t i = 0; i < 2; ++i) ref[i] = nn::fused_norm(ref[i], {}, kEps, {}, {}, type);
+    std::vector<at::Tensor> g;
+    for (std::size_t i = 0; i < 3; ++i) {
+      EXPECT_TRUE(at::equal(ours[i], ref[i])) << "chunk " << i;
+      g.push_back(at::randn_like(ref[i]));
+    }
+    EXPECT_TRUE(at::equal(torch::autograd::grad(ours, {proj}, g)[0],
+                          torch::autograd::grad(ref, {proj}, g)[0]));
   }
 }
 

@@ -257,6 +257,18 @@ TEST(FastPath, FoldReachesTheBlocks) {
   EXPECT_GE(cosine(folded, fused), 0.999);
 }
 
+constexpr nn::ExecutionOptions kSplitQkNorm{.fused_norm = true, .split_qk_norm = true};
+
+TEST(FastPath, SplitQkNormGradientsMatchUnfused) {
+  expect_fused_gradients_close(at::kCPU, kSplitQkNorm);
+}
+
+TEST(FastPath, SplitQkNormGradientsMatchUnfused_CUDA) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  test::NoTF32 no_tf32;
+  expect_fused_gradients_close(at::kCUDA, kSplitQkNorm);
+}
+
 constexpr nn::ExecutionOptions kFp32WeightGrads{.fp32_weight_grads = true};
 
 TEST(FastPath, Fp32WeightGradientsMatchPlain) {

@@ -145,8 +145,8 @@ TEST(Trainer, MicroBatchSplitDoesNotChangeLossOrGradients) {
 }
 
 // optim.fused_norm, fused_residual, recompute_activations, moe_row_dispatch, fused_moe_combine,
-// fused_moe_dispatch, fold_residual_grad and fp32_weight_grads change how, not what: the same
-// losses and last gradients within rounding.
+// fused_moe_dispatch, fold_residual_grad, fp32_weight_grads and split_qk_norm change how, not what:
+// the same losses and last gradients within rounding.
 TEST(Trainer, FastPathOptionsFollowThePlainRun) {
   train::Trainer plain(tiny(fresh_dir("plain"), 3));
   const auto plain_run = plain.run();
@@ -159,6 +159,7 @@ TEST(Trainer, FastPathOptionsFollowThePlainRun) {
   c.optim.fused_moe_dispatch = true;
   c.optim.fold_residual_grad = true;
   c.optim.fp32_weight_grads = true;
+  c.optim.split_qk_norm = true;
   train::Trainer fast(c);
   const auto fast_run = fast.run();
   ASSERT_EQ(fast_run.losses.size(), plain_run.losses.size());

@@ -153,6 +153,7 @@ def flags(row):
                           ('recompute_act', 'recompute-act'), ('moe_rows', 'moe-rows'),
                           ('fused_combine', 'fused-combine'), ('fused_dispatch', 'fused-dispatch'),
                           ('fold_residual', 'fold-residual'), ('fp32_wgrad', 'fp32-wgrad'),
+                          ('split_qk_norm', 'split-qk-norm'),
                           ('cuda_graph', 'cuda-graph'), ('ddp', 'ddp')):
             value = row.get(key)
             if value:

@@ -156,10 +156,10 @@ void run_case(int64_t B, int64_t N, int64_t D, bool weight, bool modulation, boo
   auto backward = [&](auto kept_type) {
     using Tk = decltype(kept_type);
     launch({static_cast<unsigned>(row_blocks(R)), 1, 1}, {kWarp, kWarpsPerBlock, 1}, [&] {
-      norm_backward_rows_kernel<Tk, Tout, Tin, V>(ptr<Tout>(grad_y), ptr<Tk>(kept), kept.stride(0),
-                                                  R, static_cast<int>(D), ptr<float>(w),
-                                                  ptr<float>(scale1p), n, ptr<float>(mean),
-                                                  ptr<float>(rstd), nullptr, mutable_ptr<Tin>(gx));
+      norm_backward_rows_kernel<Tk, Tout, Tin, V>(
+          ptr<Tout>(grad_y), ptr<Tk>(kept), kept.stride(0), R, static_cast<int>(D), ptr<float>(w),
+          ptr<float>(scale1p), n, ptr<float>(mean), ptr<float>(rstd), nullptr, mutable_ptr<Tin>(gx),
+          D);
     });
     if (!modulation && !weight) return;
     launch({static_cast<unsigned>(column_blocks(D, V)), static_cast<unsigned>(samples),
@@ -182,14 +182,16 @@ void run_case(int64_t B, int64_t N, int64_t D, bool weight, bool modulation, boo
   const auto gres = at::randn({R, D}).to(in_type);
   const auto folded_ref = microdit::nn::fused_norm_backward_composite(
       grad_y, kept, w, scale1p, ref.mean, ref.rstd, modulation, in_type, gres);
-  auto folded = at::empty({R, D}, in_type);
+  // Written as the second half of wider rows (a slice of a projection's gradient).
+  const at::Tensor folded_rows = at::zeros({R, 2 * D}, in_type);
+  auto folded = folded_rows.narrow(1, D, D);
   auto fold = [&](auto kept_type) {
     using Tk = decltype(kept_type);
     launch({static_cast<unsigned>(row_blocks(R)), 1, 1}, {kWarp, kWarpsPerBlock, 1}, [&] {
       norm_backward_rows_kernel<Tk, Tout, Tin, V>(
           ptr<Tout>(grad_y), ptr<Tk>(kept), kept.stride(0), R, static_cast<int>(D), ptr<float>(w),
           ptr<float>(scale1p), n, ptr<float>(mean), ptr<float>(rstd), ptr<Tin>(gres),
-          mutable_ptr<Tin>(folded));
+          mutable_ptr<Tin>(folded), folded.stride(0));
     });
   };
   if (ref.rounded.defined()) {
@@ -199,6 +201,7 @@ void run_case(int64_t B, int64_t N, int64_t D, bool weight, bool modulation, boo
   }
   expect("grad_x+residual", max_relative(folded, folded_ref.x),
          in_type == at::kFloat ? 1e-5 : 1e-2);
+  expect("other half", folded_rows.narrow(1, 0, D).abs().max().item<double>(), 0.0);
   if (modulation) {
     expect("grad_shift", max_relative(part_shift.sum(0), grad_ref.shift), 1e-5);
     expect("grad_scale", max_relative(part_scale.sum(0), grad_ref.scale), 1e-5);

@@ -47,7 +47,7 @@ fi
 # The recipe configs' fast path (configs/stage*.yaml, measured 2026-11-26).
 FAST="--fused-norm --fused-residual --recompute-act --moe-rows --fused-combine"
 # Built and tested since, each with a prediction, not yet measured (so not yet in the recipe).
-NEXT="--fused-dispatch --fold-residual --fp32-wgrad"
+NEXT="--fused-dispatch --fold-residual --fp32-wgrad --split-qk-norm"
 
 # Tier 2: parity.
 REF=.device/reference/microdit-official-tiny
@@ -126,7 +126,7 @@ if [ "$GPU" = 1 ]; then
   # Stage 1 (XL_2, 256 px, batch 256, mask 0.75; accumulating only if 256 does not fit): the
   # recipe's fast path with a kernel profile, then each option built since on top of it (the MoE
   # dispatch's backward without atomics, the residual gradients added inside the norms' backward,
-  # the float32 weight gradients), all of them with a profile (the kernel counts the predictions
+  # the float32 weight gradients, the QK-norm split), all of them with a profile (the kernel counts the predictions
   # name), all of them captured as a CUDA graph, the fast path captured, and the plain path
   # (measured in both earlier sessions). The official eager run needs 82.6 GiB, so both eager at
   # batch 128 too; the official compiled run (172 s of compilation) only when asked.
@@ -134,6 +134,7 @@ if [ "$GPU" = 1 ]; then
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 $FAST --fused-dispatch
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 $FAST --fold-residual
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 $FAST --fp32-wgrad
+  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 $FAST --split-qk-norm
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 $FAST $NEXT --profile 1
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 $FAST $NEXT --cuda-graph
   ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 $FAST --cuda-graph

@@ -9,6 +9,22 @@ namespace {
 Linear make_linear(int64_t in, int64_t out, bool bias) {
   return nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
 }
+
+// The `chunks` slices of a projection, the first QK-normed by ln_q and (for three chunks) the
+// second by ln_k; the norms' outputs in the projection's dtype (attention runs in it). One
+// operation under FusedNormGuard and SplitQkNormGuard where the norms keep that dtype.
+std::vector<at::Tensor> qk_normed_chunks(const at::Tensor& proj, int64_t chunks, LayerNorm& ln_q,
+                                         LayerNorm& ln_k) {
+  const int64_t normed = chunks == 3 ? 2 : 1;
+  if (FusedNormGuard::active() && SplitQkNormGuard::active() &&
+      norm_output_dtype(proj) == proj.scalar_type())
+    return fused_norm_split(proj, chunks, normed, ln_q->eps);
+  auto parts = proj.chunk(chunks, /*dim=*/-1);
+  // Under autocast the norm may return float32; attention runs in the projections' dtype.
+  for (int64_t i = 0; i < normed; ++i)
+    parts[i] = (i == 0 ? ln_q : ln_k)->forward(parts[i]).to(parts[i].scalar_type());
+  return parts;
+}
 }  // namespace
 
 at::Tensor multi_head_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -33,11 +49,8 @@ SelfAttentionImpl::SelfAttentionImpl(const AttentionOptions& opts) : options(opt
 
 at::Tensor SelfAttentionImpl::forward(const at::Tensor& x) {
   // The official code splits (B,N,3*Hd) as (B,N,3,H,head_dim): q, k, v are contiguous Hd slices.
-  auto qkv_out = qkv(x).chunk(3, /*dim=*/-1);
-  // Under autocast the norm may return float32; attention runs in the projections' dtype.
-  auto q = ln_q(qkv_out[0]).to(qkv_out[0].scalar_type());
-  auto k = ln_k(qkv_out[1]).to(qkv_out[1].scalar_type());
-  return proj(multi_head_attention(q, k, qkv_out[2], options.num_heads));
+  const auto qkv_out = qk_normed_chunks(qkv(x), 3, ln_q, ln_k);
+  return proj(multi_head_attention(qkv_out[0], qkv_out[1], qkv_out[2], options.num_heads));
 }
 
 void SelfAttentionImpl::custom_init(double proj_std) {
@@ -57,12 +70,9 @@ CrossAttentionImpl::CrossAttentionImpl(const AttentionOptions& opts) : options(o
 }
 
 at::Tensor CrossAttentionImpl::forward(const at::Tensor& x, const at::Tensor& cond) {
-  auto q = q_linear(x);
-  auto kv = kv_linear(cond).chunk(2, /*dim=*/-1);
-  // Under autocast the norm may return float32; attention runs in the projections' dtype.
-  q = ln_q(q).to(q.scalar_type());
-  auto k = ln_k(kv[0]).to(kv[0].scalar_type());
-  return proj(multi_head_attention(q, k, kv[1], options.num_heads));
+  const auto q = qk_normed_chunks(q_linear(x), 1, ln_q, ln_k)[0];
+  const auto kv = qk_normed_chunks(kv_linear(cond), 2, ln_k, ln_k);
+  return proj(multi_head_attention(q, kv[0], kv[1], options.num_heads));
 }
 
 void CrossAttentionImpl::custom_init(double proj_std) {

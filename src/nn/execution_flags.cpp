@@ -15,7 +15,7 @@ struct Flag {
   std::string_view help;
 };
 
-constexpr std::array<Flag, 9> kFlags{{
+constexpr std::array<Flag, 10> kFlags{{
     {"--fp32-norm", &ExecutionOptions::low_precision_norm, false,
      "plain autocast: LayerNorms in float32 (default: bf16, as the official runs)"},
     {"--fused-norm", &ExecutionOptions::fused_norm, true,
@@ -34,6 +34,8 @@ constexpr std::array<Flag, 9> kFlags{{
      "with --fused-norm: the residual stream's gradient added inside the norms' backward"},
     {"--fp32-wgrad", &ExecutionOptions::fp32_weight_grads, true,
      "weight gradients in float32 from the products themselves (no bf16 rounding, no cast)"},
+    {"--split-qk-norm", &ExecutionOptions::split_qk_norm, true,
+     "with --fused-norm: q, k, v split from their projection with the QK-norm as one operation"},
 }};
 
 }  // namespace
@@ -52,6 +54,9 @@ void check_execution_flags(const ExecutionOptions& options) {
   if (options.fold_residual_grad && !options.fused_norm)
     throw std::invalid_argument(
         "--fold-residual needs --fused-norm (the fold is part of the fused norm's backward)");
+  if (options.split_qk_norm && !options.fused_norm)
+    throw std::invalid_argument(
+        "--split-qk-norm needs --fused-norm (the split runs the fused norm's kernels)");
 }
 
 std::string execution_flags_usage() {

@@ -21,18 +21,22 @@ FusedNormForward norm_forward(const at::Tensor& rows, const at::Tensor& w, const
   return fused_norm_forward_composite(rows, w, shift, scale1p, eps, out_dtype);
 }
 
+// grad_x_out (R,D) or undefined: where the x gradient goes (the kernels write it there).
 FusedNormGrads norm_backward(const at::Tensor& grad_y, const at::Tensor& rows, const at::Tensor& w,
                              const at::Tensor& scale1p, const at::Tensor& mean,
                              const at::Tensor& rstd, bool has_modulation,
-                             at::ScalarType grad_x_dtype, const at::Tensor& residual_grad) {
+                             at::ScalarType grad_x_dtype, const at::Tensor& residual_grad,
+                             const at::Tensor& grad_x_out = {}) {
 #ifdef MICRODIT_WITH_CUDA_KERNELS
   if (rows.is_cuda() && cuda_kernels::supports(rows.scalar_type()) &&
       cuda_kernels::supports(grad_y.scalar_type()) && cuda_kernels::supports(grad_x_dtype))
     return cuda_kernels::fused_norm_backward(grad_y, rows, w, scale1p, mean, rstd, has_modulation,
-                                             grad_x_dtype, residual_grad);
+                                             grad_x_dtype, residual_grad, grad_x_out);
 #endif
-  return fused_norm_backward_composite(grad_y, rows, w, scale1p, mean, rstd, has_modulation,
-                                       grad_x_dtype, residual_grad);
+  auto grads = fused_norm_backward_composite(grad_y, rows, w, scale1p, mean, rstd, has_modulation,
+                                             grad_x_dtype, residual_grad);
+  if (grad_x_out.defined()) grads.x = grad_x_out.copy_(grads.x);
+  return grads;
 }
 
 int64_t dtype_or_none(const at::Tensor& t) {
@@ -104,6 +108,58 @@ class FusedNormFunction : public torch::autograd::Function<FusedNormFunction> {
   }
 };
 
+// The chunks of a projection, the first `normed` of them through the non-affine fused norm in
+// the projection's dtype; backward writes every chunk's gradient into one tensor of the
+// projection's shape (the norm's kernels write their rows there, the other chunks are copied).
+class NormedSplitFunction : public torch::autograd::Function<NormedSplitFunction> {
+ public:
+  static torch::autograd::tensor_list forward(torch::autograd::AutogradContext* ctx,
+                                              const at::Tensor& proj, int64_t chunks,
+                                              int64_t normed, double eps) {
+    const int64_t width = proj.size(-1) / chunks;
+    torch::autograd::tensor_list outputs, kept;
+    for (int64_t i = 0; i < chunks; ++i) {
+      auto chunk = proj.narrow(-1, i * width, width);
+      if (i >= normed) {
+        outputs.push_back(chunk);
+        continue;
+      }
+      auto rows = chunk.flatten(0, -2);  // rows strided by the projection's width
+      auto out = norm_forward(rows, {}, {}, {}, eps, proj.scalar_type());
+      kept.insert(kept.end(), {rows, out.mean, out.rstd});
+      outputs.push_back(out.y.view(chunk.sizes()));
+    }
+    ctx->save_for_backward(kept);
+    ctx->saved_data["sizes"] = proj.sizes().vec();
+    ctx->saved_data["chunks"] = chunks;
+    ctx->saved_data["normed"] = normed;
+    return outputs;
+  }
+
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grads) {
+    const auto kept = ctx->get_saved_variables();
+    const auto dtype = kept[0].scalar_type();
+    auto grad = at::empty(ctx->saved_data["sizes"].toIntVector(), kept[0].options());
+    const auto chunks = ctx->saved_data["chunks"].toInt();
+    const auto normed = ctx->saved_data["normed"].toInt();
+    const int64_t width = grad.size(-1) / chunks;
+    for (int64_t i = 0; i < chunks; ++i) {
+      auto slice = grad.narrow(-1, i * width, width);
+      if (!grads[i].defined()) {
+        slice.zero_();
+      } else if (i < normed) {
+        const auto &rows = kept[3 * i], &mean = kept[3 * i + 1], &rstd = kept[3 * i + 2];
+        norm_backward(grads[i].reshape({-1, width}).to(dtype).contiguous(), rows, {}, {}, mean,
+                      rstd, false, dtype, {}, slice.flatten(0, -2));
+      } else {
+        slice.copy_(grads[i]);
+      }
+    }
+    return {grad, at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
 void check_modulation(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale) {
   TORCH_CHECK(shift.defined() == scale.defined(), "fused_norm: shift and scale come together");
   if (!shift.defined()) return;
@@ -136,6 +192,16 @@ bool fused_norm_keeps_rounded(at::ScalarType x_dtype, at::ScalarType out_dtype) 
 at::Tensor fused_norm(const at::Tensor& x, const at::Tensor& weight, double eps,
                       const at::Tensor& shift, const at::Tensor& scale, at::ScalarType out_dtype) {
   return apply_fused_norm(x, weight, eps, shift, scale, out_dtype, /*pass_residual=*/false)[0];
+}
+
+std::vector<at::Tensor> fused_norm_split(const at::Tensor& proj, int64_t chunks, int64_t normed,
+                                         double eps) {
+  TORCH_CHECK(proj.dim() >= 2 && normed >= 1 && normed <= chunks && proj.size(-1) % chunks == 0 &&
+                  proj.stride(-1) == 1,
+              "fused_norm_split: ", normed, " of ", chunks,
+              " chunks of a projection with unit last stride and a width they divide, got sizes ",
+              proj.sizes(), " strides ", proj.strides());
+  return NormedSplitFunction::apply(proj, chunks, normed, eps);
 }
 
 ResidualAndNormed fused_norm_with_residual(const at::Tensor& x, const at::Tensor& weight,

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <numeric>
 
 #include "fused_norm_kernels.cuh"
 #include "fused_norm_kernels.h"
@@ -78,7 +79,7 @@ FusedNormGrads fused_norm_backward(const at::Tensor& grad_y, const at::Tensor& r
                                    const at::Tensor& w, const at::Tensor& scale1p,
                                    const at::Tensor& mean, const at::Tensor& rstd,
                                    bool has_modulation, at::ScalarType grad_x_dtype,
-                                   const at::Tensor& residual_grad) {
+                                   const at::Tensor& residual_grad, const at::Tensor& grad_x_out) {
   check_inputs(rows, w, scale1p);
   TORCH_CHECK(grad_y.is_contiguous() && grad_y.sizes() == rows.sizes(),
               "fused_norm kernels: gradient of shape ", grad_y.sizes(), " for rows ", rows.sizes());
@@ -87,6 +88,11 @@ FusedNormGrads fused_norm_backward(const at::Tensor& grad_y, const at::Tensor& r
                    residual_grad.scalar_type() == grad_x_dtype),
               "fused_norm kernels: residual gradient of shape ", residual_grad.sizes(),
               " for rows ", rows.sizes(), ", contiguous in the x gradient's dtype expected");
+  TORCH_CHECK(
+      !grad_x_out.defined() || (grad_x_out.sizes() == rows.sizes() && grad_x_out.stride(1) == 1 &&
+                                grad_x_out.scalar_type() == grad_x_dtype),
+      "fused_norm kernels: x gradient rows of shape ", grad_x_out.sizes(), " for rows ",
+      rows.sizes(), ", unit column stride in the x gradient's dtype expected");
   const c10::cuda::CUDAGuard guard(rows.device());
   const int64_t R = rows.size(0), D = rows.size(1);
   const int64_t B = has_modulation ? scale1p.size(0) : 1;
@@ -94,7 +100,10 @@ FusedNormGrads fused_norm_backward(const at::Tensor& grad_y, const at::Tensor& r
   const int64_t chunks = chunk_count(N);
   auto f32 = rows.options().dtype(at::kFloat);
   FusedNormGrads out;
-  out.x = at::empty({R, D}, rows.options().dtype(grad_x_dtype));
+  out.x = grad_x_out.defined() ? grad_x_out : at::empty({R, D}, rows.options().dtype(grad_x_dtype));
+  // Four elements per access need every row start aligned: both row strides multiples of four
+  // (their gcd is, exactly when both are).
+  const int64_t row_strides = std::gcd(rows.stride(0), out.x.stride(0));
   at::Tensor part_shift, part_scale, part_w;
   if (has_modulation) {
     part_shift = at::zeros({chunks, B, D}, f32);
@@ -106,7 +115,7 @@ FusedNormGrads fused_norm_backward(const at::Tensor& grad_y, const at::Tensor& r
     with_cuda_type(rows.scalar_type(), [&](auto in) {
       with_cuda_type(grad_y.scalar_type(), [&](auto o) {
         with_vector_width(
-            D, rows.stride(0), {&rows, &grad_y, &w, &scale1p, &residual_grad, &out.x},
+            D, row_strides, {&rows, &grad_y, &w, &scale1p, &residual_grad, &out.x},
             [&](auto vector) {
               using Tin = decltype(in);
               using Tout = decltype(o);
@@ -117,7 +126,7 @@ FusedNormGrads fused_norm_backward(const at::Tensor& grad_y, const at::Tensor& r
                     <<<row_grid(R), dim3(kWarp, kWarpsPerBlock), 0, stream>>>(
                         ptr<Tout>(grad_y), ptr<Tin>(rows), rows.stride(0), R, static_cast<int>(D),
                         ptr<float>(w), ptr<float>(scale1p), N, ptr<float>(mean), ptr<float>(rstd),
-                        ptr<Tgx>(residual_grad), mutable_ptr<Tgx>(out.x));
+                        ptr<Tgx>(residual_grad), mutable_ptr<Tgx>(out.x), out.x.stride(0));
                 C10_CUDA_KERNEL_LAUNCH_CHECK();
               });
               if (!has_modulation && !w.defined()) return;

@@ -79,14 +79,13 @@ __global__ void norm_forward_kernel(const Tin* __restrict__ x, int64_t row_strid
 // g_x = rstd * (g_hat - mean(g_hat) - x_hat * mean(g_hat * x_hat)), g_hat = g_y * scale1p[b] * w,
 // plus the residual stream's gradient g_res (R,D) where given (may be null), rounded once.
 // x is what forward kept (Tin: x's dtype or the rounded copy's), g_x and g_res in Tgx (x's dtype).
+// g_x's rows are gx_stride apart (D, or wider when they are a slice of a projection's gradient).
 template <typename Tin, typename Tout, typename Tgx, int V>
-__global__ void norm_backward_rows_kernel(const Tout* __restrict__ gy, const Tin* __restrict__ x,
-                                          int64_t row_stride, int64_t R, int D,
-                                          const float* __restrict__ w,
-                                          const float* __restrict__ scale1p,
-                                          int64_t rows_per_sample, const float* __restrict__ mean,
-                                          const float* __restrict__ rstd,
-                                          const Tgx* __restrict__ gres, Tgx* __restrict__ gx) {
+__global__ void norm_backward_rows_kernel(
+    const Tout* __restrict__ gy, const Tin* __restrict__ x, int64_t row_stride, int64_t R, int D,
+    const float* __restrict__ w, const float* __restrict__ scale1p, int64_t rows_per_sample,
+    const float* __restrict__ mean, const float* __restrict__ rstd, const Tgx* __restrict__ gres,
+    Tgx* __restrict__ gx, int64_t gx_stride) {
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.y;
   if (row >= R) return;
   const int first = threadIdx.x * V;
@@ -128,7 +127,7 @@ __global__ void norm_backward_rows_kernel(const Tout* __restrict__ gy, const Tin
 #pragma unroll
       for (int i = 0; i < V; ++i) g[i] += r[i];
     }
-    store<Tgx, V>(gx + row * D + d, g);
+    store<Tgx, V>(gx + row * gx_stride + d, g);
   }
 }
 

@@ -14,6 +14,6 @@ FusedNormGrads fused_norm_backward(const at::Tensor& grad_y, const at::Tensor& r
                                    const at::Tensor& w, const at::Tensor& scale1p,
                                    const at::Tensor& mean, const at::Tensor& rstd,
                                    bool has_modulation, at::ScalarType grad_x_dtype,
-                                   const at::Tensor& residual_grad);
+                                   const at::Tensor& residual_grad, const at::Tensor& grad_x_out);
 
 }  // namespace microdit::nn::cuda_kernels

@@ -25,15 +25,13 @@ at::Tensor unfused_layer_norm(const at::Tensor& x, const at::Tensor& weight, int
   }
   return at::layer_norm(x, {dim}, weight, {}, eps);
 }
+}  // namespace
 
-// The dtype unfused_layer_norm returns: under autocast the low dtype for low-precision norms and
-// float32 otherwise (autocast's layer_norm rule); without autocast the input's.
 at::ScalarType norm_output_dtype(const at::Tensor& x) {
   const auto device = x.device().type();
   if (!at::autocast::is_autocast_enabled(device)) return x.scalar_type();
   return LowPrecisionNormGuard::active() ? at::autocast::get_autocast_dtype(device) : at::kFloat;
 }
-}  // namespace
 
 at::Tensor LayerNormImpl::forward(const at::Tensor& x) { return forward_modulated(x, {}, {}); }
 

@@ -356,7 +356,8 @@ at::Tensor Trainer::State::micro_batch(const MicroBatchInput& input, bool last) 
                                   .fused_combine = cfg.optim.fused_moe_combine,
                                   .fused_dispatch = cfg.optim.fused_moe_dispatch,
                                   .fold_residual_grad = cfg.optim.fold_residual_grad,
-                                  .fp32_weight_grads = cfg.optim.fp32_weight_grads});
+                                  .fp32_weight_grads = cfg.optim.fp32_weight_grads,
+                                  .split_qk_norm = cfg.optim.split_qk_norm});
     loss = diffusion::edm_loss_per_sample(dit, x, y,
                                           {to_device(draws.rnd_normal), to_device(draws.noise)},
                                           cfg.edm, mask ? &*mask : nullptr)

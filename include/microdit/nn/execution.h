@@ -33,6 +33,8 @@ struct ExecutionOptions {
   bool fold_residual_grad = false;
   // Under autocast: weight gradients in float32 from the products themselves.
   bool fp32_weight_grads = false;
+  // With fused_norm: q, k and v split from their projection with the QK-norm as one operation.
+  bool split_qk_norm = false;
 };
 
 // Sets every switch of `options` on this thread while it lives.
@@ -47,7 +49,8 @@ class ExecutionGuard {
         fused_combine_(options.fused_combine),
         fused_dispatch_(options.fused_dispatch),
         fold_residual_grad_(options.fold_residual_grad),
-        fp32_weight_grads_(options.fp32_weight_grads) {}
+        fp32_weight_grads_(options.fp32_weight_grads),
+        split_qk_norm_(options.split_qk_norm) {}
 
  private:
   LowPrecisionNormGuard low_precision_norm_;
@@ -59,6 +62,7 @@ class ExecutionGuard {
   FusedDispatchGuard fused_dispatch_;
   FoldResidualGradGuard fold_residual_grad_;
   Fp32WeightGradGuard fp32_weight_grads_;
+  SplitQkNormGuard split_qk_norm_;
 };
 
 }  // namespace microdit::nn

@@ -9,12 +9,13 @@
 namespace microdit::nn {
 
 // Sets the switch `flag` names (--fp32-norm, --fused-norm, --fused-residual, --recompute-act,
-// --moe-rows, --fused-combine, --fused-dispatch, --fold-residual, --fp32-wgrad) in `options`; false
+// --moe-rows, --fused-combine, --fused-dispatch, --fold-residual, --fp32-wgrad, --split-qk-norm)
+// in `options`; false
 // when `flag` is none of them.
 bool set_execution_flag(std::string_view flag, ExecutionOptions& options);
 
 // Throws std::invalid_argument naming the flag when `options` sets a switch that needs another
-// (--fold-residual without --fused-norm).
+// (--fold-residual or --split-qk-norm without --fused-norm).
 void check_execution_flags(const ExecutionOptions& options);
 
 // One usage line per flag, indented as the tools' usage texts.

@@ -19,6 +19,10 @@ using FusedNormGuard = util::ThreadFlagGuard<struct FusedNormTag>;
 // `microdit-bench --fold-residual` measures it.
 using FoldResidualGradGuard = util::ThreadFlagGuard<struct FoldResidualGradTag>;
 
+// While one lives on this thread as well, the attentions take their QK-normed q, k and their v
+// from the projection by fused_norm_split (below). Off by default: `--split-qk-norm`.
+using SplitQkNormGuard = util::ThreadFlagGuard<struct SplitQkNormTag>;
+
 // y = (LN(x) * weight) * (1 + scale) + shift over the last dim of x, in `out_dtype`.
 // x: (..., D), rows may be strided (a slice of a wider projection); weight: (D) or undefined;
 // shift and scale: (B,D) with x (B,N,D), or both undefined. As Composer's LPLayerNorm, x and
@@ -37,6 +41,14 @@ struct ResidualAndNormed {
 ResidualAndNormed fused_norm_with_residual(const at::Tensor& x, const at::Tensor& weight,
                                            double eps, const at::Tensor& shift,
                                            const at::Tensor& scale, at::ScalarType out_dtype);
+
+// The `chunks` equal slices of a projection's last dim (the qkv of self-attention, the kv of
+// cross-attention), the first `normed` (>= 1) of them through a non-affine LayerNorm (the QK-norm)
+// in the projection's dtype, the rest as they are (views). The same values as chunk() followed by
+// fused_norm; backward writes every chunk's gradient into one tensor of the projection's shape
+// (the norm's backward in place, the others copied), where autograd would concatenate them.
+std::vector<at::Tensor> fused_norm_split(const at::Tensor& proj, int64_t chunks, int64_t normed,
+                                         double eps);
 
 // The same operation in ATen ops (any device), forward and backward as the kernels compute them;
 // the CUDA kernels are tested against it.

@@ -14,6 +14,10 @@ namespace microdit::nn {
 // Composer's LPLayerNorm that the official training uses. Without it autocast runs them in float32.
 using LowPrecisionNormGuard = util::ThreadFlagGuard<struct LowPrecisionNormTag>;
 
+// The dtype a LayerNorm returns for x: under autocast the low dtype for low-precision norms
+// (LowPrecisionNormGuard) and float32 otherwise (autocast's layer_norm rule); without autocast x's.
+at::ScalarType norm_output_dtype(const at::Tensor& x);
+
 class LayerNormImpl : public torch::nn::Module {
  public:
   LayerNormImpl(int64_t dim, double eps, bool affine = true);

@@ -64,6 +64,7 @@ struct OptimSection {
   bool fused_moe_dispatch = false;  // the gathering of the MoE experts' tokens as one operation
   bool fold_residual_grad = false;  // with fused_norm: residual gradients added in its backward
   bool fp32_weight_grads = false;   // weight gradients in float32 from the products themselves
+  bool split_qk_norm = false;       // with fused_norm: q, k, v split and QK-normed as one operation
   // Attention kernel (nn/sdp_backend.h): auto | cudnn | flash | efficient | math.
   std::string attention_backend = "auto";
   bool cuda_graph = false;  // the step captured as a CUDA graph and replayed (one CUDA process)
