@@ -206,11 +206,11 @@ int run(const Args& a) {
       fused_kind(e.fused_norm, device), fused_kind(e.fused_residual, device),
       e.recompute_activations, e.moe_row_dispatch, fused_kind(e.fused_combine, device),
       fused_kind(e.fused_dispatch, device), e.fold_residual_grad && e.fused_norm,
-      e.fp32_weight_grads && !a.fp32, e.split_qk_norm && e.fused_norm, a.attention, a.cuda_graph,
-      options.micro_batches, a.steps, mean, times[times.size() / 2], times.front(), times.back(),
-      a.batch / mean, tflop, tflop / mean, tflop / mean / a.peak_tflops,
-      util::peak_memory_bytes(device) / double(1 << 30), dit->num_parameters(), loss.item<double>(),
-      loss_sum / a.steps);
+      e.fp32_weight_grads && !a.fp32 && device.is_cuda(), e.split_qk_norm && e.fused_norm,
+      a.attention, a.cuda_graph, options.micro_batches, a.steps, mean, times[times.size() / 2],
+      times.front(), times.back(), a.batch / mean, tflop, tflop / mean,
+      tflop / mean / a.peak_tflops, util::peak_memory_bytes(device) / double(1 << 30),
+      dit->num_parameters(), loss.item<double>(), loss_sum / a.steps);
   std::fflush(stdout);
   if (a.profile > 0) {
     auto totals = util::profile_kernels(

@@ -10,8 +10,7 @@ namespace microdit::nn {
 
 // Sets the switch `flag` names (--fp32-norm, --fused-norm, --fused-residual, --recompute-act,
 // --moe-rows, --fused-combine, --fused-dispatch, --fold-residual, --fp32-wgrad, --split-qk-norm)
-// in `options`; false
-// when `flag` is none of them.
+// in `options`; false when `flag` is none of them.
 bool set_execution_flag(std::string_view flag, ExecutionOptions& options);
 
 // Throws std::invalid_argument naming the flag when `options` sets a switch that needs another
