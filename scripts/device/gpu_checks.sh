@@ -122,23 +122,27 @@ stage() {  # stage NAME BATCH MASK RES [extra bench args]: ours (+ $OURS_FLAGS),
   ours --arch MicroDiT_XL_2 --batch "$batch" --mask "$mask" --res "$res" ${OURS_FLAGS:-} "$@"
   official --arch MicroDiT_XL_2 --batch "$batch" --mask "$mask" --res "$res" "$@"
 }
+stage1() {  # stage1 [bench args]: ours at the stage 1 shape (accumulating if 256 does not fit)
+  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 "$@"
+}
 if [ "$GPU" = 1 ]; then
   # Stage 1 (XL_2, 256 px, batch 256, mask 0.75; accumulating only if 256 does not fit): the
   # recipe's fast path with a kernel profile, then each option built since on top of it (the MoE
   # dispatch's backward without atomics, the residual gradients added inside the norms' backward,
-  # the float32 weight gradients, the QK-norm split), all of them with a profile (the kernel counts the predictions
-  # name), all of them captured as a CUDA graph, the fast path captured, and the plain path
-  # (measured in both earlier sessions). The official eager run needs 82.6 GiB, so both eager at
-  # batch 128 too; the official compiled run (172 s of compilation) only when asked.
-  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 $FAST --profile 1
-  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 $FAST --fused-dispatch
-  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 $FAST --fold-residual
-  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 $FAST --fp32-wgrad
-  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 $FAST --split-qk-norm
-  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 $FAST $NEXT --profile 1
-  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 $FAST $NEXT --cuda-graph
-  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 $FAST --cuda-graph
-  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --profile 1
+  # the float32 weight gradients, the QK-norm split), all of them with a profile (for the kernel
+  # counts the predictions name), all of them captured as a CUDA graph, the fast path captured,
+  # and the plain path (measured in both earlier sessions). The official eager run needs 82.6
+  # GiB, so both eager at batch 128 too; the official compiled run (172 s of compilation) only
+  # when asked.
+  stage1 $FAST --profile 1
+  stage1 $FAST --fused-dispatch
+  stage1 $FAST --fold-residual
+  stage1 $FAST --fp32-wgrad
+  stage1 $FAST --split-qk-norm
+  stage1 $FAST $NEXT --profile 1
+  stage1 $FAST $NEXT --cuda-graph
+  stage1 $FAST --cuda-graph
+  stage1 --profile 1
   stage stage1-half 128 0.75 32
   # The data-parallel gradient all-reduce (NCCL, world of one): its cost per step is this row
   # minus our stage1-half row (same shape without --ddp).
@@ -160,15 +164,15 @@ if [ "$GPU" = 1 ]; then
   OURS_FLAGS=$FAST stage stage3 32 0.75 64 --steps 6 --warmup 2
   OURS_FLAGS=$FAST stage stage4 16 0 64 --steps 6 --warmup 2
   # Each fast-path option alone against the plain stage 1 row (measured 2026-11-26).
-  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --fused-norm
-  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --fused-residual
-  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --moe-rows
-  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --moe-rows --fused-combine
+  stage1 --fused-norm
+  stage1 --fused-residual
+  stage1 --moe-rows
+  stage1 --moe-rows --fused-combine
   # The attention backends ATen did not pick (cuDNN's ran in the stage 1 profile) at these short
   # sequences, beside the first row.
-  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --attention flash
-  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --attention efficient
-  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 --fp32-norm
+  stage1 --attention flash
+  stage1 --attention efficient
+  stage1 --fp32-norm
 else
   ours --arch MicroDiT_Tiny_2 --batch 2 --mask 0.75 --steps 1 --warmup 1 --profile 1
   ours --arch MicroDiT_Tiny_2 --batch 2 --mask 0.75 --steps 1 --warmup 1 $FAST $NEXT
