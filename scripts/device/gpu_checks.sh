@@ -65,16 +65,23 @@ REF=.device/reference/microdit-official-tiny
   done
 } > "$OUT/parity.txt" 2>&1
 [ "${PARITY:-1}" = 0 ] || log "tier 2 parity: $(grep -E 'cases,' "$OUT/parity.txt" | tr '\n' ';')"
-# Each CUDA test in its own process, so one crash does not hide the others; a crash gets a
-# backtrace from cuda-gdb (the machine has no gdb).
+# The CUDA tests in one process (each process start costs a CUDA context); a test that did not
+# report (a crash ends the process) runs again in a process of its own, and if it fails there it
+# gets a backtrace from cuda-gdb (the machine has no gdb).
 : > "$OUT/tests.txt"
-for t in $("$BUILD_DIR/tests/microdit_tests" --gtest_list_tests --gtest_filter="${CUDA_TESTS:-*_CUDA*}" |
+TESTS="$BUILD_DIR/tests/microdit_tests"
+timeout 300 "$TESTS" --gtest_filter="${CUDA_TESTS:-*_CUDA*}" >> "$OUT/tests.txt" 2>&1
+for t in $("$TESTS" --gtest_list_tests --gtest_filter="${CUDA_TESTS:-*_CUDA*}" |
            awk '/^[^ ]/ {s=$1} /^  / {print s $1}'); do
-  if ! timeout 120 "$BUILD_DIR/tests/microdit_tests" --gtest_filter="$t" >> "$OUT/tests.txt" 2>&1; then
-    log "CUDA test $t FAILED"
+  grep -qE "^\[ +(OK|FAILED|SKIPPED) +\] $t \(" "$OUT/tests.txt" && continue
+  if ! timeout 120 "$TESTS" --gtest_filter="$t" >> "$OUT/tests.txt" 2>&1; then
+    grep -qE "^\[  FAILED  \] $t \(" "$OUT/tests.txt" || log "CUDA test $t CRASHED (alone too)"
     command -v cuda-gdb >/dev/null && timeout 90 cuda-gdb -batch -ex run -ex bt \
-      --args "$BUILD_DIR/tests/microdit_tests" --gtest_filter="$t" 2>&1 | tail -40 >> "$OUT/tests.txt"
+      --args "$TESTS" --gtest_filter="$t" 2>&1 | tail -40 >> "$OUT/tests.txt"
   fi
+done
+for t in $(grep -oE '^\[  FAILED  \] [^ ]+ \(' "$OUT/tests.txt" | awk '{print $4}' | sort -u); do
+  log "CUDA test $t FAILED"
 done
 log "tier 2 CUDA tests: $(grep -c '^\[       OK .* ms)$' "$OUT/tests.txt") passed, $(grep -c '^\[  FAILED  \] .* ms)$' "$OUT/tests.txt") failed, $(grep -c '^\[  SKIPPED \] .* ms)$' "$OUT/tests.txt") skipped"
 
