@@ -69,9 +69,12 @@ void expect_fused_division_gives_clipping_first(at::Device device) {
   // Within float32 rounding: CUDA's fused kernel rounds the weight decay and the step in another
   // order than the unfused AdamW, a few ulps of a 1e-2 step (1e-9 each) on weights near zero; so
   // each tensor's absolute tolerance is 1e-6 of its largest value (the moments are 1e-8 to 1e-5).
-  // Without the divisor the weights differ by ~1e-3.
+  // The second moments (tensors 3 and 5) get 1e-4: on an H100 (2026-11-27) they differed by up to
+  // 8e-6 and 7e-5 of their largest value (1e-7 on the CPU). Without the divisor the weights differ
+  // by ~1e-3 and the second moments by the square of the clipping factor.
   for (std::size_t i = 0; i < plain.size(); ++i) {
-    const double atol = 1e-6 * plain[i].abs().max().item<double>();
+    const bool second_moment = i == 3 || i == 5;
+    const double atol = (second_moment ? 1e-4 : 1e-6) * plain[i].abs().max().item<double>();
     EXPECT_TRUE(at::allclose(fused[i], plain[i], 1e-5, atol))
         << "tensor " << i << ": max abs difference "
         << (fused[i] - plain[i]).abs().max().item<double>();

@@ -565,6 +565,55 @@ TEST(Distributed, NcclWorldOfOne_CUDA) {
   expect_world_of_one(at::Device(at::kCUDA), "nccl");
 }
 
+// Training steps with the bucketed all-reduce (microdit-bench --ddp): after each step every
+// gradient is a view of its summed bucket, which the next step must release (torch::optim's
+// zero_grad refuses views); in a world of one the steps train as the same steps without buckets.
+void expect_train_steps_on_bucket_views(const at::Device& device) {
+  train::LaunchEnv env;
+  env.master_port = free_port();
+  train::ProcessGroup group(env, device, std::chrono::seconds(60));
+  auto train = [&](bool bucketed) {
+    at::manual_seed(5);
+    model::DiT dit(test::small_config());
+    dit->to(device);
+    std::vector<std::pair<std::string, at::Tensor>> named;
+    for (const auto& item : dit->named_parameters()) named.emplace_back(item.key(), item.value());
+    train::AdamWSettings adamw;
+    adamw.lr = 1e-3;
+    auto optimizer = train::make_adamw(named, adamw);
+    const auto& c = dit->config;
+    const auto x0 = at::randn({4, c.in_channels, c.input_size, c.input_size}, device);
+    const auto y = at::randn({4, 1, 77, c.caption_channels}, device);
+    train::TrainStepOptions options;
+    options.mask_ratio = 0.5;
+    options.bf16_autocast = false;
+    std::unique_ptr<train::GradientBuckets> buckets;
+    if (bucketed) {
+      buckets = std::make_unique<train::GradientBuckets>(dit->parameters(), group);
+      options.gradient_sync = buckets.get();
+    }
+    for (int step = 0; step < 3; ++step) train::train_step(dit, *optimizer, x0, y, options);
+    if (bucketed) EXPECT_TRUE(dit->parameters().front().grad().is_view());
+    return dit->parameters();
+  };
+  const auto plain = train(false), bucketed = train(true);
+  ASSERT_EQ(plain.size(), bucketed.size());
+  for (std::size_t i = 0; i < plain.size(); ++i)
+    EXPECT_TRUE(at::allclose(bucketed[i], plain[i], 1e-5, 1e-6)) << "parameter " << i;
+}
+
+TEST(Distributed, GlooTrainStepsOnBucketViews) {
+  SKIP_WITHOUT_GLOO();
+  expect_train_steps_on_bucket_views(at::Device(at::kCPU));
+}
+
+TEST(Distributed, NcclTrainStepsOnBucketViews_CUDA) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  ASSERT_TRUE(train::nccl_available()) << "a CUDA build without the NCCL process group";
+  test::NoTF32 no_tf32;
+  expect_train_steps_on_bucket_views(at::Device(at::kCUDA));
+}
+
 // Waiting on an NCCL collective only orders the GPU stream after it: the host is back while the
 // GPU still runs what was queued before (a blocking wait would idle the GPU while the host then
 // queues the optimizer step).

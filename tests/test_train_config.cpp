@@ -478,7 +478,9 @@ TEST(TrainConfig, StageConfigsFollowTheOfficialRecipe) {
     EXPECT_EQ(c.optim.ema.enabled, hi_res);
     // The fast path measured at stage 1 (docs/performance.md); no CUDA graph with 8 processes.
     EXPECT_TRUE(c.optim.fused_norm && c.optim.fused_residual && c.optim.recompute_activations &&
-                c.optim.moe_row_dispatch && c.optim.fused_moe_combine);
+                c.optim.moe_row_dispatch && c.optim.fused_moe_combine &&
+                c.optim.fused_moe_dispatch && c.optim.fold_residual_grad &&
+                c.optim.fp32_weight_grads && c.optim.split_qk_norm);
     EXPECT_FALSE(c.optim.cuda_graph);
   }
   EXPECT_EQ(s1.optim.warmup_steps, 2500);

@@ -52,7 +52,9 @@ TrainStepResult train_step(model::DiT& dit, torch::optim::Optimizer& optimizer,
     mask = model::sample_mask(batch, dit->config.num_patches(), options.mask_ratio, generator,
                               device);
   }
-  optimizer.zero_grad(/*set_to_none=*/true);
+  // The module's zero_grad, not the optimizer's: torch::optim detaches each gradient in place,
+  // which a gradient that is a view of its all-reduced bucket (GradientBuckets) refuses.
+  dit->zero_grad(/*set_to_none=*/true);
   const int64_t micro = batch / options.micro_batches;
   at::Tensor loss = at::zeros({}, x0.options());
   for (int64_t start = 0; start < batch; start += micro) {
