@@ -293,6 +293,27 @@ TEST(FusedNorm, SplitChunksWithoutGradientGetZeros) {
                                             {"fused_norm_split: 0 of 3 chunks"}));
 }
 
+// The chunks not normed get their gradients in the projection's gradient exactly as they came:
+// as 8-byte words where the rows allow it (bf16 and half widths of 4, float32 widths of 2) and
+// element by element where not, from a contiguous gradient and from a transposed one.
+TEST(FusedNorm, SplitCopiesTheOtherChunksGradientsExactly) {
+  at::manual_seed(13);
+  for (const auto type : {at::kBFloat16, at::kHalf, at::kFloat}) {
+    for (const int64_t width : {16, 6, 3}) {
+      SCOPED_TRACE(testing::Message() << type << ", width " << width);
+      auto proj = at::randn({2, 5, 3 * width}).to(type).requires_grad_();
+      const auto parts = nn::fused_norm_split(proj, 3, 2, kEps);
+      const auto contiguous = at::randn({2, 5, width}).to(type);
+      const auto transposed = at::randn({5, 2, width}).to(type).transpose(0, 1);
+      for (const auto& g : {contiguous, transposed}) {
+        const auto grad = torch::autograd::grad({parts[2]}, {proj}, {g}, /*retain_graph=*/true)[0];
+        EXPECT_TRUE(at::equal(grad.narrow(-1, 2 * width, width), g));
+        EXPECT_EQ(grad.narrow(-1, 0, 2 * width).abs().max().item<double>(), 0.0);
+      }
+    }
+  }
+}
+
 // The attentions take the split only under both guards, with the same outputs and gradients.
 TEST(FusedNorm, AttentionsSplitOnlyUnderBothGuards) {
   at::manual_seed(11);

@@ -13,6 +13,7 @@
 #   ROWS="5 9-"         only these tier 3 rows, numbered in the order they run (others are
 #                       recorded as skipped)
 #   TARGETS="a b"       build only these targets (default all)
+#   NO_COMPILED=1       no official compiled stage 1 row (its compilation takes about 172 s)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/microdit-device-out}
@@ -44,10 +45,8 @@ else
   log "tier 1 build: FAILED after $(( $(date +%s) - t0 )) s (see build.log)"; tail -30 "$OUT/build.log"; exit 1
 fi
 
-# The recipe configs' fast path (configs/stage*.yaml, measured 2026-11-26).
-FAST="--fused-norm --fused-residual --recompute-act --moe-rows --fused-combine"
-# Built and tested since, each with a prediction, not yet measured (so not yet in the recipe).
-NEXT="--fused-dispatch --fold-residual --fp32-wgrad --split-qk-norm"
+# The recipe configs' fast path (configs/stage*.yaml, measured 2026-11-26 and 2026-11-27).
+FAST="--fused-norm --fused-residual --recompute-act --moe-rows --fused-combine --fused-dispatch --fold-residual --fp32-wgrad --split-qk-norm"
 
 # Tier 2: parity.
 REF=.device/reference/microdit-official-tiny
@@ -56,9 +55,9 @@ REF=.device/reference/microdit-official-tiny
   [ "$GPU" = 1 ] && { "$BUILD_DIR/microdit-check-reference" "$REF" --device cuda --bf16; echo "exit $?"; }
   # The fast path (CUDA kernels where built) in float32, bounds enforced, and in bf16.
   # shellcheck disable=SC2086  # FAST is a list of flags
-  "$BUILD_DIR/microdit-check-reference" "$REF" --device "$DEVICE" $FAST $NEXT --weights safetensors; echo "exit $?"
+  "$BUILD_DIR/microdit-check-reference" "$REF" --device "$DEVICE" $FAST --weights safetensors; echo "exit $?"
   # shellcheck disable=SC2086
-  [ "$GPU" = 1 ] && { "$BUILD_DIR/microdit-check-reference" "$REF" --device cuda --bf16 $FAST $NEXT --weights safetensors; echo "exit $?"; }
+  [ "$GPU" = 1 ] && { "$BUILD_DIR/microdit-check-reference" "$REF" --device cuda --bf16 $FAST --weights safetensors; echo "exit $?"; }
   for other in .device/reference/*/; do
     [ "$other" = "$REF/" ] && continue
     "$BUILD_DIR/microdit-check-reference" "$other" --device "$DEVICE"; echo "exit $?"
@@ -134,55 +133,42 @@ stage1() {  # stage1 [bench args]: ours at the stage 1 shape (accumulating if 25
 }
 if [ "$GPU" = 1 ]; then
   # Stage 1 (XL_2, 256 px, batch 256, mask 0.75; accumulating only if 256 does not fit): the
-  # recipe's fast path with a kernel profile, then each option built since on top of it (the MoE
-  # dispatch's backward without atomics, the residual gradients added inside the norms' backward,
-  # the float32 weight gradients, the QK-norm split), all of them with a profile (for the kernel
-  # counts the predictions name), all of them captured as a CUDA graph, the fast path captured,
-  # and the plain path (measured in both earlier sessions). The official eager run needs 82.6
-  # GiB, so both eager at batch 128 too; the official compiled run (172 s of compilation) only
-  # when asked.
+  # recipe's fast path with a kernel profile, captured as a CUDA graph, the official compiled run
+  # on the same card (about 172 s of compilation; NO_COMPILED=1 skips it), the plain path. The
+  # official eager run needs 82.6 GiB, so both eager at batch 128 too.
   stage1 $FAST --profile 1
-  stage1 $FAST --fused-dispatch
-  stage1 $FAST --fold-residual
-  stage1 $FAST --fp32-wgrad
-  stage1 $FAST --split-qk-norm
-  stage1 $FAST $NEXT --profile 1
-  stage1 $FAST $NEXT --cuda-graph
   stage1 $FAST --cuda-graph
+  [ -z "${NO_COMPILED:-}" ] && OFFICIAL_LIMIT=300 official --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --compile
   stage1 --profile 1
   stage stage1-half 128 0.75 32
   # The data-parallel gradient all-reduce (NCCL, world of one): its cost per step is this row
   # minus our stage1-half row (same shape without --ddp).
   ours --arch MicroDiT_XL_2 --batch 128 --mask 0.75 --ddp
-  [ -n "${WITH_COMPILED:-}" ] && OFFICIAL_LIMIT=240 official --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --compile
-  # Tiny_2 with a profile: its GPU kernel time beside the step time shows whether the GPU waits
-  # on the host at this small width (the Tiny_2 goal is 73 ms per step); then the graph.
-  ours --arch MicroDiT_Tiny_2 --batch 256 --mask 0.75 --profile 1
-  ours --arch MicroDiT_Tiny_2 --batch 256 --mask 0.75 --cuda-graph
-  ours --arch MicroDiT_Tiny_2 --batch 256 --mask 0.75 $FAST --cuda-graph
+  # The other stages, the recipe's fast path captured, beside the official code; then ours at
+  # twice the official micro-batch (the issue allows any larger one that fits).
+  OURS_FLAGS="$FAST --cuda-graph" stage stage2 64 0 32 --steps 6 --warmup 2
+  OURS_FLAGS="$FAST --cuda-graph" stage stage3 32 0.75 64 --steps 6 --warmup 2
+  OURS_FLAGS="$FAST --cuda-graph" stage stage4 16 0 64 --steps 6 --warmup 2
+  ours --arch MicroDiT_XL_2 --batch 128 --mask 0 --res 32 --steps 6 --warmup 2 $FAST --cuda-graph
+  ours --arch MicroDiT_XL_2 --batch 64 --mask 0.75 --res 64 --steps 6 --warmup 2 $FAST --cuda-graph
+  ours --arch MicroDiT_XL_2 --batch 32 --mask 0 --res 64 --steps 6 --warmup 2 $FAST --cuda-graph
+  # Tiny_2 (the goal: 1.75x the official eager run): the fast path captured, with a profile.
+  ours --arch MicroDiT_Tiny_2 --batch 256 --mask 0.75 $FAST --cuda-graph --profile 1
   official --arch MicroDiT_Tiny_2 --batch 256 --mask 0.75
   # Same function: 200 steps of Tiny_2 from one seed, bf16 LayerNorms vs plain autocast and
-  # the fast path with every option built since.
+  # the recipe's fast path.
   ours --arch MicroDiT_Tiny_2 --batch 64 --mask 0.75 --steps 200 --warmup 1
   ours --arch MicroDiT_Tiny_2 --batch 64 --mask 0.75 --steps 200 --warmup 1 --fp32-norm
-  ours --arch MicroDiT_Tiny_2 --batch 64 --mask 0.75 --steps 200 --warmup 1 $FAST $NEXT
-  # The other stages with the recipe's fast path, beside the official code.
-  OURS_FLAGS=$FAST stage stage2 64 0 32 --steps 6 --warmup 2
-  OURS_FLAGS=$FAST stage stage3 32 0.75 64 --steps 6 --warmup 2
-  OURS_FLAGS=$FAST stage stage4 16 0 64 --steps 6 --warmup 2
-  # Each fast-path option alone against the plain stage 1 row (measured 2026-11-26).
-  stage1 --fused-norm
-  stage1 --fused-residual
-  stage1 --moe-rows
-  stage1 --moe-rows --fused-combine
+  ours --arch MicroDiT_Tiny_2 --batch 64 --mask 0.75 --steps 200 --warmup 1 $FAST
   # The attention backends ATen did not pick (cuDNN's ran in the stage 1 profile) at these short
-  # sequences, beside the first row.
-  stage1 --attention flash
-  stage1 --attention efficient
+  # sequences.
+  stage1 $FAST --attention flash
+  stage1 $FAST --attention efficient
   stage1 --fp32-norm
 else
   ours --arch MicroDiT_Tiny_2 --batch 2 --mask 0.75 --steps 1 --warmup 1 --profile 1
-  ours --arch MicroDiT_Tiny_2 --batch 2 --mask 0.75 --steps 1 --warmup 1 $FAST $NEXT
+  ours --arch MicroDiT_Tiny_2 --batch 2 --mask 0.75 --steps 1 --warmup 1 $FAST
+  ours --arch MicroDiT_Tiny_2 --batch 2 --mask 0.75 --steps 1 --warmup 1 --ddp
   official --arch MicroDiT_Tiny_2 --batch 2 --mask 0.75 --steps 1 --warmup 1
 fi
 log "tier 3 bench: $(wc -l < "$BENCH") rows"

@@ -108,6 +108,27 @@ class FusedNormFunction : public torch::autograd::Function<FusedNormFunction> {
   }
 };
 
+// dst.copy_(src), moved as 8-byte words where both have rows that allow it: ATen copies into a
+// strided destination one element per access, at about a third of the memory bandwidth for
+// 2-byte types (v's gradient into the projection's gradient below: 3.6 ms in 69 calls per stage 1
+// step on an H100, 2026-11-27).
+void copy_in_words(const at::Tensor& dst, const at::Tensor& src) {
+  const int64_t ratio = 8 / dst.element_size();
+  auto rows_of_words = [ratio](const at::Tensor& t) {
+    if (t.dim() == 0 || t.stride(-1) != 1 || t.size(-1) % ratio != 0 ||
+        t.storage_offset() % ratio != 0)
+      return false;
+    for (int64_t d = 0; d + 1 < t.dim(); ++d)
+      if (t.stride(d) % ratio != 0) return false;
+    return true;
+  };
+  if (ratio > 1 && src.scalar_type() == dst.scalar_type() && src.sizes() == dst.sizes() &&
+      rows_of_words(dst) && rows_of_words(src))
+    dst.view(at::kLong).copy_(src.view(at::kLong));
+  else
+    dst.copy_(src);
+}
+
 // The chunks of a projection, the first `normed` of them through the non-affine fused norm in
 // the projection's dtype; backward writes every chunk's gradient into one tensor of the
 // projection's shape (the norm's kernels write their rows there, the other chunks are copied).
@@ -153,7 +174,7 @@ class NormedSplitFunction : public torch::autograd::Function<NormedSplitFunction
         norm_backward(grads[i].reshape({-1, width}).to(dtype).contiguous(), rows, {}, {}, mean,
                       rstd, false, dtype, {}, slice.flatten(0, -2));
       } else {
-        slice.copy_(grads[i]);
+        copy_in_words(slice, grads[i]);
       }
     }
     return {grad, at::Tensor(), at::Tensor(), at::Tensor()};
