@@ -13,7 +13,6 @@
 #   ROWS="5 9-"         only these tier 3 rows, numbered in the order they run (others are
 #                       recorded as skipped)
 #   TARGETS="a b"       build only these targets (default all)
-#   NO_COMPILED=1       no official compiled stage 1 row (its compilation takes about 172 s)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/microdit-device-out}
@@ -134,11 +133,11 @@ stage1() {  # stage1 [bench args]: ours at the stage 1 shape (accumulating if 25
 if [ "$GPU" = 1 ]; then
   # Stage 1 (XL_2, 256 px, batch 256, mask 0.75; accumulating only if 256 does not fit): the
   # recipe's fast path with a kernel profile, captured as a CUDA graph, the official compiled run
-  # on the same card (about 172 s of compilation; NO_COMPILED=1 skips it), the plain path. The
-  # official eager run needs 82.6 GiB, so both eager at batch 128 too.
+  # on the same card (row 3, about 172 s of compilation: ROWS="1-2 4-" skips it), the plain path.
+  # The official eager run needs 82.6 GiB, so both eager at batch 128 too.
   stage1 $FAST --profile 1
   stage1 $FAST --cuda-graph
-  [ -z "${NO_COMPILED:-}" ] && OFFICIAL_LIMIT=300 official --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --compile
+  OFFICIAL_LIMIT=300 official --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --compile
   stage1 --profile 1
   stage stage1-half 128 0.75 32
   # The data-parallel gradient all-reduce (NCCL, world of one): its cost per step is this row
