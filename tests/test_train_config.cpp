@@ -283,6 +283,19 @@ TEST(TrainConfig, BatchMustDivideWorldTimesMicroBatch) {
   EXPECT_TRUE(throws_with([&] { validate(c, 0); }, {"world size 0"}));
 }
 
+// The CUDA graph captures the bucketed all-reduce of several processes, not ZeRO-2's step.
+TEST(TrainConfig, CudaGraphWithSeveralProcessesNeedsZeroStage0) {
+  TrainConfig c = tiny();
+  c.optim.batch_size = 64;
+  c.optim.cuda_graph = true;
+  EXPECT_NO_THROW(validate(c, 8));
+  c.dist.zero_stage = 2;
+  EXPECT_NO_THROW(validate(c, 1));
+  EXPECT_TRUE(throws_with([&] { validate(c, 8); },
+                          {"invalid config: optim.cuda_graph = true, expected false with "
+                           "dist.zero_stage 2 in a world of 8"}));
+}
+
 TEST(TrainConfig, ModelErrorsCarryTheModelKey) {
   EXPECT_TRUE(override_fails("model.dit.dim=100", {"invalid config: model: ", "head_dim"}));
   EXPECT_TRUE(override_fails("model.dit.ffn_multipliers=[1.0, 2.0]",

@@ -47,7 +47,7 @@ constexpr const char* kUsageTail =
   --cuda-graph    capture the whole step once as a CUDA graph and time its replays (CUDA builds)
   --ddp           add the data-parallel gradient all-reduce (bucketed, overlapping backward)
                   in a world of one: NCCL on CUDA, Gloo on CPU; the time over the same row
-                  without --ddp is its cost per step
+                  without --ddp is its cost per step (with --cuda-graph: captured with the step)
 )";
 
 struct Args {

@@ -143,6 +143,9 @@ if [ "$GPU" = 1 ]; then
   # The data-parallel gradient all-reduce (NCCL, world of one): its cost per step is this row
   # minus our stage1-half row (same shape without --ddp).
   ours --arch MicroDiT_XL_2 --batch 128 --mask 0.75 --ddp
+  # The all-reduce captured with the step (optim.cuda_graph with several processes), at the
+  # stage 3 shape: its cost is this row minus the stage 3 row below.
+  ours --arch MicroDiT_XL_2 --batch 32 --mask 0.75 --res 64 --steps 6 --warmup 2 $FAST --ddp --cuda-graph
   # The other stages, the recipe's fast path captured, beside the official code; then ours at
   # twice the official micro-batch (the issue allows any larger one that fits).
   OURS_FLAGS="$FAST --cuda-graph" stage stage2 64 0 32 --steps 6 --warmup 2

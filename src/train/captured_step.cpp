@@ -14,8 +14,6 @@ CapturedStep::CapturedStep(model::DiT& dit, torch::optim::Optimizer& optimizer,
   const auto* adamw = dynamic_cast<const ScaledAdamW*>(&optimizer);
   // The unfused AdamW computes its bias corrections on the host: a graph would replay the first.
   TORCH_CHECK(adamw != nullptr && adamw->fused(), "a captured step needs the fused AdamW");
-  TORCH_CHECK(options.gradient_sync == nullptr,
-              "a captured step cannot hold the data-parallel gradient sync");
   // The warm-up also moves AdamW's step counts to the device, which the graph then advances.
   TORCH_CHECK(warmup >= 1, "a captured step needs at least one warm-up step");
   graph_ = std::make_unique<StepGraph>(x0.device());

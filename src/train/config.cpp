@@ -699,6 +699,10 @@ void validate(const TrainConfig& config, int64_t world_size) {
   validate_data(config.data, config.model, dit);
   validate_sample(config.sample);
   validate_dist(config.dist);
+  require(!config.optim.cuda_graph || world_size == 1 || config.dist.zero_stage == 0,
+          "optim.cuda_graph", config.optim.cuda_graph,
+          "false with dist.zero_stage 2 in a world of " + std::to_string(world_size) +
+              " (the bucketed all-reduce is captured with the step, ZeRO-2's sharded step is not)");
 }
 
 std::string to_yaml(const TrainConfig& config) {

@@ -88,7 +88,9 @@ struct MicroBatchInput {
 // optim.cuda_graph: the step (forward, backward, clipping, AdamW) as a CUDA graph, fed from
 // static copies of the micro-batch inputs on the device. The first steps of a process run
 // eagerly (warm-up: AdamW creates its state and moves its step counts to the device), the next
-// one is captured, every later one replayed.
+// one is captured, every later one replayed. With several processes the gradient buckets'
+// all-reduces (NCCL) are captured too: every rank captures the same step, so the replays run the
+// same collectives in the same order.
 struct GraphedSteps {
   explicit GraphedSteps(const at::Device& device) : graph(device) {}
   StepGraph graph;
@@ -189,12 +191,6 @@ void Trainer::State::setup() {
   attention_backend = std::make_unique<nn::SdpBackendGuard>(cfg.optim.attention_backend);
   if (cfg.optim.cuda_graph && !device.is_cuda()) {
     throw std::invalid_argument("optim.cuda_graph needs a CUDA device, not " + device.str());
-  }
-  if (cfg.optim.cuda_graph && world_size > 1) {
-    throw std::invalid_argument(fmt::format(
-        "optim.cuda_graph runs in one process (the data-parallel all-reduce is not captured), "
-        "not {}",
-        world_size));
   }
   std::filesystem::create_directories(run_dir / "samples");
   if (rank == 0) {
@@ -437,6 +433,7 @@ at::Tensor Trainer::State::graphed_step() {
       auto part = micro_batch(g.inputs[m], m + 1 == micro_batches());
       g.loss = m == 0 ? part : g.loss + part;
     }
+    if (buckets) buckets->finish();  // the all-reduces (NCCL) are captured with the step
     grad_norm = clip_and_step(dit->parameters(), *optimizer, cfg.optim.clip_norm);
   };
   if (g.warmups_left > 0) {

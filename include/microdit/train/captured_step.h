@@ -19,7 +19,8 @@ class CapturedStep {
   // Runs `warmup` eager steps on a side stream (libraries pick their kernels and workspaces
   // there), then captures one step of train_step(dit, optimizer, x0, y, options). x0 and y stay
   // the step's inputs: write new values into them in place to train on other data. Needs CUDA
-  // tensors, a fused AdamW, warmup >= 1 and no data-parallel gradient sync.
+  // tensors, a fused AdamW and warmup >= 1. A data-parallel gradient sync (options.gradient_sync,
+  // NCCL) is captured with the step: its all-reduces replay in the same order on every rank.
   CapturedStep(model::DiT& dit, torch::optim::Optimizer& optimizer, const at::Tensor& x0,
                const at::Tensor& y, const TrainStepOptions& options, int64_t warmup = 3);
   ~CapturedStep();
