@@ -145,6 +145,10 @@ if [ "$GPU" = 1 ]; then
   # The all-reduce captured with the step (optim.cuda_graph with several processes), at the
   # stage 3 shape: its cost is this row minus the stage 3 row below.
   ours --arch MicroDiT_XL_2 --batch 32 --mask 0.75 --res 64 --steps 6 --warmup 2 $FAST --ddp --cuda-graph
+  # The host's time per step: at batch 2 the GPU has little work, so the eager step takes as long
+  # as the host needs to queue it (operators, autograd, kernel launches); the captured one does not.
+  ours --arch MicroDiT_XL_2 --batch 2 --mask 0.75 $FAST
+  ours --arch MicroDiT_XL_2 --batch 2 --mask 0.75 $FAST --cuda-graph
   # The other stages, the recipe's fast path captured, beside the official code; then ours at
   # twice the official micro-batch (the issue allows any larger one that fits).
   OURS_FLAGS="$FAST --cuda-graph" stage stage2 64 0 32 --steps 6 --warmup 2
