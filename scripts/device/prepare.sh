@@ -16,4 +16,26 @@ if [ $# -ge 1 ]; then
   done
   touch .device/peer/md/__init__.py
 fi
+# The CLIP tokenizer needs PCRE2, whose headers the GPU machine lacks (its build then leaves the
+# tokenizer out and two CUDA tests skip): this machine's header and library (x86-64, the same
+# ABI) with a pkg-config file that finds them wherever .device lands; gpu_checks.sh adds it to
+# PKG_CONFIG_PATH.
+if pkg-config --exists libpcre2-8 2>/dev/null; then
+  mkdir -p .device/pcre2/include .device/pcre2/lib/pkgconfig
+  cp "$(pkg-config --variable=includedir libpcre2-8)/pcre2.h" .device/pcre2/include/
+  for name in libpcre2-8.so libpcre2-8.so.0; do  # copies, not links: links travel as links
+    cp -L "$(pkg-config --variable=libdir libpcre2-8)/libpcre2-8.so.0" ".device/pcre2/lib/$name"
+  done
+  cat > .device/pcre2/lib/pkgconfig/libpcre2-8.pc <<PC
+prefix=\${pcfiledir}/../..
+includedir=\${prefix}/include
+libdir=\${prefix}/lib
+
+Name: libpcre2-8
+Description: PCRE2 8-bit, carried from the development machine by scripts/device/prepare.sh
+Version: $(pkg-config --modversion libpcre2-8)
+Libs: -L\${libdir} -lpcre2-8
+Cflags: -I\${includedir}
+PC
+fi
 du -sh .device
