@@ -10,38 +10,13 @@
 namespace microdit {
 namespace {
 
-struct Setup {
-  model::DiT dit{nullptr};
-  std::unique_ptr<torch::optim::AdamW> optimizer;
-  at::Tensor x0, y;
-  train::TrainStepOptions options;
-};
-
-Setup make_setup(at::Device device, bool fused) {
-  at::manual_seed(3);
-  Setup s{model::DiT(test::small_config())};
-  s.dit->to(device);
-  std::vector<std::pair<std::string, at::Tensor>> named;
-  for (const auto& item : s.dit->named_parameters()) named.emplace_back(item.key(), item.value());
-  train::AdamWSettings adamw;
-  adamw.lr = 1e-3;
-  adamw.fused = fused;
-  s.optimizer = train::make_adamw(named, adamw);
-  const auto& c = s.dit->config;
-  s.x0 = at::randn({4, c.in_channels, c.input_size, c.input_size}, device);
-  s.y = at::randn({4, 1, 77, c.caption_channels}, device);
-  s.options.mask_ratio = 0.5;
-  s.options.bf16_autocast = false;  // float32: the two runs agree to rounding
-  return s;
-}
-
 TEST(CapturedStep, RefusesWhatAGraphCannotReplay) {
-  auto s = make_setup(at::kCPU, /*fused=*/true);
+  auto s = test::train_step_setup(at::kCPU, /*fused_adamw=*/true);
   // A CPU build has no graphs; a CUDA build needs CUDA inputs: either way the error says CUDA.
   EXPECT_TRUE(test::throws_with<c10::Error>(
       [&] { train::CapturedStep step(s.dit, *s.optimizer, s.x0, s.y, s.options); }, "", {"CUDA"}));
   if (!at::hasCUDA()) return;
-  auto unfused = make_setup(at::kCUDA, /*fused=*/false);
+  auto unfused = test::train_step_setup(at::kCUDA, /*fused_adamw=*/false);
   EXPECT_TRUE(test::throws_with<c10::Error>(
       [&] {
         train::CapturedStep step(unfused.dit, *unfused.optimizer, unfused.x0, unfused.y,
@@ -56,14 +31,14 @@ TEST(CapturedStep, ReplaysTrainAsEagerSteps_CUDA) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   if (!train::cuda_graphs_built()) GTEST_SKIP() << "this build has no CUDA";
   test::NoTF32 no_tf32;
-  auto eager = make_setup(at::kCUDA, /*fused=*/true);
+  auto eager = test::train_step_setup(at::kCUDA, /*fused_adamw=*/true);
   at::manual_seed(11);
   at::Tensor eager_loss;
   for (int i = 0; i < 4; ++i)
     eager_loss =
         train::train_step(eager.dit, *eager.optimizer, eager.x0, eager.y, eager.options).loss;
 
-  auto graphed = make_setup(at::kCUDA, /*fused=*/true);
+  auto graphed = test::train_step_setup(at::kCUDA, /*fused_adamw=*/true);
   at::manual_seed(11);
   train::CapturedStep captured(graphed.dit, *graphed.optimizer, graphed.x0, graphed.y,
                                graphed.options, /*warmup=*/1);

@@ -574,28 +574,16 @@ void expect_train_steps_on_bucket_views(const at::Device& device) {
   env.master_port = free_port();
   train::ProcessGroup group(env, device, std::chrono::seconds(60));
   auto train = [&](bool bucketed) {
-    at::manual_seed(5);
-    model::DiT dit(test::small_config());
-    dit->to(device);
-    std::vector<std::pair<std::string, at::Tensor>> named;
-    for (const auto& item : dit->named_parameters()) named.emplace_back(item.key(), item.value());
-    train::AdamWSettings adamw;
-    adamw.lr = 1e-3;
-    auto optimizer = train::make_adamw(named, adamw);
-    const auto& c = dit->config;
-    const auto x0 = at::randn({4, c.in_channels, c.input_size, c.input_size}, device);
-    const auto y = at::randn({4, 1, 77, c.caption_channels}, device);
-    train::TrainStepOptions options;
-    options.mask_ratio = 0.5;
-    options.bf16_autocast = false;
+    auto s = test::train_step_setup(device, /*fused_adamw=*/false, /*seed=*/5);
     std::unique_ptr<train::GradientBuckets> buckets;
     if (bucketed) {
-      buckets = std::make_unique<train::GradientBuckets>(dit->parameters(), group);
-      options.gradient_sync = buckets.get();
+      buckets = std::make_unique<train::GradientBuckets>(s.dit->parameters(), group);
+      s.options.gradient_sync = buckets.get();
     }
-    for (int step = 0; step < 3; ++step) train::train_step(dit, *optimizer, x0, y, options);
-    if (bucketed) EXPECT_TRUE(dit->parameters().front().grad().is_view());
-    return dit->parameters();
+    for (int step = 0; step < 3; ++step)
+      train::train_step(s.dit, *s.optimizer, s.x0, s.y, s.options);
+    if (bucketed) EXPECT_TRUE(s.dit->parameters().front().grad().is_view());
+    return s.dit->parameters();
   };
   const auto plain = train(false), bucketed = train(true);
   ASSERT_EQ(plain.size(), bucketed.size());
@@ -622,32 +610,19 @@ TEST(Distributed, NcclAllReduceCapturedWithTheStep_CUDA) {
   env.master_port = free_port();
   train::ProcessGroup group(env, device, std::chrono::seconds(60));
   auto run = [&](bool captured) {
-    at::manual_seed(5);
-    model::DiT dit(test::small_config());
-    dit->to(device);
-    std::vector<std::pair<std::string, at::Tensor>> named;
-    for (const auto& item : dit->named_parameters()) named.emplace_back(item.key(), item.value());
-    train::AdamWSettings adamw;
-    adamw.lr = 1e-3;
-    adamw.fused = true;
-    auto optimizer = train::make_adamw(named, adamw);
-    const auto& c = dit->config;
-    const auto x0 = at::randn({4, c.in_channels, c.input_size, c.input_size}, device);
-    const auto y = at::randn({4, 1, 77, c.caption_channels}, device);
-    train::TrainStepOptions options;
-    options.mask_ratio = 0.5;
-    options.bf16_autocast = false;
+    auto s = test::train_step_setup(device, /*fused_adamw=*/true, /*seed=*/5);
     at::manual_seed(11);
     if (!captured) {
-      for (int step = 0; step < 4; ++step) train::train_step(dit, *optimizer, x0, y, options);
-      return dit->parameters();
+      for (int step = 0; step < 4; ++step)
+        train::train_step(s.dit, *s.optimizer, s.x0, s.y, s.options);
+      return s.dit->parameters();
     }
-    train::GradientBuckets buckets(dit->parameters(), group);
-    options.gradient_sync = &buckets;
-    train::CapturedStep step(dit, *optimizer, x0, y, options, /*warmup=*/1);
+    train::GradientBuckets buckets(s.dit->parameters(), group);
+    s.options.gradient_sync = &buckets;
+    train::CapturedStep step(s.dit, *s.optimizer, s.x0, s.y, s.options, /*warmup=*/1);
     for (int i = 0; i < 3; ++i) step.replay();
-    EXPECT_TRUE(dit->parameters().front().grad().is_view());  // of its bucket, from the graph
-    return dit->parameters();
+    EXPECT_TRUE(s.dit->parameters().front().grad().is_view());  // of its bucket, from the graph
+    return s.dit->parameters();
   };
   const auto eager = run(false), graphed = run(true);
   std::vector<at::Tensor> a, b;

@@ -9,6 +9,7 @@
 #include "microdit/io/png.h"
 #include "microdit/io/safetensors.h"
 #include "microdit/io/state_dict.h"
+#include "microdit/train/optimizer.h"
 #include "microdit/util/remove_tree.h"
 
 namespace microdit::test {
@@ -111,6 +112,24 @@ model::DiTConfig small_config() {
   c.expert_capacity = 2.0;
   c.experts_every_n = 2;
   return c;
+}
+
+TrainStepSetup train_step_setup(at::Device device, bool fused_adamw, uint64_t seed) {
+  at::manual_seed(seed);
+  TrainStepSetup s{model::DiT(small_config())};
+  s.dit->to(device);
+  std::vector<std::pair<std::string, at::Tensor>> named;
+  for (const auto& item : s.dit->named_parameters()) named.emplace_back(item.key(), item.value());
+  train::AdamWSettings adamw;
+  adamw.lr = 1e-3;
+  adamw.fused = fused_adamw;
+  s.optimizer = train::make_adamw(named, adamw);
+  const auto& c = s.dit->config;
+  s.x0 = at::randn({4, c.in_channels, c.input_size, c.input_size}, device);
+  s.y = at::randn({4, 1, 77, c.caption_channels}, device);
+  s.options.mask_ratio = 0.5;
+  s.options.bf16_autocast = false;  // float32: runs compared with each other agree to rounding
+  return s;
 }
 
 void write_tiny_coco(const std::filesystem::path& dir, int64_t images, int64_t size) {

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <gtest/gtest.h>
+#include <torch/optim/adamw.h>
 
 #include <filesystem>
 #include <initializer_list>
@@ -12,6 +13,7 @@
 #include "microdit/encoders/pipeline.h"
 #include "microdit/model/config.h"
 #include "microdit/parity/reference_check.h"
+#include "microdit/train/train_step.h"
 
 namespace microdit::test {
 
@@ -37,6 +39,17 @@ const parity::ReferenceSet& reference_set();
 
 // A small config with every feature on: mixer of another width, MoE in backbone and mixer.
 model::DiTConfig small_config();
+
+// What tests of training steps start from: a DiT of small_config() and its AdamW (lr 1e-3, fused
+// or not) on `device`, one batch of 4 inputs, mask ratio 0.5 in float32 (no autocast); the
+// global generator is seeded with `seed` first.
+struct TrainStepSetup {
+  model::DiT dit{nullptr};
+  std::unique_ptr<torch::optim::AdamW> optimizer;
+  at::Tensor x0, y;
+  train::TrainStepOptions options;
+};
+TrainStepSetup train_step_setup(at::Device device, bool fused_adamw, uint64_t seed = 3);
 
 // Whole-file reads and writes in binary mode (a missing file reads as empty).
 std::string read_bytes(const std::filesystem::path& path);
