@@ -1,7 +1,7 @@
 // nn/activation_recompute: the FFN activations recomputed in backward give exactly the plain
 // ops' outputs and gradients, alone, under autocast (the expert weights cast to bfloat16 and
-// their gradients back), and in a whole training step's gradients; on CUDA silu_mul's kernels
-// stay within a rounding of the plain ops and round where they round.
+// their gradients back), and in a whole training step's gradients; on CUDA silu_mul's kernels and
+// gelu_bmm's backward kernel stay within a rounding of the plain ops and round where they round.
 #include <gtest/gtest.h>
 #include <torch/csrc/autograd/autograd.h>
 
@@ -128,16 +128,31 @@ TEST(ActivationRecompute, SiluMulKernelsMatchThePlainOps_CUDA) {
       auto a = (at::randn({rows, width}, options) * 3).requires_grad_();
       auto b = at::randn({rows, width}, options).requires_grad_();
       auto g = at::randn({rows, width}, options);
-      const auto ours = output_and_grads(nn::silu_mul(a, b), {a, b}, g);
-      const auto ref = output_and_grads(at::silu(a) * b, {a, b}, g);
-      for (std::size_t i = 0; i < ours.size(); ++i) {
-        EXPECT_LE(test::max_relative(ours[i], ref[i]),
-                  type == at::kFloat ? 1e-6 : std::ldexp(1.0, -7))
-            << "tensor " << i;
-        if (type == at::kBFloat16)
-          EXPECT_LE(ours[i].ne(ref[i]).to(at::kDouble).mean().item<double>(), 0.01)
-              << "tensor " << i;
-      }
+      test::expect_within_a_rounding(output_and_grads(nn::silu_mul(a, b), {a, b}, g),
+                                     output_and_grads(at::silu(a) * b, {a, b}, g), type);
+    }
+  }
+}
+
+// gelu_bmm's backward kernel (gelu(u) recomputed and its gradient in one pass) against the plain
+// ops on the same GPU: the output is the plain product (forward has no kernel), u's and w's
+// gradients within a rounding, and in bf16 at most 1% of the elements apart (both run the same
+// formulas with CUDA's erff and expf; a missed rounding would put a fifth or more apart).
+TEST(ActivationRecompute, GeluBmmKernelMatchesThePlainOps_CUDA) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  if (!nn::fused_kernels_built()) GTEST_SKIP() << "this build has no CUDA kernels (no nvcc)";
+  test::NoTF32 no_tf32;
+  at::manual_seed(7);
+  for (const auto type : {at::kBFloat16, at::kFloat}) {
+    // Hidden width 96: four elements per access; 3 x 5 x 33 (an odd count): one.
+    for (const auto& [rows, hidden] : {std::pair<int64_t, int64_t>{40, 96}, {5, 33}}) {
+      SCOPED_TRACE(testing::Message() << type << " " << rows << " x " << hidden);
+      const auto options = at::TensorOptions(at::kCUDA).dtype(type);
+      auto u = (at::randn({3, rows, hidden}, options) * 3).requires_grad_();
+      auto w = (at::randn({3, hidden, 24}, options) * 0.1).requires_grad_();
+      auto g = at::randn({3, rows, 24}, options);
+      test::expect_within_a_rounding(output_and_grads(nn::gelu_bmm(u, w), {u, w}, g),
+                                     output_and_grads(at::bmm(at::gelu(u), w), {u, w}, g), type);
     }
   }
 }

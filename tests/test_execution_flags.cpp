@@ -10,9 +10,10 @@ namespace {
 
 TEST(ExecutionFlags, EachFlagSetsItsSwitch) {
   ExecutionOptions o;
-  for (const char* flag : {"--fp32-norm", "--fused-norm", "--fused-residual", "--recompute-act",
-                           "--moe-rows", "--fused-combine", "--fused-dispatch", "--fold-residual",
-                           "--fp32-wgrad", "--split-qk-norm"}) {
+  for (const char* flag :
+       {"--fp32-norm", "--fused-norm", "--fused-residual", "--recompute-act", "--moe-rows",
+        "--fused-combine", "--fused-dispatch", "--fold-residual", "--fp32-wgrad", "--split-qk-norm",
+        "--one-pass-norm-grad", "--merged-swiglu"}) {
     EXPECT_TRUE(set_execution_flag(flag, o)) << flag;
   }
   EXPECT_FALSE(o.low_precision_norm);
@@ -25,12 +26,14 @@ TEST(ExecutionFlags, EachFlagSetsItsSwitch) {
   EXPECT_TRUE(o.fold_residual_grad);
   EXPECT_TRUE(o.fp32_weight_grads);
   EXPECT_TRUE(o.split_qk_norm);
+  EXPECT_TRUE(o.one_pass_norm_grad);
+  EXPECT_TRUE(o.merged_swiglu);
   EXPECT_NO_THROW(check_execution_flags(o));
 }
 
 // The options that run inside the fused norm are refused without it, by name.
 TEST(ExecutionFlags, FusedNormOptionsWithoutTheFusedNormAreRefusedByName) {
-  for (const std::string flag : {"--fold-residual", "--split-qk-norm"}) {
+  for (const std::string flag : {"--fold-residual", "--split-qk-norm", "--one-pass-norm-grad"}) {
     ExecutionOptions o;
     ASSERT_TRUE(set_execution_flag(flag, o));
     try {
@@ -71,9 +74,10 @@ TEST(ExecutionFlags, FlagsOfOptionsGiveTheOptionsBack) {
 
 TEST(ExecutionFlags, UsageListsEveryFlagOnItsOwnLine) {
   const std::string usage = "\n" + execution_flags_usage();
-  for (const char* flag : {"--fp32-norm ", "--fused-norm ", "--fused-residual ", "--recompute-act ",
-                           "--moe-rows ", "--fused-combine ", "--fused-dispatch ",
-                           "--fold-residual ", "--fp32-wgrad ", "--split-qk-norm "}) {
+  for (const char* flag :
+       {"--fp32-norm ", "--fused-norm ", "--fused-residual ", "--recompute-act ", "--moe-rows ",
+        "--fused-combine ", "--fused-dispatch ", "--fold-residual ", "--fp32-wgrad ",
+        "--split-qk-norm ", "--one-pass-norm-grad ", "--merged-swiglu "}) {
     EXPECT_NE(usage.find(std::string("\n  ") + flag), std::string::npos) << flag;
   }
 }

@@ -240,20 +240,6 @@ TEST(FusedNorm, PassedResidualGradientIsRoundedOnce) {
   EXPECT_TRUE(at::equal(grads[0].flatten(0, 1), once));
 }
 
-// Whether the autograd graph behind t has a node named `name`.
-bool graph_has(const at::Tensor& t, const std::string& name) {
-  std::vector<torch::autograd::Node*> todo{t.grad_fn().get()};
-  std::set<torch::autograd::Node*> seen;
-  while (!todo.empty()) {
-    auto* node = todo.back();
-    todo.pop_back();
-    if (!node || !seen.insert(node).second) continue;
-    if (node->name().find(name) != std::string::npos) return true;
-    for (const auto& edge : node->next_edges()) todo.push_back(edge.function.get());
-  }
-  return false;
-}
-
 // fused_norm_split against chunk + fused_norm in float64: the same values, and the same
 // gradient of the projection from every chunk's gradient, for the self-attention's qkv (two
 // normed chunks of three), the cross-attention's kv (one of two) and a lone q.
@@ -272,7 +258,7 @@ TEST(FusedNorm, SplitEqualsChunksAndNormsInFloat64) {
       EXPECT_LE(test::max_relative(ours[i], ref[i]), 1e-12) << "chunk " << i;
       g.push_back(at::randn_like(ref[i]));
     }
-    EXPECT_TRUE(graph_has(ours[0], "NormedSplit"));
+    EXPECT_TRUE(test::graph_has(ours[0], "NormedSplit"));
     const auto our_grad = torch::autograd::grad(ours, {proj}, g)[0];
     const auto ref_grad = torch::autograd::grad(ref, {proj}, g)[0];
     EXPECT_LE(test::max_relative(our_grad, ref_grad), 1e-12);
@@ -326,7 +312,7 @@ TEST(FusedNorm, AttentionsSplitOnlyUnderBothGuards) {
     nn::SplitQkNormGuard split_qk(split);
     auto out = self_attn(x) + cross_attn(x, cond);
     auto grads = torch::autograd::grad({out.sum()}, {x, cond});
-    return std::tuple{out, grads, graph_has(out, "NormedSplit")};
+    return std::tuple{out, grads, test::graph_has(out, "NormedSplit")};
   };
   const auto [plain, plain_grads, plain_split] = run(false, false);
   const auto [fused, fused_grads, fused_split] = run(true, false);
@@ -358,18 +344,15 @@ TEST(FusedNorm, BadShapesAreNamed) {
 }
 
 // The kernels against the composite implementation on the same GPU, forward and backward, for
-// the dtype pairs the model uses, widths that are and are not multiples of 4 and 32, and enough
-// rows per sample for several column-sum chunks.
-TEST(FusedNorm, KernelsMatchTheComposite_CUDA) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
-  if (!nn::fused_kernels_built()) GTEST_SKIP() << "this build has no CUDA kernels (no nvcc)";
-  at::manual_seed(5);
+// the dtype pairs the model uses, the kCases and `widths`, and enough rows per sample for several
+// column-sum chunks; with `one_pass` the backward's one-kernel form where it applies.
+void expect_kernels_match_composite(std::initializer_list<int64_t> widths, bool one_pass) {
+  nn::OnePassNormGradGuard one_pass_guard(one_pass);
   const std::pair<at::ScalarType, at::ScalarType> kTypes[] = {
       {at::kFloat, at::kFloat}, {at::kFloat, at::kBFloat16}, {at::kBFloat16, at::kBFloat16}};
   for (const auto& [in_type, out_type] : kTypes) {
     for (const auto& c : kCases) {
-      // 70: one element per access (70 % 4 != 0); 72 and 1152: four.
-      for (const int64_t D : {70, 72, 1152}) {
+      for (const int64_t D : widths) {
         SCOPED_TRACE(testing::Message() << in_type << "->" << out_type << " D " << D << " weight "
                                         << c.weight << " modulation " << c.modulation);
         auto in = make_inputs(3, 150, D, c.weight, c.modulation, c.strided,
@@ -400,6 +383,48 @@ TEST(FusedNorm, KernelsMatchTheComposite_CUDA) {
         }
       }
     }
+  }
+}
+
+TEST(FusedNorm, KernelsMatchTheComposite_CUDA) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  if (!nn::fused_kernels_built()) GTEST_SKIP() << "this build has no CUDA kernels (no nvcc)";
+  at::manual_seed(5);
+  // 70: one element per access (70 % 4 != 0); 72 and 1152: four.
+  expect_kernels_match_composite({70, 72, 1152}, /*one_pass=*/false);
+}
+
+// The backward as one kernel (OnePassNormGradGuard at forward): 72 and 1024 take it (150 rows per
+// sample: five chunks, the last partial), 70 (one element per access) and 1152 (wider than its
+// registers hold) keep the two kernels. Also with the residual's gradient added, and x's gradient
+// against the two kernels' (the same arithmetic per row; the column sums are added in another
+// order).
+TEST(FusedNorm, OnePassBackwardMatchesTheComposite_CUDA) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  if (!nn::fused_kernels_built()) GTEST_SKIP() << "this build has no CUDA kernels (no nvcc)";
+  at::manual_seed(15);
+  expect_kernels_match_composite({70, 72, 1024, 1152}, /*one_pass=*/true);
+  for (const auto type : {at::kFloat, at::kBFloat16}) {
+    SCOPED_TRACE(testing::Message() << type);
+    auto in =
+        make_inputs(3, 150, 1024, true, true, false, at::TensorOptions(at::kCUDA).dtype(type));
+    const auto gr = at::randn_like(in.x), gy = at::randn_like(in.x);
+    std::vector<at::Tensor> grads[2];
+    for (const bool one_pass : {false, true}) {
+      nn::OnePassNormGradGuard guard(one_pass);
+      auto out = nn::fused_norm_with_residual(in.x, in.w, kEps, in.shift, in.scale, type);
+      grads[one_pass] = torch::autograd::grad({out.residual, out.normed}, in.leaves(), {gr, gy});
+    }
+    EXPECT_LE(test::max_relative(grads[1][0], grads[0][0]), type == at::kFloat ? 1e-6 : 1e-2)
+        << "x";
+    EXPECT_LE(
+        test::max_relative(grads[1][0].flatten(0, 1), composite_grad_x(in, gy, gr, type, type)),
+        type == at::kFloat ? 1e-4 : 1e-2)
+        << "x with the residual";
+    for (std::size_t i = 1; i < grads[0].size(); ++i)
+      EXPECT_LE(test::max_relative(grads[1][i], grads[0][i]),
+                type == at::kFloat ? 1e-5 : std::ldexp(1.0, -7))
+          << "leaf " << i;
   }
 }
 

@@ -269,6 +269,25 @@ TEST(FastPath, SplitQkNormGradientsMatchUnfused_CUDA) {
   expect_fused_gradients_close(at::kCUDA, kSplitQkNorm);
 }
 
+constexpr nn::ExecutionOptions kMergedSwiGLU{.merged_swiglu = true};
+
+TEST(FastPath, MergedSwiGLUGradientsMatchPlain) {
+  expect_fused_gradients_close(at::kCPU, kMergedSwiGLU);
+}
+
+TEST(FastPath, MergedSwiGLUGradientsMatchPlain_CUDA) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  test::NoTF32 no_tf32;
+  expect_fused_gradients_close(at::kCUDA, kMergedSwiGLU);
+}
+
+// The one-kernel norm backward only differs on CUDA (elsewhere the composite runs either way).
+TEST(FastPath, OnePassNormGradGradientsMatchUnfused_CUDA) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  test::NoTF32 no_tf32;
+  expect_fused_gradients_close(at::kCUDA, {.fused_norm = true, .one_pass_norm_grad = true});
+}
+
 constexpr nn::ExecutionOptions kFp32WeightGrads{.fp32_weight_grads = true};
 
 TEST(FastPath, Fp32WeightGradientsMatchPlain) {

@@ -1,9 +1,11 @@
 #include "test_support.h"
 
+#include <torch/csrc/autograd/function.h>
 #include <unistd.h>
 
 #include <fstream>
 #include <iterator>
+#include <set>
 
 #include "microdit/io/json.h"
 #include "microdit/io/png.h"
@@ -157,6 +159,32 @@ void write_tiny_coco(const std::filesystem::path& dir, int64_t images, int64_t s
   root.set("images", image_list);
   root.set("annotations", annotations);
   write_bytes(dir / "captions_val2014.json", root.dump());
+}
+
+bool graph_has(const at::Tensor& t, const std::string& name) {
+  std::vector<torch::autograd::Node*> todo{t.grad_fn().get()};
+  std::set<torch::autograd::Node*> seen;
+  while (!todo.empty()) {
+    auto* node = todo.back();
+    todo.pop_back();
+    if (!node || !seen.insert(node).second) continue;
+    if (node->name().find(name) != std::string::npos) return true;
+    for (const auto& edge : node->next_edges()) todo.push_back(edge.function.get());
+  }
+  return false;
+}
+
+void expect_within_a_rounding(const std::vector<at::Tensor>& ours,
+                              const std::vector<at::Tensor>& ref, at::ScalarType type,
+                              double float_bound, bool few_apart) {
+  ASSERT_EQ(ours.size(), ref.size());
+  const bool low = type != at::kFloat;
+  for (std::size_t i = 0; i < ours.size(); ++i) {
+    EXPECT_LE(max_relative(ours[i], ref[i]), low ? std::ldexp(1.0, -7) : float_bound)
+        << "tensor " << i;
+    if (low && few_apart)
+      EXPECT_LE(ours[i].ne(ref[i]).to(at::kDouble).mean().item<double>(), 0.01) << "tensor " << i;
+  }
 }
 
 }  // namespace microdit::test

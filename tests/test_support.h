@@ -9,6 +9,7 @@
 #include <initializer_list>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "microdit/encoders/pipeline.h"
 #include "microdit/model/config.h"
@@ -33,6 +34,16 @@ inline double max_relative(const at::Tensor& ours, const at::Tensor& ref) {
   return (ours.to(at::kDouble) - ref.to(at::kDouble)).abs().max().item<double>() /
          ref.to(at::kDouble).abs().max().item<double>();
 }
+
+// Whether a node of the autograd graph behind t has `name` in its name (which path ran).
+bool graph_has(const at::Tensor& t, const std::string& name);
+
+// Each of `ours` within a rounding of `ref`'s tensor: relative to its largest value, `float_bound`
+// in float32 and 2^-7 in bf16 (`type`); in bf16 with `few_apart` also at most 1% of the elements
+// different (a missed intermediate rounding puts a fifth or more apart).
+void expect_within_a_rounding(const std::vector<at::Tensor>& ours,
+                              const std::vector<at::Tensor>& ref, at::ScalarType type,
+                              double float_bound = 1e-6, bool few_apart = true);
 
 // Loaded once per test binary: config.json and cases.safetensors of the official tiny set.
 const parity::ReferenceSet& reference_set();

@@ -181,6 +181,8 @@ TEST(TrainConfig, RangeErrorsNameTheKey) {
        "optim.fold_residual_grad = true, expected false unless optim.fused_norm is true"},
       {"optim.split_qk_norm=true",
        "optim.split_qk_norm = true, expected false unless optim.fused_norm is true"},
+      {"optim.one_pass_norm_grad=true",
+       "optim.one_pass_norm_grad = true, expected false unless optim.fused_norm is true"},
       {"optim.caption_drop_prob=1.1", "optim.caption_drop_prob"},
       {"optim.caption_drop_prob=-0.5", "optim.caption_drop_prob"},
       {"optim.ema.smoothing=1.5", "optim.ema.smoothing"},

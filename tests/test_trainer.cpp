@@ -145,7 +145,8 @@ TEST(Trainer, MicroBatchSplitDoesNotChangeLossOrGradients) {
 }
 
 // optim.fused_norm, fused_residual, recompute_activations, moe_row_dispatch, fused_moe_combine,
-// fused_moe_dispatch, fold_residual_grad, fp32_weight_grads and split_qk_norm change how, not what:
+// fused_moe_dispatch, fold_residual_grad, fp32_weight_grads, split_qk_norm, one_pass_norm_grad and
+// merged_swiglu change how, not what:
 // the same losses and last gradients within rounding.
 TEST(Trainer, FastPathOptionsFollowThePlainRun) {
   train::Trainer plain(tiny(fresh_dir("plain"), 3));
@@ -160,6 +161,8 @@ TEST(Trainer, FastPathOptionsFollowThePlainRun) {
   c.optim.fold_residual_grad = true;
   c.optim.fp32_weight_grads = true;
   c.optim.split_qk_norm = true;
+  c.optim.one_pass_norm_grad = true;
+  c.optim.merged_swiglu = true;
   train::Trainer fast(c);
   const auto fast_run = fast.run();
   ASSERT_EQ(fast_run.losses.size(), plain_run.losses.size());

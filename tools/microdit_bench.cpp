@@ -193,6 +193,7 @@ int run(const Args& a) {
       R"("device": "{}", "ddp": "{}", "bf16": {}, "bf16_norm": {}, "fused_norm": "{}", )"
       R"("fused_residual": "{}", "recompute_act": {}, "moe_rows": {}, "fused_combine": "{}", )"
       R"("fused_dispatch": "{}", "fold_residual": {}, "fp32_wgrad": {}, "split_qk_norm": {}, )"
+      R"("one_pass_norm_grad": {}, "merged_swiglu": {}, )"
       R"("attention": "{}", )"
       R"("cuda_graph": {}, )"
       R"("micro_batches": {}, "steps": {}, )"
@@ -207,10 +208,11 @@ int run(const Args& a) {
       e.recompute_activations, e.moe_row_dispatch, fused_kind(e.fused_combine, device),
       fused_kind(e.fused_dispatch, device), e.fold_residual_grad && e.fused_norm,
       e.fp32_weight_grads && !a.fp32 && device.is_cuda(), e.split_qk_norm && e.fused_norm,
-      a.attention, a.cuda_graph, options.micro_batches, a.steps, mean, times[times.size() / 2],
-      times.front(), times.back(), a.batch / mean, tflop, tflop / mean,
-      tflop / mean / a.peak_tflops, util::peak_memory_bytes(device) / double(1 << 30),
-      dit->num_parameters(), loss.item<double>(), loss_sum / a.steps);
+      e.one_pass_norm_grad && e.fused_norm && device.is_cuda(), e.merged_swiglu, a.attention,
+      a.cuda_graph, options.micro_batches, a.steps, mean, times[times.size() / 2], times.front(),
+      times.back(), a.batch / mean, tflop, tflop / mean, tflop / mean / a.peak_tflops,
+      util::peak_memory_bytes(device) / double(1 << 30), dit->num_parameters(), loss.item<double>(),
+      loss_sum / a.steps);
   std::fflush(stdout);
   if (a.profile > 0) {
     auto totals = util::profile_kernels(

@@ -154,6 +154,8 @@ def flags(row):
                           ('fused_combine', 'fused-combine'), ('fused_dispatch', 'fused-dispatch'),
                           ('fold_residual', 'fold-residual'), ('fp32_wgrad', 'fp32-wgrad'),
                           ('split_qk_norm', 'split-qk-norm'),
+                          ('one_pass_norm_grad', 'one-pass-norm-grad'),
+                          ('merged_swiglu', 'merged-swiglu'),
                           ('cuda_graph', 'cuda-graph'), ('ddp', 'ddp')):
             value = row.get(key)
             if value:

@@ -1,10 +1,10 @@
 // Runs the fused CUDA kernels (src/nn/fused_norm_kernels.cuh, gated_residual_kernels.cuh,
-// silu_mul_kernels.cuh, expert_combine_kernels.cuh) on the CPU: one std::thread per CUDA thread, a
-// block at a time, warp shuffles and __syncthreads as barriers; and compares every output with the
-// composite implementations (nn/fused_norm, nn/gated_residual, the plain ops of
-// nn/activation_recompute, nn/expert_combine) on the same inputs. It checks the kernels' arithmetic
-// and indexing (vector widths, strided rows, modulation, chunked column sums) where no GPU is at
-// hand; memory faults, races and speed still need the GPU. Built and run by
+// silu_mul_kernels.cuh, gelu_kernels.cuh, expert_combine_kernels.cuh) on the CPU: one std::thread
+// per CUDA thread, a block at a time, warp shuffles and __syncthreads as barriers; and compares
+// every output with the composite implementations (nn/fused_norm, nn/gated_residual, the plain ops
+// of nn/activation_recompute, nn/expert_combine) on the same inputs. It checks the kernels'
+// arithmetic and indexing (vector widths, strided rows, modulation, chunked column sums) where no
+// GPU is at hand; memory faults, races and speed still need the GPU. Built and run by
 // scripts/device/compile_check.sh (CUDA's cuda_bf16.h for the bfloat16 type).
 #include <ATen/ATen.h>
 #include <cuda_bf16.h>
@@ -57,6 +57,7 @@ using std::min;
 #include "../../src/nn/expert_combine_kernels.cuh"
 #include "../../src/nn/fused_norm_kernels.cuh"
 #include "../../src/nn/gated_residual_kernels.cuh"
+#include "../../src/nn/gelu_kernels.cuh"
 #include "../../src/nn/kernel_launch.cuh"
 #include "../../src/nn/silu_mul_kernels.cuh"
 
@@ -105,6 +106,49 @@ void expect(const char* what, double error, double bound) {
   const bool ok = error <= bound;
   std::printf(" %s %.1e%s", what, error, ok ? "" : " FAIL");
   failures += ok ? 0 : 1;
+}
+
+// The one-pass backward (norm_backward_one_pass_kernel, residual gradient included) against the
+// composite; the shift, scale and weight gradients from its per-chunk sums as its launcher
+// (fused_norm_kernels.cu) forms them.
+template <typename Tin, typename Tout>
+void run_one_pass(const at::Tensor& grad_y, const at::Tensor& kept, const at::Tensor& w,
+                  const at::Tensor& scale1p, const at::Tensor& mean, const at::Tensor& rstd,
+                  const at::Tensor& gres, int64_t n, int64_t samples,
+                  const microdit::nn::FusedNormGrads& ref) {
+  const int64_t R = kept.size(0), D = kept.size(1);
+  const int64_t chunks = (n + kOnePassRowsPerChunk - 1) / kOnePassRowsPerChunk;
+  const bool modulation = scale1p.defined();
+  auto gx = at::empty({R, D}, gres.scalar_type());
+  auto part_g = modulation ? at::full({chunks, samples, D}, NAN) : at::Tensor();
+  auto part_gx = at::full({chunks, samples, D}, NAN);  // every slot must be written
+  auto one_pass = [&](auto kept_type) {
+    using Tk = decltype(kept_type);
+    launch({static_cast<unsigned>(chunks), static_cast<unsigned>(samples), 1},
+           {kWarp, kWarpsPerBlock, 1}, [&] {
+             norm_backward_one_pass_kernel<Tk, Tout, Tin, kVector>(
+                 ptr<Tout>(grad_y), ptr<Tk>(kept), kept.stride(0), static_cast<int>(D), n,
+                 kOnePassRowsPerChunk, ptr<float>(w), ptr<float>(scale1p), ptr<float>(mean),
+                 ptr<float>(rstd), ptr<Tin>(gres), mutable_ptr<Tin>(gx), D,
+                 mutable_ptr<float>(part_g), mutable_ptr<float>(part_gx));
+           });
+  };
+  if (kept.scalar_type() == grad_y.scalar_type()) {
+    one_pass(Tout{});
+  } else {
+    one_pass(Tin{});
+  }
+  std::printf(" | one pass:");
+  expect("grad_x+residual", max_relative(gx, ref.x),
+         gres.scalar_type() == at::kFloat ? 1e-5 : 1e-2);
+  const auto gx_sums = part_gx.sum(0);
+  if (modulation) {
+    expect("grad_shift", max_relative(part_g.sum(0), ref.shift), 1e-5);
+    expect("grad_scale", max_relative(w.defined() ? gx_sums * w : gx_sums, ref.scale), 1e-5);
+  }
+  if (w.defined())
+    expect("grad_weight",
+           max_relative((modulation ? gx_sums * scale1p : gx_sums).sum(0), ref.weight), 1e-5);
 }
 
 // One case: x (B,N,D) of Tin, possibly the middle third of (B,N,3D); output Tout; V per access.
@@ -208,6 +252,10 @@ void run_case(int64_t B, int64_t N, int64_t D, bool weight, bool modulation, boo
   }
   if (weight)
     expect("grad_weight", max_relative(part_w.sum(at::IntArrayRef{0, 1}), grad_ref.weight), 1e-5);
+  if constexpr (V == kVector) {
+    if ((modulation || weight) && D <= kWarp * V * kOnePassSegments)
+      run_one_pass<Tin, Tout>(grad_y, kept, w, scale1p, mean, rstd, gres, n, samples, folded_ref);
+  }
   std::printf("\n");
 }
 
@@ -266,10 +314,11 @@ void run_silu_mul_case(int64_t n) {
   auto out = at::empty({n}, type), da = at::empty({n}, type), db = at::empty({n}, type);
   const int64_t packs = n / V;
   const Index grid{static_cast<unsigned>(elementwise_blocks(packs)), 1, 1};
-  launch(grid, {kElementwiseThreads, 1, 1},
-         [&] { silu_mul_forward_kernel<T, V>(ptr<T>(a), ptr<T>(b), packs, mutable_ptr<T>(out)); });
   launch(grid, {kElementwiseThreads, 1, 1}, [&] {
-    silu_mul_backward_kernel<T, V>(ptr<T>(g), ptr<T>(a), ptr<T>(b), packs, mutable_ptr<T>(da),
+    silu_mul_forward_kernel<T, V>(ptr<T>(a), ptr<T>(b), packs, n, n, mutable_ptr<T>(out));
+  });
+  launch(grid, {kElementwiseThreads, 1, 1}, [&] {
+    silu_mul_backward_kernel<T, V>(ptr<T>(g), ptr<T>(a), ptr<T>(b), packs, n, n, mutable_ptr<T>(da),
                                    mutable_ptr<T>(db));
   });
   // Each within a rounding of the plain ops; in bf16 also rounded where they round: at most 1%
@@ -283,6 +332,79 @@ void run_silu_mul_case(int64_t n) {
   check("out", out, at::silu(a) * b);
   check("grad_a", da, at::silu_backward(g * b, a));
   check("grad_b", db, g * at::silu(a));
+  std::printf("\n");
+}
+
+// silu(a) * b with a and b the halves of one (rows, 2 cols) product (the merged SwiGLU
+// projection): the kernels read them and write h's gradient's halves in place, equal to the
+// contiguous case's results; the output rows stay contiguous.
+template <typename T, int V>
+void run_silu_mul_halves_case(int64_t rows, int64_t cols) {
+  const auto type = scalar_type<T>();
+  std::printf("silu_mul halves %s %ldx%ld V%d:", std::is_same_v<T, float> ? "f32" : "bf16",
+              static_cast<long>(rows), static_cast<long>(cols), V);
+  at::manual_seed(23);
+  const auto h = (at::randn({rows, 2 * cols}) * 3).to(type);
+  const auto g = at::randn({rows, cols}).to(type);
+  const auto a = h.narrow(1, 0, cols), b = h.narrow(1, cols, cols);
+  auto out = at::empty({rows, cols}, type), dh = at::full({rows, 2 * cols}, NAN).to(type);
+  const int64_t packs = rows * cols / V, ld = 2 * cols;
+  const Index grid{static_cast<unsigned>(elementwise_blocks(packs)), 1, 1};
+  launch(grid, {kElementwiseThreads, 1, 1}, [&] {
+    silu_mul_forward_kernel<T, V>(ptr<T>(a), ptr<T>(b), packs, cols, ld, mutable_ptr<T>(out));
+  });
+  launch(grid, {kElementwiseThreads, 1, 1}, [&] {
+    silu_mul_backward_kernel<T, V>(ptr<T>(g), ptr<T>(a), ptr<T>(b), packs, cols, ld,
+                                   mutable_ptr<T>(dh), mutable_ptr<T>(dh) + cols);
+  });
+  // The contiguous case's kernels on copies of the halves.
+  const auto ac = a.contiguous(), bc = b.contiguous();
+  auto out_c = at::empty_like(ac), da_c = at::empty_like(ac), db_c = at::empty_like(ac);
+  const int64_t n = rows * cols;
+  launch(grid, {kElementwiseThreads, 1, 1}, [&] {
+    silu_mul_forward_kernel<T, V>(ptr<T>(ac), ptr<T>(bc), packs, n, n, mutable_ptr<T>(out_c));
+  });
+  launch(grid, {kElementwiseThreads, 1, 1}, [&] {
+    silu_mul_backward_kernel<T, V>(ptr<T>(g), ptr<T>(ac), ptr<T>(bc), packs, n, n,
+                                   mutable_ptr<T>(da_c), mutable_ptr<T>(db_c));
+  });
+  expect("out", max_relative(out, out_c), 0.0);
+  expect("grad_a", max_relative(dh.narrow(1, 0, cols), da_c), 0.0);
+  expect("grad_b", max_relative(dh.narrow(1, cols, cols), db_c), 0.0);
+  std::printf("\n");
+}
+
+// The MoE experts' GELU backward with gelu(u) recomputed over n elements of T, V per access, the
+// gradient written over the incoming one as the caller does, against ATen's gelu and
+// gelu_backward as ATen's CUDA kernels compute them, in float and rounded once: within a rounding
+// (the CPU's erf and exp differ from CUDA's in the last bits). ATen's CPU gelu and gelu_backward
+// are not the reference: for u far below zero they differ from CUDA's formulas (the cancellation
+// in 1 + erf(u / sqrt 2)) in values under 1e-7, which bf16 still tells apart.
+template <typename T, int V>
+void run_gelu_case(int64_t n) {
+  const auto type = scalar_type<T>();
+  std::printf("gelu %s n%ld V%d:", std::is_same_v<T, float> ? "f32" : "bf16", static_cast<long>(n),
+              V);
+  at::manual_seed(19);
+  const auto u = (at::randn({n}) * 3).to(type), g = at::randn({n}).to(type);
+  auto h = at::empty({n}, type), du = g.clone();
+  const int64_t packs = n / V;
+  launch({static_cast<unsigned>(elementwise_blocks(packs)), 1, 1}, {kElementwiseThreads, 1, 1},
+         [&] {
+           gelu_recompute_backward_kernel<T, V>(ptr<T>(du), ptr<T>(u), packs, mutable_ptr<T>(h),
+                                                mutable_ptr<T>(du));
+         });
+  const double bound = type == at::kFloat ? 1e-6 : std::ldexp(1.0, -7);
+  auto check = [&](const char* what, const at::Tensor& ours, const at::Tensor& ref) {
+    expect(what, max_relative(ours, ref), bound);
+    if (type != at::kFloat)
+      expect("apart", ours.ne(ref).to(at::kDouble).mean().item<double>(), 0.01);
+  };
+  const auto uf = u.to(at::kFloat);
+  check("h", h, (uf * 0.5 * (1 + at::erf(uf * M_SQRT1_2))).to(type));
+  const auto cdf = 0.5 * (1 + at::erf(uf * M_SQRT1_2));
+  const auto pdf = at::exp(-0.5 * uf * uf) * (M_2_SQRTPI * M_SQRT1_2 * 0.5);
+  check("grad_u", du, (g.to(at::kFloat) * (cdf + uf * pdf)).to(type));
   std::printf("\n");
 }
 
@@ -338,6 +460,8 @@ int main() {
   run_case<float, float, kVector>(3, 150, 72, true, true, false);
   run_case<float, float, 1>(3, 150, 70, true, false, false);
   run_case<float, float, kVector>(2, 9, 136, false, true, true);
+  // Weight without modulation (the blocks' norm2): 150 rows as one sample, five one-pass chunks.
+  run_case<__nv_bfloat16, __nv_bfloat16, kVector>(3, 50, 72, true, false, false);
   // The gated residual: autocast's pairs (float32 or bf16 x, bf16 gate and y), float32, and bf16
   // x with float32 y (x's gradient then rounded); 150 tokens: three chunks of gate sums.
   run_residual_case<float, __nv_bfloat16, kVector>(3, 150, 72);
@@ -349,6 +473,14 @@ int main() {
   run_silu_mul_case<__nv_bfloat16, kVector>(4 * 600);
   run_silu_mul_case<__nv_bfloat16, 1>(601);
   run_silu_mul_case<float, kVector>(4 * 300);
+  // The merged SwiGLU projection's halves: 4 and 1 elements per access, several rows per block.
+  run_silu_mul_halves_case<__nv_bfloat16, kVector>(30, 40);
+  run_silu_mul_halves_case<__nv_bfloat16, 1>(9, 37);
+  run_silu_mul_halves_case<float, kVector>(20, 36);
+  // The experts' GELU backward: 4 and 1 elements per access, several blocks.
+  run_gelu_case<__nv_bfloat16, kVector>(4 * 600);
+  run_gelu_case<__nv_bfloat16, 1>(601);
+  run_gelu_case<float, kVector>(4 * 300);
   // The MoE combine: the first case has 5 tokens no expert chose and 17 with several choices;
   // 4 and 1 elements per access.
   run_combine_case<__nv_bfloat16, kVector>(3, 20, 4, 6, 72);

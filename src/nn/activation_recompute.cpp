@@ -2,6 +2,9 @@
 
 #include <torch/autograd.h>
 
+#include <utility>
+
+#include "gelu_kernels.h"
 #include "microdit/nn/weight_grad.h"
 #include "silu_mul_kernels.h"
 
@@ -57,11 +60,23 @@ class GeluBmmFunction : public torch::autograd::Function<GeluBmmFunction> {
     auto saved = ctx->get_saved_variables();
     const auto &u = saved[0], &w_cast = saved[1], &g = grads[0];
     const auto w_dtype = static_cast<at::ScalarType>(ctx->saved_data["w_dtype"].toInt());
-    auto grad_h = g.bmm(w_cast.transpose(1, 2));
-    const auto h_t = at::gelu(u).transpose(1, 2);
+    auto [h, grad_u] = recompute_and_backward(g.bmm(w_cast.transpose(1, 2)), u);
+    const auto h_t = h.transpose(1, 2);
     auto grad_w =
         ctx->saved_data["float_weight_grad"].toBool() ? product_in_float(h_t, g) : h_t.bmm(g);
-    return {at::gelu_backward(grad_h, u), grad_w.to(w_dtype), at::Tensor()};
+    return {grad_u, grad_w.to(w_dtype), at::Tensor()};
+  }
+
+ private:
+  // {gelu(u), u's gradient} for gelu(u)'s gradient grad_h (a fresh product, so the kernel may
+  // write u's gradient over it).
+  static std::pair<at::Tensor, at::Tensor> recompute_and_backward(at::Tensor grad_h,
+                                                                  const at::Tensor& u) {
+#ifdef MICRODIT_WITH_CUDA_KERNELS
+    if (use_kernels(u, grad_h) && grad_h.is_contiguous())
+      return cuda_kernels::gelu_recompute_backward(std::move(grad_h), u);
+#endif
+    return {at::gelu(u), at::gelu_backward(grad_h, u)};
   }
 };
 }  // namespace

@@ -15,7 +15,7 @@ struct Flag {
   std::string_view help;
 };
 
-constexpr std::array<Flag, 10> kFlags{{
+constexpr std::array<Flag, 12> kFlags{{
     {"--fp32-norm", &ExecutionOptions::low_precision_norm, false,
      "plain autocast: LayerNorms in float32 (default: bf16, as the official runs)"},
     {"--fused-norm", &ExecutionOptions::fused_norm, true,
@@ -36,6 +36,10 @@ constexpr std::array<Flag, 10> kFlags{{
      "weight gradients in float32 from the products themselves (no bf16 rounding, no cast)"},
     {"--split-qk-norm", &ExecutionOptions::split_qk_norm, true,
      "with --fused-norm: q, k, v split from their projection with the QK-norm as one operation"},
+    {"--one-pass-norm-grad", &ExecutionOptions::one_pass_norm_grad, true,
+     "with --fused-norm: the norms' backward as one kernel (column sums in the row pass; CUDA)"},
+    {"--merged-swiglu", &ExecutionOptions::merged_swiglu, true,
+     "the SwiGLU FFN's two input projections as one matrix product (activation recomputed)"},
 }};
 
 }  // namespace
@@ -57,6 +61,9 @@ void check_execution_flags(const ExecutionOptions& options) {
   if (options.split_qk_norm && !options.fused_norm)
     throw std::invalid_argument(
         "--split-qk-norm needs --fused-norm (the split runs the fused norm's kernels)");
+  if (options.one_pass_norm_grad && !options.fused_norm)
+    throw std::invalid_argument(
+        "--one-pass-norm-grad needs --fused-norm (it is the fused norm's backward kernel)");
 }
 
 std::string execution_flags_usage() {

@@ -26,12 +26,13 @@ FusedNormGrads norm_backward(const at::Tensor& grad_y, const at::Tensor& rows, c
                              const at::Tensor& scale1p, const at::Tensor& mean,
                              const at::Tensor& rstd, bool has_modulation,
                              at::ScalarType grad_x_dtype, const at::Tensor& residual_grad,
-                             const at::Tensor& grad_x_out = {}) {
+                             const at::Tensor& grad_x_out = {},
+                             [[maybe_unused]] bool one_pass = false) {
 #ifdef MICRODIT_WITH_CUDA_KERNELS
   if (rows.is_cuda() && cuda_kernels::supports(rows.scalar_type()) &&
       cuda_kernels::supports(grad_y.scalar_type()) && cuda_kernels::supports(grad_x_dtype))
     return cuda_kernels::fused_norm_backward(grad_y, rows, w, scale1p, mean, rstd, has_modulation,
-                                             grad_x_dtype, residual_grad, grad_x_out);
+                                             grad_x_dtype, residual_grad, grad_x_out, one_pass);
 #endif
   auto grads = fused_norm_backward_composite(grad_y, rows, w, scale1p, mean, rstd, has_modulation,
                                              grad_x_dtype, residual_grad);
@@ -74,6 +75,8 @@ class FusedNormFunction : public torch::autograd::Function<FusedNormFunction> {
     const auto& kept = out.rounded.defined() ? out.rounded : rows;
     ctx->save_for_backward({kept, w, scale1p, out.mean, out.rstd});
     ctx->saved_data["x_sizes"] = x.sizes().vec();
+    // Backward runs on another thread, where the guard is not set.
+    ctx->saved_data["one_pass"] = OnePassNormGradGuard::active();
     // The gradients go back in the dtypes of x, weight, shift and scale.
     ctx->saved_data["dtypes"] = std::vector<int64_t>{dtype_or_none(x), dtype_or_none(weight),
                                                      dtype_or_none(shift), dtype_or_none(scale)};
@@ -97,7 +100,7 @@ class FusedNormFunction : public torch::autograd::Function<FusedNormFunction> {
     if (grads.size() > 1 && grads[1].defined())
       residual_grad = grads[1].reshape({-1, D}).to(grad_x_dtype).contiguous();
     auto g = norm_backward(grad_y, rows, w, scale1p, mean, rstd, scale1p.defined(), grad_x_dtype,
-                           residual_grad);
+                           residual_grad, {}, ctx->saved_data["one_pass"].toBool());
     return {g.x.view(ctx->saved_data["x_sizes"].toIntVector()),
             cast_or_undefined(g.weight, dtypes[1]),
             cast_or_undefined(g.shift, dtypes[2]),

@@ -299,6 +299,8 @@ std::vector<Key> schema(TrainConfig& c) {
                leaf("fold_residual_grad", o.fold_residual_grad),
                leaf("fp32_weight_grads", o.fp32_weight_grads),
                leaf("split_qk_norm", o.split_qk_norm),
+               leaf("one_pass_norm_grad", o.one_pass_norm_grad),
+               leaf("merged_swiglu", o.merged_swiglu),
                leaf("attention_backend", o.attention_backend),
                leaf("cuda_graph", o.cuda_graph),
                section("ema", {leaf("enabled", ema.enabled), leaf("smoothing", ema.smoothing),
@@ -592,6 +594,8 @@ void validate_optim(const OptimSection& o, int64_t world_size, const model::DiTC
           "false unless optim.fused_norm is true (the fold is part of the fused norm's backward)");
   require(!o.split_qk_norm || o.fused_norm, "optim.split_qk_norm", o.split_qk_norm,
           "false unless optim.fused_norm is true (the split runs the fused norm's kernels)");
+  require(!o.one_pass_norm_grad || o.fused_norm, "optim.one_pass_norm_grad", o.one_pass_norm_grad,
+          "false unless optim.fused_norm is true (it is the fused norm's backward kernel)");
   require(o.ema.smoothing >= 0 && o.ema.smoothing <= 1, "optim.ema.smoothing", o.ema.smoothing,
           "a value in [0, 1]");
   require(o.ema.start_step >= 0, "optim.ema.start_step", o.ema.start_step, ">= 0");

@@ -353,7 +353,9 @@ at::Tensor Trainer::State::micro_batch(const MicroBatchInput& input, bool last) 
                                   .fused_dispatch = cfg.optim.fused_moe_dispatch,
                                   .fold_residual_grad = cfg.optim.fold_residual_grad,
                                   .fp32_weight_grads = cfg.optim.fp32_weight_grads,
-                                  .split_qk_norm = cfg.optim.split_qk_norm});
+                                  .split_qk_norm = cfg.optim.split_qk_norm,
+                                  .one_pass_norm_grad = cfg.optim.one_pass_norm_grad,
+                                  .merged_swiglu = cfg.optim.merged_swiglu});
     loss = diffusion::edm_loss_per_sample(dit, x, y,
                                           {to_device(draws.rnd_normal), to_device(draws.noise)},
                                           cfg.edm, mask ? &*mask : nullptr)

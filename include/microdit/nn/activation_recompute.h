@@ -4,7 +4,8 @@
 // apply the activation again in backward. Same kernels on the same values, so the results are
 // bitwise those of the plain ops; the cost is one elementwise pass per FFN in backward, the gain
 // one (tokens x hidden width) tensor per FFN of memory. On CUDA, where the build has the fused
-// kernels (silu_mul_kernels.cu), silu_mul is one kernel each way instead: the same formulas and
+// kernels (silu_mul_kernels.cu, gelu_kernels.cu), silu_mul is one kernel each way and gelu_bmm's
+// backward recomputes gelu(u) and takes its gradient in one kernel: the same formulas and
 // rounding points, so within a rounding of the plain ops, and fewer passes than the plain ops.
 // Legend: E experts, M rows per expert, F hidden width, D width.
 #pragma once

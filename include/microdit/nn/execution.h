@@ -1,6 +1,6 @@
 // How the model runs, not what it computes: the thread-local switches of nn/norm,
 // nn/fused_norm, nn/gated_residual, nn/activation_recompute, nn/expert_choice_moe,
-// nn/expert_dispatch, nn/expert_combine and nn/weight_grad as one set,
+// nn/expert_dispatch, nn/expert_combine, nn/weight_grad and nn/swiglu_projection as one set,
 // which the training step sets around its forward pass.
 #pragma once
 #include "microdit/nn/activation_recompute.h"
@@ -10,6 +10,7 @@
 #include "microdit/nn/fused_norm.h"
 #include "microdit/nn/gated_residual.h"
 #include "microdit/nn/norm.h"
+#include "microdit/nn/swiglu_projection.h"
 #include "microdit/nn/weight_grad.h"
 
 namespace microdit::nn {
@@ -35,6 +36,10 @@ struct ExecutionOptions {
   bool fp32_weight_grads = false;
   // With fused_norm: q, k and v split from their projection with the QK-norm as one operation.
   bool split_qk_norm = false;
+  // With fused_norm: the norms' CUDA backward in one kernel (the column sums in the row pass).
+  bool one_pass_norm_grad = false;
+  // The SwiGLU FFN's two input projections as one matrix product (activation recomputed).
+  bool merged_swiglu = false;
 };
 
 // Sets every switch of `options` on this thread while it lives.
@@ -50,7 +55,9 @@ class ExecutionGuard {
         fused_dispatch_(options.fused_dispatch),
         fold_residual_grad_(options.fold_residual_grad),
         fp32_weight_grads_(options.fp32_weight_grads),
-        split_qk_norm_(options.split_qk_norm) {}
+        split_qk_norm_(options.split_qk_norm),
+        one_pass_norm_grad_(options.one_pass_norm_grad),
+        merged_swiglu_(options.merged_swiglu) {}
 
  private:
   LowPrecisionNormGuard low_precision_norm_;
@@ -63,6 +70,8 @@ class ExecutionGuard {
   FoldResidualGradGuard fold_residual_grad_;
   Fp32WeightGradGuard fp32_weight_grads_;
   SplitQkNormGuard split_qk_norm_;
+  OnePassNormGradGuard one_pass_norm_grad_;
+  MergedSwiGLUGuard merged_swiglu_;
 };
 
 }  // namespace microdit::nn

@@ -23,6 +23,12 @@ using FoldResidualGradGuard = util::ThreadFlagGuard<struct FoldResidualGradTag>;
 // from the projection by fused_norm_split (below). Off by default: `--split-qk-norm`.
 using SplitQkNormGuard = util::ThreadFlagGuard<struct SplitQkNormTag>;
 
+// While one lives on this thread as well, the fused norms' CUDA backward is one kernel: the
+// shift, scale and weight gradients' column sums are taken in the pass that computes x's
+// gradient instead of by a second kernel reading g_y and x again (widths up to 1024). Decided
+// in forward, kept for backward. Off by default: `--one-pass-norm-grad`.
+using OnePassNormGradGuard = util::ThreadFlagGuard<struct OnePassNormGradTag>;
+
 // y = (LN(x) * weight) * (1 + scale) + shift over the last dim of x, in `out_dtype`.
 // x: (..., D), rows may be strided (a slice of a wider projection); weight: (D) or undefined;
 // shift and scale: (B,D) with x (B,N,D), or both undefined. As Composer's LPLayerNorm, x and

@@ -65,6 +65,8 @@ struct OptimSection {
   bool fold_residual_grad = false;  // with fused_norm: residual gradients added in its backward
   bool fp32_weight_grads = false;   // weight gradients in float32 from the products themselves
   bool split_qk_norm = false;       // with fused_norm: q, k, v split and QK-normed as one operation
+  bool one_pass_norm_grad = false;  // with fused_norm: the norms' CUDA backward as one kernel
+  bool merged_swiglu = false;       // the SwiGLU FFN's two input projections as one matrix product
   // Attention kernel (nn/sdp_backend.h): auto | cudnn | flash | efficient | math.
   std::string attention_backend = "auto";
   bool cuda_graph = false;  // the step captured as a CUDA graph and replayed (one CUDA process)
