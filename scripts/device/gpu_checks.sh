@@ -61,6 +61,11 @@ REF=.device/reference/microdit-official-tiny
   "$BUILD_DIR/microdit-check-reference" "$REF" --device "$DEVICE" $FAST --weights safetensors; echo "exit $?"
   # shellcheck disable=SC2086
   [ "$GPU" = 1 ] && { "$BUILD_DIR/microdit-check-reference" "$REF" --device cuda --bf16 $FAST --weights safetensors; echo "exit $?"; }
+  # The options not yet in the recipe (their kernels on CUDA) on top, float32 and bf16.
+  # shellcheck disable=SC2086
+  [ "$GPU" = 1 ] && for precision in "" --bf16; do
+    "$BUILD_DIR/microdit-check-reference" "$REF" --device cuda $precision $FAST --one-pass-norm-grad --merged-swiglu; echo "exit $?"
+  done
   for other in .device/reference/*/; do
     [ "$other" = "$REF/" ] && continue
     "$BUILD_DIR/microdit-check-reference" "$other" --device "$DEVICE"; echo "exit $?"
