@@ -460,7 +460,9 @@ TEST(TrainConfig, StageConfigsFollowTheOfficialRecipe) {
   const TrainConfig s3 = load_train_config(dir / "stage3_512_masked.yaml");
   const TrainConfig s4 = load_train_config(dir / "stage4_512_finetune.yaml");
   const std::vector<const TrainConfig*> stages = {&s1, &s2, &s3, &s4};
-  const int64_t micro[] = {256, 64, 32, 16};
+  // Micro-batches: stage 1 the official 256, the later stages twice the official 64 / 32 / 16
+  // (the same function: docs/performance.md), each tiling 8 GPUs' shares of the global batch.
+  const int64_t micro[] = {256, 128, 64, 32};
   const int64_t steps[] = {250000, 280000, 50000, 55000};
   const double lr[] = {2.4e-4, 8e-5, 8e-5, 8e-5};
   const double mask[] = {0.75, 0.0, 0.75, 0.0};
@@ -477,6 +479,7 @@ TEST(TrainConfig, StageConfigsFollowTheOfficialRecipe) {
     EXPECT_EQ(c.edm.P_std, hi_res ? 0.6 : 1.2);
     EXPECT_EQ(c.optim.batch_size, 2048);
     EXPECT_EQ(c.optim.micro_batch_size, micro[i]);
+    EXPECT_NO_THROW(validate(c, 8));
     EXPECT_EQ(c.optim.steps, steps[i]);
     EXPECT_EQ(c.optim.lr, lr[i]);
     EXPECT_EQ(c.optim.schedule, schedule[i]);
@@ -512,6 +515,28 @@ TEST(TrainConfig, StageConfigsFollowTheOfficialRecipe) {
   EXPECT_NE(s3.optim.init_from.find(s2.run.dir), std::string::npos);
   EXPECT_EQ(s3.optim.init_ignore_keys, std::vector<std::string>{"pos_embed"});
   EXPECT_NE(s4.optim.continue_from.find(s3.run.dir), std::string::npos);
+}
+
+// microdit-train's advice when a micro-batch runs out of GPU memory.
+TEST(TrainConfig, SmallerMicroBatchAdviceKeepsTheGlobalBatch) {
+  TrainConfig c;
+  c.optim.batch_size = 2048;
+  c.optim.micro_batch_size = 32;
+  EXPECT_EQ(smaller_micro_batch_advice(c, 8),
+            "--set optim.micro_batch_size=16 (16 accumulation steps per GPU; the global batch "
+            "of 2048 and the function stay the same)");
+  c.optim.batch_size = 27;  // an odd micro-batch: 4 does not tile 27, 3 does
+  c.optim.micro_batch_size = 9;
+  EXPECT_EQ(smaller_micro_batch_advice(c, 1),
+            "--set optim.micro_batch_size=3 (9 accumulation steps per GPU; the global batch of "
+            "27 and the function stay the same)");
+  c.optim.micro_batch_size = 0;  // no accumulation: the rank's whole share, 27
+  EXPECT_EQ(smaller_micro_batch_advice(c, 1),
+            "--set optim.micro_batch_size=9 (3 accumulation steps per GPU; the global batch of "
+            "27 and the function stay the same)");
+  c.optim.micro_batch_size = 1;
+  EXPECT_EQ(smaller_micro_batch_advice(c, 1),
+            "optim.micro_batch_size is already 1: more GPUs or a GPU with more memory");
 }
 
 }  // namespace

@@ -1,4 +1,5 @@
 // microdit-train: trains MicroDiT from a YAML config (see docs/config.md).
+#include <c10/util/Exception.h>
 #include <fmt/format.h>
 
 #include <iostream>
@@ -86,6 +87,11 @@ int main(int argc, char** argv) {
   } catch (const std::invalid_argument& e) {
     std::cerr << "microdit-train: " << microdit::util::error_message(e) << "\n";
     return 2;
+  } catch (const c10::OutOfMemoryError& e) {
+    std::cerr << "microdit-train: out of GPU memory; a smaller micro-batch: "
+              << train::smaller_micro_batch_advice(config, launch.world_size) << "\n"
+              << microdit::util::error_message(e) << "\n";
+    return 1;
   } catch (const std::exception& e) {
     std::cerr << "microdit-train: " << microdit::util::error_message(e) << "\n";
     return 1;

@@ -709,6 +709,19 @@ void validate(const TrainConfig& config, int64_t world_size) {
               " (the bucketed all-reduce is captured with the step, ZeRO-2's sharded step is not)");
 }
 
+std::string smaller_micro_batch_advice(const TrainConfig& config, int64_t world_size) {
+  const int64_t per_rank = config.optim.batch_size / world_size;
+  const int64_t micro = config.optim.micro_batch_size > 0 ? config.optim.micro_batch_size
+                                                          : per_rank;  // 0: no accumulation
+  for (int64_t m = micro / 2; m >= 1; --m) {
+    if (per_rank % m != 0) continue;
+    return "--set optim.micro_batch_size=" + std::to_string(m) + " (" +
+           std::to_string(per_rank / m) + " accumulation steps per GPU; the global batch of " +
+           std::to_string(config.optim.batch_size) + " and the function stay the same)";
+  }
+  return "optim.micro_batch_size is already 1: more GPUs or a GPU with more memory";
+}
+
 std::string to_yaml(const TrainConfig& config) {
   TrainConfig copy = config;  // the schema binds mutable members
   std::ostringstream out;

@@ -128,6 +128,10 @@ TrainConfig parse_train_config(const std::string& yaml_text,
                                const std::vector<std::string>& overrides = {},
                                const std::string& source = "<config>");
 void validate(const TrainConfig& config, int64_t world_size = 1);
+// What to try when a micro-batch does not fit in the GPU's memory: the largest smaller
+// optim.micro_batch_size that still tiles each rank's share of the global batch (the same
+// function, more accumulation steps), as a `--set` override; or, at 1, that none is left.
+std::string smaller_micro_batch_advice(const TrainConfig& config, int64_t world_size);
 // The fully resolved config as YAML (every key, defaults included); parses back to the same.
 std::string to_yaml(const TrainConfig& config);
 
