@@ -25,15 +25,7 @@ void expect_same(const std::vector<at::Tensor>& ours, const std::vector<at::Tens
   }
 }
 
-// Output and the gradients of `inputs` for the upstream gradient g.
-std::vector<at::Tensor> output_and_grads(const at::Tensor& out,
-                                         const std::vector<at::Tensor>& inputs,
-                                         const at::Tensor& g) {
-  // Kept graph: the plain and the recomputing products share u = bmm(x, w1) and its cast weight.
-  auto grads = torch::autograd::grad({out}, inputs, {g}, /*retain_graph=*/true);
-  grads.insert(grads.begin(), out.detach());
-  return grads;
-}
+using test::output_and_grads;
 
 TEST(ActivationRecompute, SiluMulEqualsThePlainOps) {
   at::manual_seed(1);

@@ -1,5 +1,6 @@
 #include "test_support.h"
 
+#include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/function.h>
 #include <unistd.h>
 
@@ -159,6 +160,14 @@ void write_tiny_coco(const std::filesystem::path& dir, int64_t images, int64_t s
   root.set("images", image_list);
   root.set("annotations", annotations);
   write_bytes(dir / "captions_val2014.json", root.dump());
+}
+
+std::vector<at::Tensor> output_and_grads(const at::Tensor& out,
+                                         const std::vector<at::Tensor>& inputs,
+                                         const at::Tensor& g) {
+  auto grads = torch::autograd::grad({out}, inputs, {g}, /*retain_graph=*/true);
+  grads.insert(grads.begin(), out.detach());
+  return grads;
 }
 
 bool graph_has(const at::Tensor& t, const std::string& name) {

@@ -35,6 +35,12 @@ inline double max_relative(const at::Tensor& ours, const at::Tensor& ref) {
          ref.to(at::kDouble).abs().max().item<double>();
 }
 
+// out (detached), then the gradients of `inputs` for out's upstream gradient g; the graph is
+// kept (runs compared may share part of it).
+std::vector<at::Tensor> output_and_grads(const at::Tensor& out,
+                                         const std::vector<at::Tensor>& inputs,
+                                         const at::Tensor& g);
+
 // Whether a node of the autograd graph behind t has `name` in its name (which path ran).
 bool graph_has(const at::Tensor& t, const std::string& name);
 

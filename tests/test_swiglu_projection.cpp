@@ -16,22 +16,14 @@ namespace microdit {
 namespace {
 
 // Output and the gradients of x, w1 and w2 for the upstream gradient g.
-std::vector<at::Tensor> output_and_grads(const at::Tensor& out, const at::Tensor& x,
-                                         const at::Tensor& w1, const at::Tensor& w2,
-                                         const at::Tensor& g) {
-  auto grads = torch::autograd::grad({out}, {x, w1, w2}, {g});
-  grads.insert(grads.begin(), out.detach());
-  return grads;
-}
-
 std::vector<at::Tensor> plain(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
                               const at::Tensor& g) {
-  return output_and_grads(at::silu(at::linear(x, w1)) * at::linear(x, w2), x, w1, w2, g);
+  return test::output_and_grads(at::silu(at::linear(x, w1)) * at::linear(x, w2), {x, w1, w2}, g);
 }
 
 std::vector<at::Tensor> merged(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
                                const at::Tensor& g) {
-  return output_and_grads(nn::swiglu_projection(x, w1, w2), x, w1, w2, g);
+  return test::output_and_grads(nn::swiglu_projection(x, w1, w2), {x, w1, w2}, g);
 }
 
 struct Leaves {

@@ -108,6 +108,30 @@ void expect(const char* what, double error, double bound) {
   failures += ok ? 0 : 1;
 }
 
+// ours within a rounding of ref (elementwise kernels against the plain ops): relative 1e-6 in
+// float32, 2^-7 in bf16, where also at most 1% of the elements apart (a missed intermediate
+// rounding puts a fifth or more apart).
+void expect_within_a_rounding(const char* what, const at::Tensor& ours, const at::Tensor& ref) {
+  const bool low = ours.scalar_type() != at::kFloat;
+  expect(what, max_relative(ours, ref), low ? std::ldexp(1.0, -7) : 1e-6);
+  if (low) expect("apart", ours.ne(ref).to(at::kDouble).mean().item<double>(), 0.01);
+}
+
+// silu_mul's two kernels over a and b laid out as rows of `cols` elements `ld` apart (the
+// output contiguous), V elements per access.
+template <typename T, int V>
+void launch_silu_mul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& g, int64_t cols,
+                     int64_t ld, const at::Tensor& out, T* da, T* db) {
+  const int64_t packs = a.numel() / V;
+  const Index grid{static_cast<unsigned>(elementwise_blocks(packs)), 1, 1};
+  launch(grid, {kElementwiseThreads, 1, 1}, [&] {
+    silu_mul_forward_kernel<T, V>(ptr<T>(a), ptr<T>(b), packs, cols, ld, mutable_ptr<T>(out));
+  });
+  launch(grid, {kElementwiseThreads, 1, 1}, [&] {
+    silu_mul_backward_kernel<T, V>(ptr<T>(g), ptr<T>(a), ptr<T>(b), packs, cols, ld, da, db);
+  });
+}
+
 // The one-pass backward (norm_backward_one_pass_kernel, residual gradient included) against the
 // composite; the shift, scale and weight gradients from its per-chunk sums as its launcher
 // (fused_norm_kernels.cu) forms them.
@@ -312,26 +336,11 @@ void run_silu_mul_case(int64_t n) {
   const auto a = (at::randn({n}) * 3).to(type), b = at::randn({n}).to(type);
   const auto g = at::randn({n}).to(type);
   auto out = at::empty({n}, type), da = at::empty({n}, type), db = at::empty({n}, type);
-  const int64_t packs = n / V;
-  const Index grid{static_cast<unsigned>(elementwise_blocks(packs)), 1, 1};
-  launch(grid, {kElementwiseThreads, 1, 1}, [&] {
-    silu_mul_forward_kernel<T, V>(ptr<T>(a), ptr<T>(b), packs, n, n, mutable_ptr<T>(out));
-  });
-  launch(grid, {kElementwiseThreads, 1, 1}, [&] {
-    silu_mul_backward_kernel<T, V>(ptr<T>(g), ptr<T>(a), ptr<T>(b), packs, n, n, mutable_ptr<T>(da),
-                                   mutable_ptr<T>(db));
-  });
-  // Each within a rounding of the plain ops; in bf16 also rounded where they round: at most 1%
-  // of the elements apart (a missed intermediate rounding puts a fifth or more apart).
-  const double bound = type == at::kFloat ? 1e-6 : std::ldexp(1.0, -7);
-  auto check = [&](const char* what, const at::Tensor& ours, const at::Tensor& ref) {
-    expect(what, max_relative(ours, ref), bound);
-    if (type != at::kFloat)
-      expect("apart", ours.ne(ref).to(at::kDouble).mean().item<double>(), 0.01);
-  };
-  check("out", out, at::silu(a) * b);
-  check("grad_a", da, at::silu_backward(g * b, a));
-  check("grad_b", db, g * at::silu(a));
+  launch_silu_mul<T, V>(a, b, g, n, n, out, mutable_ptr<T>(da), mutable_ptr<T>(db));
+  // Each within a rounding of the plain ops, and rounded where they round.
+  expect_within_a_rounding("out", out, at::silu(a) * b);
+  expect_within_a_rounding("grad_a", da, at::silu_backward(g * b, a));
+  expect_within_a_rounding("grad_b", db, g * at::silu(a));
   std::printf("\n");
 }
 
@@ -348,26 +357,13 @@ void run_silu_mul_halves_case(int64_t rows, int64_t cols) {
   const auto g = at::randn({rows, cols}).to(type);
   const auto a = h.narrow(1, 0, cols), b = h.narrow(1, cols, cols);
   auto out = at::empty({rows, cols}, type), dh = at::full({rows, 2 * cols}, NAN).to(type);
-  const int64_t packs = rows * cols / V, ld = 2 * cols;
-  const Index grid{static_cast<unsigned>(elementwise_blocks(packs)), 1, 1};
-  launch(grid, {kElementwiseThreads, 1, 1}, [&] {
-    silu_mul_forward_kernel<T, V>(ptr<T>(a), ptr<T>(b), packs, cols, ld, mutable_ptr<T>(out));
-  });
-  launch(grid, {kElementwiseThreads, 1, 1}, [&] {
-    silu_mul_backward_kernel<T, V>(ptr<T>(g), ptr<T>(a), ptr<T>(b), packs, cols, ld,
-                                   mutable_ptr<T>(dh), mutable_ptr<T>(dh) + cols);
-  });
+  launch_silu_mul<T, V>(a, b, g, cols, 2 * cols, out, mutable_ptr<T>(dh),
+                        mutable_ptr<T>(dh) + cols);
   // The contiguous case's kernels on copies of the halves.
   const auto ac = a.contiguous(), bc = b.contiguous();
   auto out_c = at::empty_like(ac), da_c = at::empty_like(ac), db_c = at::empty_like(ac);
   const int64_t n = rows * cols;
-  launch(grid, {kElementwiseThreads, 1, 1}, [&] {
-    silu_mul_forward_kernel<T, V>(ptr<T>(ac), ptr<T>(bc), packs, n, n, mutable_ptr<T>(out_c));
-  });
-  launch(grid, {kElementwiseThreads, 1, 1}, [&] {
-    silu_mul_backward_kernel<T, V>(ptr<T>(g), ptr<T>(ac), ptr<T>(bc), packs, n, n,
-                                   mutable_ptr<T>(da_c), mutable_ptr<T>(db_c));
-  });
+  launch_silu_mul<T, V>(ac, bc, g, n, n, out_c, mutable_ptr<T>(da_c), mutable_ptr<T>(db_c));
   expect("out", max_relative(out, out_c), 0.0);
   expect("grad_a", max_relative(dh.narrow(1, 0, cols), da_c), 0.0);
   expect("grad_b", max_relative(dh.narrow(1, cols, cols), db_c), 0.0);
@@ -394,17 +390,11 @@ void run_gelu_case(int64_t n) {
            gelu_recompute_backward_kernel<T, V>(ptr<T>(du), ptr<T>(u), packs, mutable_ptr<T>(h),
                                                 mutable_ptr<T>(du));
          });
-  const double bound = type == at::kFloat ? 1e-6 : std::ldexp(1.0, -7);
-  auto check = [&](const char* what, const at::Tensor& ours, const at::Tensor& ref) {
-    expect(what, max_relative(ours, ref), bound);
-    if (type != at::kFloat)
-      expect("apart", ours.ne(ref).to(at::kDouble).mean().item<double>(), 0.01);
-  };
   const auto uf = u.to(at::kFloat);
-  check("h", h, (uf * 0.5 * (1 + at::erf(uf * M_SQRT1_2))).to(type));
+  expect_within_a_rounding("h", h, (uf * 0.5 * (1 + at::erf(uf * M_SQRT1_2))).to(type));
   const auto cdf = 0.5 * (1 + at::erf(uf * M_SQRT1_2));
   const auto pdf = at::exp(-0.5 * uf * uf) * (M_2_SQRTPI * M_SQRT1_2 * 0.5);
-  check("grad_u", du, (g.to(at::kFloat) * (cdf + uf * pdf)).to(type));
+  expect_within_a_rounding("grad_u", du, (g.to(at::kFloat) * (cdf + uf * pdf)).to(type));
   std::printf("\n");
 }
 

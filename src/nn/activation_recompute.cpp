@@ -21,27 +21,29 @@ bool use_kernels(const at::Tensor& a, const at::Tensor& b) {
 }
 #endif
 
+// The gradients of a and b for silu(a) * b's gradient g: the plain ops' autograd formulas
+// (MulBackward, SiluBackward) on the recomputed silu(a), or silu_mul's backward kernel.
+std::pair<at::Tensor, at::Tensor> silu_mul_gradients(const at::Tensor& g, const at::Tensor& a,
+                                                     const at::Tensor& b) {
+#ifdef MICRODIT_WITH_CUDA_KERNELS
+  if (use_kernels(a, b) && g.scalar_type() == a.scalar_type())
+    return cuda_kernels::silu_mul_backward(g, a, b);
+#endif
+  return {at::silu_backward(g * b, a), g * at::silu(a)};
+}
+
 // Each backward below is the plain ops' autograd formulas (MulBackward, SiluBackward,
 // BmmBackward, GeluBackward, ToCopyBackward) on the recomputed activation.
 class SiluMulFunction : public torch::autograd::Function<SiluMulFunction> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& a, const at::Tensor& b) {
     ctx->save_for_backward({a, b});
-#ifdef MICRODIT_WITH_CUDA_KERNELS
-    if (use_kernels(a, b)) return cuda_kernels::silu_mul_forward(a, b);
-#endif
-    return at::silu(a) * b;
+    return silu_mul_values(a, b);
   }
   static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
     auto saved = ctx->get_saved_variables();
-    const auto &a = saved[0], &b = saved[1], &g = grads[0];
-#ifdef MICRODIT_WITH_CUDA_KERNELS
-    if (use_kernels(a, b) && g.scalar_type() == a.scalar_type()) {
-      auto [da, db] = cuda_kernels::silu_mul_backward(g, a, b);
-      return {da, db};
-    }
-#endif
-    return {at::silu_backward(g * b, a), g * at::silu(a)};
+    auto [da, db] = silu_mul_gradients(grads[0], saved[0], saved[1]);
+    return {da, db};
   }
 };
 
@@ -83,6 +85,24 @@ class GeluBmmFunction : public torch::autograd::Function<GeluBmmFunction> {
 
 at::Tensor silu_mul(const at::Tensor& a, const at::Tensor& b) {
   return SiluMulFunction::apply(a, b);
+}
+
+at::Tensor silu_mul_values(const at::Tensor& a, const at::Tensor& b) {
+#ifdef MICRODIT_WITH_CUDA_KERNELS
+  if (use_kernels(a, b)) return cuda_kernels::silu_mul_forward(a, b);
+#endif
+  return at::silu(a) * b;
+}
+
+void silu_mul_gradients_into(const at::Tensor& g, const at::Tensor& a, const at::Tensor& b,
+                             const at::Tensor& da, const at::Tensor& db) {
+#ifdef MICRODIT_WITH_CUDA_KERNELS
+  if (use_kernels(a, b) && g.scalar_type() == a.scalar_type())
+    return cuda_kernels::silu_mul_backward_into(g, a, b, da, db);
+#endif
+  const auto [ga, gb] = silu_mul_gradients(g, a, b);
+  da.copy_(ga);
+  db.copy_(gb);
 }
 
 at::Tensor gelu_bmm(const at::Tensor& u, const at::Tensor& w) {

@@ -4,8 +4,8 @@
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/autograd.h>
 
+#include "microdit/nn/activation_recompute.h"
 #include "microdit/nn/weight_grad.h"
-#include "silu_mul_kernels.h"
 
 namespace microdit::nn {
 namespace {
@@ -13,36 +13,20 @@ using torch::autograd::AutogradContext;
 using torch::autograd::tensor_list;
 using NoAutocast = c10::impl::ExcludeDispatchKeyGuard;
 
-#ifdef MICRODIT_WITH_CUDA_KERNELS
-// silu_mul's CUDA kernels, which read (and write) the halves in place.
-bool use_kernels(const at::Tensor& h) {
-  return h.is_cuda() && cuda_kernels::supports(h.scalar_type());
-}
-#endif
-
-// silu(a) * b for a, b the halves of h.
+// silu(a) * b for a, b the halves of h (on CUDA silu_mul's kernel reads them in place).
 at::Tensor gate(const at::Tensor& h) {
   const int64_t f = h.size(-1) / 2;
-  const auto a = h.narrow(-1, 0, f), b = h.narrow(-1, f, f);
-#ifdef MICRODIT_WITH_CUDA_KERNELS
-  if (use_kernels(h)) return cuda_kernels::silu_mul_forward(a, b);
-#endif
-  return at::silu(a) * b;
+  return silu_mul_values(h.narrow(-1, 0, f), h.narrow(-1, f, f));
 }
 
-// h's gradient for the gate's gradient g: [silu_backward(g * b, a), g * silu(a)], the plain ops'
-// formulas (MulBackward, SiluBackward) on the recomputed silu(a).
+// h's gradient for the gate's gradient g: silu_mul's gradients of a and b written into its
+// halves.
 at::Tensor gate_backward(const at::Tensor& g, const at::Tensor& h) {
   const int64_t f = h.size(-1) / 2;
-  const auto a = h.narrow(-1, 0, f), b = h.narrow(-1, f, f);
-#ifdef MICRODIT_WITH_CUDA_KERNELS
-  if (use_kernels(h) && g.scalar_type() == h.scalar_type()) {
-    auto dh = at::empty(h.sizes(), h.options());
-    cuda_kernels::silu_mul_backward_into(g, a, b, dh.narrow(-1, 0, f), dh.narrow(-1, f, f));
-    return dh;
-  }
-#endif
-  return at::cat({at::silu_backward(g * b, a), g * at::silu(a)}, -1);
+  auto dh = at::empty(h.sizes(), h.options());
+  silu_mul_gradients_into(g, h.narrow(-1, 0, f), h.narrow(-1, f, f), dh.narrow(-1, 0, f),
+                          dh.narrow(-1, f, f));
+  return dh;
 }
 
 class SwiGLUProjectionFunction : public torch::autograd::Function<SwiGLUProjectionFunction> {

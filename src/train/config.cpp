@@ -709,11 +709,13 @@ void validate(const TrainConfig& config, int64_t world_size) {
               " (the bucketed all-reduce is captured with the step, ZeRO-2's sharded step is not)");
 }
 
+int64_t micro_batch_size(const OptimSection& optim, int64_t world_size) {
+  return optim.micro_batch_size > 0 ? optim.micro_batch_size : optim.batch_size / world_size;
+}
+
 std::string smaller_micro_batch_advice(const TrainConfig& config, int64_t world_size) {
   const int64_t per_rank = config.optim.batch_size / world_size;
-  const int64_t micro = config.optim.micro_batch_size > 0 ? config.optim.micro_batch_size
-                                                          : per_rank;  // 0: no accumulation
-  for (int64_t m = micro / 2; m >= 1; --m) {
+  for (int64_t m = micro_batch_size(config.optim, world_size) / 2; m >= 1; --m) {
     if (per_rank % m != 0) continue;
     return "--set optim.micro_batch_size=" + std::to_string(m) + " (" +
            std::to_string(per_rank / m) + " accumulation steps per GPU; the global batch of " +

@@ -153,10 +153,7 @@ struct Trainer::State {
   torch::optim::AdamW& step_optimizer() { return sharded ? sharded->shard_optimizer() : *optimizer; }
   void restore();
   double train_one_step();
-  int64_t micro_batch_size() const {
-    const auto& o = cfg.optim;
-    return o.micro_batch_size > 0 ? o.micro_batch_size : o.batch_size / world_size;
-  }
+  int64_t micro_batch_size() const { return train::micro_batch_size(cfg.optim, world_size); }
   int64_t micro_batches() const { return cfg.optim.batch_size / (world_size * micro_batch_size()); }
   MicroBatchInput make_input(int64_t key) const;
   at::Tensor micro_batch(const MicroBatchInput& input, bool last);

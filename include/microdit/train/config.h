@@ -128,6 +128,9 @@ TrainConfig parse_train_config(const std::string& yaml_text,
                                const std::vector<std::string>& overrides = {},
                                const std::string& source = "<config>");
 void validate(const TrainConfig& config, int64_t world_size = 1);
+// Images per micro-batch on each of `world_size` ranks: optim.micro_batch_size, or with 0 the
+// rank's whole share of the global batch (no accumulation).
+int64_t micro_batch_size(const OptimSection& optim, int64_t world_size);
 // What to try when a micro-batch does not fit in the GPU's memory: the largest smaller
 // optim.micro_batch_size that still tiles each rank's share of the global batch (the same
 // function, more accumulation steps), as a `--set` override; or, at 1, that none is left.
