@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-scripts/build.sh
+TARGETS=microdit-train scripts/build.sh  # only the trainer: the test suite is not needed here
 RUN_DIR=${RUN_DIR:-runs/demo}
 rm -rf "$RUN_DIR"
 build/microdit-train --config configs/demo.yaml --set "run.dir=$RUN_DIR" "$@"

@@ -1,6 +1,6 @@
 // The analytic FLOP count behind microdit-bench's MFU, checked against PyTorch's FLOP counter on
-// the official XL_2 step (../shared/docs/microdit-spec.md section 7: 73.4 TFLOP at batch 256,
-// mask 0.75, of which the official MoE's one-hot routing products are not useful work).
+// the official XL_2 step (73.4 TFLOP at batch 256, mask 0.75, of which the official MoE's one-hot
+// routing products are not useful work).
 #include <gtest/gtest.h>
 
 #include "microdit/model/flops.h"

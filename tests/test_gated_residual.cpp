@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <torch/csrc/autograd/autograd.h>
 
+#include "microdit/nn/dit_block.h"
 #include "microdit/nn/fused_kernels.h"
 #include "microdit/nn/gated_residual.h"
 #include "test_support.h"
@@ -33,10 +34,9 @@ struct Result {
 };
 
 Result run(const Inputs& in, const at::Tensor& grad, bool fused) {
-  std::optional<nn::FusedResidualGuard> guard;
-  if (fused) guard.emplace();
   Result r;
-  r.out = nn::gated_residual(in.x, in.gate, in.y);
+  r.out = fused ? nn::gated_residual(in.x, in.gate, in.y)
+                : in.x + in.gate.unsqueeze(1) * in.y;
   auto grads = torch::autograd::grad({r.out}, {in.x, in.gate, in.y}, {grad});
   r.dx = grads[0];
   r.dgate = grads[1];
@@ -74,11 +74,15 @@ TEST(GatedResidual, RoundsAsThePlainOpsInMixedPrecision) {
   }
 }
 
-TEST(GatedResidual, TakesTheFusedPathOnlyUnderItsGuard) {
+// The DiT block's gated residual: the plain ops built reference, the fused operation built fast.
+TEST(GatedResidual, BlockTakesTheFusedPathWhenBuiltFast) {
   auto in = make_inputs(2, 5, 8, at::kFloat, at::kFloat, at::kCPU);
-  EXPECT_EQ(nn::gated_residual(in.x, in.gate, in.y).grad_fn()->name(), "AddBackward0");
-  nn::FusedResidualGuard fused;
-  const auto name = nn::gated_residual(in.x, in.gate, in.y).grad_fn()->name();
+  nn::DiTBlock block(nn::DiTBlockOptions{.dim = 8, .head_dim = 4, .mlp_ratio = 2.0,
+                                         .qkv_ratio = 1.0, .multiple_of = 4, .pooled_emb_dim = 8,
+                                         .init_std = 0.02});
+  EXPECT_EQ(block->residual(in.x, in.gate, in.y).grad_fn()->name(), "AddBackward0");
+  nn::apply_execution(*block, {nn::ExecutionMode::fast});
+  const auto name = block->residual(in.x, in.gate, in.y).grad_fn()->name();
   EXPECT_NE(name.find("GatedResidualFunction"), std::string::npos) << name;
 }
 
@@ -87,7 +91,6 @@ TEST(GatedResidual, MixedGateAndYDtypesKeepThePlainOps) {
   at::manual_seed(3);
   auto in = make_inputs(2, 5, 8, at::kFloat, at::kFloat, at::kCPU);
   auto y = in.y.detach().to(at::kBFloat16).requires_grad_();
-  nn::FusedResidualGuard fused;
   auto out = nn::gated_residual(in.x, in.gate, y);
   EXPECT_TRUE(at::equal(out, in.x + in.gate.unsqueeze(1) * y));
   EXPECT_EQ(out.grad_fn()->name(), "AddBackward0");

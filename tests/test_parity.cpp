@@ -1,20 +1,24 @@
-// Parity with the official implementation on ../shared/reference/microdit-official-tiny: the same
-// checks microdit-check-reference runs, from both weight files.
+// Parity with the official implementation on tests/data/reference/microdit-official-tiny (tensors
+// the official code computed): the same checks microdit-check-reference runs, from both weight
+// files, with the model built reference and built fast.
 #include <gtest/gtest.h>
 
 #include "microdit/model/block_plan.h"
 #include "microdit/model/microdit.h"
 #include "microdit/model/param_count.h"
+#include "microdit/nn/execution.h"
 #include "test_support.h"
 
 namespace microdit {
 namespace {
 
-class ReferenceParity : public ::testing::TestWithParam<std::string> {};
+class ReferenceParity
+    : public ::testing::TestWithParam<std::tuple<std::string, nn::ExecutionMode>> {};
 
 TEST_P(ReferenceParity, EveryCaseWithinItsBound) {
   const auto& ref = test::reference_set();
-  const auto results = parity::check_reference(ref, {GetParam(), at::kCPU, false});
+  const auto& [weights, execution] = GetParam();
+  const auto results = parity::check_reference(ref, {weights, at::kCPU, false, execution});
   int grads = 0;
   for (const auto& r : results) {
     EXPECT_TRUE(r.passed()) << r.name << ": relative error " << r.error << " > " << r.bound;
@@ -31,8 +35,10 @@ TEST_P(ReferenceParity, EveryCaseWithinItsBound) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(WeightFiles, ReferenceParity,
-                         ::testing::Values("weights.safetensors", "weights.pt"));
+INSTANTIATE_TEST_SUITE_P(WeightFilesAndExecution, ReferenceParity,
+                         ::testing::Combine(::testing::Values("weights.safetensors", "weights.pt"),
+                                            ::testing::Values(nn::ExecutionMode::reference,
+                                                              nn::ExecutionMode::fast)));
 
 TEST(ReferenceParity, RelativeErrorDetectsADifference) {
   auto ref = at::ones({3, 4}, at::kDouble);

@@ -1,6 +1,8 @@
-// The fast paths compute the same function: gather-based expert-choice MoE against the official
-// one-hot einsum formulation, and bf16 LayerNorms (the official runs' LPLayerNorm) against plain
-// autocast. On the CPU with CPU autocast; the *_CUDA cases repeat them on a GPU.
+// The model built fast (nn::apply_execution) computes the reference's function: the expert-choice
+// MoE of either mode against the official one-hot einsum formulation, a whole training step's
+// gradients fast against reference, and bf16 LayerNorms (the official runs' LPLayerNorm) against
+// plain autocast. On the CPU with CPU autocast (the fused operations' composite forms); the *_CUDA
+// cases repeat them on a GPU (their kernels, where built).
 #include <gtest/gtest.h>
 #include <torch/csrc/autograd/autograd.h>
 
@@ -31,14 +33,12 @@ at::Tensor one_hot_moe(nn::FeedForwardECMoe& moe, const at::Tensor& x) {
   return at::einsum("becn,becd,bec->bnd", {P, h, routing.probs});
 }
 
-void expect_gather_equals_one_hot(at::Device device, bool by_rows = false,
-                                  bool fused_combine = false, bool fused_dispatch = false) {
-  nn::MoERowDispatchGuard rows(by_rows);
-  nn::FusedCombineGuard combine(fused_combine);
-  nn::FusedDispatchGuard dispatch(fused_dispatch);
+void expect_moe_equals_one_hot(at::Device device, nn::ExecutionMode mode) {
+  SCOPED_TRACE(std::string(nn::execution_mode_name(mode)));
   at::manual_seed(3);
   nn::FeedForwardECMoe moe(8, 2.0, 64, 96, 32);
   moe->to(device);
+  nn::apply_execution(*moe, {mode});
   auto x = at::randn({3, 40, 64}, device).requires_grad_();
   auto ours = moe(x);
   auto g = at::randn_like(ours);
@@ -49,58 +49,19 @@ void expect_gather_equals_one_hot(at::Device device, bool by_rows = false,
   for (std::size_t i = 0; i < grads.size(); ++i) {
     EXPECT_LE(relative_error(grads[i], ref_grads[i]), 1e-6) << "gradient " << i;
   }
+  EXPECT_EQ(test::graph_has(ours, "ExpertCombine"), mode == nn::ExecutionMode::fast);
 }
 
-TEST(FastPath, GatherMoEEqualsOneHotEinsum) { expect_gather_equals_one_hot(at::kCPU); }
-
-TEST(FastPath, RowDispatchMoEEqualsOneHotEinsum) {
-  expect_gather_equals_one_hot(at::kCPU, /*by_rows=*/true);
+TEST(FastPath, MoEEqualsOneHotEinsum) {
+  expect_moe_equals_one_hot(at::kCPU, nn::ExecutionMode::reference);
+  expect_moe_equals_one_hot(at::kCPU, nn::ExecutionMode::fast);
 }
 
-TEST(FastPath, RowDispatchMoEEqualsOneHotEinsum_CUDA) {
+TEST(FastPath, MoEEqualsOneHotEinsum_CUDA) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   test::NoTF32 no_tf32;
-  expect_gather_equals_one_hot(at::kCUDA, /*by_rows=*/true);
-}
-
-TEST(FastPath, GatherMoEEqualsOneHotEinsum_CUDA) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
-  test::NoTF32 no_tf32;
-  expect_gather_equals_one_hot(at::kCUDA);
-}
-
-// nn/expert_combine in place of the plain weighted scatter, after either dispatch.
-TEST(FastPath, FusedCombineMoEEqualsOneHotEinsum) {
-  expect_gather_equals_one_hot(at::kCPU, /*by_rows=*/false, /*fused_combine=*/true);
-  expect_gather_equals_one_hot(at::kCPU, /*by_rows=*/true, /*fused_combine=*/true);
-}
-
-TEST(FastPath, FusedCombineMoEEqualsOneHotEinsum_CUDA) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
-  test::NoTF32 no_tf32;
-  expect_gather_equals_one_hot(at::kCUDA, /*by_rows=*/false, /*fused_combine=*/true);
-  expect_gather_equals_one_hot(at::kCUDA, /*by_rows=*/true, /*fused_combine=*/true);
-}
-
-// nn/expert_dispatch in place of either dispatch, with the plain and the fused combine.
-TEST(FastPath, FusedDispatchMoEEqualsOneHotEinsum) {
-  for (const bool fused_combine : {false, true}) {
-    SCOPED_TRACE(fused_combine ? "fused combine" : "plain combine");
-    expect_gather_equals_one_hot(at::kCPU, /*by_rows=*/false, fused_combine,
-                                 /*fused_dispatch=*/true);
-    expect_gather_equals_one_hot(at::kCPU, /*by_rows=*/true, fused_combine,
-                                 /*fused_dispatch=*/true);
-  }
-}
-
-TEST(FastPath, FusedDispatchMoEEqualsOneHotEinsum_CUDA) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
-  test::NoTF32 no_tf32;
-  for (const bool fused_combine : {false, true}) {
-    SCOPED_TRACE(fused_combine ? "fused combine" : "plain combine");
-    expect_gather_equals_one_hot(at::kCUDA, /*by_rows=*/true, fused_combine,
-                                 /*fused_dispatch=*/true);
-  }
+  expect_moe_equals_one_hot(at::kCUDA, nn::ExecutionMode::reference);
+  expect_moe_equals_one_hot(at::kCUDA, nn::ExecutionMode::fast);
 }
 
 TEST(FastPath, LowPrecisionNormRunsInTheAutocastDtype) {
@@ -112,7 +73,7 @@ TEST(FastPath, LowPrecisionNormRunsInTheAutocastDtype) {
   auto x = at::randn({4, 32});
   const auto plain = norm(x);
   {
-    nn::LowPrecisionNormGuard low(true);
+    nn::apply_execution(*norm, {.low_precision_norm = true});
     EXPECT_TRUE(at::equal(norm(x), plain)) << "no effect outside autocast";
     nn::AutocastGuard autocast(at::kCPU, at::kBFloat16);
     const auto out = norm(x);
@@ -120,19 +81,20 @@ TEST(FastPath, LowPrecisionNormRunsInTheAutocastDtype) {
     EXPECT_TRUE(at::equal(
         out, at::layer_norm(x.to(at::kBFloat16), {32}, norm->weight.to(at::kBFloat16), {}, 1e-6)));
   }
+  nn::apply_execution(*norm, {.low_precision_norm = false});
   nn::AutocastGuard autocast(at::kCPU, at::kBFloat16);
   EXPECT_NE(norm(x).scalar_type(), at::kBFloat16) << "plain autocast keeps LayerNorm in float32";
-  EXPECT_FALSE(nn::LowPrecisionNormGuard::active());
 }
 
-// Gradients of one masked EDM step of a small model, flattened over all parameters.
+// Gradients of one masked EDM step of a small model built with `execution`, flattened over all
+// parameters.
 at::Tensor step_gradients(model::DiT& dit, const at::Tensor& x, const at::Tensor& y,
                           const diffusion::EDMLossNoise& draws, const model::TokenMask& mask,
-                          bool bf16, const nn::ExecutionOptions& options) {
+                          bool bf16, const nn::Execution& execution) {
+  nn::apply_execution(*dit, execution);
   dit->zero_grad(/*set_to_none=*/true);
   {
     nn::AutocastGuard autocast(x.device().type(), at::kBFloat16, bf16);
-    nn::ExecutionGuard execution(options);
     diffusion::edm_loss(dit, x, y, draws, {}, &mask).backward();
   }
   std::vector<at::Tensor> flat;
@@ -172,147 +134,47 @@ SmallStep small_step(at::Device device) {
   return s;
 }
 
-// The fused LayerNorm + modulation (nn/fused_norm), gated residuals (nn/gated_residual) and MoE
-// combine (nn/expert_combine) against the unfused ops, in the whole model: float32 gradients equal
-// to rounding, bf16 autocast gradients at cosine >= 0.999.
-void expect_fused_gradients_close(at::Device device, nn::ExecutionOptions fused) {
+constexpr nn::Execution kReference{nn::ExecutionMode::reference, /*low_precision_norm=*/true};
+constexpr nn::Execution kFast{nn::ExecutionMode::fast, /*low_precision_norm=*/true};
+
+// The whole model built fast against the reference: float32 gradients equal to rounding, bf16
+// autocast gradients at cosine >= 0.999 with the reference's and >= 0.99 with float32's.
+void expect_fast_gradients_close(at::Device device) {
   auto s = small_step(device);
-  auto grads = [&](bool bf16, const nn::ExecutionOptions& options) {
-    return step_gradients(s.dit, s.x, s.y, s.draws, s.mask, bf16, options);
+  auto grads = [&](bool bf16, const nn::Execution& execution) {
+    return step_gradients(s.dit, s.x, s.y, s.draws, s.mask, bf16, execution);
   };
-  const nn::ExecutionOptions plain_options;
-  const auto fp32 = grads(false, plain_options), fp32_fused = grads(false, fused);
-  EXPECT_LE((fp32_fused - fp32).norm().item<double>() / fp32.norm().item<double>(), 1e-5);
-  const auto bf16 = grads(true, plain_options), bf16_fused = grads(true, fused);
-  EXPECT_GE(cosine(bf16_fused, bf16), 0.999);
-  EXPECT_GE(cosine(bf16_fused, fp32), 0.99);
-  testing::Test::RecordProperty("cosine_fused_plain_bf16",
-                                std::to_string(cosine(bf16_fused, bf16)));
+  const auto fp32 = grads(false, kReference), fp32_fast = grads(false, kFast);
+  EXPECT_LE((fp32_fast - fp32).norm().item<double>() / fp32.norm().item<double>(), 1e-5);
+  const auto bf16 = grads(true, kReference), bf16_fast = grads(true, kFast);
+  EXPECT_GE(cosine(bf16_fast, bf16), 0.999);
+  EXPECT_GE(cosine(bf16_fast, fp32), 0.99);
+  testing::Test::RecordProperty("cosine_fast_reference_bf16",
+                                std::to_string(cosine(bf16_fast, bf16)));
 }
 
-constexpr nn::ExecutionOptions kFusedNorm{.fused_norm = true};
-constexpr nn::ExecutionOptions kFusedResidual{.fused_residual = true};
-constexpr nn::ExecutionOptions kFusedCombine{.fused_combine = true};
-constexpr nn::ExecutionOptions kFusedDispatch{.fused_dispatch = true};
+TEST(FastPath, GradientsMatchTheReference) { expect_fast_gradients_close(at::kCPU); }
 
-TEST(FastPath, FusedNormGradientsMatchUnfused) {
-  expect_fused_gradients_close(at::kCPU, kFusedNorm);
-}
-
-TEST(FastPath, FusedNormGradientsMatchUnfused_CUDA) {
+TEST(FastPath, GradientsMatchTheReference_CUDA) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   test::NoTF32 no_tf32;
-  expect_fused_gradients_close(at::kCUDA, kFusedNorm);
+  expect_fast_gradients_close(at::kCUDA);
 }
 
-TEST(FastPath, FusedResidualGradientsMatchUnfused) {
-  expect_fused_gradients_close(at::kCPU, kFusedResidual);
-}
-
-TEST(FastPath, FusedResidualGradientsMatchUnfused_CUDA) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
-  test::NoTF32 no_tf32;
-  expect_fused_gradients_close(at::kCUDA, kFusedResidual);
-}
-
-TEST(FastPath, FusedCombineGradientsMatchUnfused) {
-  expect_fused_gradients_close(at::kCPU, kFusedCombine);
-}
-
-TEST(FastPath, FusedCombineGradientsMatchUnfused_CUDA) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
-  test::NoTF32 no_tf32;
-  expect_fused_gradients_close(at::kCUDA, kFusedCombine);
-}
-
-TEST(FastPath, FusedDispatchGradientsMatchUnfused) {
-  expect_fused_gradients_close(at::kCPU, kFusedDispatch);
-}
-
-TEST(FastPath, FusedDispatchGradientsMatchUnfused_CUDA) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
-  test::NoTF32 no_tf32;
-  expect_fused_gradients_close(at::kCUDA, kFusedDispatch);
-}
-
-constexpr nn::ExecutionOptions kFoldResidual{.fused_norm = true, .fold_residual_grad = true};
-
-TEST(FastPath, FoldedResidualGradientsMatchUnfused) {
-  expect_fused_gradients_close(at::kCPU, kFoldResidual);
-}
-
-TEST(FastPath, FoldedResidualGradientsMatchUnfused_CUDA) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
-  test::NoTF32 no_tf32;
-  expect_fused_gradients_close(at::kCUDA, kFoldResidual);
-}
-
-// The fold reaches every block: in bf16 it rounds the residual stream's gradient once where the
-// fused norm alone rounds twice, so the gradients move, by rounding only.
-TEST(FastPath, FoldReachesTheBlocks) {
-  auto s = small_step(at::kCPU);
-  const auto fused = step_gradients(s.dit, s.x, s.y, s.draws, s.mask, true, kFusedNorm);
-  const auto folded = step_gradients(s.dit, s.x, s.y, s.draws, s.mask, true, kFoldResidual);
-  EXPECT_FALSE(at::equal(fused, folded));
-  EXPECT_GE(cosine(folded, fused), 0.999);
-}
-
-constexpr nn::ExecutionOptions kSplitQkNorm{.fused_norm = true, .split_qk_norm = true};
-
-TEST(FastPath, SplitQkNormGradientsMatchUnfused) {
-  expect_fused_gradients_close(at::kCPU, kSplitQkNorm);
-}
-
-TEST(FastPath, SplitQkNormGradientsMatchUnfused_CUDA) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
-  test::NoTF32 no_tf32;
-  expect_fused_gradients_close(at::kCUDA, kSplitQkNorm);
-}
-
-constexpr nn::ExecutionOptions kMergedSwiGLU{.merged_swiglu = true};
-
-TEST(FastPath, MergedSwiGLUGradientsMatchPlain) {
-  expect_fused_gradients_close(at::kCPU, kMergedSwiGLU);
-}
-
-TEST(FastPath, MergedSwiGLUGradientsMatchPlain_CUDA) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
-  test::NoTF32 no_tf32;
-  expect_fused_gradients_close(at::kCUDA, kMergedSwiGLU);
-}
-
-// The one-kernel norm backward only differs on CUDA (elsewhere the composite runs either way).
-TEST(FastPath, OnePassNormGradGradientsMatchUnfused_CUDA) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
-  test::NoTF32 no_tf32;
-  expect_fused_gradients_close(at::kCUDA, {.fused_norm = true, .one_pass_norm_grad = true});
-}
-
-constexpr nn::ExecutionOptions kFp32WeightGrads{.fp32_weight_grads = true};
-
-TEST(FastPath, Fp32WeightGradientsMatchPlain) {
-  expect_fused_gradients_close(at::kCPU, kFp32WeightGrads);
-}
-
-TEST(FastPath, Fp32WeightGradientsMatchPlain_CUDA) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
-  test::NoTF32 no_tf32;
-  expect_fused_gradients_close(at::kCUDA, kFp32WeightGrads);
-}
-
-// Under bf16 autocast the plain path's weight gradients are bf16 values (products rounded, then
-// converted); with the option every linear and expert weight's gradient keeps float32 values.
+// Under bf16 autocast the reference's weight gradients are bf16 values (products rounded, then
+// converted); built fast, every linear and expert weight's gradient keeps float32 values.
 TEST(FastPath, Fp32WeightGradientsReachEveryProduct) {
   auto s = small_step(at::kCPU);
-  for (const bool on : {false, true}) {
-    step_gradients(s.dit, s.x, s.y, s.draws, s.mask, true, {.fp32_weight_grads = on});
+  for (const auto& execution : {kReference, kFast}) {
+    const bool fast = execution.fast();
+    step_gradients(s.dit, s.x, s.y, s.draws, s.mask, true, execution);
     int64_t weights = 0;
     for (const auto& item : s.dit->named_parameters()) {
       const auto& grad = item.value().grad();
       if (item.value().dim() < 2 || item.value().dim() > 3 || !grad.defined()) continue;
       ++weights;
       const bool bf16_values = at::equal(grad, grad.to(at::kBFloat16).to(grad.scalar_type()));
-      EXPECT_EQ(bf16_values, !on) << item.key() << (on ? " with" : " without") << " the option";
+      EXPECT_EQ(bf16_values, !fast) << item.key() << (fast ? " fast" : " reference");
     }
     EXPECT_GT(weights, 20);
   }
@@ -320,14 +182,14 @@ TEST(FastPath, Fp32WeightGradientsReachEveryProduct) {
 
 void expect_bf16_norm_gradients_close(at::Device device) {
   auto [dit, x, y, draws, mask] = small_step(device);
-  const nn::ExecutionOptions plain_autocast{.low_precision_norm = false};
+  const nn::Execution plain_autocast{.low_precision_norm = false};
   const auto fp32 = step_gradients(dit, x, y, draws, mask, false, plain_autocast);
   const auto plain = step_gradients(dit, x, y, draws, mask, true, plain_autocast);
-  const auto fast = step_gradients(dit, x, y, draws, mask, true, {.low_precision_norm = true});
-  EXPECT_GE(cosine(fast, plain), 0.999);
-  EXPECT_GE(cosine(fast, fp32), 0.99);
-  testing::Test::RecordProperty("cosine_fast_plain", std::to_string(cosine(fast, plain)));
-  testing::Test::RecordProperty("cosine_fast_fp32", std::to_string(cosine(fast, fp32)));
+  const auto low = step_gradients(dit, x, y, draws, mask, true, {.low_precision_norm = true});
+  EXPECT_GE(cosine(low, plain), 0.999);
+  EXPECT_GE(cosine(low, fp32), 0.99);
+  testing::Test::RecordProperty("cosine_bf16norm_plain", std::to_string(cosine(low, plain)));
+  testing::Test::RecordProperty("cosine_bf16norm_fp32", std::to_string(cosine(low, fp32)));
   testing::Test::RecordProperty("cosine_plain_fp32", std::to_string(cosine(plain, fp32)));
 }
 

@@ -34,8 +34,7 @@ void expect_linear_gradients(at::Device device) {
   const auto ref = at::linear(x, w, b);
   const auto g = at::randn_like(ref);
   const auto ref_grads = torch::autograd::grad({ref}, {x, w, b}, {g});
-  nn::Fp32WeightGradGuard fp32_wgrad;
-  const auto ours = nn::linear(x, w, b);
+  const auto ours = nn::linear(x, w, b, /*fp32_weight_grad=*/true);
   EXPECT_NE(grad_fn_name(ours).find("LinearFunction"), std::string::npos) << grad_fn_name(ours);
   EXPECT_TRUE(at::equal(ours, ref)) << "autocast's forward";
   const auto grads = torch::autograd::grad({ours}, {x, w, b}, {g});
@@ -65,8 +64,7 @@ void expect_bmm_gradients(at::Device device, bool with_gelu) {
   auto x = at::randn({3, 10, 16}, f32).to(at::kBFloat16).requires_grad_();
   auto w = (at::randn({3, 16, 20}, f32) * 0.3).requires_grad_();
   nn::AutocastGuard autocast(device.type(), at::kBFloat16);
-  nn::Fp32WeightGradGuard fp32_wgrad;
-  const auto ours = with_gelu ? nn::gelu_bmm(x, w) : nn::weight_bmm(x, w);
+  const auto ours = with_gelu ? nn::gelu_bmm(x, w, true) : nn::weight_bmm(x, w, true);
   const auto g = at::randn_like(ours);
   const auto grads = torch::autograd::grad({ours}, {x, w}, {g});
   EXPECT_EQ(grads[1].scalar_type(), at::kFloat);
@@ -76,11 +74,7 @@ void expect_bmm_gradients(at::Device device, bool with_gelu) {
   const auto exact_w = as_double(left).transpose(1, 2).bmm(as_double(g));
   EXPECT_LE(from_exact(grads[1], exact_w), 1e-5);
   EXPECT_GT(from_exact(round_bf16(exact_w), exact_w), 1e-4) << "bf16 rounding would show";
-  at::Tensor ref;
-  {
-    nn::Fp32WeightGradGuard off(false);
-    ref = with_gelu ? at::bmm(at::gelu(x), w) : at::bmm(x, w);
-  }
+  const auto ref = with_gelu ? at::bmm(at::gelu(x), w) : at::bmm(x, w);
   EXPECT_TRUE(at::equal(ours, ref)) << "autocast's forward";
   const auto ref_dx = torch::autograd::grad({ref}, {x}, {g})[0];
   EXPECT_LE(test::max_relative(grads[0], ref_dx), 1e-6) << "autocast's input gradient";
@@ -98,25 +92,26 @@ TEST(WeightGrad, ExpertProductsGiveFloat32WeightGradients_CUDA) {
   expect_bmm_gradients(at::kCUDA, /*with_gelu=*/true);
 }
 
-// Without the guard, without autocast, or for a weight that needs no gradient: the plain op.
+// Not asked for, without autocast, or for a weight that needs no gradient: the plain op.
 TEST(WeightGrad, PlainWhereItDoesNotApply) {
   auto x = at::randn({2, 8});
   auto w = at::randn({4, 8}).requires_grad_();
   {
     nn::AutocastGuard autocast(at::kCPU, at::kBFloat16);
-    EXPECT_EQ(grad_fn_name(nn::linear(x, w, {})).find("LinearFunction"), std::string::npos);
+    EXPECT_EQ(grad_fn_name(nn::linear(x, w, {}, false)).find("LinearFunction"), std::string::npos);
   }
-  nn::Fp32WeightGradGuard fp32_wgrad;
-  EXPECT_EQ(grad_fn_name(nn::linear(x, w, {})).find("LinearFunction"), std::string::npos)
+  EXPECT_EQ(grad_fn_name(nn::linear(x, w, {}, true)).find("LinearFunction"), std::string::npos)
       << "no autocast: float32 products already";
   nn::AutocastGuard autocast(at::kCPU, at::kBFloat16);
-  EXPECT_NE(grad_fn_name(nn::linear(x, w, {})).find("LinearFunction"), std::string::npos);
-  EXPECT_EQ(grad_fn_name(nn::linear(x, w.detach(), {})).find("LinearFunction"), std::string::npos);
+  EXPECT_NE(grad_fn_name(nn::linear(x, w, {}, true)).find("LinearFunction"), std::string::npos);
+  EXPECT_EQ(grad_fn_name(nn::linear(x, w.detach(), {}, true)).find("LinearFunction"),
+            std::string::npos);
   at::NoGradGuard no_grad;
-  EXPECT_FALSE(nn::linear(x, w, {}).requires_grad());
+  EXPECT_FALSE(nn::linear(x, w, {}, true).requires_grad());
 }
 
-// nn::Linear is torch::nn::Linear (parameters, names, options) with nn::linear as forward.
+// nn::Linear is torch::nn::Linear (parameters, names, options) with nn::linear as forward, the
+// float32 weight gradients when built fast.
 TEST(WeightGrad, LinearModuleKeepsTorchLinearsParameters) {
   nn::Linear linear(torch::nn::LinearOptions(8, 4).bias(false));
   const auto names = linear->named_parameters().keys();
@@ -124,8 +119,9 @@ TEST(WeightGrad, LinearModuleKeepsTorchLinearsParameters) {
   EXPECT_NE(linear->as<torch::nn::Linear>(), nullptr);
   const auto x = at::randn({3, 8});
   EXPECT_TRUE(at::equal(linear(x), at::linear(x, linear->weight)));
-  nn::Fp32WeightGradGuard fp32_wgrad;
   nn::AutocastGuard autocast(at::kCPU, at::kBFloat16);
+  EXPECT_EQ(grad_fn_name(linear(x)).find("LinearFunction"), std::string::npos) << "reference";
+  nn::apply_execution(*linear, {nn::ExecutionMode::fast});
   EXPECT_NE(grad_fn_name(linear(x)).find("LinearFunction"), std::string::npos);
 }
 

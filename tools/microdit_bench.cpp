@@ -13,7 +13,7 @@
 #include "microdit/model/config.h"
 #include "microdit/model/flops.h"
 #include "microdit/model/microdit.h"
-#include "microdit/nn/execution_flags.h"
+#include "microdit/nn/execution.h"
 #include "microdit/nn/fused_kernels.h"
 #include "microdit/nn/sdp_backend.h"
 #include "microdit/train/captured_step.h"
@@ -56,7 +56,7 @@ struct Args {
   double mask = 0.75;
   std::string device;
   bool fp32 = false;
-  microdit::nn::ExecutionOptions execution;  // --fp32-norm, --fused-norm, ...
+  microdit::nn::Execution execution{.low_precision_norm = true};
   std::string attention = "auto";
   int64_t micro_batches = 1;
   int64_t profile = 0;
@@ -67,10 +67,13 @@ struct Args {
 
 Args parse(int argc, char** argv) {
   Args a;
-  const std::string usage = kUsageHead + microdit::nn::execution_flags_usage() + kUsageTail;
+  const std::string usage = std::string(kUsageHead) + kUsageTail;
   for (microdit::util::ArgCursor args(argc, argv); args.next(usage.c_str());) {
     const std::string& arg = args.flag();
-    if (microdit::nn::set_execution_flag(arg, a.execution)) continue;
+    if (arg == "--execution") {
+      a.execution.mode = microdit::nn::parse_execution_mode(args.value(), "--execution");
+      continue;
+    }
     if (arg == "--arch")
       a.arch = args.value();
     else if (arg == "--batch")
@@ -102,17 +105,10 @@ Args parse(int argc, char** argv) {
     else
       throw std::invalid_argument("unknown option " + arg);
   }
-  microdit::nn::check_execution_flags(a.execution);
   if (a.batch <= 0 || a.steps <= 0 || a.mask < 0 || a.mask >= 1) {
     throw std::invalid_argument("--batch and --steps must be positive, --mask in [0, 1)");
   }
   return a;
-}
-
-// For a fused operation: "" off; "kernels" the CUDA kernels; "composite" the same in ATen ops.
-std::string fused_kind(bool on, const at::Device& device) {
-  if (!on) return "";
-  return device.is_cuda() && microdit::nn::fused_kernels_built() ? "kernels" : "composite";
 }
 
 int run(const Args& a) {
@@ -125,6 +121,7 @@ int run(const Args& a) {
   zoo.pos_interp_scale = static_cast<double>(a.res) / 32.0;
   at::manual_seed(0);
   model::DiT dit(model::zoo_config(a.arch, zoo));
+  nn::apply_execution(*dit, a.execution);
   dit->to(device);
   dit->train();
   std::vector<std::pair<std::string, at::Tensor>> named;
@@ -138,7 +135,6 @@ int run(const Args& a) {
   train::TrainStepOptions options;
   options.mask_ratio = a.mask;
   options.bf16_autocast = !a.fp32;
-  options.execution = a.execution;
   options.micro_batches = std::max<int64_t>(1, a.micro_batches);
   // --ddp: the data-parallel gradient all-reduce in a world of one (NCCL on CUDA, Gloo on CPU);
   // the step time minus that of the same row without --ddp is its cost per step.
@@ -187,32 +183,16 @@ int run(const Args& a) {
   const double mean = std::accumulate(times.begin(), times.end(), 0.0) / a.steps;
   const double tflop = model::training_step_flops(dit->config, {a.batch, a.mask}) * 1e-12;
   std::sort(times.begin(), times.end());
-  const auto& e = a.execution;
   fmt::print(
       R"({{"impl": "microdit-cpp", "arch": "{}", "batch": {}, "mask": {}, "res": {}, )"
-      R"("device": "{}", "ddp": "{}", "bf16": {}, "bf16_norm": {}, "fused_norm": "{}", )"
-      R"("fused_residual": "{}", "recompute_act": {}, "moe_rows": {}, "fused_combine": "{}", )"
-      R"("fused_dispatch": "{}", "fold_residual": {}, "fp32_wgrad": {}, "split_qk_norm": {}, )"
-      R"("one_pass_norm_grad": {}, "merged_swiglu": {}, )"
-      R"("attention": "{}", )"
-      R"("cuda_graph": {}, )"
-      R"("micro_batches": {}, "steps": {}, )"
-      R"("s_per_step": {:.4f}, "s_median": {:.4f}, )"
-      R"("s_min": {:.4f}, "s_max": {:.4f}, "images_per_s": {:.1f}, )"
-      R"("tflop_per_step": {:.2f}, "tflops": {:.1f}, "mfu": {:.3f}, )"
-      R"("peak_gib": {:.2f}, "params": {}, "loss": {:.4f}, "loss_mean": {:.5f}}})"
+      R"("device": "{}", "execution": "{}", "cuda_graph": {}, "micro_batches": {}, "steps": {}, )"
+      R"("s_per_step": {:.4f}, "s_median": {:.4f}, "images_per_s": {:.1f}, "tflops": {:.1f}, )"
+      R"("mfu": {:.3f}, "peak_gib": {:.2f}, "params": {}, "loss": {:.4f}, "loss_mean": {:.5f}}})"
       "\n",
-      a.arch, a.batch, a.mask, a.res, device.str(), group ? group->backend_name() : "",
-      !a.fp32 && device.is_cuda(), !a.fp32 && e.low_precision_norm && device.is_cuda(),
-      fused_kind(e.fused_norm, device), fused_kind(e.fused_residual, device),
-      e.recompute_activations, e.moe_row_dispatch, fused_kind(e.fused_combine, device),
-      fused_kind(e.fused_dispatch, device), e.fold_residual_grad && e.fused_norm,
-      e.fp32_weight_grads && !a.fp32 && device.is_cuda(), e.split_qk_norm && e.fused_norm,
-      e.one_pass_norm_grad && e.fused_norm && device.is_cuda(), e.merged_swiglu, a.attention,
-      a.cuda_graph, options.micro_batches, a.steps, mean, times[times.size() / 2], times.front(),
-      times.back(), a.batch / mean, tflop, tflop / mean, tflop / mean / a.peak_tflops,
-      util::peak_memory_bytes(device) / double(1 << 30), dit->num_parameters(), loss.item<double>(),
-      loss_sum / a.steps);
+      a.arch, a.batch, a.mask, a.res, device.str(), nn::execution_mode_name(a.execution.mode),
+      a.cuda_graph, options.micro_batches, a.steps, mean, times[times.size() / 2], a.batch / mean,
+      tflop / mean, tflop / mean / a.peak_tflops, util::peak_memory_bytes(device) / double(1 << 30),
+      dit->num_parameters(), loss.item<double>(), loss_sum / a.steps);
   std::fflush(stdout);
   if (a.profile > 0) {
     auto totals = util::profile_kernels(

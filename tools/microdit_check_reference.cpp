@@ -9,13 +9,13 @@
 #include <string>
 #include <vector>
 
-#include "microdit/nn/execution_flags.h"
+#include "microdit/nn/execution.h"
 #include "microdit/parity/reference_check.h"
 #include "microdit/util/arg_cursor.h"
 #include "microdit/util/error_message.h"
 
 namespace {
-constexpr const char* kUsageHead = R"(usage: microdit-check-reference DIR [options]
+constexpr const char* kUsage = R"(usage: microdit-check-reference DIR [options]
 
 Runs the reference set in DIR (config.json, weights.safetensors, weights.pt, cases.safetensors)
 through our model and prints each case's relative error ||ours - ref|| / ||ref||.
@@ -24,10 +24,10 @@ options:
   --weights W   safetensors | pt | both (default both: each case once per weights file)
   --device D    cpu (default) or cuda; on cuda TF32 is off
   --bf16        run under bf16 autocast and only report errors (bounds are for float32)
+  --execution M reference (default: the plain LibTorch operations) or fast (the fused
+                operations the training configs run: the same function within rounding)
   -h, --help    this text
-the execution switches of microdit-bench (the same function within rounding):
-)";
-constexpr const char* kUsageTail = R"(
+
 exit status: 0 all cases within bounds, 1 a case failed, 2 bad arguments or unreadable data
 )";
 
@@ -36,15 +36,13 @@ struct Args {
   std::vector<std::string> weights{"weights.safetensors", "weights.pt"};
   std::string device = "cpu";
   bool bf16 = false;
-  microdit::nn::ExecutionOptions execution;  // --fused-norm, ...
+  microdit::nn::ExecutionMode execution = microdit::nn::ExecutionMode::reference;
 };
 
 Args parse_args(int argc, char** argv) {
   Args a;
-  const std::string usage = kUsageHead + microdit::nn::execution_flags_usage() + kUsageTail;
-  for (microdit::util::ArgCursor args(argc, argv); args.next(usage.c_str());) {
+  for (microdit::util::ArgCursor args(argc, argv); args.next(kUsage);) {
     const std::string& arg = args.flag();
-    if (microdit::nn::set_execution_flag(arg, a.execution)) continue;
     if (arg == "--weights") {
       const auto w = args.value();
       if (w == "both")
@@ -57,6 +55,8 @@ Args parse_args(int argc, char** argv) {
       a.device = args.value();
     } else if (arg == "--bf16") {
       a.bf16 = true;
+    } else if (arg == "--execution") {
+      a.execution = microdit::nn::parse_execution_mode(args.value(), "--execution");
     } else if (!arg.empty() && arg[0] == '-') {
       throw std::invalid_argument("unknown option " + arg);
     } else if (a.dir.empty()) {
@@ -66,7 +66,6 @@ Args parse_args(int argc, char** argv) {
     }
   }
   if (a.dir.empty()) throw std::invalid_argument("no reference directory given");
-  microdit::nn::check_execution_flags(a.execution);
   return a;
 }
 
@@ -75,10 +74,9 @@ int run(const Args& args) {
   const at::Device device(args.device);
   at::globalContext().setAllowTF32CuBLAS(false);
   at::globalContext().setAllowTF32CuDNN(false);
-  const microdit::nn::ExecutionGuard execution(args.execution);
   int failures = 0, cases = 0;
   for (const auto& weights : args.weights) {
-    microdit::parity::CheckOptions options{weights, device, args.bf16};
+    microdit::parity::CheckOptions options{weights, device, args.bf16, args.execution};
     for (const auto& r : microdit::parity::check_reference(ref, options)) {
       const bool ok = args.bf16 || r.passed();
       fmt::print("{:<20} {:<58} {:>11.3e} {:>9.1e} {}\n", weights, r.name, r.error, r.bound,
@@ -87,9 +85,9 @@ int run(const Args& args) {
       ++cases;
     }
   }
-  const std::string flags = microdit::nn::execution_flags_of(args.execution);
-  fmt::print("{} cases, {} failed ({}, {}, {}{}{})\n", cases, failures, args.dir, args.device,
-             args.bf16 ? "bf16 autocast" : "float32", flags.empty() ? "" : ", ", flags);
+  fmt::print("{} cases, {} failed ({}, {}, {}, {})\n", cases, failures, args.dir, args.device,
+             args.bf16 ? "bf16 autocast" : "float32",
+             microdit::nn::execution_mode_name(args.execution));
   return failures == 0 ? 0 : 1;
 }
 }  // namespace

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "microdit/diffusion/text_to_image.h"
+#include "microdit/nn/execution.h"
 #include "microdit/eval/coco_captions.h"
 #include "microdit/io/atomic_file.h"
 #include "microdit/io/json.h"
@@ -250,6 +251,8 @@ int run(Args& a) {
   dit->to(device);
   const auto dtype = microdit::encoders::pipeline_dtype(a.dtype, device);
   a.options.bf16 = dtype != at::kFloat;
+  // Under bf16 autocast the LayerNorms run in bf16, as in the official training.
+  nn::apply_execution(*dit, {.low_precision_norm = a.options.bf16});
   auto encoders = encoders::load_pipeline_encoders(a.files, device, dtype);
   if (!a.coco_captions.empty()) {
     generate_coco(a, dit, encoders, edm, env);

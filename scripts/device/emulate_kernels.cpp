@@ -117,64 +117,6 @@ void expect_within_a_rounding(const char* what, const at::Tensor& ours, const at
   if (low) expect("apart", ours.ne(ref).to(at::kDouble).mean().item<double>(), 0.01);
 }
 
-// silu_mul's two kernels over a and b laid out as rows of `cols` elements `ld` apart (the
-// output contiguous), V elements per access.
-template <typename T, int V>
-void launch_silu_mul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& g, int64_t cols,
-                     int64_t ld, const at::Tensor& out, T* da, T* db) {
-  const int64_t packs = a.numel() / V;
-  const Index grid{static_cast<unsigned>(elementwise_blocks(packs)), 1, 1};
-  launch(grid, {kElementwiseThreads, 1, 1}, [&] {
-    silu_mul_forward_kernel<T, V>(ptr<T>(a), ptr<T>(b), packs, cols, ld, mutable_ptr<T>(out));
-  });
-  launch(grid, {kElementwiseThreads, 1, 1}, [&] {
-    silu_mul_backward_kernel<T, V>(ptr<T>(g), ptr<T>(a), ptr<T>(b), packs, cols, ld, da, db);
-  });
-}
-
-// The one-pass backward (norm_backward_one_pass_kernel, residual gradient included) against the
-// composite; the shift, scale and weight gradients from its per-chunk sums as its launcher
-// (fused_norm_kernels.cu) forms them.
-template <typename Tin, typename Tout>
-void run_one_pass(const at::Tensor& grad_y, const at::Tensor& kept, const at::Tensor& w,
-                  const at::Tensor& scale1p, const at::Tensor& mean, const at::Tensor& rstd,
-                  const at::Tensor& gres, int64_t n, int64_t samples,
-                  const microdit::nn::FusedNormGrads& ref) {
-  const int64_t R = kept.size(0), D = kept.size(1);
-  const int64_t chunks = (n + kOnePassRowsPerChunk - 1) / kOnePassRowsPerChunk;
-  const bool modulation = scale1p.defined();
-  auto gx = at::empty({R, D}, gres.scalar_type());
-  auto part_g = modulation ? at::full({chunks, samples, D}, NAN) : at::Tensor();
-  auto part_gx = at::full({chunks, samples, D}, NAN);  // every slot must be written
-  auto one_pass = [&](auto kept_type) {
-    using Tk = decltype(kept_type);
-    launch({static_cast<unsigned>(chunks), static_cast<unsigned>(samples), 1},
-           {kWarp, kWarpsPerBlock, 1}, [&] {
-             norm_backward_one_pass_kernel<Tk, Tout, Tin, kVector>(
-                 ptr<Tout>(grad_y), ptr<Tk>(kept), kept.stride(0), static_cast<int>(D), n,
-                 kOnePassRowsPerChunk, ptr<float>(w), ptr<float>(scale1p), ptr<float>(mean),
-                 ptr<float>(rstd), ptr<Tin>(gres), mutable_ptr<Tin>(gx), D,
-                 mutable_ptr<float>(part_g), mutable_ptr<float>(part_gx));
-           });
-  };
-  if (kept.scalar_type() == grad_y.scalar_type()) {
-    one_pass(Tout{});
-  } else {
-    one_pass(Tin{});
-  }
-  std::printf(" | one pass:");
-  expect("grad_x+residual", max_relative(gx, ref.x),
-         gres.scalar_type() == at::kFloat ? 1e-5 : 1e-2);
-  const auto gx_sums = part_gx.sum(0);
-  if (modulation) {
-    expect("grad_shift", max_relative(part_g.sum(0), ref.shift), 1e-5);
-    expect("grad_scale", max_relative(w.defined() ? gx_sums * w : gx_sums, ref.scale), 1e-5);
-  }
-  if (w.defined())
-    expect("grad_weight",
-           max_relative((modulation ? gx_sums * scale1p : gx_sums).sum(0), ref.weight), 1e-5);
-}
-
 // One case: x (B,N,D) of Tin, possibly the middle third of (B,N,3D); output Tout; V per access.
 template <typename Tin, typename Tout, int V>
 void run_case(int64_t B, int64_t N, int64_t D, bool weight, bool modulation, bool strided) {
@@ -276,10 +218,6 @@ void run_case(int64_t B, int64_t N, int64_t D, bool weight, bool modulation, boo
   }
   if (weight)
     expect("grad_weight", max_relative(part_w.sum(at::IntArrayRef{0, 1}), grad_ref.weight), 1e-5);
-  if constexpr (V == kVector) {
-    if ((modulation || weight) && D <= kWarp * V * kOnePassSegments)
-      run_one_pass<Tin, Tout>(grad_y, kept, w, scale1p, mean, rstd, gres, n, samples, folded_ref);
-  }
   std::printf("\n");
 }
 
@@ -336,37 +274,19 @@ void run_silu_mul_case(int64_t n) {
   const auto a = (at::randn({n}) * 3).to(type), b = at::randn({n}).to(type);
   const auto g = at::randn({n}).to(type);
   auto out = at::empty({n}, type), da = at::empty({n}, type), db = at::empty({n}, type);
-  launch_silu_mul<T, V>(a, b, g, n, n, out, mutable_ptr<T>(da), mutable_ptr<T>(db));
+  const int64_t packs = n / V;
+  const Index grid{static_cast<unsigned>(elementwise_blocks(packs)), 1, 1};
+  launch(grid, {kElementwiseThreads, 1, 1}, [&] {
+    silu_mul_forward_kernel<T, V>(ptr<T>(a), ptr<T>(b), packs, mutable_ptr<T>(out));
+  });
+  launch(grid, {kElementwiseThreads, 1, 1}, [&] {
+    silu_mul_backward_kernel<T, V>(ptr<T>(g), ptr<T>(a), ptr<T>(b), packs, mutable_ptr<T>(da),
+                                   mutable_ptr<T>(db));
+  });
   // Each within a rounding of the plain ops, and rounded where they round.
   expect_within_a_rounding("out", out, at::silu(a) * b);
   expect_within_a_rounding("grad_a", da, at::silu_backward(g * b, a));
   expect_within_a_rounding("grad_b", db, g * at::silu(a));
-  std::printf("\n");
-}
-
-// silu(a) * b with a and b the halves of one (rows, 2 cols) product (the merged SwiGLU
-// projection): the kernels read them and write h's gradient's halves in place, equal to the
-// contiguous case's results; the output rows stay contiguous.
-template <typename T, int V>
-void run_silu_mul_halves_case(int64_t rows, int64_t cols) {
-  const auto type = scalar_type<T>();
-  std::printf("silu_mul halves %s %ldx%ld V%d:", std::is_same_v<T, float> ? "f32" : "bf16",
-              static_cast<long>(rows), static_cast<long>(cols), V);
-  at::manual_seed(23);
-  const auto h = (at::randn({rows, 2 * cols}) * 3).to(type);
-  const auto g = at::randn({rows, cols}).to(type);
-  const auto a = h.narrow(1, 0, cols), b = h.narrow(1, cols, cols);
-  auto out = at::empty({rows, cols}, type), dh = at::full({rows, 2 * cols}, NAN).to(type);
-  launch_silu_mul<T, V>(a, b, g, cols, 2 * cols, out, mutable_ptr<T>(dh),
-                        mutable_ptr<T>(dh) + cols);
-  // The contiguous case's kernels on copies of the halves.
-  const auto ac = a.contiguous(), bc = b.contiguous();
-  auto out_c = at::empty_like(ac), da_c = at::empty_like(ac), db_c = at::empty_like(ac);
-  const int64_t n = rows * cols;
-  launch_silu_mul<T, V>(ac, bc, g, n, n, out_c, mutable_ptr<T>(da_c), mutable_ptr<T>(db_c));
-  expect("out", max_relative(out, out_c), 0.0);
-  expect("grad_a", max_relative(dh.narrow(1, 0, cols), da_c), 0.0);
-  expect("grad_b", max_relative(dh.narrow(1, cols, cols), db_c), 0.0);
   std::printf("\n");
 }
 
@@ -450,7 +370,7 @@ int main() {
   run_case<float, float, kVector>(3, 150, 72, true, true, false);
   run_case<float, float, 1>(3, 150, 70, true, false, false);
   run_case<float, float, kVector>(2, 9, 136, false, true, true);
-  // Weight without modulation (the blocks' norm2): 150 rows as one sample, five one-pass chunks.
+  // Weight without modulation (the blocks' norm2): 150 rows as one sample, three chunks.
   run_case<__nv_bfloat16, __nv_bfloat16, kVector>(3, 50, 72, true, false, false);
   // The gated residual: autocast's pairs (float32 or bf16 x, bf16 gate and y), float32, and bf16
   // x with float32 y (x's gradient then rounded); 150 tokens: three chunks of gate sums.
@@ -463,10 +383,6 @@ int main() {
   run_silu_mul_case<__nv_bfloat16, kVector>(4 * 600);
   run_silu_mul_case<__nv_bfloat16, 1>(601);
   run_silu_mul_case<float, kVector>(4 * 300);
-  // The merged SwiGLU projection's halves: 4 and 1 elements per access, several rows per block.
-  run_silu_mul_halves_case<__nv_bfloat16, kVector>(30, 40);
-  run_silu_mul_halves_case<__nv_bfloat16, 1>(9, 37);
-  run_silu_mul_halves_case<float, kVector>(20, 36);
   // The experts' GELU backward: 4 and 1 elements per access, several blocks.
   run_gelu_case<__nv_bfloat16, kVector>(4 * 600);
   run_gelu_case<__nv_bfloat16, 1>(601);

@@ -191,7 +191,7 @@ def paeth(a, b, c):
 
 
 def filter_rows(lines, bpp, filters):
-    """PNG filtering (spec section 9.2) of byte rows, row i with filter type filters[i]."""
+    """PNG filtering (PNG spec 9.2) of byte rows, row i with filter type filters[i]."""
     out, prior = [], bytes(len(lines[0]))
     for line, ftype in zip(lines, filters):
         res = bytearray()

@@ -143,8 +143,8 @@ def make_key_lists() -> None:
     write_keys("sdxl", dict(**four_levels, block_out_channels=[128, 256, 512, 512],
                             latent_channels=4, sample_size=1024, scaling_factor=0.13025,
                             force_upcast=True))
-    # ostris/vae-kl-f8-d16 config.json; 0.2614 is the inferred main-branch scaling_factor
-    # (formats-and-models.md section 7, unverified): it does not change any key or shape
+    # ostris/vae-kl-f8-d16 config.json; 0.2614 is the main branch's scaling_factor as inferred,
+    # not verified against a released config: it does not change any key or shape
     write_keys("kl_f8_d16", dict(**four_levels, block_out_channels=[128, 128, 256, 512],
                                  latent_channels=16, sample_size=512, scaling_factor=0.2614,
                                  force_upcast=True))

@@ -7,7 +7,6 @@
 #include "microdit/diffusion/edm_sampler.h"
 #include "microdit/io/png.h"
 #include "microdit/nn/autocast.h"
-#include "microdit/nn/norm.h"
 
 namespace microdit::diffusion {
 namespace {
@@ -44,7 +43,6 @@ at::Tensor text_to_image(model::DiT& dit, encoders::PipelineEncoders& encoders,
     at::Tensor latents;
     {
       nn::AutocastGuard autocast(device.type(), at::kBFloat16, bf16);
-      nn::LowPrecisionNormGuard low_precision_norm(bf16);
       latents = edm_sample(dit, init, y, sampler, edm);
     }
     const at::Tensor decoded = encoders.vae->decode_latents(latents.to(encoders.dtype));

@@ -1,4 +1,5 @@
-// safetensors reader and writer (format: docs/formats-and-models.md section 3).
+// safetensors reader and writer (format: huggingface/safetensors: a little-endian u64 header
+// length, a JSON header of dtype, shape and data offsets per tensor, then the raw bytes).
 #include "microdit/io/safetensors.h"
 
 #include <c10/util/StringUtil.h>

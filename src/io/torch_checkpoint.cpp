@@ -1,5 +1,5 @@
 // torch.save zip reader: a restricted protocol-2 unpickler for data.pkl (format:
-// docs/formats-and-models.md section 2; opcodes: CPython Lib/pickle.py, PEP 307).
+// PyTorch's torch/serialization.py zip layout; opcodes: CPython Lib/pickle.py, PEP 307).
 #include "microdit/io/torch_checkpoint.h"
 
 #include <c10/util/Exception.h>

@@ -32,6 +32,14 @@ std::pair<at::Tensor, at::Tensor> silu_mul_gradients(const at::Tensor& g, const 
   return {at::silu_backward(g * b, a), g * at::silu(a)};
 }
 
+// silu(a) * b: the plain ops, or silu_mul's forward kernel.
+at::Tensor silu_mul_values(const at::Tensor& a, const at::Tensor& b) {
+#ifdef MICRODIT_WITH_CUDA_KERNELS
+  if (use_kernels(a, b)) return cuda_kernels::silu_mul_forward(a, b);
+#endif
+  return at::silu(a) * b;
+}
+
 // Each backward below is the plain ops' autograd formulas (MulBackward, SiluBackward,
 // BmmBackward, GeluBackward, ToCopyBackward) on the recomputed activation.
 class SiluMulFunction : public torch::autograd::Function<SiluMulFunction> {
@@ -87,28 +95,10 @@ at::Tensor silu_mul(const at::Tensor& a, const at::Tensor& b) {
   return SiluMulFunction::apply(a, b);
 }
 
-at::Tensor silu_mul_values(const at::Tensor& a, const at::Tensor& b) {
-#ifdef MICRODIT_WITH_CUDA_KERNELS
-  if (use_kernels(a, b)) return cuda_kernels::silu_mul_forward(a, b);
-#endif
-  return at::silu(a) * b;
-}
-
-void silu_mul_gradients_into(const at::Tensor& g, const at::Tensor& a, const at::Tensor& b,
-                             const at::Tensor& da, const at::Tensor& db) {
-#ifdef MICRODIT_WITH_CUDA_KERNELS
-  if (use_kernels(a, b) && g.scalar_type() == a.scalar_type())
-    return cuda_kernels::silu_mul_backward_into(g, a, b, da, db);
-#endif
-  const auto [ga, gb] = silu_mul_gradients(g, a, b);
-  da.copy_(ga);
-  db.copy_(gb);
-}
-
-at::Tensor gelu_bmm(const at::Tensor& u, const at::Tensor& w) {
+at::Tensor gelu_bmm(const at::Tensor& u, const at::Tensor& w, bool fp32_weight_grad) {
   TORCH_CHECK(u.dim() == 3 && w.dim() == 3 && u.size(0) == w.size(0) && u.size(2) == w.size(1),
               "gelu_bmm: expects u (E,M,F) and w (E,F,D), got ", u.sizes(), " and ", w.sizes());
-  return GeluBmmFunction::apply(u, w, takes_fp32_weight_grad(u, w));
+  return GeluBmmFunction::apply(u, w, fp32_weight_grad && takes_fp32_weight_grad(u, w));
 }
 
 }  // namespace microdit::nn

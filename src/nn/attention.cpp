@@ -12,12 +12,12 @@ Linear make_linear(int64_t in, int64_t out, bool bias) {
 
 // The `chunks` slices of a projection, the first QK-normed by ln_q and (for three chunks) the
 // second by ln_k; the norms' outputs in the projection's dtype (attention runs in it). One
-// operation under FusedNormGuard and SplitQkNormGuard where the norms keep that dtype.
+// operation on the fast path where the norms keep that dtype.
 std::vector<at::Tensor> qk_normed_chunks(const at::Tensor& proj, int64_t chunks, LayerNorm& ln_q,
-                                         LayerNorm& ln_k) {
+                                         LayerNorm& ln_k, const Execution& execution) {
   const int64_t normed = chunks == 3 ? 2 : 1;
-  if (FusedNormGuard::active() && SplitQkNormGuard::active() &&
-      norm_output_dtype(proj) == proj.scalar_type())
+  if (execution.fast() &&
+      norm_output_dtype(proj, execution.low_precision_norm) == proj.scalar_type())
     return fused_norm_split(proj, chunks, normed, ln_q->eps);
   auto parts = proj.chunk(chunks, /*dim=*/-1);
   // Under autocast the norm may return float32; attention runs in the projections' dtype.
@@ -49,7 +49,7 @@ SelfAttentionImpl::SelfAttentionImpl(const AttentionOptions& opts) : options(opt
 
 at::Tensor SelfAttentionImpl::forward(const at::Tensor& x) {
   // The official code splits (B,N,3*Hd) as (B,N,3,H,head_dim): q, k, v are contiguous Hd slices.
-  const auto qkv_out = qk_normed_chunks(qkv(x), 3, ln_q, ln_k);
+  const auto qkv_out = qk_normed_chunks(qkv(x), 3, ln_q, ln_k, execution);
   return proj(multi_head_attention(qkv_out[0], qkv_out[1], qkv_out[2], options.num_heads));
 }
 
@@ -70,8 +70,8 @@ CrossAttentionImpl::CrossAttentionImpl(const AttentionOptions& opts) : options(o
 }
 
 at::Tensor CrossAttentionImpl::forward(const at::Tensor& x, const at::Tensor& cond) {
-  const auto q = qk_normed_chunks(q_linear(x), 1, ln_q, ln_k)[0];
-  const auto kv = qk_normed_chunks(kv_linear(cond), 2, ln_k, ln_k);
+  const auto q = qk_normed_chunks(q_linear(x), 1, ln_q, ln_k, execution)[0];
+  const auto kv = qk_normed_chunks(kv_linear(cond), 2, ln_k, ln_k, execution);
   return proj(multi_head_attention(q, kv[0], kv[1], options.num_heads));
 }
 

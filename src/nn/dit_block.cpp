@@ -50,11 +50,16 @@ at::Tensor DiTBlockImpl::forward(const at::Tensor& x, const at::Tensor& y, const
   const auto &shift_mlp = m[3], &scale_mlp = m[4], &gate_mlp = m[5];
   // Each norm hands its input on as the residual term (nn::LayerNormImpl::forward_with_residual).
   auto n1 = norm1->forward_with_residual(x, shift_msa, scale_msa);
-  auto h = gated_residual(n1.residual, gate_msa, attn(n1.normed));
+  auto h = residual(n1.residual, gate_msa, attn(n1.normed));
   auto n2 = norm2->forward_with_residual(h);
   h = n2.residual + cross_attn(n2.normed, y);
   auto n3 = norm3->forward_with_residual(h, shift_mlp, scale_mlp);
-  return gated_residual(n3.residual, gate_mlp, mlp.forward<at::Tensor>(n3.normed));
+  return residual(n3.residual, gate_mlp, mlp.forward<at::Tensor>(n3.normed));
+}
+
+at::Tensor DiTBlockImpl::residual(const at::Tensor& x, const at::Tensor& gate,
+                                  const at::Tensor& y) const {
+  return execution.fast() ? gated_residual(x, gate, y) : x + gate.unsqueeze(1) * y;
 }
 
 void DiTBlockImpl::custom_init() {

@@ -13,31 +13,21 @@ namespace microdit::nn {
 
 namespace {
 
-// The tokens each expert chose, (E,B*K,D) in expert-major order: as one operation with
-// FusedDispatchGuard, by row index where `rows` (expert_choice_rows) is given, else by gather.
-at::Tensor dispatch(const at::Tensor& x, const at::Tensor& indices, const at::Tensor& rows) {
-  if (FusedDispatchGuard::active()) return expert_dispatch(x, indices);
-  const int64_t B = x.size(0), T = x.size(1), D = x.size(2);
+// The tokens each expert chose, (E,B*K,D) in expert-major order, by gather: the official one-hot
+// einsum's sums without the (B,E,K,T) tensor.
+at::Tensor dispatch(const at::Tensor& x, const at::Tensor& indices) {
+  const int64_t B = x.size(0), D = x.size(2);
   const int64_t E = indices.size(1), K = indices.size(2);
-  if (rows.defined()) return x.reshape({B * T, D}).index_select(0, rows).view({E, B * K, D});
-  // Gather instead of the official one-hot einsum: same sums, no (B,E,K,T) tensor.
   auto xin = at::gather(x, 1, indices.reshape({B, E * K, 1}).expand({B, E * K, D}));
   return xin.view({B, E, K, D}).transpose(0, 1).reshape({E, B * K, D});
 }
 
-// The experts' outputs h (E,B*K,D) weighted by their probabilities and summed per token with the
-// plain ops: (B,T,D), by row index where `rows` is given, else by scatter. Tokens no expert chose
-// stay zero. The official einsum runs in the autocast dtype, so the probabilities are cast to it.
-at::Tensor combine(const at::Tensor& h, const ExpertChoiceRouting& routing, int64_t T,
-                   const at::Tensor& rows) {
+// The experts' outputs h (E,B*K,D) weighted by their probabilities and summed per token by
+// scatter: (B,T,D). Tokens no expert chose stay zero. The official einsum runs in the autocast
+// dtype, so the probabilities are cast to it.
+at::Tensor combine(const at::Tensor& h, const ExpertChoiceRouting& routing, int64_t T) {
   const int64_t B = routing.indices.size(0), E = routing.indices.size(1);
   const int64_t K = routing.indices.size(2), D = h.size(2);
-  if (rows.defined()) {
-    auto probs = routing.probs.transpose(0, 1).reshape({-1, 1}).to(h.scalar_type());
-    return at::zeros({B * T, D}, h.options())
-        .index_add(0, rows, h.view({-1, D}) * probs)
-        .view({B, T, D});
-  }
   auto weighted = h.view({E, B, K, D}).transpose(0, 1).reshape({B, E * K, D}) *
                   routing.probs.reshape({B, E * K, 1}).to(h.scalar_type());
   auto scatter_idx = routing.indices.reshape({B, E * K, 1}).expand_as(weighted);
@@ -68,23 +58,18 @@ ExpertChoiceRouting FeedForwardECMoeImpl::route(const at::Tensor& x) {
 }
 
 at::Tensor FeedForwardECMoeImpl::experts(const at::Tensor& xin) {
-  auto u = weight_bmm(xin, w1);  // (E,B*K,F)
+  const bool fast = execution.fast();
+  auto u = weight_bmm(xin, w1, fast);  // (E,B*K,F)
   // Exact-erf GELU, then the second expert product: (E,B*K,D).
-  return RecomputeActivationsGuard::active() ? gelu_bmm(u, w2) : weight_bmm(at::gelu(u), w2);
+  return fast ? gelu_bmm(u, w2, fast) : weight_bmm(at::gelu(u), w2, fast);
 }
 
 at::Tensor FeedForwardECMoeImpl::forward(const at::Tensor& x) {
   TORCH_CHECK(x.dim() == 3, "expert-choice MoE expects (B,T,D) input, got ", x.sizes());
   auto routing = route(x);
-  const bool fused_combine = FusedCombineGuard::active();
-  // The row indices, where a plain dispatch or combine moves rows by them (the fused operations
-  // work from the routing indices).
-  const bool by_rows =
-      MoERowDispatchGuard::active() && !(FusedDispatchGuard::active() && fused_combine);
-  const auto rows = by_rows ? expert_choice_rows(routing.indices, x.size(1)) : at::Tensor();
-  auto h = experts(dispatch(x, routing.indices, rows));
-  if (fused_combine) return expert_combine(h, routing.probs, routing.indices, x.size(1));
-  return combine(h, routing, x.size(1), rows);
+  if (!execution.fast()) return combine(experts(dispatch(x, routing.indices)), routing, x.size(1));
+  auto h = experts(expert_dispatch(x, routing.indices));
+  return expert_combine(h, routing.probs, routing.indices, x.size(1));
 }
 
 void FeedForwardECMoeImpl::custom_init(double out_std) {

@@ -4,7 +4,6 @@
 
 #include "microdit/nn/activation_recompute.h"
 #include "microdit/nn/init.h"
-#include "microdit/nn/swiglu_projection.h"
 
 namespace microdit::nn {
 
@@ -28,9 +27,7 @@ FeedForwardImpl::FeedForwardImpl(int64_t dim, int64_t hidden_dim, int64_t multip
 }
 
 at::Tensor FeedForwardImpl::forward(const at::Tensor& x) {
-  if (MergedSwiGLUGuard::active() && !w1->bias.defined() && !w2->bias.defined())
-    return w3(swiglu_projection(x, w1->weight, w2->weight));
-  if (RecomputeActivationsGuard::active()) return w3(silu_mul(w1(x), w2(x)));
+  if (execution.fast()) return w3(silu_mul(w1(x), w2(x)));
   return w3(at::silu(w1(x)) * w2(x));
 }
 

@@ -26,13 +26,12 @@ FusedNormGrads norm_backward(const at::Tensor& grad_y, const at::Tensor& rows, c
                              const at::Tensor& scale1p, const at::Tensor& mean,
                              const at::Tensor& rstd, bool has_modulation,
                              at::ScalarType grad_x_dtype, const at::Tensor& residual_grad,
-                             const at::Tensor& grad_x_out = {},
-                             [[maybe_unused]] bool one_pass = false) {
+                             const at::Tensor& grad_x_out = {}) {
 #ifdef MICRODIT_WITH_CUDA_KERNELS
   if (rows.is_cuda() && cuda_kernels::supports(rows.scalar_type()) &&
       cuda_kernels::supports(grad_y.scalar_type()) && cuda_kernels::supports(grad_x_dtype))
     return cuda_kernels::fused_norm_backward(grad_y, rows, w, scale1p, mean, rstd, has_modulation,
-                                             grad_x_dtype, residual_grad, grad_x_out, one_pass);
+                                             grad_x_dtype, residual_grad, grad_x_out);
 #endif
   auto grads = fused_norm_backward_composite(grad_y, rows, w, scale1p, mean, rstd, has_modulation,
                                              grad_x_dtype, residual_grad);
@@ -75,8 +74,6 @@ class FusedNormFunction : public torch::autograd::Function<FusedNormFunction> {
     const auto& kept = out.rounded.defined() ? out.rounded : rows;
     ctx->save_for_backward({kept, w, scale1p, out.mean, out.rstd});
     ctx->saved_data["x_sizes"] = x.sizes().vec();
-    // Backward runs on another thread, where the guard is not set.
-    ctx->saved_data["one_pass"] = OnePassNormGradGuard::active();
     // The gradients go back in the dtypes of x, weight, shift and scale.
     ctx->saved_data["dtypes"] = std::vector<int64_t>{dtype_or_none(x), dtype_or_none(weight),
                                                      dtype_or_none(shift), dtype_or_none(scale)};
@@ -100,7 +97,7 @@ class FusedNormFunction : public torch::autograd::Function<FusedNormFunction> {
     if (grads.size() > 1 && grads[1].defined())
       residual_grad = grads[1].reshape({-1, D}).to(grad_x_dtype).contiguous();
     auto g = norm_backward(grad_y, rows, w, scale1p, mean, rstd, scale1p.defined(), grad_x_dtype,
-                           residual_grad, {}, ctx->saved_data["one_pass"].toBool());
+                           residual_grad);
     return {g.x.view(ctx->saved_data["x_sizes"].toIntVector()),
             cast_or_undefined(g.weight, dtypes[1]),
             cast_or_undefined(g.shift, dtypes[2]),
@@ -112,9 +109,8 @@ class FusedNormFunction : public torch::autograd::Function<FusedNormFunction> {
 };
 
 // dst.copy_(src), moved as 8-byte words where both have rows that allow it: ATen copies into a
-// strided destination one element per access, at about a third of the memory bandwidth for
-// 2-byte types (v's gradient into the projection's gradient below: 3.6 ms in 69 calls per stage 1
-// step on an H100, 2026-11-27).
+// strided destination one element per access, at a fraction of the memory bandwidth for 2-byte
+// types (v's gradient into the projection's gradient below).
 void copy_in_words(const at::Tensor& dst, const at::Tensor& src) {
   const int64_t ratio = 8 / dst.element_size();
   auto rows_of_words = [ratio](const at::Tensor& t) {

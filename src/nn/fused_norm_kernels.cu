@@ -37,48 +37,6 @@ void check_inputs(const at::Tensor& rows, const at::Tensor& w, const at::Tensor&
 
 dim3 row_grid(int64_t R) { return dim3(static_cast<unsigned>(row_blocks(R))); }
 
-// norm_backward_one_pass_kernel into out (out.x allocated): four elements per access, so the
-// caller has checked the widths and alignments; the shift, scale and weight gradients from the
-// kernel's per-chunk sums of g_y and g_y * x_hat (the weight and 1 + scale are constant along a
-// sample's rows, so they multiply the sums).
-void backward_one_pass(const at::Tensor& grad_y, const at::Tensor& rows, const at::Tensor& w,
-                       const at::Tensor& scale1p, const at::Tensor& mean, const at::Tensor& rstd,
-                       bool has_modulation, const at::Tensor& residual_grad, FusedNormGrads& out) {
-  const int64_t R = rows.size(0), D = rows.size(1);
-  const int64_t B = has_modulation ? scale1p.size(0) : 1;
-  const int64_t N = R / B;
-  const int64_t chunks = (N + kOnePassRowsPerChunk - 1) / kOnePassRowsPerChunk;
-  TORCH_CHECK(chunks <= std::numeric_limits<int>::max(), "fused_norm kernels: too many rows");
-  auto f32 = rows.options().dtype(at::kFloat);
-  // Every slot is written: no zero fill.
-  auto part_g = has_modulation ? at::empty({chunks, B, D}, f32) : at::Tensor();
-  auto part_gx = at::empty({chunks, B, D}, f32);
-  const auto stream = c10::cuda::getCurrentCUDAStream();
-  with_cuda_type(rows.scalar_type(), [&](auto in) {
-    with_cuda_type(grad_y.scalar_type(), [&](auto o) {
-      with_cuda_type(out.x.scalar_type(), [&](auto gx) {
-        using Tin = decltype(in);
-        using Tout = decltype(o);
-        using Tgx = decltype(gx);
-        norm_backward_one_pass_kernel<Tin, Tout, Tgx, kVector>
-            <<<dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(B)),
-               dim3(kWarp, kWarpsPerBlock), 0, stream>>>(
-                ptr<Tout>(grad_y), ptr<Tin>(rows), rows.stride(0), static_cast<int>(D), N,
-                kOnePassRowsPerChunk, ptr<float>(w), ptr<float>(scale1p), ptr<float>(mean),
-                ptr<float>(rstd), ptr<Tgx>(residual_grad), mutable_ptr<Tgx>(out.x), out.x.stride(0),
-                mutable_ptr<float>(part_g), mutable_ptr<float>(part_gx));
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-      });
-    });
-  });
-  const auto gx_sums = part_gx.sum(0);  // (B,D): sum over each sample's rows of g_y * x_hat
-  if (has_modulation) {
-    out.shift = part_g.sum(0);
-    out.scale = w.defined() ? gx_sums * w : gx_sums;
-  }
-  if (w.defined()) out.weight = (has_modulation ? gx_sums * scale1p : gx_sums).sum(0);
-}
-
 }  // namespace
 
 FusedNormForward fused_norm_forward(const at::Tensor& rows, const at::Tensor& w,
@@ -121,8 +79,7 @@ FusedNormGrads fused_norm_backward(const at::Tensor& grad_y, const at::Tensor& r
                                    const at::Tensor& w, const at::Tensor& scale1p,
                                    const at::Tensor& mean, const at::Tensor& rstd,
                                    bool has_modulation, at::ScalarType grad_x_dtype,
-                                   const at::Tensor& residual_grad, const at::Tensor& grad_x_out,
-                                   bool one_pass) {
+                                   const at::Tensor& residual_grad, const at::Tensor& grad_x_out) {
   check_inputs(rows, w, scale1p);
   TORCH_CHECK(grad_y.is_contiguous() && grad_y.sizes() == rows.sizes(),
               "fused_norm kernels: gradient of shape ", grad_y.sizes(), " for rows ", rows.sizes());
@@ -147,19 +104,6 @@ FusedNormGrads fused_norm_backward(const at::Tensor& grad_y, const at::Tensor& r
   // Four elements per access need every row start aligned: both row strides multiples of four
   // (their gcd is, exactly when both are).
   const int64_t row_strides = std::gcd(rows.stride(0), out.x.stride(0));
-  const bool columns = has_modulation || w.defined();
-  if (one_pass && columns && R > 0 && D <= int64_t{kWarp} * kVector * kOnePassSegments) {
-    bool launched = false;
-    with_vector_width(D, row_strides, {&rows, &grad_y, &w, &scale1p, &residual_grad, &out.x},
-                      [&](auto vector) {
-                        if constexpr (decltype(vector)::value == kVector) {
-                          backward_one_pass(grad_y, rows, w, scale1p, mean, rstd, has_modulation,
-                                            residual_grad, out);
-                          launched = true;
-                        }
-                      });
-    if (launched) return out;
-  }
   at::Tensor part_shift, part_scale, part_w;
   if (has_modulation) {
     part_shift = at::zeros({chunks, B, D}, f32);

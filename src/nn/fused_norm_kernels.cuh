@@ -76,24 +76,6 @@ __global__ void norm_forward_kernel(const Tin* __restrict__ x, int64_t row_strid
   }
 }
 
-// g_x = rstd * (g_hat - mean(g_hat) - x_hat * mean(g_hat * x_hat)) of V columns from g_hat (g)
-// and x_hat, plus the residual stream's gradient gres (may be null), stored to gx rounded once.
-template <typename Tgx, int V>
-__device__ __forceinline__ void store_x_gradient(float (&g)[V], const float (&x_hat)[V], float rs,
-                                                 float mean_g, float mean_gx,
-                                                 const Tgx* __restrict__ gres,
-                                                 Tgx* __restrict__ gx) {
-#pragma unroll
-  for (int i = 0; i < V; ++i) g[i] = rs * (g[i] - mean_g - x_hat[i] * mean_gx);
-  if (gres) {
-    float r[V];
-    load<Tgx, V>(gres, r);
-#pragma unroll
-    for (int i = 0; i < V; ++i) g[i] += r[i];
-  }
-  store<Tgx, V>(gx, g);
-}
-
 // g_x = rstd * (g_hat - mean(g_hat) - x_hat * mean(g_hat * x_hat)), g_hat = g_y * scale1p[b] * w,
 // plus the residual stream's gradient g_res (R,D) where given (may be null), rounded once.
 // x is what forward kept (Tin: x's dtype or the rounded copy's), g_x and g_res in Tgx (x's dtype).
@@ -137,8 +119,15 @@ __global__ void norm_backward_rows_kernel(
   const float mean_g = warp_sum(sum_g) / D, mean_gx = warp_sum(sum_gx) / D;
   for (int d = first; d < D; d += kWarp * V) {
     columns(d, g, x_hat);
-    store_x_gradient<Tgx, V>(g, x_hat, rs, mean_g, mean_gx, gres ? gres + row * D + d : nullptr,
-                             gx + row * gx_stride + d);
+#pragma unroll
+    for (int i = 0; i < V; ++i) g[i] = rs * (g[i] - mean_g - x_hat[i] * mean_gx);
+    if (gres) {
+      float r[V];
+      load<Tgx, V>(gres + row * D + d, r);
+#pragma unroll
+      for (int i = 0; i < V; ++i) g[i] += r[i];
+    }
+    store<Tgx, V>(gx + row * gx_stride + d, g);
   }
 }
 
@@ -186,96 +175,6 @@ __global__ void norm_backward_columns_kernel(
       part_scale[slot + i] = sums[1][i];
     }
     if (part_w) part_w[slot + i] = sums[2][i];
-  }
-}
-
-// The backward in one kernel: x's gradient as norm_backward_rows_kernel and the column sums of
-// norm_backward_columns_kernel taken in the same pass over g_y and x, which the two kernels read
-// twice. A block per (chunk of rows, sample), a warp per row in turn; each lane adds up its
-// columns of the chunk's rows in registers (kOnePassSegments segments of V columns, so
-// D <= kWarp * V * kOnePassSegments), and the block adds its warps' sums at the end. Per chunk at
-// [chunk][b][d]: part_g = sum g_y (with modulation), part_gx = sum g_y * x_hat; the shift, scale
-// and weight gradients follow from the two (the launcher).
-constexpr int kOnePassSegments = 8;
-constexpr int64_t kOnePassRowsPerChunk = 32;  // four rows per warp
-template <typename Tin, typename Tout, typename Tgx, int V>
-__global__ void norm_backward_one_pass_kernel(
-    const Tout* __restrict__ gy, const Tin* __restrict__ x, int64_t row_stride, int D,
-    int64_t rows_per_sample, int64_t rows_per_chunk, const float* __restrict__ w,
-    const float* __restrict__ scale1p, const float* __restrict__ mean,
-    const float* __restrict__ rstd, const Tgx* __restrict__ gres, Tgx* __restrict__ gx,
-    int64_t gx_stride, float* __restrict__ part_g, float* __restrict__ part_gx) {
-  constexpr int S = kOnePassSegments;
-  const int64_t b = blockIdx.y, chunk = blockIdx.x;
-  const int64_t n0 = chunk * rows_per_chunk;
-  const int64_t n1 = min(n0 + rows_per_chunk, rows_per_sample);
-  const int first = threadIdx.x * V;
-  const float* sb = scale1p ? scale1p + b * D : nullptr;
-  float col_g[S][V] = {}, col_gx[S][V] = {};
-  for (int64_t n = n0 + threadIdx.y; n < n1; n += kWarpsPerBlock) {
-    const int64_t row = b * rows_per_sample + n;
-    const float mu = mean[row], rs = rstd[row];
-    const Tin* xr = x + row * row_stride;
-    const Tout* gr = gy + row * D;
-    // g_y and x_hat of the V columns from d, and g_hat = g_y * scale1p[b] * w.
-    auto columns = [&](int d, float(&g)[V], float(&x_hat)[V], float(&g_hat)[V]) {
-      float wv[V], sv[V];
-      load<Tout, V>(gr + d, g);
-      load_or_ones<V>(w ? w + d : nullptr, wv);
-      load_or_ones<V>(sb ? sb + d : nullptr, sv);
-      load_rounded<Tin, Tout, V>(xr + d, x_hat);
-#pragma unroll
-      for (int i = 0; i < V; ++i) {
-        g_hat[i] = g[i] * (sv[i] * wv[i]);  // as the rows kernel rounds it
-        x_hat[i] = (x_hat[i] - mu) * rs;
-      }
-    };
-    float g[V], x_hat[V], g_hat[V];
-    float sum_g = 0.f, sum_gx = 0.f;
-#pragma unroll
-    for (int s = 0; s < S; ++s) {
-      const int d = first + s * kWarp * V;
-      if (d >= D) continue;
-      columns(d, g, x_hat, g_hat);
-#pragma unroll
-      for (int i = 0; i < V; ++i) {
-        sum_g += g_hat[i];
-        sum_gx += g_hat[i] * x_hat[i];
-        col_g[s][i] += g[i];
-        col_gx[s][i] += g[i] * x_hat[i];
-      }
-    }
-    const float mean_g = warp_sum(sum_g) / D, mean_gx = warp_sum(sum_gx) / D;
-#pragma unroll
-    for (int s = 0; s < S; ++s) {
-      const int d = first + s * kWarp * V;
-      if (d >= D) continue;
-      columns(d, g, x_hat, g_hat);
-      store_x_gradient<Tgx, V>(g_hat, x_hat, rs, mean_g, mean_gx,
-                               gres ? gres + row * D + d : nullptr, gx + row * gx_stride + d);
-    }
-  }
-  const int64_t slot = (chunk * gridDim.y + b) * D;
-  // Unrolled, so that col_g and col_gx stay in registers (constant indices).
-#pragma unroll
-  for (int s = 0; s < S; ++s) {
-    if (s * kWarp * V >= D) break;  // the same segments for the whole block
-    float acc[2][V], sums[2][V];
-#pragma unroll
-    for (int i = 0; i < V; ++i) {
-      acc[0][i] = col_g[s][i];
-      acc[1][i] = col_gx[s][i];
-    }
-    block_column_sums<2, V>(acc, sums);
-    const int d = first + s * kWarp * V;
-    if (threadIdx.y == 0 && d < D) {
-#pragma unroll
-      for (int i = 0; i < V; ++i) {
-        if (part_g) part_g[slot + d + i] = sums[0][i];
-        part_gx[slot + d + i] = sums[1][i];
-      }
-    }
-    __syncthreads();  // block_column_sums' shared memory is reused by the next segment
   }
 }
 

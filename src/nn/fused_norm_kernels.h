@@ -1,8 +1,6 @@
 // The CUDA kernels of nn/fused_norm (fused_norm_kernels.cu), built only where nvcc and a CUDA
 // LibTorch are found (MICRODIT_WITH_CUDA_KERNELS). Same contracts as the composite functions in
-// microdit/nn/fused_norm.h, for the dtypes of cuda_kernels.h. `one_pass`: the backward's column
-// sums taken in the pass that computes x's gradient (OnePassNormGradGuard), where the width and
-// alignment allow it.
+// microdit/nn/fused_norm.h, for the dtypes of cuda_kernels.h.
 #pragma once
 #include "cuda_kernels.h"
 #include "microdit/nn/fused_norm.h"
@@ -16,7 +14,6 @@ FusedNormGrads fused_norm_backward(const at::Tensor& grad_y, const at::Tensor& r
                                    const at::Tensor& w, const at::Tensor& scale1p,
                                    const at::Tensor& mean, const at::Tensor& rstd,
                                    bool has_modulation, at::ScalarType grad_x_dtype,
-                                   const at::Tensor& residual_grad, const at::Tensor& grad_x_out,
-                                   bool one_pass);
+                                   const at::Tensor& residual_grad, const at::Tensor& grad_x_out);
 
 }  // namespace microdit::nn::cuda_kernels

@@ -64,7 +64,7 @@ at::Tensor gated_residual(const at::Tensor& x, const at::Tensor& gate, const at:
               x.sizes(), ", gate ", gate.sizes(), ", y ", y.sizes());
   // The fused backward computes the product in one dtype: gate's and y's (autocast gives both
   // the projections' dtype); other pairs keep the plain ops.
-  if (!FusedResidualGuard::active() || gate.scalar_type() != y.scalar_type())
+  if (gate.scalar_type() != y.scalar_type())
     return plain(x, gate, y);
   return GatedResidualFunction::apply(x, gate, y);
 }

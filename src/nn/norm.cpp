@@ -14,9 +14,9 @@ LayerNormImpl::LayerNormImpl(int64_t dim_, double eps_, bool affine) : dim(dim_)
 namespace {
 // at::layer_norm, under autocast in the autocast dtype for low-precision norms (LPLayerNorm).
 at::Tensor unfused_layer_norm(const at::Tensor& x, const at::Tensor& weight, int64_t dim,
-                              double eps) {
+                              double eps, bool low_precision) {
   const auto device = x.device().type();
-  if (LowPrecisionNormGuard::active() && at::autocast::is_autocast_enabled(device)) {
+  if (low_precision && at::autocast::is_autocast_enabled(device)) {
     const auto dtype = at::autocast::get_autocast_dtype(device);
     auto w = weight.defined() ? weight.to(dtype) : weight;
     // Autocast would cast back to float32: step outside it for this one call.
@@ -27,30 +27,30 @@ at::Tensor unfused_layer_norm(const at::Tensor& x, const at::Tensor& weight, int
 }
 }  // namespace
 
-at::ScalarType norm_output_dtype(const at::Tensor& x) {
+at::ScalarType norm_output_dtype(const at::Tensor& x, bool low_precision_norm) {
   const auto device = x.device().type();
   if (!at::autocast::is_autocast_enabled(device)) return x.scalar_type();
-  return LowPrecisionNormGuard::active() ? at::autocast::get_autocast_dtype(device) : at::kFloat;
+  return low_precision_norm ? at::autocast::get_autocast_dtype(device) : at::kFloat;
 }
 
 at::Tensor LayerNormImpl::forward(const at::Tensor& x) { return forward_modulated(x, {}, {}); }
 
 at::Tensor LayerNormImpl::forward_modulated(const at::Tensor& x, const at::Tensor& shift,
                                             const at::Tensor& scale) {
-  if (FusedNormGuard::active()) {
-    const auto dtype = norm_output_dtype(x);
+  if (execution.fast()) {
+    const auto dtype = norm_output_dtype(x, execution.low_precision_norm);
     c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
     return fused_norm(x, weight, eps, shift, scale, dtype);
   }
-  auto normed = unfused_layer_norm(x, weight, dim, eps);
+  auto normed = unfused_layer_norm(x, weight, dim, eps, execution.low_precision_norm);
   if (!shift.defined()) return normed;
   return normed * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1);
 }
 
 ResidualAndNormed LayerNormImpl::forward_with_residual(const at::Tensor& x, const at::Tensor& shift,
                                                        const at::Tensor& scale) {
-  if (FusedNormGuard::active() && FoldResidualGradGuard::active()) {
-    const auto dtype = norm_output_dtype(x);
+  if (execution.fast()) {
+    const auto dtype = norm_output_dtype(x, execution.low_precision_norm);
     c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
     return fused_norm_with_residual(x, weight, eps, shift, scale, dtype);
   }

@@ -16,27 +16,16 @@ __device__ __forceinline__ float silu_backward(float dy, float a) {
   return dy * s * (1.f + a * (1.f - s));
 }
 
-// Where element e of a (rows of `cols` elements, contiguous) sits in a, b and their gradients,
-// whose rows are `ld` apart: the two halves of one (rows, 2 cols) product in the merged SwiGLU
-// projection (nn/swiglu_projection), or e itself where ld == cols.
-__device__ __forceinline__ int64_t strided_offset(int64_t e, int64_t cols, int64_t ld) {
-  if (ld == cols) return e;
-  const int64_t row = e / cols;
-  return row * ld + (e - row * cols);
-}
-
-// out = silu(a) * b over packs of V elements, grid-strided; out contiguous.
+// out = silu(a) * b over packs of V elements, grid-strided; all contiguous.
 template <typename T, int V>
 __global__ void silu_mul_forward_kernel(const T* __restrict__ a, const T* __restrict__ b,
-                                        int64_t packs, int64_t cols, int64_t ld,
-                                        T* __restrict__ out) {
+                                        int64_t packs, T* __restrict__ out) {
   const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t p = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; p < packs;
        p += step) {
-    const int64_t o = strided_offset(p * V, cols, ld);
     float av[V], bv[V];
-    load<T, V>(a + o, av);
-    load<T, V>(b + o, bv);
+    load<T, V>(a + p * V, av);
+    load<T, V>(b + p * V, bv);
 #pragma unroll
     for (int k = 0; k < V; ++k) av[k] = __fmul_rn(round_to<T>(silu(av[k])), bv[k]);
     store<T, V>(out + p * V, av);
@@ -44,26 +33,25 @@ __global__ void silu_mul_forward_kernel(const T* __restrict__ a, const T* __rest
 }
 
 // da = silu_backward(round_T(g * b), a), db = g * round_T(silu(a)): the plain ops' backward with
-// silu(a) recomputed, one pass. g contiguous; a, b, da and db with rows ld apart.
+// silu(a) recomputed, one pass; all contiguous.
 template <typename T, int V>
 __global__ void silu_mul_backward_kernel(const T* __restrict__ g, const T* __restrict__ a,
-                                         const T* __restrict__ b, int64_t packs, int64_t cols,
-                                         int64_t ld, T* __restrict__ da, T* __restrict__ db) {
+                                         const T* __restrict__ b, int64_t packs, T* __restrict__ da,
+                                         T* __restrict__ db) {
   const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t p = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; p < packs;
        p += step) {
-    const int64_t o = strided_offset(p * V, cols, ld);
     float gv[V], av[V], bv[V], dav[V], dbv[V];
     load<T, V>(g + p * V, gv);
-    load<T, V>(a + o, av);
-    load<T, V>(b + o, bv);
+    load<T, V>(a + p * V, av);
+    load<T, V>(b + p * V, bv);
 #pragma unroll
     for (int k = 0; k < V; ++k) {
       dav[k] = silu_backward(round_to<T>(__fmul_rn(gv[k], bv[k])), av[k]);
       dbv[k] = __fmul_rn(gv[k], round_to<T>(silu(av[k])));
     }
-    store<T, V>(da + o, dav);
-    store<T, V>(db + o, dbv);
+    store<T, V>(da + p * V, dav);
+    store<T, V>(db + p * V, dbv);
   }
 }
 

@@ -10,15 +10,10 @@
 
 namespace microdit::nn::cuda_kernels {
 
-// silu(a) * b, contiguous. a and b are read in place where both are rows of one row stride (the
-// halves of a wider tensor), else copied contiguous first.
+// silu(a) * b, contiguous.
 at::Tensor silu_mul_forward(const at::Tensor& a, const at::Tensor& b);
-// The gradients of a and b for the output's gradient g, silu(a) recomputed.
+// The gradients of a and b for the output's gradient g, silu(a) recomputed; contiguous.
 std::pair<at::Tensor, at::Tensor> silu_mul_backward(const at::Tensor& g, const at::Tensor& a,
                                                     const at::Tensor& b);
-// The same, written into da and db: a's shape and dtype, and the row stride a and b are read
-// with (the halves of the merged projection's gradient).
-void silu_mul_backward_into(const at::Tensor& g, const at::Tensor& a, const at::Tensor& b,
-                            const at::Tensor& da, const at::Tensor& db);
 
 }  // namespace microdit::nn::cuda_kernels

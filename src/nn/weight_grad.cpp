@@ -108,24 +108,27 @@ at::Tensor product_in_float(const at::Tensor& a, const at::Tensor& b) {
 
 bool takes_fp32_weight_grad(const at::Tensor& x, const at::Tensor& weight) {
   const auto device = x.device().type();
-  return Fp32WeightGradGuard::active() && at::autocast::is_autocast_enabled(device) &&
+  return at::autocast::is_autocast_enabled(device) &&
          weight.scalar_type() == at::kFloat && weight.requires_grad() && at::GradMode::is_enabled();
 }
 
-at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
-  if (!takes_fp32_weight_grad(x, weight)) return at::linear(x, weight, bias);
+at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                  bool fp32_weight_grad) {
+  if (!fp32_weight_grad || !takes_fp32_weight_grad(x, weight)) return at::linear(x, weight, bias);
   const auto dtype = at::autocast::get_autocast_dtype(x.device().type());
   return LinearFunction::apply(x, weight, bias.defined() ? std::optional(bias) : std::nullopt,
                                dtype);
 }
 
-at::Tensor weight_bmm(const at::Tensor& x, const at::Tensor& w) {
+at::Tensor weight_bmm(const at::Tensor& x, const at::Tensor& w, bool fp32_weight_grad) {
   TORCH_CHECK(x.dim() == 3 && w.dim() == 3 && x.size(0) == w.size(0) && x.size(2) == w.size(1),
               "weight_bmm: expects x (E,M,D) and w (E,D,F), got ", x.sizes(), " and ", w.sizes());
-  if (!takes_fp32_weight_grad(x, w)) return at::bmm(x, w);
+  if (!fp32_weight_grad || !takes_fp32_weight_grad(x, w)) return at::bmm(x, w);
   return WeightBmmFunction::apply(x, w, at::autocast::get_autocast_dtype(x.device().type()));
 }
 
-at::Tensor LinearImpl::forward(const at::Tensor& x) { return nn::linear(x, weight, bias); }
+at::Tensor LinearImpl::forward(const at::Tensor& x) {
+  return nn::linear(x, weight, bias, execution.fast());
+}
 
 }  // namespace microdit::nn

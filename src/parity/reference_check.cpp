@@ -62,6 +62,7 @@ class Checker {
     load_weights();
     dit_->to(options.device);
     dit_->train();
+    nn::apply_execution(*dit_, {options.execution, /*low_precision_norm=*/true});
   }
 
   std::vector<CaseResult> run() {

@@ -66,7 +66,6 @@ TrainStepResult train_step(model::DiT& dit, torch::optim::Optimizer& optimizer,
     {
       nn::AutocastGuard autocast(device.type(), at::kBFloat16,
                                  options.bf16_autocast && device.is_cuda());
-      nn::ExecutionGuard execution(options.execution);
       part_loss = diffusion::edm_loss_per_sample(dit, part(x0), part(y),
                                                  {part(draws.rnd_normal), part(draws.noise)},
                                                  options.edm, part_mask ? &*part_mask : nullptr)

@@ -197,6 +197,8 @@ void Trainer::State::setup() {
   make_dataset();
   at::manual_seed(cfg.run.seed);  // the model's initialisation
   dit = model::DiT(dit_cfg);
+  nn::apply_execution(*dit, {cfg.optim.fused_norm ? nn::ExecutionMode::fast : nn::ExecutionMode::reference,
+                             cfg.optim.precision != "bf16-fp32norm"});
   dit->to(device);
   dit->train();
   if (world_size > 1) setup_distributed();
@@ -341,18 +343,6 @@ at::Tensor Trainer::State::micro_batch(const MicroBatchInput& input, bool last) 
   at::Tensor loss;
   {
     nn::AutocastGuard autocast(device.type(), at::kBFloat16, bf16);
-    nn::ExecutionGuard execution({.low_precision_norm = cfg.optim.precision != "bf16-fp32norm",
-                                  .fused_norm = cfg.optim.fused_norm,
-                                  .fused_residual = cfg.optim.fused_residual,
-                                  .recompute_activations = cfg.optim.recompute_activations,
-                                  .moe_row_dispatch = cfg.optim.moe_row_dispatch,
-                                  .fused_combine = cfg.optim.fused_moe_combine,
-                                  .fused_dispatch = cfg.optim.fused_moe_dispatch,
-                                  .fold_residual_grad = cfg.optim.fold_residual_grad,
-                                  .fp32_weight_grads = cfg.optim.fp32_weight_grads,
-                                  .split_qk_norm = cfg.optim.split_qk_norm,
-                                  .one_pass_norm_grad = cfg.optim.one_pass_norm_grad,
-                                  .merged_swiglu = cfg.optim.merged_swiglu});
     loss = diffusion::edm_loss_per_sample(dit, x, y,
                                           {to_device(draws.rnd_normal), to_device(draws.noise)},
                                           cfg.edm, mask ? &*mask : nullptr)

@@ -3,7 +3,7 @@
 //   uint32 N | uint32 offsets[N+1] (absolute) | config JSON | N samples,
 // a sample being one uint32 size per variable-size column, then every column's bytes, columns
 // sorted by name. The official MicroDiT data is stored this way (caption str, caption_latents and
-// latents_<res> raw fp16 bytes); see docs in formats-and-models.md section 4.
+// latents_<res> raw fp16 bytes).
 #pragma once
 #include <ATen/ATen.h>
 

@@ -1,6 +1,6 @@
-// The official precomputed-latents data (MicroDiT spec section 5) as a Dataset: one or several
-// MDS directories, concatenated in the given order (index = position in that concatenation), each
-// with the columns
+// The official precomputed-latents data (as micro_diffusion's dataset preparation writes it) as a
+// Dataset: one or several MDS directories, concatenated in the given order (index = position in
+// that concatenation), each with the columns
 //   caption_latents  (L,Cy) fp16, raw bytes     text-encoder outputs, L=77 Cy=1024 officially
 //   latents_<res>    (C,res/8,res/8) fp16 bytes  scaled VAE latents, C=4 officially
 // Columns stored as `ndarray` of any float dtype and matching element count are read too.

@@ -20,7 +20,8 @@ struct TextToImageOptions {
   double cfg = 5.0;  // guidance scale; 1 = unguided
   uint64_t seed = 0;
   int64_t batch_size = 8;
-  // bf16 autocast around the DiT on CUDA (the sampler keeps x and sigma in float64).
+  // bf16 autocast around the DiT on CUDA (the sampler keeps x and sigma in float64); the DiT's
+  // LayerNorms follow its execution setting (nn/execution.h).
   bool bf16 = true;
 };
 

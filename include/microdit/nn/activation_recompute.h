@@ -11,28 +11,14 @@
 #pragma once
 #include <ATen/ATen.h>
 
-#include "microdit/util/thread_flag.h"
-
 namespace microdit::nn {
-
-// While one lives on this thread, the FFNs take these paths. Off by default:
-// `microdit-bench --recompute-act` measures it.
-using RecomputeActivationsGuard = util::ThreadFlagGuard<struct RecomputeActivationsTag>;
 
 // silu(a) * b, keeping a and b for backward (SwiGLU: a = w1(x), b = w2(x)).
 at::Tensor silu_mul(const at::Tensor& a, const at::Tensor& b);
 
-// silu_mul's arithmetic without an autograd node, for callers that keep their own
-// (nn/swiglu_projection, whose a and b are the halves of one product): the values, and the
-// gradients of a and b for the output's gradient g (silu(a) recomputed) written into da and db
-// (a's shape and dtype; on CUDA laid out as a and b are, e.g. the halves of h's gradient).
-at::Tensor silu_mul_values(const at::Tensor& a, const at::Tensor& b);
-void silu_mul_gradients_into(const at::Tensor& g, const at::Tensor& a, const at::Tensor& b,
-                             const at::Tensor& da, const at::Tensor& db);
-
 // bmm(gelu(u), w) with exact-erf GELU, keeping u and w (cast to u's dtype, as autocast casts the
-// expert weights) for backward. u: (E,M,F), w: (E,F,D) -> (E,M,D). Under Fp32WeightGradGuard
-// (nn/weight_grad.h) w's gradient comes from the product in float32.
-at::Tensor gelu_bmm(const at::Tensor& u, const at::Tensor& w);
+// expert weights) for backward. u: (E,M,F), w: (E,F,D) -> (E,M,D). With fp32_weight_grad, where
+// nn/weight_grad's takes_fp32_weight_grad holds, w's gradient comes from the product in float32.
+at::Tensor gelu_bmm(const at::Tensor& u, const at::Tensor& w, bool fp32_weight_grad);
 
 }  // namespace microdit::nn

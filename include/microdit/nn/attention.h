@@ -4,6 +4,7 @@
 #include <torch/nn/module.h>
 #include <torch/nn/modules/linear.h>
 
+#include "microdit/nn/execution.h"
 #include "microdit/nn/norm.h"
 #include "microdit/nn/weight_grad.h"
 
@@ -17,7 +18,9 @@ struct AttentionOptions {
   double norm_eps = 1e-6;
 };
 
-class SelfAttentionImpl : public torch::nn::Module {
+// Fast: the QK-normed q, k and v split from their projection by one operation (fused_norm_split)
+// where the norms keep the projection's dtype; reference: chunk, then the norms.
+class SelfAttentionImpl : public torch::nn::Module, public HasExecution {
  public:
   explicit SelfAttentionImpl(const AttentionOptions& options);
   at::Tensor forward(const at::Tensor& x);  // (B,N,D) -> (B,N,D)
@@ -30,7 +33,7 @@ class SelfAttentionImpl : public torch::nn::Module {
 };
 TORCH_MODULE(SelfAttention);
 
-class CrossAttentionImpl : public torch::nn::Module {
+class CrossAttentionImpl : public torch::nn::Module, public HasExecution {
  public:
   explicit CrossAttentionImpl(const AttentionOptions& options);
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cond);  // (B,N,D), (B,L,D) -> (B,N,D)

@@ -7,6 +7,7 @@
 #include <torch/nn/modules/container/sequential.h>
 
 #include "microdit/nn/attention.h"
+#include "microdit/nn/execution.h"
 #include "microdit/nn/expert_choice_moe.h"
 #include "microdit/nn/feed_forward.h"
 #include "microdit/nn/norm.h"
@@ -34,14 +35,17 @@ struct DiTBlockOptions {
 int64_t qkv_hidden_dim(int64_t dim, double qkv_ratio, int64_t head_dim);
 
 // Pre-norm block with adaLN modulation: gated self-attention, ungated cross-attention to the
-// caption, gated FFN (dense SwiGLU or expert-choice MoE).
-class DiTBlockImpl : public torch::nn::Module {
+// caption, gated FFN (dense SwiGLU or expert-choice MoE). Fast: the gated residuals as one
+// operation (nn/gated_residual.h).
+class DiTBlockImpl : public torch::nn::Module, public HasExecution {
  public:
   explicit DiTBlockImpl(const DiTBlockOptions& options);
   // x (B,N,D), y (B,L,D), c (B,Dc) -> (B,N,D)
   at::Tensor forward(const at::Tensor& x, const at::Tensor& y, const at::Tensor& c);
   void custom_init();
   bool is_moe() const { return options.moe; }
+  // x + gate * y with (B,D) gate for x, y (B,N,D): adaLN-Zero's gated residual.
+  at::Tensor residual(const at::Tensor& x, const at::Tensor& gate, const at::Tensor& y) const;
 
   DiTBlockOptions options;
   LayerNorm norm1{nullptr}, norm2{nullptr}, norm3{nullptr};

@@ -6,28 +6,21 @@
 #include <torch/nn/module.h>
 #include <torch/nn/modules/linear.h>
 
+#include "microdit/nn/execution.h"
 #include "microdit/nn/weight_grad.h"
-#include "microdit/util/thread_flag.h"
 
 namespace microdit::nn {
-
-// While one lives on this thread, the experts' tokens are moved by row: index_select from x
-// viewed as (B*T,D) straight into expert-major order and index_add back, instead of gather and
-// scatter_add with per-element indices and two transposing copies each way. Same products; only
-// the order in which a token's several experts are summed differs. Off by default:
-// `microdit-bench --moe-rows` measures it.
-using MoERowDispatchGuard = util::ThreadFlagGuard<struct MoERowDispatchTag>;
-// The first step, the experts' tokens gathered, runs as nn/expert_dispatch's one operation while
-// a FusedDispatchGuard (nn/expert_dispatch.h) lives (it replaces either dispatch mode); the last
-// step, each expert output weighted by its probability and added into its token's row, as
-// nn/expert_combine's one operation while a FusedCombineGuard (nn/expert_combine.h) lives.
 
 struct ExpertChoiceRouting {
   at::Tensor probs;    // router probability of each choice: (B,E,K)
   at::Tensor indices;  // token index of each choice: (B,E,K) int64
 };
 
-class FeedForwardECMoeImpl : public torch::nn::Module {
+// Reference: the experts' tokens gathered and their outputs scattered back with per-element
+// indices (the official one-hot einsums' sums without the (B,E,K,T) one-hot tensor). Fast: the
+// gathering and the weighted combine as one operation each (nn/expert_dispatch.h,
+// nn/expert_combine.h), gelu(u) recomputed in backward, float32 expert weight gradients.
+class FeedForwardECMoeImpl : public torch::nn::Module, public HasExecution {
  public:
   FeedForwardECMoeImpl(int64_t num_experts, double expert_capacity, int64_t dim, int64_t hidden_dim,
                        int64_t multiple_of);

@@ -9,13 +9,7 @@
 #pragma once
 #include <ATen/ATen.h>
 
-#include "microdit/util/thread_flag.h"
-
 namespace microdit::nn {
-
-// While one lives on this thread, the MoE combines its experts' outputs with expert_combine.
-// Off by default: `microdit-bench --fused-combine` measures it.
-using FusedCombineGuard = util::ThreadFlagGuard<struct FusedCombineTag>;
 
 // h: expert outputs (E,B*K,D), expert-major, the row of choice (b,e,k) at e*B*K + b*K + k;
 // probs (B,E,K), any floating dtype; indices (B,E,K) int64 in [0,T), distinct per (b,e).

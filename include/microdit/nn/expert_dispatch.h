@@ -1,20 +1,14 @@
 // The first step of the expert-choice MoE (nn/expert_choice_moe) as one operation: each expert's
-// batch of the token rows it chose, expert-major. Forward is the row dispatch's index_select;
-// backward, where the plain paths scatter each choice's gradient row into its token's row with
-// atomics (index_add / scatter_add, bf16 atomics under autocast), reads each token's choices from
+// batch of the token rows it chose, expert-major. Forward is one index_select of rows; backward,
+// where the plain path scatters each choice's gradient row into its token's row with atomics
+// (scatter_add, bf16 atomics under autocast), reads each token's choices from
 // the slot table and writes every token row once: the combine's forward kernel with unit
 // probabilities (expert_combine_kernels.cu; ATen ops elsewhere).
 // Legend: B samples, T tokens per sample, D width, E experts, K tokens per expert.
 #pragma once
 #include <ATen/ATen.h>
 
-#include "microdit/util/thread_flag.h"
-
 namespace microdit::nn {
-
-// While one lives on this thread, the MoE gathers its experts' inputs with expert_dispatch.
-// Off by default: `microdit-bench --fused-dispatch` measures it.
-using FusedDispatchGuard = util::ThreadFlagGuard<struct FusedDispatchTag>;
 
 // x (B,T,D); indices (B,E,K) int64 in [0,T), distinct per (b,e). Returns (E,B*K,D): row
 // e*B*K + b*K + k is x[b, indices[b,e,k]]. Differentiable in x: the gradient of token t sums the

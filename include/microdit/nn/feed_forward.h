@@ -5,6 +5,7 @@
 #include <torch/nn/module.h>
 #include <torch/nn/modules/linear.h>
 
+#include "microdit/nn/execution.h"
 #include "microdit/nn/norm.h"
 #include "microdit/nn/weight_grad.h"
 
@@ -14,7 +15,8 @@ namespace microdit::nn {
 int64_t swiglu_hidden_dim(int64_t hidden_dim, int64_t multiple_of);
 int64_t round_up(int64_t value, int64_t multiple_of);
 
-class FeedForwardImpl : public torch::nn::Module {
+// Fast: silu(w1 x) recomputed in backward (nn/activation_recompute.h) instead of kept.
+class FeedForwardImpl : public torch::nn::Module, public HasExecution {
  public:
   FeedForwardImpl(int64_t dim, int64_t hidden_dim, int64_t multiple_of, bool use_bias);
   at::Tensor forward(const at::Tensor& x);  // w3(silu(w1 x) * w2 x)

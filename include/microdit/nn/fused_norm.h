@@ -6,28 +6,7 @@
 #pragma once
 #include <ATen/ATen.h>
 
-#include "microdit/util/thread_flag.h"
-
 namespace microdit::nn {
-
-// While one lives on this thread, LayerNorm (and the modulation of the DiT blocks) take the fused
-// path. Off by default: `microdit-bench --fused-norm` measures it.
-using FusedNormGuard = util::ThreadFlagGuard<struct FusedNormTag>;
-
-// While one lives on this thread as well, the blocks' norms take fused_norm_with_residual (below):
-// the residual stream's gradient is added inside the fused norm's backward. Off by default:
-// `microdit-bench --fold-residual` measures it.
-using FoldResidualGradGuard = util::ThreadFlagGuard<struct FoldResidualGradTag>;
-
-// While one lives on this thread as well, the attentions take their QK-normed q, k and their v
-// from the projection by fused_norm_split (below). Off by default: `--split-qk-norm`.
-using SplitQkNormGuard = util::ThreadFlagGuard<struct SplitQkNormTag>;
-
-// While one lives on this thread as well, the fused norms' CUDA backward is one kernel: the
-// shift, scale and weight gradients' column sums are taken in the pass that computes x's
-// gradient instead of by a second kernel reading g_y and x again (widths up to 1024). Decided
-// in forward, kept for backward. Off by default: `--one-pass-norm-grad`.
-using OnePassNormGradGuard = util::ThreadFlagGuard<struct OnePassNormGradTag>;
 
 // y = (LN(x) * weight) * (1 + scale) + shift over the last dim of x, in `out_dtype`.
 // x: (..., D), rows may be strided (a slice of a wider projection); weight: (D) or undefined;

@@ -7,17 +7,11 @@
 #pragma once
 #include <ATen/ATen.h>
 
-#include "microdit/util/thread_flag.h"
-
 namespace microdit::nn {
 
-// While one lives on this thread, gated_residual takes the fused path. Off by default:
-// `microdit-bench --fused-residual` measures it.
-using FusedResidualGuard = util::ThreadFlagGuard<struct FusedResidualTag>;
-
-// x + gate.unsqueeze(1) * y for x, y (B,N,D) and gate (B,D): the plain ops, or while a
-// FusedResidualGuard lives one operation with the plain ops' dtypes and rounding (the product
-// in the dtype of gate and y, the sum in the promoted dtype), differentiable in all three.
+// x + gate.unsqueeze(1) * y for x, y (B,N,D) and gate (B,D) as one operation with the plain ops'
+// dtypes and rounding (the product in the dtype of gate and y, the sum in the promoted dtype),
+// differentiable in all three. Where gate's and y's dtypes differ, the plain ops.
 at::Tensor gated_residual(const at::Tensor& x, const at::Tensor& gate, const at::Tensor& y);
 
 // The fused operation's backward in ATen ops (any device), as the kernels compute it; the

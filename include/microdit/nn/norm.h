@@ -4,31 +4,30 @@
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 
+#include "microdit/nn/execution.h"
 #include "microdit/nn/fused_norm.h"
-#include "microdit/util/thread_flag.h"
 
 namespace microdit::nn {
 
-// While one lives on this thread, LayerNorms under autocast run in the autocast dtype (input and
-// weight cast down, statistics in float32 inside the kernel, output in the low dtype), as
-// Composer's LPLayerNorm that the official training uses. Without it autocast runs them in float32.
-using LowPrecisionNormGuard = util::ThreadFlagGuard<struct LowPrecisionNormTag>;
-
 // The dtype a LayerNorm returns for x: under autocast the low dtype for low-precision norms
-// (LowPrecisionNormGuard) and float32 otherwise (autocast's layer_norm rule); without autocast x's.
-at::ScalarType norm_output_dtype(const at::Tensor& x);
+// (Composer's LPLayerNorm, as the official training runs: input and weight cast down, statistics in
+// float32 inside the kernel) and float32 otherwise (autocast's layer_norm rule); without autocast
+// x's.
+at::ScalarType norm_output_dtype(const at::Tensor& x, bool low_precision_norm);
 
-class LayerNormImpl : public torch::nn::Module {
+// Reference: at::layer_norm and the modulation as broadcasting ops. Fast: one fused operation
+// (nn/fused_norm.h), and forward_with_residual folds the residual's gradient into its backward.
+class LayerNormImpl : public torch::nn::Module, public HasExecution {
  public:
   LayerNormImpl(int64_t dim, double eps, bool affine = true);
   at::Tensor forward(const at::Tensor& x);
-  // forward(x) * (1 + scale) + shift with (B,D) shift and scale for x (B,N,D): adaLN's modulate;
-  // one fused operation under FusedNormGuard (nn/fused_norm.h). Undefined shift/scale: forward.
+  // forward(x) * (1 + scale) + shift with (B,D) shift and scale for x (B,N,D): adaLN's modulate.
+  // Undefined shift/scale: forward.
   at::Tensor forward_modulated(const at::Tensor& x, const at::Tensor& shift,
                                const at::Tensor& scale);
   // {x, forward_modulated(x, shift, scale)} for a block that adds a branch of the normed x back to
-  // x: under FusedNormGuard and FoldResidualGradGuard as fused_norm_with_residual, whose backward
-  // also takes the residual's gradient; else `residual` is x itself.
+  // x: fast, as fused_norm_with_residual, whose backward also takes the residual's gradient;
+  // reference, `residual` is x itself.
   ResidualAndNormed forward_with_residual(const at::Tensor& x, const at::Tensor& shift = {},
                                           const at::Tensor& scale = {});
   void reset_parameters();

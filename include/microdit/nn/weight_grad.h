@@ -10,31 +10,28 @@
 #include <ATen/ATen.h>
 #include <torch/nn/modules/linear.h>
 
-#include "microdit/util/thread_flag.h"
+#include "microdit/nn/execution.h"
 
 namespace microdit::nn {
-
-// While one lives on this thread, the DiT's linear layers and MoE expert products take these
-// paths. Off by default: `microdit-bench --fp32-wgrad` measures it.
-using Fp32WeightGradGuard = util::ThreadFlagGuard<struct Fp32WeightGradTag>;
 
 // a @ b of two low-precision operands as a float32 result: (m,k) x (k,n) or (E,m,k) x (E,k,n).
 at::Tensor product_in_float(const at::Tensor& a, const at::Tensor& b);
 
-// at::linear(x, weight, bias), under the guard with autocast on and a float32 weight that needs
-// a gradient: autocast's forward, and the weight's and bias's gradients in float32 from the
-// product (and the sum) directly. Otherwise at::linear itself.
-at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias);
+// at::linear(x, weight, bias); with fp32_weight_grad, where takes_fp32_weight_grad holds,
+// autocast's forward and the weight's and bias's gradients in float32 from the product (and the
+// sum) directly.
+at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                  bool fp32_weight_grad);
 
 // at::bmm(x, w) for x (E,M,D) and a weight w (E,D,F), on the same terms as linear.
-at::Tensor weight_bmm(const at::Tensor& x, const at::Tensor& w);
+at::Tensor weight_bmm(const at::Tensor& x, const at::Tensor& w, bool fp32_weight_grad);
 
-// True when linear and weight_bmm take the float32-gradient path for this input and weight.
+// Where the float32-gradient path applies: autocast on, a float32 weight that needs a gradient.
 bool takes_fp32_weight_grad(const at::Tensor& x, const at::Tensor& weight);
 
-// torch::nn::Linear whose forward is nn::linear: the DiT's linear layers (the same parameters,
-// names and initialisation).
-class LinearImpl : public torch::nn::LinearImpl {
+// torch::nn::Linear whose forward is nn::linear, with float32 weight gradients on the fast path:
+// the DiT's linear layers (the same parameters, names and initialisation).
+class LinearImpl : public torch::nn::LinearImpl, public HasExecution {
  public:
   using torch::nn::LinearImpl::LinearImpl;
   at::Tensor forward(const at::Tensor& x);

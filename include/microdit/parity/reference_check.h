@@ -1,6 +1,6 @@
 // Parity with the official implementation: run our model on a reference set (tensors the official
-// code computed, see ../shared/reference/*/README.md) and measure each case's relative error
-// ||ours - ref|| / ||ref||.
+// code computed, e.g. tests/data/reference/microdit-official-tiny) and measure each case's
+// relative error ||ours - ref|| / ||ref||.
 #pragma once
 #include <ATen/ATen.h>
 
@@ -11,6 +11,7 @@
 #include "microdit/diffusion/edm_precond.h"
 #include "microdit/io/tensor_map.h"
 #include "microdit/model/config.h"
+#include "microdit/nn/execution.h"
 
 namespace microdit::parity {
 
@@ -31,6 +32,8 @@ struct CheckOptions {
   std::string weights_file = "weights.safetensors";  // or "weights.pt"
   at::Device device = at::kCPU;
   bool bf16_autocast = false;  // report-only: bounds are for float32
+  // How the model runs; under bf16 autocast its LayerNorms run in bf16, as the official training.
+  nn::ExecutionMode execution = nn::ExecutionMode::reference;
 };
 
 struct CaseResult {

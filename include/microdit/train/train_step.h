@@ -18,7 +18,6 @@ struct TrainStepOptions {
   double mask_ratio = 0.75;
   double clip_norm = 0.25;         // <= 0: no clipping
   bool bf16_autocast = true;       // only on CUDA; CPU runs float32
-  nn::ExecutionOptions execution;  // bf16 LayerNorms by default, as the official runs
   int64_t micro_batches = 1;       // gradient accumulation: the batch in this many equal parts
   // Data parallel: the last micro-batch's backward all-reduces the gradients before clipping.
   GradientBuckets* gradient_sync = nullptr;
