@@ -182,7 +182,8 @@ if [ "$GPU" = 1 ]; then
   stage1 --set optim.precision=bf16-fp32norm
 else
   # Tiny shapes on the CPU (float32: optim.precision auto), to test this script.
-  tiny 2 --steps 1 --warmup 1 --set optim.precision=auto --set data.synthetic_samples=4 --profile 1
+  tiny 2 --steps 1 --warmup 1 --set optim.precision=auto --set data.synthetic_samples=4 \
+    --set optim.execution=reference --profile 1
   tiny 2 --steps 1 --warmup 1 --set optim.precision=auto --set data.synthetic_samples=4 \
     --set optim.execution=fast
   ours --config configs/debug_tiny.yaml --steps 2
