@@ -22,7 +22,6 @@
 #include "microdit/io/json.h"
 #include "microdit/io/safetensors.h"
 #include "microdit/io/state_dict.h"
-#include "microdit/train/captured_step.h"
 #include "microdit/train/checkpoint.h"
 #include "microdit/train/config.h"
 #include "microdit/train/gradient_buckets.h"
@@ -30,6 +29,7 @@
 #include "microdit/train/optimizer.h"
 #include "microdit/train/process_group.h"
 #include "microdit/train/sharded_adamw.h"
+#include "microdit/train/step_graph.h"
 #include "microdit/train/train_step.h"
 #include "microdit/train/trainer.h"
 #include "microdit/util/device.h"
@@ -566,9 +566,9 @@ TEST(Distributed, NcclWorldOfOne_CUDA) {
   expect_world_of_one(at::Device(at::kCUDA), "nccl");
 }
 
-// Training steps with the bucketed all-reduce (microdit-bench --ddp): after each step every
-// gradient is a view of its summed bucket, which the next step must release (torch::optim's
-// zero_grad refuses views); in a world of one the steps train as the same steps without buckets.
+// Training steps with the bucketed all-reduce: after each step every gradient is a view of its
+// summed bucket, which the next step must release (torch::optim's zero_grad refuses views); in a
+// world of one the steps train as the same steps without buckets.
 void expect_train_steps_on_bucket_views(const at::Device& device) {
   train::LaunchEnv env;
   env.master_port = free_port();
@@ -576,12 +576,9 @@ void expect_train_steps_on_bucket_views(const at::Device& device) {
   auto train = [&](bool bucketed) {
     auto s = test::train_step_setup(device, /*fused_adamw=*/false, /*seed=*/5);
     std::unique_ptr<train::GradientBuckets> buckets;
-    if (bucketed) {
-      buckets = std::make_unique<train::GradientBuckets>(s.dit->parameters(), group);
-      s.options.gradient_sync = buckets.get();
-    }
-    for (int step = 0; step < 3; ++step)
-      train::train_step(s.dit, *s.optimizer, s.x0, s.y, s.options);
+    if (bucketed) buckets = std::make_unique<train::GradientBuckets>(s.dit->parameters(), group);
+    auto step = s.make_step(buckets.get());
+    for (int64_t t = 0; t < 3; ++t) step->run([&](int64_t) { return s.input(t); });
     if (bucketed) EXPECT_TRUE(s.dit->parameters().front().grad().is_view());
     return s.dit->parameters();
   };
@@ -597,9 +594,9 @@ TEST(Distributed, GlooTrainStepsOnBucketViews) {
 }
 
 // The bucketed all-reduce (NCCL) captured with the step in a CUDA graph (optim.cuda_graph with
-// several processes, microdit-bench --ddp --cuda-graph): the capture takes the collectives, and
-// one warm-up step and three replays train as four eager steps without buckets (a world of one:
-// the sums are the gradients themselves).
+// several processes): the capture takes the collectives, and five graphed steps (two warm-ups,
+// the capture, two replays) train as five eager steps without buckets (a world of one: the sums
+// are the gradients themselves).
 TEST(Distributed, NcclAllReduceCapturedWithTheStep_CUDA) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   if (!train::cuda_graphs_built()) GTEST_SKIP() << "this build has no CUDA";
@@ -611,17 +608,12 @@ TEST(Distributed, NcclAllReduceCapturedWithTheStep_CUDA) {
   train::ProcessGroup group(env, device, std::chrono::seconds(60));
   auto run = [&](bool captured) {
     auto s = test::train_step_setup(device, /*fused_adamw=*/true, /*seed=*/5);
-    at::manual_seed(11);
-    if (!captured) {
-      for (int step = 0; step < 4; ++step)
-        train::train_step(s.dit, *s.optimizer, s.x0, s.y, s.options);
-      return s.dit->parameters();
-    }
-    train::GradientBuckets buckets(s.dit->parameters(), group);
-    s.options.gradient_sync = &buckets;
-    train::CapturedStep step(s.dit, *s.optimizer, s.x0, s.y, s.options, /*warmup=*/1);
-    for (int i = 0; i < 3; ++i) step.replay();
-    EXPECT_TRUE(s.dit->parameters().front().grad().is_view());  // of its bucket, from the graph
+    std::unique_ptr<train::GradientBuckets> buckets;
+    if (captured) buckets = std::make_unique<train::GradientBuckets>(s.dit->parameters(), group);
+    s.options.cuda_graph = captured;
+    auto step = s.make_step(buckets.get());
+    for (int64_t t = 0; t < 5; ++t) step->run([&](int64_t) { return s.input(t); });
+    if (captured) EXPECT_TRUE(s.dit->parameters().front().grad().is_view());  // of its bucket
     return s.dit->parameters();
   };
   const auto eager = run(false), graphed = run(true);
@@ -630,7 +622,7 @@ TEST(Distributed, NcclAllReduceCapturedWithTheStep_CUDA) {
     a.push_back(eager[i].detach().flatten());
     b.push_back(graphed[i].detach().flatten());
   }
-  // As CapturedStep.ReplaysTrainAsEagerSteps_CUDA: atomic sums may order differently.
+  // As TrainStep.GraphedStepsTrainAsEagerSteps_CUDA: atomic sums may order differently.
   const auto flat_a = at::cat(a), flat_b = at::cat(b);
   EXPECT_LE(((flat_b - flat_a).norm() / flat_a.norm()).item<double>(), 1e-4);
 }

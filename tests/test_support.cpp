@@ -130,9 +130,28 @@ TrainStepSetup train_step_setup(at::Device device, bool fused_adamw, uint64_t se
   const auto& c = s.dit->config;
   s.x0 = at::randn({4, c.in_channels, c.input_size, c.input_size}, device);
   s.y = at::randn({4, 1, 77, c.caption_channels}, device);
+  s.options.device = device;
+  s.options.batch_size = 4;
   s.options.mask_ratio = 0.5;
-  s.options.bf16_autocast = false;  // float32: runs compared with each other agree to rounding
+  s.options.bf16 = false;  // float32: runs compared with each other agree to rounding
   return s;
+}
+
+train::MicroBatchInput TrainStepSetup::input(int64_t step, int64_t first, int64_t count) const {
+  std::vector<int64_t> positions(static_cast<std::size_t>(count));
+  for (int64_t i = 0; i < count; ++i) positions[static_cast<std::size_t>(i)] = first + i;
+  auto draws = train::draw_samples(/*seed=*/7, step, positions, x0.sizes().slice(1),
+                                   dit->config.num_patches(), /*caption_drop_prob=*/0.0);
+  train::MicroBatchInput in{{x0.narrow(0, first, count), y.narrow(0, first, count), positions,
+                             positions},
+                            std::move(draws)};
+  for (at::Tensor* t : in.tensors()) *t = t->to(x0.device());
+  return in;
+}
+
+std::unique_ptr<train::TrainStep> TrainStepSetup::make_step(train::GradientBuckets* buckets) {
+  return std::make_unique<train::TrainStep>(
+      dit, train::TrainStepOptimizer{optimizer.get(), nullptr, buckets}, options);
 }
 
 void write_tiny_coco(const std::filesystem::path& dir, int64_t images, int64_t size) {

@@ -58,13 +58,18 @@ const parity::ReferenceSet& reference_set();
 model::DiTConfig small_config();
 
 // What tests of training steps start from: a DiT of small_config() and its AdamW (lr 1e-3, fused
-// or not) on `device`, one batch of 4 inputs, mask ratio 0.5 in float32 (no autocast); the
+// or not) on `device`, one batch of 4 samples, mask ratio 0.5 in float32 (no autocast); the
 // global generator is seeded with `seed` first.
 struct TrainStepSetup {
   model::DiT dit{nullptr};
   std::unique_ptr<torch::optim::AdamW> optimizer;
-  at::Tensor x0, y;
+  at::Tensor x0, y;  // (4,C,H,W) and (4,1,77,Cy) on the device
   train::TrainStepOptions options;
+  // Samples [first, first + count) of x0 and y with their draws for `step` (as the trainer's
+  // per-sample draws, no caption dropped), on the device.
+  train::MicroBatchInput input(int64_t step, int64_t first = 0, int64_t count = 4) const;
+  // The step as options say, over this setup's model and AdamW; `buckets` syncs the gradients.
+  std::unique_ptr<train::TrainStep> make_step(train::GradientBuckets* buckets = nullptr);
 };
 TrainStepSetup train_step_setup(at::Device device, bool fused_adamw, uint64_t seed = 3);
 

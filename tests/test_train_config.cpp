@@ -177,12 +177,7 @@ TEST(TrainConfig, RangeErrorsNameTheKey) {
        "optim.precision = \"fp16\", expected auto, bf16, bf16-fp32norm or fp32"},
       {"optim.attention_backend=flashy",
        "optim.attention_backend = \"flashy\", expected auto, cudnn, flash, efficient or math"},
-      {"optim.fold_residual_grad=true",
-       "optim.fold_residual_grad = true, expected false unless optim.fused_norm is true"},
-      {"optim.split_qk_norm=true",
-       "optim.split_qk_norm = true, expected false unless optim.fused_norm is true"},
-      {"optim.one_pass_norm_grad=true",
-       "optim.one_pass_norm_grad = true, expected false unless optim.fused_norm is true"},
+      {"optim.execution=fused", "optim.execution = \"fused\", expected auto, reference or fast"},
       {"optim.caption_drop_prob=1.1", "optim.caption_drop_prob"},
       {"optim.caption_drop_prob=-0.5", "optim.caption_drop_prob"},
       {"optim.ema.smoothing=1.5", "optim.ema.smoothing"},
@@ -205,7 +200,8 @@ TEST(TrainConfig, RangeErrorsNameTheKey) {
       {"run.checkpoint_every=-1", "run.checkpoint_every"},
       {"run.sample_every=-1", "run.sample_every"},
       {"run.dir=", "run.dir"},
-      {"data.kind=lmdb", "data.kind = \"lmdb\", expected builtin, safetensors or mds"},
+      {"data.kind=lmdb", "data.kind = \"lmdb\", expected builtin, safetensors, mds or synthetic"},
+
       {"data.kind=mds", "data.mds_dirs"},
       {"data.kind=safetensors", "data.path"},
       {"data.builtin_samples=0", "data.builtin_samples"},
@@ -231,6 +227,35 @@ TEST(TrainConfig, RangeErrorsNameTheKey) {
     EXPECT_TRUE(override_fails(override_text, {"invalid config: " + piece}))
         << "override " << override_text;
   }
+}
+
+// The per-operation switches that optim.execution replaced: each is refused in a file and as an
+// override, naming the key that replaces it and what its values mean.
+TEST(TrainConfig, ReplacedExecutionKeysNameTheirReplacement) {
+  for (const std::string key :
+       {"fused_norm", "fused_residual", "recompute_activations", "moe_row_dispatch",
+        "fused_moe_combine", "fused_moe_dispatch", "fold_residual_grad", "fp32_weight_grads",
+        "split_qk_norm", "one_pass_norm_grad", "merged_swiglu"}) {
+    const std::string message = "optim." + key +
+                                " was replaced by optim.execution (fast: the fused operations; "
+                                "reference: the plain ops)";
+    EXPECT_TRUE(override_fails("optim." + key + "=true", {message})) << key;
+    EXPECT_TRUE(parse_fails("optim:\n  " + key + ": true\n", {message, "configs/x.yaml"})) << key;
+  }
+  EXPECT_EQ(tiny().optim.execution, "auto");
+  EXPECT_EQ(tiny({"optim.execution=fast"}).optim.execution, "fast");
+  EXPECT_NE(to_yaml(tiny({"optim.execution=reference"})).find("  execution: \"reference\"\n"),
+            std::string::npos);
+}
+
+TEST(TrainConfig, SyntheticDataNeedsPositiveSizes) {
+  EXPECT_NO_THROW(tiny({"data.kind=synthetic"}));
+  EXPECT_EQ(tiny({"data.kind=synthetic"}).data.synthetic_samples, 256);
+  EXPECT_TRUE(throws_with(
+      [] { tiny({"data.kind=synthetic", "data.synthetic_samples=0"}); },
+      {"invalid config: data.synthetic_samples = 0, expected > 0"}));
+  EXPECT_TRUE(throws_with([] { tiny({"data.kind=synthetic", "data.caption_tokens=0"}); },
+                          {"invalid config: data.caption_tokens = 0, expected > 0"}));
 }
 
 TEST(TrainConfig, RangeErrorsNameTheSource) {
@@ -494,11 +519,8 @@ TEST(TrainConfig, StageConfigsFollowTheOfficialRecipe) {
     EXPECT_EQ(c.data.mds_dirs.size(), hi_res ? 4u : 5u);  // the official mixes
     EXPECT_EQ(c.data.resolution, hi_res ? 512 : 256);
     EXPECT_EQ(c.optim.ema.enabled, hi_res);
-    // The fast path measured at stage 1 (docs/performance.md); no CUDA graph with 8 processes.
-    EXPECT_TRUE(c.optim.fused_norm && c.optim.fused_residual && c.optim.recompute_activations &&
-                c.optim.moe_row_dispatch && c.optim.fused_moe_combine &&
-                c.optim.fused_moe_dispatch && c.optim.fold_residual_grad &&
-                c.optim.fp32_weight_grads && c.optim.split_qk_norm);
+    // The fast path, the same function; no CUDA graph with 8 processes.
+    EXPECT_EQ(c.optim.execution, "fast");
     EXPECT_FALSE(c.optim.cuda_graph);
   }
   EXPECT_EQ(s1.optim.warmup_steps, 2500);

@@ -14,6 +14,7 @@
 #include "microdit/io/safetensors.h"
 #include "microdit/io/state_dict.h"
 #include "microdit/model/pos_embed.h"
+#include "microdit/nn/execution.h"
 #include "microdit/train/checkpoint.h"
 #include "microdit/train/config.h"
 #include "microdit/train/tensorboard.h"
@@ -144,26 +145,19 @@ TEST(Trainer, MicroBatchSplitDoesNotChangeLossOrGradients) {
   }
 }
 
-// optim.fused_norm, fused_residual, recompute_activations, moe_row_dispatch, fused_moe_combine,
-// fused_moe_dispatch, fold_residual_grad, fp32_weight_grads, split_qk_norm, one_pass_norm_grad and
-// merged_swiglu change how, not what:
-// the same losses and last gradients within rounding.
-TEST(Trainer, FastPathOptionsFollowThePlainRun) {
-  train::Trainer plain(tiny(fresh_dir("plain"), 3));
+// optim.execution fast changes how, not what: the same losses and last gradients within
+// rounding. The trainer applies it to every module that has the choice (nn::HasExecution); where
+// any has, the fused operations round differently somewhere.
+TEST(Trainer, FastExecutionFollowsThePlainRun) {
+  auto reference = tiny(fresh_dir("plain"), 3);
+  reference.optim.execution = "reference";
+  train::Trainer plain(reference);
   const auto plain_run = plain.run();
   auto c = tiny(fresh_dir("fast"), 3);
-  c.optim.fused_norm = true;
-  c.optim.fused_residual = true;
-  c.optim.recompute_activations = true;
-  c.optim.moe_row_dispatch = true;
-  c.optim.fused_moe_combine = true;
-  c.optim.fused_moe_dispatch = true;
-  c.optim.fold_residual_grad = true;
-  c.optim.fp32_weight_grads = true;
-  c.optim.split_qk_norm = true;
-  c.optim.one_pass_norm_grad = true;
-  c.optim.merged_swiglu = true;
+  c.optim.execution = "fast";
   train::Trainer fast(c);
+  EXPECT_TRUE(fast.execution().fast());
+  EXPECT_FALSE(plain.execution().fast());
   const auto fast_run = fast.run();
   ASSERT_EQ(fast_run.losses.size(), plain_run.losses.size());
   for (std::size_t i = 0; i < plain_run.losses.size(); ++i) {
@@ -171,14 +165,62 @@ TEST(Trainer, FastPathOptionsFollowThePlainRun) {
         << "step " << i + 1;
   }
   auto fast_params = fast.model()->named_parameters();
-  bool any_rounding_apart = false;  // the fused LayerNorm rounds differently: the options took
+  bool any_rounding_apart = false;
   for (const auto& item : plain.model()->named_parameters()) {
     const auto& g = item.value().grad();
     const auto& g_fast = fast_params[item.key()].grad();
     EXPECT_TRUE(at::allclose(g_fast, g, 1e-4, 1e-7)) << item.key();
     any_rounding_apart = any_rounding_apart || !at::equal(g_fast, g);
   }
-  EXPECT_TRUE(any_rounding_apart) << "the options did not reach the model";
+  int64_t with_choice = 0;
+  for (const auto& module : fast.model()->modules()) {
+    const auto* has = dynamic_cast<const nn::HasExecution*>(module.get());
+    if (has == nullptr) continue;
+    ++with_choice;
+    EXPECT_TRUE(has->execution.fast()) << module->name();
+  }
+  if (with_choice > 0) EXPECT_TRUE(any_rounding_apart) << "the fast path did not reach the model";
+}
+
+// data.kind synthetic: a model of a stage's shapes (4 latent channels, 77 caption tokens of its
+// caption width) trains without data on disk, and the same seed gives the same run.
+TEST(Trainer, TrainsAStageShapedModelOnSyntheticData) {
+  auto config = [](const std::string& name) {
+    return train::parse_train_config(R"(
+run: {dir: )" + fresh_dir(name).string() + R"(, device: cpu, log_every: 1, seed: 4}
+model:
+  arch: custom
+  dit: {input_size: 8, patch_size: 2, in_channels: 4, caption_channels: 48, dim: 32, depth: 2,
+        head_dim: 16, multiple_of: 16, qkv_multipliers: [1.0], ffn_multipliers: [2.0],
+        patch_mixer_depth: 1, patch_mixer_dim: 32, use_bias: false, num_experts: 2,
+        expert_capacity: 1.0, experts_every_n: 2}
+optim: {steps: 3, batch_size: 4, micro_batch_size: 2, lr: 0.001, mask_ratio: 0.75,
+        clip_norm: 0.25}
+data: {kind: synthetic, synthetic_samples: 16}
+)");
+  };
+  const auto a = train::Trainer(config("synthetic_a")).run();
+  const auto b = train::Trainer(config("synthetic_b")).run();
+  ASSERT_EQ(a.losses.size(), 3u);
+  for (double loss : a.losses) EXPECT_TRUE(std::isfinite(loss));
+  EXPECT_EQ(a.losses, b.losses);
+}
+
+// microdit-bench's trainer: nothing on disk, max_steps of the run, and the same losses as the
+// run that writes its files (same schedule: optim.steps stays).
+TEST(Trainer, WithoutFilesAndStoppedEarlyTrainsTheSameSteps) {
+  auto c = tiny(fresh_dir("files"), 4);
+  c.optim.schedule = "cosine_with_warmup";
+  const auto written = train::Trainer(c).run();
+  auto quiet = c;
+  quiet.run.dir = (fresh_dir("no_files") / "run").string();
+  train::TrainerOptions options;
+  options.write_files = false;
+  options.max_steps = 3;
+  const auto r = train::Trainer(quiet, options).run();
+  EXPECT_FALSE(fs::exists(quiet.run.dir));
+  ASSERT_EQ(r.losses.size(), 3u);
+  for (std::size_t i = 0; i < 3; ++i) EXPECT_EQ(r.losses[i], written.losses[i]) << "step " << i;
 }
 
 // optim.attention_backend holds for the trainer's life; a CUDA-only backend on the CPU is refused.
@@ -260,6 +302,7 @@ TEST(Trainer, CudaGraphStepsFollowTheEagerSteps_CUDA) {
     c.optim.schedule = "cosine_with_warmup";
     c.optim.lr = 3e-3;
     c.optim.cuda_graph = graph;
+    c.optim.execution = "reference";
     c.optim.batch_size = 8;
     c.optim.micro_batch_size = 4;  // two micro-batches accumulate inside the graph
     return c;
@@ -375,6 +418,7 @@ TEST(Trainer, CudaRunFollowsTheCpuRun_CUDA) {
   auto cuda = tiny(fresh_dir("cuda"), 4);
   cuda.run.device = "cuda";
   cuda.optim.precision = "fp32";
+  cuda.optim.execution = "reference";  // the CPU's (auto is fast on CUDA)
   const auto a = train::Trainer(cpu).run(), b = train::Trainer(cuda).run();
   ASSERT_EQ(a.losses.size(), b.losses.size());
   for (std::size_t i = 0; i < a.losses.size(); ++i) {

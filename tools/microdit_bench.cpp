@@ -1,208 +1,255 @@
-// microdit-bench: times full MicroDiT training steps (EDM loss, forward, backward, clipping,
-// AdamW) on random inputs, the same work as ../shared/tools/bench_official.py, and prints one JSON
-// line: images/s, seconds per step, peak GPU memory, parameter count.
+// microdit-bench: times the training step of a training config as microdit-train runs it (its
+// Trainer: per-sample draws, the prefetch thread, pinned copies, the one train/train_step),
+// writing nothing to disk, then the same step alone on inputs already on the device; prints one
+// JSON line: images/s, seconds per step, the trainer loop's own time per step, peak GPU memory,
+// the loss of every step.
+#include <c10/util/Exception.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <map>
 #include <numeric>
+#include <optional>
 #include <string>
+#include <vector>
 
-#include "microdit/model/config.h"
 #include "microdit/model/flops.h"
-#include "microdit/model/microdit.h"
-#include "microdit/nn/execution.h"
-#include "microdit/nn/fused_kernels.h"
-#include "microdit/nn/sdp_backend.h"
-#include "microdit/train/captured_step.h"
-#include "microdit/train/gradient_buckets.h"
-#include "microdit/train/optimizer.h"
-#include "microdit/train/process_group.h"
-#include "microdit/train/train_step.h"
+#include "microdit/train/config.h"
+#include "microdit/train/trainer.h"
 #include "microdit/util/arg_cursor.h"
 #include "microdit/util/device.h"
 #include "microdit/util/error_message.h"
 #include "microdit/util/kernel_profile.h"
 
 namespace {
-constexpr const char* kUsageHead = R"(usage: microdit-bench [options]
+using Clock = std::chrono::steady_clock;
 
-  --arch NAME     MicroDiT_XL_2 (default) or MicroDiT_Tiny_2
-  --batch N       images per step (default 256)
-  --mask R        mask ratio (default 0.75)
-  --res N         latent resolution: 32 = 256 px (default), 64 = 512 px
-  --steps N       timed steps (default 10)
-  --warmup N      untimed steps first (default 3)
-  --device D      cuda (default when available) or cpu
-  --fp32          no bf16 autocast on CUDA
-)";
-constexpr const char* kUsageTail =
-    R"(  --attention B   attention backend: auto (default: ATen's choice), cudnn, flash, efficient, math
-  --micro-batches N  the batch in N accumulated parts (default 1; 0: the fewest that fit)
-  --peak-tflops X matrix ceiling for MFU (default 796: bf16 GEMM measured on an H100/H200)
-  --profile N     after timing, profile N more steps and print the time per step of all GPU
-                  kernels, then of the 80 largest (CPU operators on the CPU), as JSON lines
-  --cuda-graph    capture the whole step once as a CUDA graph and time its replays (CUDA builds)
-  --ddp           add the data-parallel gradient all-reduce (bucketed, overlapping backward)
-                  in a world of one: NCCL on CUDA, Gloo on CPU; the time over the same row
-                  without --ddp is its cost per step (with --cuda-graph: captured with the step)
+constexpr const char* kUsage = R"(usage: microdit-bench --config FILE [options]
+
+Runs microdit-train's trainer on the config for warmup + steps steps (writing nothing to disk;
+optim.continue_from and init_from are ignored: fresh weights time the same), then the training
+step alone on one step's inputs already on the device, and prints one JSON line. The config
+decides what runs: e.g. --set optim.execution=fast, --set optim.cuda_graph=true,
+--set optim.precision=bf16-fp32norm, --set optim.batch_size=256, --set data.kind=synthetic
+(random data of the model's shapes), --set run.device=cpu.
+
+  --config FILE     the training config (required; keys: docs/config.md)
+  --set KEY=VALUE   override one config key, as microdit-train (repeatable)
+  --steps N         timed steps (default 10)
+  --warmup N        steps before them, untimed (default 3)
+  --profile N       after timing, profile N more steps of the step alone and print the time per
+                    step of all GPU kernels, then of the 80 largest (CPU operators on the CPU)
+  --peak-tflops X   matrix ceiling for MFU (default 796: bf16 GEMM measured on an H100/H200)
+
+Fields: s_per_step, images_per_s (the trainer's steps: input path, loss read, EMA, logging);
+step_s_per_step, step_images_per_s (the step alone); loop_overhead_s (their difference);
+losses (every step's loss from step 1, warm-up included, as microdit-train logs them).
+exit status: 0 done, 2 bad arguments or config, 3 out of GPU memory (a JSON error line)
 )";
 
 struct Args {
-  std::string arch = "MicroDiT_XL_2";
-  int64_t batch = 256, res = 32, steps = 10, warmup = 3;
-  double mask = 0.75;
-  std::string device;
-  bool fp32 = false;
-  microdit::nn::Execution execution{.low_precision_norm = true};
-  std::string attention = "auto";
-  int64_t micro_batches = 1;
-  int64_t profile = 0;
+  std::string config;
+  std::vector<std::string> overrides;
+  int64_t steps = 10, warmup = 3, profile = 0;
   double peak_tflops = 796.0;
-  bool ddp = false;
-  bool cuda_graph = false;
 };
+
+// The flags of the benchmark before it took a config: what replaces each, as an error message.
+std::optional<std::string> replaced_flag(const std::string& flag) {
+  static const std::map<std::string, std::string> settings{
+      {"--arch", "model.arch=NAME"},
+      {"--batch", "optim.batch_size=N"},
+      {"--mask", "optim.mask_ratio=R"},
+      {"--res", "model.zoo.input_size=N"},
+      {"--micro-batches", "optim.micro_batch_size=N"},
+      {"--attention", "optim.attention_backend=NAME"},
+      {"--cuda-graph", "optim.cuda_graph=true"},
+      {"--fp32", "optim.precision=fp32"},
+      {"--fp32-norm", "optim.precision=bf16-fp32norm"},
+      {"--device", "run.device=DEVICE"}};
+  static const std::vector<std::string> fast{
+      "--fused-norm",    "--fused-residual", "--recompute-act",      "--moe-rows",
+      "--fused-combine", "--fused-dispatch", "--fold-residual",      "--fp32-wgrad",
+      "--split-qk-norm", "--one-pass-norm-grad", "--merged-swiglu"};
+  const std::string head = flag + " was replaced by the training config: use --set ";
+  if (const auto it = settings.find(flag); it != settings.end()) return head + it->second;
+  if (std::find(fast.begin(), fast.end(), flag) != fast.end()) {
+    return head + "optim.execution=fast";
+  }
+  if (flag == "--ddp") {
+    return "--ddp was dropped: the benchmark times one process; a data-parallel run's all-reduce "
+           "shows in microdit-train under torchrun";
+  }
+  return std::nullopt;
+}
+
+int64_t count(const std::string& flag, const std::string& value, int64_t at_least) {
+  const int64_t n = std::stoll(value);
+  if (n < at_least) {
+    throw std::invalid_argument(fmt::format("{} {} must be >= {}", flag, value, at_least));
+  }
+  return n;
+}
 
 Args parse(int argc, char** argv) {
   Args a;
-  const std::string usage = std::string(kUsageHead) + kUsageTail;
-  for (microdit::util::ArgCursor args(argc, argv); args.next(usage.c_str());) {
+  for (microdit::util::ArgCursor args(argc, argv); args.next(kUsage);) {
     const std::string& arg = args.flag();
-    if (arg == "--execution") {
-      a.execution.mode = microdit::nn::parse_execution_mode(args.value(), "--execution");
-      continue;
-    }
-    if (arg == "--arch")
-      a.arch = args.value();
-    else if (arg == "--batch")
-      a.batch = std::stoll(args.value());
-    else if (arg == "--mask")
-      a.mask = std::stod(args.value());
-    else if (arg == "--res")
-      a.res = std::stoll(args.value());
-    else if (arg == "--steps")
-      a.steps = std::stoll(args.value());
-    else if (arg == "--warmup")
-      a.warmup = std::stoll(args.value());
-    else if (arg == "--device")
-      a.device = args.value();
-    else if (arg == "--fp32")
-      a.fp32 = true;
-    else if (arg == "--attention")
-      a.attention = args.value();
-    else if (arg == "--micro-batches")
-      a.micro_batches = std::stoll(args.value());
-    else if (arg == "--peak-tflops")
+    if (arg == "--config") {
+      a.config = args.value();
+    } else if (arg == "--set") {
+      a.overrides.push_back(args.value());
+    } else if (arg == "--steps") {
+      a.steps = count(arg, args.value(), 1);
+    } else if (arg == "--warmup") {
+      a.warmup = count(arg, args.value(), 0);
+    } else if (arg == "--profile") {
+      a.profile = count(arg, args.value(), 0);
+    } else if (arg == "--peak-tflops") {
       a.peak_tflops = std::stod(args.value());
-    else if (arg == "--profile")
-      a.profile = std::stoll(args.value());
-    else if (arg == "--ddp")
-      a.ddp = true;
-    else if (arg == "--cuda-graph")
-      a.cuda_graph = true;
-    else
+    } else if (const auto message = replaced_flag(arg)) {
+      throw std::invalid_argument(*message);
+    } else {
       throw std::invalid_argument("unknown option " + arg);
+    }
   }
-  if (a.batch <= 0 || a.steps <= 0 || a.mask < 0 || a.mask >= 1) {
-    throw std::invalid_argument("--batch and --steps must be positive, --mask in [0, 1)");
-  }
+  if (a.config.empty()) throw std::invalid_argument("--config is required");
   return a;
+}
+
+// The config as given, from fresh weights, with optim.steps covering the run (the learning rate
+// schedule stays the config's when it does already).
+microdit::train::TrainConfig load_config(const Args& a) {
+  auto c = microdit::train::load_train_config(a.config, a.overrides);
+  c.optim.continue_from.clear();
+  c.optim.init_from.clear();
+  c.optim.steps = std::max(c.optim.steps, a.warmup + a.steps);
+  return c;
+}
+
+struct Timing {
+  double mean = 0, median = 0, min = 0, max = 0;
+};
+
+Timing timing(std::vector<double> seconds) {
+  Timing t;
+  t.mean = std::accumulate(seconds.begin(), seconds.end(), 0.0) / seconds.size();
+  std::sort(seconds.begin(), seconds.end());
+  t.median = seconds[seconds.size() / 2];
+  t.min = seconds.front();
+  t.max = seconds.back();
+  return t;
+}
+
+// Each step's time is the gap between the trainer's reports of consecutive steps (the loss read
+// synchronises the device once per step, as in every training run); the peak memory counts from
+// the first timed step.
+struct StepTimes {
+  int64_t warmup = 0;
+  at::Device device{at::kCPU};  // the trainer's
+  Clock::time_point last;
+  int64_t done = 0;
+  std::vector<double> seconds;  // of each timed step
+
+  void on_step() {
+    const auto now = Clock::now();
+    if (++done > warmup) seconds.push_back(std::chrono::duration<double>(now - last).count());
+    if (done == warmup) microdit::util::reset_peak_memory(device);
+    last = Clock::now();
+  }
+};
+
+// The next step's micro-batches, moved to the device once.
+std::vector<microdit::train::MicroBatchInput> device_inputs(microdit::train::Trainer& trainer) {
+  std::vector<microdit::train::MicroBatchInput> inputs;
+  for (int64_t m = 0; m < trainer.step().options().micro_batches; ++m) {
+    auto input = trainer.next_input(m);
+    for (at::Tensor* t : input.tensors()) *t = t->to(trainer.device());
+    inputs.push_back(std::move(input));
+  }
+  return inputs;
+}
+
+// The step alone, `steps` times on the same inputs, each synchronised.
+std::vector<double> time_step_alone(microdit::train::Trainer& trainer,
+                                    const std::vector<microdit::train::MicroBatchInput>& inputs,
+                                    int64_t steps) {
+  std::vector<double> seconds;
+  for (int64_t i = 0; i < steps; ++i) {
+    const auto t0 = Clock::now();
+    trainer.step().run([&](int64_t m) { return inputs[m]; });
+    microdit::util::synchronize(trainer.device());
+    seconds.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  return seconds;
+}
+
+void print_row(const Args& a, const microdit::train::TrainConfig& c,
+               microdit::train::Trainer& trainer, const std::vector<double>& losses,
+               int64_t caption_tokens, const Timing& loop, const Timing& alone) {
+  using namespace microdit;
+  const auto& o = c.optim;
+  const auto& dit = trainer.model()->config;
+  const auto& device = trainer.device();
+  const double tflop =
+      model::training_step_flops(dit, {o.batch_size, o.mask_ratio, caption_tokens}) * 1e-12;
+  const bool bf16 = o.precision.starts_with("bf16") || (o.precision == "auto" && device.is_cuda());
+  const double loss_mean = std::accumulate(losses.end() - a.steps, losses.end(), 0.0) / a.steps;
+  fmt::print(
+      R"({{"impl": "microdit-cpp", "config": "{}", "arch": "{}", "batch": {}, "mask": {}, )"
+      R"("res": {}, "device": "{}", "execution": "{}", "precision": "{}", "bf16": {}, )"
+      R"("attention": "{}", "cuda_graph": {}, "micro_batches": {}, "warmup": {}, "steps": {}, )"
+      R"("s_per_step": {:.4f}, "s_median": {:.4f}, "s_min": {:.4f}, "s_max": {:.4f}, )"
+      R"("images_per_s": {:.1f}, "step_s_per_step": {:.4f}, "step_s_median": {:.4f}, )"
+      R"("step_images_per_s": {:.1f}, "loop_overhead_s": {:.4f}, )"
+      R"("tflop_per_step": {:.2f}, "tflops": {:.1f}, "mfu": {:.3f}, "peak_gib": {:.2f}, )"
+      R"("params": {}, "loss": {}, "loss_mean": {}, "losses": [{}]}})"
+      "\n",
+      a.config, c.model.arch, o.batch_size, o.mask_ratio, dit.input_size, device.str(),
+      nn::execution_mode_name(trainer.execution().mode), o.precision, bf16,
+      o.attention_backend, o.cuda_graph, trainer.step().options().micro_batches, a.warmup,
+      a.steps, loop.mean, loop.median, loop.min, loop.max, o.batch_size / loop.mean, alone.mean,
+      alone.median, o.batch_size / alone.mean, loop.mean - alone.mean, tflop, tflop / loop.mean,
+      tflop / loop.mean / a.peak_tflops, util::peak_memory_bytes(device) / double(1 << 30),
+      trainer.model()->num_parameters(), losses.back(), loss_mean, fmt::join(losses, ", "));
+  std::fflush(stdout);
+}
+
+void profile(microdit::train::Trainer& trainer,
+             const std::vector<microdit::train::MicroBatchInput>& inputs, int64_t steps) {
+  const auto& device = trainer.device();
+  auto totals = microdit::util::profile_kernels(
+      [&] { time_step_alone(trainer, inputs, steps); }, device.is_cuda());
+  microdit::util::print_kernel_totals(std::cout, totals, /*top=*/80, static_cast<double>(steps));
 }
 
 int run(const Args& a) {
   using namespace microdit;
-  const at::Device device(a.device.empty() ? util::default_device_name() : a.device);
-  nn::check_sdp_backend(a.attention, device, "--attention");
-  const nn::SdpBackendGuard attention_backend(a.attention);
-  model::ZooArgs zoo;
-  zoo.input_size = a.res;
-  zoo.pos_interp_scale = static_cast<double>(a.res) / 32.0;
-  at::manual_seed(0);
-  model::DiT dit(model::zoo_config(a.arch, zoo));
-  nn::apply_execution(*dit, a.execution);
-  dit->to(device);
-  dit->train();
-  std::vector<std::pair<std::string, at::Tensor>> named;
-  for (const auto& item : dit->named_parameters()) named.emplace_back(item.key(), item.value());
-  train::AdamWSettings adamw;  // lr 1e-4, weight decay 0.1, eps 1e-8, as bench_official.py
-  adamw.fused = device.is_cuda();
-  auto optimizer = train::make_adamw(named, adamw);
-  auto& opt = *optimizer;
-  auto x0 = at::randn({a.batch, 4, a.res, a.res}, at::TensorOptions(device));
-  auto y = at::randn({a.batch, 1, 77, 1024}, at::TensorOptions(device));
-  train::TrainStepOptions options;
-  options.mask_ratio = a.mask;
-  options.bf16_autocast = !a.fp32;
-  options.micro_batches = std::max<int64_t>(1, a.micro_batches);
-  // --ddp: the data-parallel gradient all-reduce in a world of one (NCCL on CUDA, Gloo on CPU);
-  // the step time minus that of the same row without --ddp is its cost per step.
-  std::unique_ptr<train::ProcessGroup> group;
-  std::unique_ptr<train::GradientBuckets> buckets;
-  if (a.ddp) {
-    train::LaunchEnv world_of_one = train::read_launch_env();
-    world_of_one.world_size = 1;
-    world_of_one.rank = 0;
-    group = std::make_unique<train::ProcessGroup>(world_of_one, device, std::chrono::minutes(5));
-    buckets = std::make_unique<train::GradientBuckets>(dit->parameters(), *group);
-    options.gradient_sync = buckets.get();
+  spdlog::set_level(spdlog::level::warn);  // stdout carries the JSON line only
+  const auto config = load_config(a);
+  StepTimes times{.warmup = a.warmup};
+  train::TrainerOptions options;
+  options.write_files = false;
+  options.max_steps = a.warmup + a.steps;
+  options.on_step = [&times](int64_t, double) { times.on_step(); };
+  train::Trainer trainer(config, options);
+  times.device = trainer.device();
+  util::reset_peak_memory(times.device);  // again after the warm-up steps, if any
+  times.last = Clock::now();
+  const auto losses = trainer.run().losses;
+  if (static_cast<int64_t>(losses.size()) < a.warmup + a.steps) {
+    throw std::runtime_error(fmt::format("the trainer stopped after {} steps", losses.size()));
   }
-  for (int64_t i = 0; i < std::max<int64_t>(1, a.warmup); ++i) {
-    try {
-      train::train_step(dit, opt, x0, y, options);
-    } catch (const c10::OutOfMemoryError&) {
-      // --micro-batches 0: halve the micro-batch until one step fits.
-      if (a.micro_batches != 0 || options.micro_batches * 2 > a.batch) throw;
-      options.micro_batches *= 2;
-      util::empty_cache(device);
-      --i;
-    }
-  }
-  util::synchronize(device);
-  util::reset_peak_memory(device);
-  // --cuda-graph: one more eager step and the capture count towards the peak memory, so it
-  // covers the captured step's allocations.
-  std::unique_ptr<train::CapturedStep> captured;
-  if (a.cuda_graph)
-    captured = std::make_unique<train::CapturedStep>(dit, opt, x0, y, options, /*warmup=*/1);
-  auto step = [&] {
-    return captured ? captured->replay() : train::train_step(dit, opt, x0, y, options);
-  };
-  // Each step timed on its own (synchronised), so the spread shows; the mean is over all steps.
-  std::vector<double> times;
-  at::Tensor loss;
-  double loss_sum = 0;
-  for (int64_t i = 0; i < a.steps; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    loss = step().loss;
-    util::synchronize(device);
-    times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    loss_sum += loss.item<double>();  // after the clock: the step already synchronised
-  }
-  const double mean = std::accumulate(times.begin(), times.end(), 0.0) / a.steps;
-  const double tflop = model::training_step_flops(dit->config, {a.batch, a.mask}) * 1e-12;
-  std::sort(times.begin(), times.end());
-  fmt::print(
-      R"({{"impl": "microdit-cpp", "arch": "{}", "batch": {}, "mask": {}, "res": {}, )"
-      R"("device": "{}", "execution": "{}", "cuda_graph": {}, "micro_batches": {}, "steps": {}, )"
-      R"("s_per_step": {:.4f}, "s_median": {:.4f}, "images_per_s": {:.1f}, "tflops": {:.1f}, )"
-      R"("mfu": {:.3f}, "peak_gib": {:.2f}, "params": {}, "loss": {:.4f}, "loss_mean": {:.5f}}})"
-      "\n",
-      a.arch, a.batch, a.mask, a.res, device.str(), nn::execution_mode_name(a.execution.mode),
-      a.cuda_graph, options.micro_batches, a.steps, mean, times[times.size() / 2], a.batch / mean,
-      tflop / mean, tflop / mean / a.peak_tflops, util::peak_memory_bytes(device) / double(1 << 30),
-      dit->num_parameters(), loss.item<double>(), loss_sum / a.steps);
-  std::fflush(stdout);
-  if (a.profile > 0) {
-    auto totals = util::profile_kernels(
-        [&] {
-          for (int64_t i = 0; i < a.profile; ++i) step();
-          util::synchronize(device);
-        },
-        device.is_cuda());
-    util::print_kernel_totals(std::cout, totals, /*top=*/80, static_cast<double>(a.profile));
-  }
+  const auto inputs = device_inputs(trainer);
+  const auto alone = timing(time_step_alone(trainer, inputs, a.steps));
+  const int64_t caption_tokens = inputs.front().batch.captions.size(2);  // (B,1,L,Cy)
+  print_row(a, config, trainer, losses, caption_tokens, timing(times.seconds), alone);
+  if (a.profile > 0) profile(trainer, inputs, a.profile);
   return 0;
 }
 }  // namespace

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Prints bench.jsonl (microdit-bench and bench_official.py rows) as a short table: one line per
-row with its shape, flags, images/s, step time and peak memory, or its error; then, for each row
+row with its shape, flags, images/s, step time and peak memory, or its error (for microdit-bench
+rows: the trainer's steps, and the step alone on device inputs where the row has it); then, for each row
 run with --profile, its GPU kernel time per step in the categories of docs/performance.md; then
 each stage 1 option's time against the plain stage 1 row, the stage 1 goal (ours against the
 official compiled run), the other goals, the four-stage recipe's GPU-hours at the fastest rows,
@@ -145,10 +146,17 @@ def print_summary(rows):
 
 
 def flags(row):
+    """How a row ran: rows of microdit-bench --config name optim.execution and optim.precision;
+    older rows (tests/data) name each fused operation."""
     out = []
     if row.get('impl') == 'microdit-cpp':
-        if not row.get('bf16_norm') and row.get('bf16'):
+        if 'precision' in row:
+            if row['precision'] == 'bf16-fp32norm':
+                out.append('fp32-norm')
+        elif not row.get('bf16_norm') and row.get('bf16'):
             out.append('fp32-norm')
+        if row.get('execution') == 'fast':
+            out.append('fast')
         for key, name in (('fused_norm', 'fused-norm'), ('fused_residual', 'fused-residual'),
                           ('recompute_act', 'recompute-act'), ('moe_rows', 'moe-rows'),
                           ('fused_combine', 'fused-combine'), ('fused_dispatch', 'fused-dispatch'),
@@ -194,6 +202,9 @@ def main(path):
         print(f"{'ours' if ours else 'official':<9} {row['arch']:<16} {row['batch']:>5} "
               f"{row['mask']:>4} {px:>4} {flags(row):<68} {row['images_per_s']:>8.1f} "
               f"{step:>7.4f} {row.get('peak_gib') or 0:>6.1f} {loss:>8}")
+        if 'step_images_per_s' in row:
+            print(f"{'':<9} step alone {row['step_images_per_s']:.1f} images/s, trainer loop "
+                  f"{row['loop_overhead_s'] * 1e3:+.1f} ms per step")
         label = f"{row['arch']} batch {row['batch']} mask {row['mask']} {flags(row)}".strip()
     for label, lines in profiles:
         print_profile(label, lines)

@@ -13,6 +13,8 @@
 #   ROWS="5 9-"         only these tier 3 rows, numbered in the order they run (others are
 #                       recorded as skipped)
 #   TARGETS="a b"       build only these targets (default all)
+#   BUILD=0             no build: use BUILD_DIR as it is (a second call, or this script's test on
+#                       a CPU machine with the checkout's own build)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/microdit-device-out}
@@ -37,7 +39,9 @@ build() {  # build [cmake -D options]
     cmake --build "$BUILD_DIR" -j "$(nproc)" ${TARGETS:+--target $TARGETS} >> "$OUT/build.log" 2>&1
 }
 built() { log "tier 1 build: ok$1 in $(( $(date +%s) - t0 )) s ($(grep -m1 'nccl.h:' "$OUT/build.log"); $(grep -m1 'fused CUDA kernels:' "$OUT/build.log"))"; }
-if build -DMICRODIT_WITH_NCCL=ON -DMICRODIT_WITH_CUDA_KERNELS=ON; then
+if [ "${BUILD:-1}" = 0 ]; then
+  log "tier 1 build: skipped (BUILD=0), using $BUILD_DIR"
+elif build -DMICRODIT_WITH_NCCL=ON -DMICRODIT_WITH_CUDA_KERNELS=ON; then
   built ""
 elif build -DMICRODIT_WITH_NCCL=ON -DMICRODIT_WITH_CUDA_KERNELS=OFF; then
   # The fused kernels did not build here: keep everything else (see build.log).
@@ -48,24 +52,14 @@ else
   log "tier 1 build: FAILED after $(( $(date +%s) - t0 )) s (see build.log)"; tail -30 "$OUT/build.log"; exit 1
 fi
 
-# The recipe configs' fast path (configs/stage*.yaml, measured 2026-11-26 and 2026-11-27).
-FAST="--fused-norm --fused-residual --recompute-act --moe-rows --fused-combine --fused-dispatch --fold-residual --fp32-wgrad --split-qk-norm"
-
 # Tier 2: parity.
 REF=.device/reference/microdit-official-tiny
 [ "${PARITY:-1}" = 0 ] || {
   "$BUILD_DIR/microdit-check-reference" "$REF" --device "$DEVICE"; echo "exit $?"
   [ "$GPU" = 1 ] && { "$BUILD_DIR/microdit-check-reference" "$REF" --device cuda --bf16; echo "exit $?"; }
   # The fast path (CUDA kernels where built) in float32, bounds enforced, and in bf16.
-  # shellcheck disable=SC2086  # FAST is a list of flags
-  "$BUILD_DIR/microdit-check-reference" "$REF" --device "$DEVICE" $FAST --weights safetensors; echo "exit $?"
-  # shellcheck disable=SC2086
-  [ "$GPU" = 1 ] && { "$BUILD_DIR/microdit-check-reference" "$REF" --device cuda --bf16 $FAST --weights safetensors; echo "exit $?"; }
-  # The options not yet in the recipe (their kernels on CUDA) on top, float32 and bf16.
-  # shellcheck disable=SC2086
-  [ "$GPU" = 1 ] && for precision in "" --bf16; do
-    "$BUILD_DIR/microdit-check-reference" "$REF" --device cuda $precision $FAST --one-pass-norm-grad --merged-swiglu; echo "exit $?"
-  done
+  "$BUILD_DIR/microdit-check-reference" "$REF" --device "$DEVICE" --execution fast --weights safetensors; echo "exit $?"
+  [ "$GPU" = 1 ] && { "$BUILD_DIR/microdit-check-reference" "$REF" --device cuda --bf16 --execution fast --weights safetensors; echo "exit $?"; }
   for other in .device/reference/*/; do
     [ "$other" = "$REF/" ] && continue
     "$BUILD_DIR/microdit-check-reference" "$other" --device "$DEVICE"; echo "exit $?"
@@ -95,7 +89,6 @@ log "tier 2 CUDA tests: $(grep -c '^\[       OK .* ms)$' "$OUT/tests.txt") passe
 # Tier 3: timings, ours and the official code on the same shapes, one JSON line per row.
 BENCH="$OUT/bench.jsonl"
 : > "$BENCH"
-export MASTER_PORT=${MASTER_PORT:-29555}  # the --ddp row's world-of-one store
 ROW=0
 wanted() {  # is row $ROW in $ROWS ("5 9-12 20-"; empty: all)?
   [ -z "${ROWS:-}" ] && return 0
@@ -122,7 +115,10 @@ row() {  # row TIMEOUT_S COMMAND...
   timeout "$limit" "$@" 2>>"$OUT/bench_err.log" | grep '^{' >> "$BENCH" ||
     echo "{\"cmd\": \"$*\", \"error\": \"exit $? (out of memory = 3, timeout = 124)\"}" >> "$BENCH"
 }
-ours() { row 120 "$BUILD_DIR/microdit-bench" --device "$DEVICE" "$@"; }
+# Ours: microdit-bench runs microdit-train's Trainer on the config (per-sample draws, the prefetch
+# thread, pinned copies: the rate microdit-train's metrics.jsonl reports for the same --config and
+# --set), then the training step alone on device inputs; its row has both.
+ours() { row 180 "$BUILD_DIR/microdit-bench" --set run.device="$DEVICE" "$@"; }
 official() {
   [ -f .device/peer/md/dit.py ] || return 0
   row "${OFFICIAL_LIMIT:-120}" env PYTHONUNBUFFERED=1 python3 .device/peer/bench_official.py --models .device/peer "$@"
@@ -130,69 +126,67 @@ official() {
 # Rows run in order of importance; a row that would start after DEADLINE_S seconds of this script
 # is skipped (recorded as such), so the call ends inside the 10-minute limit.
 DEADLINE_S=${DEADLINE_S:-500}
-stage() {  # stage NAME BATCH MASK RES [extra bench args]: ours (+ $OURS_FLAGS), then the official code
-  local name=$1 batch=$2 mask=$3 res=$4; shift 4
-  # shellcheck disable=SC2086  # OURS_FLAGS is a list of flags
-  ours --arch MicroDiT_XL_2 --batch "$batch" --mask "$mask" --res "$res" ${OURS_FLAGS:-} "$@"
-  official --arch MicroDiT_XL_2 --batch "$batch" --mask "$mask" --res "$res" "$@"
+SYNTHETIC="--set data.kind=synthetic"
+# A stage config in a world of one at micro-batch $2: stage CONFIG BATCH [bench args].
+stage() {
+  local config=$1 batch=$2; shift 2
+  # shellcheck disable=SC2086  # SYNTHETIC is a list of arguments
+  ours --config "configs/$config.yaml" $SYNTHETIC --set optim.batch_size="$batch" \
+    --set optim.micro_batch_size="$batch" "$@"
 }
-stage1() {  # stage1 [bench args]: ours at the stage 1 shape (accumulating if 256 does not fit)
-  ours --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --micro-batches 0 "$@"
-}
+stage1() { stage stage1_256_masked 256 "$@"; }
+# Tiny_2 with stage 1's recipe (256 px, mask 0.75): tiny BATCH [bench args].
+tiny() { local batch=$1; shift; stage stage1_256_masked "$batch" --set model.arch=MicroDiT_Tiny_2 "$@"; }
 if [ "$GPU" = 1 ]; then
-  # Stage 1 (XL_2, 256 px, batch 256, mask 0.75; accumulating only if 256 does not fit): the
-  # recipe's fast path with a kernel profile, then captured as a CUDA graph.
-  stage1 $FAST --profile 1
-  stage1 $FAST --cuda-graph
-  # The later stages as an 8-GPU run of the recipe configs steps them: eager, with the gradient
-  # all-reduce (a world of one here), at the configs' micro-batches (twice the official ones since
-  # 2026-11-27), then at the official micro-batches, where the eager step waits on the host.
-  for shape in "128 0 32" "64 0.75 64" "32 0 64" "64 0 32" "32 0.75 64" "16 0 64"; do
-    read -r batch mask res <<< "$shape"
-    ours --arch MicroDiT_XL_2 --batch "$batch" --mask "$mask" --res "$res" --steps 6 --warmup 2 $FAST --ddp
-  done
-  # The SwiGLU FFN's two input projections as one product (off in the recipe: 0.3 ms at stage 1
-  # on 2026-11-27, 1.5-3 predicted): where its time goes.
-  stage1 $FAST --merged-swiglu --profile 1
+  # Stage 1 (XL_2, 256 px, batch 256, mask 0.75) as its config runs (execution fast): eager
+  # with a kernel profile, then captured as a CUDA graph.
   stage1 --profile 1
-  # The host's time per step: at batch 2 the GPU has little work, so the eager step takes as long
-  # as the host needs to queue it (operators, autograd, kernel launches); the captured one does not.
-  ours --arch MicroDiT_XL_2 --batch 2 --mask 0.75 $FAST
-  ours --arch MicroDiT_XL_2 --batch 2 --mask 0.75 $FAST --cuda-graph
+  stage1 --set optim.cuda_graph=true
   # The official compiled stage 1 run on the same card (the stage 1 goal's reference).
   OFFICIAL_LIMIT=300 official --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --compile
-  # The other stages, the recipe's fast path captured, beside the official code; then ours
-  # captured at the recipe configs' micro-batches.
-  OURS_FLAGS="$FAST --cuda-graph" stage stage2 64 0 32 --steps 6 --warmup 2
-  OURS_FLAGS="$FAST --cuda-graph" stage stage3 32 0.75 64 --steps 6 --warmup 2
-  OURS_FLAGS="$FAST --cuda-graph" stage stage4 16 0 64 --steps 6 --warmup 2
-  # Stage 2 at batch 128, eager with a profile: its goal (2.33x the official eager rate) is missed.
-  ours --arch MicroDiT_XL_2 --batch 128 --mask 0 --res 32 --steps 6 --warmup 2 $FAST --profile 1
-  ours --arch MicroDiT_XL_2 --batch 64 --mask 0.75 --res 64 --steps 6 --warmup 2 $FAST --cuda-graph
-  ours --arch MicroDiT_XL_2 --batch 32 --mask 0 --res 64 --steps 6 --warmup 2 $FAST --cuda-graph
-  # The all-reduce captured with the step (optim.cuda_graph with several processes), at the
-  # stage 3 shape: its cost is this row minus the captured stage 3 row above.
-  ours --arch MicroDiT_XL_2 --batch 32 --mask 0.75 --res 64 --steps 6 --warmup 2 $FAST --ddp --cuda-graph
-  # Tiny_2 (the goal: 1.75x the official eager run): the fast path captured, with a profile.
-  ours --arch MicroDiT_Tiny_2 --batch 256 --mask 0.75 $FAST --cuda-graph --profile 1
+  # The later stages as an 8-GPU run of their configs steps them, in a world of one at the
+  # configs' micro-batches: eager and captured.
+  for shape in "stage2_256_finetune 128" "stage3_512_masked 64" "stage4_512_finetune 32"; do
+    read -r config batch <<< "$shape"
+    stage "$config" "$batch" --steps 6 --warmup 3
+    stage "$config" "$batch" --steps 6 --warmup 3 --set optim.cuda_graph=true
+  done
+  # Beside the official code at the official micro-batches, ours captured.
+  stage stage2_256_finetune 64 --steps 6 --warmup 3 --set optim.cuda_graph=true
+  official --arch MicroDiT_XL_2 --batch 64 --mask 0 --res 32 --steps 6 --warmup 2
+  stage stage3_512_masked 32 --steps 6 --warmup 3 --set optim.cuda_graph=true
+  official --arch MicroDiT_XL_2 --batch 32 --mask 0.75 --res 64 --steps 6 --warmup 2
+  stage stage4_512_finetune 16 --steps 6 --warmup 3 --set optim.cuda_graph=true
+  official --arch MicroDiT_XL_2 --batch 16 --mask 0 --res 64 --steps 6 --warmup 2
+  # Tiny_2 (the goal: 1.75x the official eager run): captured, with a profile.
+  tiny 256 --set optim.cuda_graph=true --profile 1
   official --arch MicroDiT_Tiny_2 --batch 256 --mask 0.75
-  # Same function: 200 steps of Tiny_2 from one seed, the plain path with bf16 and with float32
-  # LayerNorms, the recipe's fast path, and the fast path with the two options not in the recipe.
-  ours --arch MicroDiT_Tiny_2 --batch 64 --mask 0.75 --steps 200 --warmup 1
-  ours --arch MicroDiT_Tiny_2 --batch 64 --mask 0.75 --steps 200 --warmup 1 --fp32-norm
-  ours --arch MicroDiT_Tiny_2 --batch 64 --mask 0.75 --steps 200 --warmup 1 $FAST
-  ours --arch MicroDiT_Tiny_2 --batch 64 --mask 0.75 --steps 200 --warmup 1 $FAST --one-pass-norm-grad --merged-swiglu
-  # The attention backends ATen did not pick (cuDNN's ran in the stage 1 profile; flash was 2.3%
-  # slower at stage 2 batch 128 on 2026-11-27).
-  stage1 $FAST --attention flash
-  stage1 $FAST --attention efficient
-  stage1 $FAST --attention math --profile 1
-  stage1 --fp32-norm
-  stage stage1-half 128 0.75 32
+  # Same function: 200 steps of Tiny_2 from one seed at a constant learning rate, the reference
+  # and the fast path, each with bf16 and with float32 LayerNorms.
+  for execution in reference fast; do
+    for precision in bf16 bf16-fp32norm; do
+      tiny 64 --steps 200 --warmup 1 --set optim.schedule=constant --set optim.lr=1e-4 \
+        --set optim.execution=$execution --set optim.precision=$precision
+    done
+  done
+  # The reference path at stage 1, where its time goes.
+  stage1 --set optim.execution=reference --profile 1
+  # The host's time per step: at batch 2 the GPU has little work, so the eager step takes as long
+  # as the host needs to queue it (operators, autograd, kernel launches); the captured one does not.
+  stage stage1_256_masked 2
+  stage stage1_256_masked 2 --set optim.cuda_graph=true
+  # The attention backends ATen did not pick.
+  stage1 --set optim.attention_backend=flash
+  stage1 --set optim.attention_backend=efficient
+  stage1 --set optim.attention_backend=math --profile 1
+  stage1 --set optim.precision=bf16-fp32norm
 else
-  ours --arch MicroDiT_Tiny_2 --batch 2 --mask 0.75 --steps 1 --warmup 1 --profile 1
-  ours --arch MicroDiT_Tiny_2 --batch 2 --mask 0.75 --steps 1 --warmup 1 $FAST
-  ours --arch MicroDiT_Tiny_2 --batch 2 --mask 0.75 --steps 1 --warmup 1 --ddp
+  # Tiny shapes on the CPU (float32: optim.precision auto), to test this script.
+  tiny 2 --steps 1 --warmup 1 --set optim.precision=auto --set data.synthetic_samples=4 \
+    --set optim.execution=reference --profile 1
+  tiny 2 --steps 1 --warmup 1 --set optim.precision=auto --set data.synthetic_samples=4 \
+    --set optim.execution=fast
+  ours --config configs/debug_tiny.yaml --steps 2
   official --arch MicroDiT_Tiny_2 --batch 2 --mask 0.75 --steps 1 --warmup 1
 fi
 log "tier 3 bench: $(wc -l < "$BENCH") rows"

@@ -290,17 +290,7 @@ std::vector<Key> schema(TrainConfig& c) {
                leaf("mask_ratio", o.mask_ratio),
                leaf("caption_drop_prob", o.caption_drop_prob),
                leaf("precision", o.precision),
-               leaf("fused_norm", o.fused_norm),
-               leaf("fused_residual", o.fused_residual),
-               leaf("recompute_activations", o.recompute_activations),
-               leaf("moe_row_dispatch", o.moe_row_dispatch),
-               leaf("fused_moe_combine", o.fused_moe_combine),
-               leaf("fused_moe_dispatch", o.fused_moe_dispatch),
-               leaf("fold_residual_grad", o.fold_residual_grad),
-               leaf("fp32_weight_grads", o.fp32_weight_grads),
-               leaf("split_qk_norm", o.split_qk_norm),
-               leaf("one_pass_norm_grad", o.one_pass_norm_grad),
-               leaf("merged_swiglu", o.merged_swiglu),
+               leaf("execution", o.execution),
                leaf("attention_backend", o.attention_backend),
                leaf("cuda_graph", o.cuda_graph),
                section("ema", {leaf("enabled", ema.enabled), leaf("smoothing", ema.smoothing),
@@ -316,7 +306,8 @@ std::vector<Key> schema(TrainConfig& c) {
                leaf("builtin_palette", data.builtin_palette),
                leaf("builtin_image_size", data.builtin_image_size),
                leaf("builtin_caption_len", data.builtin_caption_len),
-               leaf("builtin_caption_channels", data.builtin_caption_channels)}),
+               leaf("builtin_caption_channels", data.builtin_caption_channels),
+               leaf("synthetic_samples", data.synthetic_samples)}),
       section("sample", {leaf("prompts", s.prompts), leaf("steps", s.steps), leaf("cfg", s.cfg),
                          leaf("seed", s.seed)}),
       section("dist", {leaf("timeout_s", dist.timeout_s), leaf("bucket_mb", dist.bucket_mb),
@@ -358,8 +349,23 @@ const Key* find_key(const std::vector<Key>& keys, const std::string& name) {
   return nullptr;
 }
 
+// The per-operation switches that optim.execution replaced: configs that still name one get told
+// what to write instead, not a guess at a similar key.
+bool replaced_by_execution(const std::string& prefix, const std::string& name) {
+  static const std::set<std::string> replaced{
+      "fused_norm",         "fused_residual",     "recompute_activations", "moe_row_dispatch",
+      "fused_moe_combine",  "fused_moe_dispatch", "fold_residual_grad",    "fp32_weight_grads",
+      "split_qk_norm",      "one_pass_norm_grad", "merged_swiglu"};
+  return prefix == "optim" && replaced.count(name) > 0;
+}
+
 [[noreturn]] void throw_unknown_key(const std::vector<Key>& keys, const std::string& prefix,
                                     const std::string& name, const std::string& source) {
+  if (replaced_by_execution(prefix, name)) {
+    throw std::invalid_argument("optim." + name +
+                                " was replaced by optim.execution (fast: the fused operations; "
+                                "reference: the plain ops), in " + source);
+  }
   std::vector<std::string> names;
   for (const auto& key : keys) names.push_back(key.name);
   throw std::invalid_argument("unknown key '" + join_path(prefix, name) + "' in " + source +
@@ -590,12 +596,8 @@ void validate_optim(const OptimSection& o, int64_t world_size, const model::DiTC
           o.precision, "auto, bf16, bf16-fp32norm or fp32");
   require(one_of(o.attention_backend, nn::sdp_backend_names()), "optim.attention_backend",
           o.attention_backend, "auto, cudnn, flash, efficient or math");
-  require(!o.fold_residual_grad || o.fused_norm, "optim.fold_residual_grad", o.fold_residual_grad,
-          "false unless optim.fused_norm is true (the fold is part of the fused norm's backward)");
-  require(!o.split_qk_norm || o.fused_norm, "optim.split_qk_norm", o.split_qk_norm,
-          "false unless optim.fused_norm is true (the split runs the fused norm's kernels)");
-  require(!o.one_pass_norm_grad || o.fused_norm, "optim.one_pass_norm_grad", o.one_pass_norm_grad,
-          "false unless optim.fused_norm is true (it is the fused norm's backward kernel)");
+  require(one_of(o.execution, {"auto", "reference", "fast"}), "optim.execution", o.execution,
+          "auto, reference or fast");
   require(o.ema.smoothing >= 0 && o.ema.smoothing <= 1, "optim.ema.smoothing", o.ema.smoothing,
           "a value in [0, 1]");
   require(o.ema.start_step >= 0, "optim.ema.start_step", o.ema.start_step, ">= 0");
@@ -605,13 +607,16 @@ void validate_optim(const OptimSection& o, int64_t world_size, const model::DiTC
 }
 
 void validate_data(const DataSection& d, const ModelSection& model, const model::DiTConfig& dit) {
-  require(one_of(d.kind, {"builtin", "safetensors", "mds"}), "data.kind", d.kind,
-          "builtin, safetensors or mds");
+  require(one_of(d.kind, {"builtin", "safetensors", "mds", "synthetic"}), "data.kind", d.kind,
+          "builtin, safetensors, mds or synthetic");
   if (d.kind == "mds") {
-    require(!d.mds_dirs.empty(), "data.mds_dirs", "[]",
+    require(!d.mds_dirs.empty(), "data.mds_dirs", std::string("[]"),
             "at least one MDS directory when data.kind is mds");
     require(d.resolution > 0 && d.resolution % 8 == 0, "data.resolution", d.resolution,
             "an image size divisible by 8 (the VAE's downsampling)");
+    require(d.caption_tokens > 0, "data.caption_tokens", d.caption_tokens, "> 0");
+  } else if (d.kind == "synthetic") {
+    require(d.synthetic_samples > 0, "data.synthetic_samples", d.synthetic_samples, "> 0");
     require(d.caption_tokens > 0, "data.caption_tokens", d.caption_tokens, "> 0");
   } else if (d.kind == "safetensors") {
     require(!d.path.empty(), "data.path", d.path,

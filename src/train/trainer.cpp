@@ -3,7 +3,6 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include <array>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -16,13 +15,11 @@
 #include "microdit/data/prompt_match.h"
 #include "microdit/data/safetensors_shards.h"
 #include "microdit/data/sample_order.h"
-#include "microdit/diffusion/edm_loss.h"
+#include "microdit/data/synthetic.h"
 #include "microdit/diffusion/edm_sampler.h"
 #include "microdit/io/atomic_file.h"
 #include "microdit/io/png.h"
 #include "microdit/io/state_dict.h"
-#include "microdit/model/masking.h"
-#include "microdit/nn/autocast.h"
 #include "microdit/nn/execution.h"
 #include "microdit/nn/sdp_backend.h"
 #include "microdit/train/checkpoint.h"
@@ -34,7 +31,6 @@
 #include "microdit/train/process_group.h"
 #include "microdit/train/sample_draws.h"
 #include "microdit/train/sharded_adamw.h"
-#include "microdit/train/step_graph.h"
 #include "microdit/train/tensorboard.h"
 #include "microdit/train/train_step.h"
 #include "microdit/util/device.h"
@@ -73,31 +69,16 @@ at::Device resolve_device(const std::string& name, const LaunchEnv& launch) {
   }
   return device;
 }
+// optim.execution auto: the fast path where its kernels are (CUDA), the reference elsewhere. The
+// LayerNorms' precision under autocast is optim.precision's.
+nn::Execution resolve_execution(const OptimSection& optim, const at::Device& device) {
+  const auto mode =
+      optim.execution == "auto"
+          ? (device.is_cuda() ? nn::ExecutionMode::fast : nn::ExecutionMode::reference)
+          : nn::parse_execution_mode(optim.execution, "optim.execution");
+  return {mode, /*low_precision_norm=*/optim.precision != "bf16-fp32norm"};
+}
 }  // namespace
-
-// What one micro-batch needs from the CPU, prepared ahead on the prefetch thread.
-struct MicroBatchInput {
-  data::Batch batch;
-  SampleDraws draws;
-  std::array<at::Tensor*, 6> tensors() {
-    return {&batch.latents, &batch.captions,   &draws.rnd_normal,
-            &draws.noise,   &draws.mask_noise, &draws.keep_caption};
-  }
-};
-
-// optim.cuda_graph: the step (forward, backward, clipping, AdamW) as a CUDA graph, fed from
-// static copies of the micro-batch inputs on the device. The first steps of a process run
-// eagerly (warm-up: AdamW creates its state and moves its step counts to the device), the next
-// one is captured, every later one replayed. With several processes the gradient buckets'
-// all-reduces (NCCL) are captured too: every rank captures the same step, so the replays run the
-// same collectives in the same order.
-struct GraphedSteps {
-  explicit GraphedSteps(const at::Device& device) : graph(device) {}
-  StepGraph graph;
-  std::vector<MicroBatchInput> inputs;  // on the device, one per micro-batch
-  at::Tensor loss;                      // the step's, rewritten by each replay
-  int64_t warmups_left = 2;
-};
 
 struct Trainer::State {
   TrainConfig cfg;
@@ -105,6 +86,7 @@ struct Trainer::State {
   std::filesystem::path run_dir;
   at::Device device{at::kCPU};
   bool bf16 = false;
+  nn::Execution execution;  // optim.execution resolved for `device`, and optim.precision's norms
   model::DiTConfig dit_cfg;
   model::DiT dit{nullptr};
   std::unique_ptr<torch::optim::AdamW> optimizer;
@@ -121,7 +103,7 @@ struct Trainer::State {
   std::unique_ptr<ProcessGroup> group;       // a world of more than one
   std::unique_ptr<GradientBuckets> buckets;  // data-parallel gradient all-reduce (dist.zero_stage 0)
   std::unique_ptr<ShardedAdamW> sharded;     // instead of `optimizer` with dist.zero_stage 2
-  std::unique_ptr<GraphedSteps> graphed;     // optim.cuda_graph
+  std::unique_ptr<TrainStep> train_step;     // forward, backward, sync, clipping, AdamW
   bool stop = false;  // a stop signal reached some rank: every rank stops after this step
   // A world of one stops at the signal; ranks stop together at the step whose loss all-reduce
   // first carries it.
@@ -156,9 +138,7 @@ struct Trainer::State {
   int64_t micro_batch_size() const { return train::micro_batch_size(cfg.optim, world_size); }
   int64_t micro_batches() const { return cfg.optim.batch_size / (world_size * micro_batch_size()); }
   MicroBatchInput make_input(int64_t key) const;
-  at::Tensor micro_batch(const MicroBatchInput& input, bool last);
-  at::Tensor forward_backward();
-  at::Tensor graphed_step();
+  void make_train_step();
   double agree_on_loss_and_stop(double loss);
   void save(bool final);
   void log_progress(double loss, double images_per_s, double eta_s);
@@ -178,27 +158,37 @@ Trainer::~Trainer() = default;
 
 model::DiT& Trainer::model() { return s_->dit; }
 
+const at::Device& Trainer::device() const { return s_->device; }
+
+const nn::Execution& Trainer::execution() const { return s_->execution; }
+
+TrainStep& Trainer::step() { return *s_->train_step; }
+
+MicroBatchInput Trainer::next_input(int64_t m) const {
+  return s_->make_input(s_->step * s_->micro_batches() + m);
+}
+
 void Trainer::State::setup() {
   run_dir = cfg.run.dir;
   device = resolve_device(cfg.run.device, opts.launch);
   bf16 = cfg.optim.precision.starts_with("bf16") ||
          (cfg.optim.precision == "auto" && device.is_cuda());
+  execution = resolve_execution(cfg.optim, device);
   dit_cfg = cfg.model.resolved();
   nn::check_sdp_backend(cfg.optim.attention_backend, device, "optim.attention_backend");
   attention_backend = std::make_unique<nn::SdpBackendGuard>(cfg.optim.attention_backend);
   if (cfg.optim.cuda_graph && !device.is_cuda()) {
     throw std::invalid_argument("optim.cuda_graph needs a CUDA device, not " + device.str());
   }
-  std::filesystem::create_directories(run_dir / "samples");
-  if (rank == 0) {
+  if (opts.write_files) std::filesystem::create_directories(run_dir / "samples");
+  if (rank == 0 && opts.write_files) {
     io::write_file_atomically(run_dir / "config.yaml",
                               [&](std::ostream& out) { out << to_yaml(cfg); });
   }
   make_dataset();
   at::manual_seed(cfg.run.seed);  // the model's initialisation
   dit = model::DiT(dit_cfg);
-  nn::apply_execution(*dit, {cfg.optim.fused_norm ? nn::ExecutionMode::fast : nn::ExecutionMode::reference,
-                             cfg.optim.precision != "bf16-fp32norm"});
+  nn::apply_execution(*dit, execution);
   dit->to(device);
   dit->train();
   if (world_size > 1) setup_distributed();
@@ -207,11 +197,8 @@ void Trainer::State::setup() {
     ema = std::make_unique<EMA>(cfg.optim.ema.smoothing, cfg.optim.ema.start_step);
   }
   restore();
-  if (cfg.optim.cuda_graph) {
-    static_cast<ScaledAdamW&>(*optimizer).keep_learning_rates_on_device();  // fused on CUDA
-    graphed = std::make_unique<GraphedSteps>(device);
-  }
-  if (rank == 0) {  // logs, metrics and TensorBoard come from rank 0 only
+  make_train_step();
+  if (rank == 0 && opts.write_files) {  // logs, metrics and TensorBoard come from rank 0 only
     events = std::make_unique<EventWriter>(run_dir);
     metrics = std::make_unique<MetricsLog>(run_dir / "metrics.jsonl");
   }
@@ -251,6 +238,15 @@ void Trainer::State::make_dataset() {
     auto shapes = std::make_unique<data::BuiltinShapes>(o);
     builtin = shapes.get();
     dataset = std::move(shapes);
+  } else if (d.kind == "synthetic") {
+    data::SyntheticOptions o;
+    o.num_samples = d.synthetic_samples;
+    o.latent_channels = dit_cfg.in_channels;
+    o.latent_size = dit_cfg.input_size;
+    o.caption_tokens = d.caption_tokens;
+    o.caption_channels = dit_cfg.caption_channels;
+    o.seed = cfg.run.seed;
+    dataset = std::make_unique<data::SyntheticLatents>(o);
   } else if (d.kind == "mds") {
     data::MDSLatentDatasetOptions o;
     o.resolution = d.resolution;
@@ -328,31 +324,19 @@ MicroBatchInput Trainer::State::make_input(int64_t key) const {
   return input;
 }
 
-// Returns the micro-batch's loss on the device, unsynchronised: the step reads it back once.
-at::Tensor Trainer::State::micro_batch(const MicroBatchInput& input, bool last) {
-  const auto& draws = input.draws;
-  // Asynchronous from pinned memory on CUDA (PyTorch's pinned allocator keeps the host buffers
-  // until the copies are done); plain copies on the CPU; none for inputs already on the device.
-  auto to_device = [&](const at::Tensor& t) { return t.to(device, /*non_blocking=*/true); };
-  auto x = to_device(input.batch.latents);
-  auto y = to_device(input.batch.captions) * to_device(draws.keep_caption).view({-1, 1, 1, 1});
-  std::optional<model::TokenMask> mask;
-  if (cfg.optim.mask_ratio > 0) {
-    mask = model::mask_from_noise(to_device(draws.mask_noise), cfg.optim.mask_ratio);
-  }
-  at::Tensor loss;
-  {
-    nn::AutocastGuard autocast(device.type(), at::kBFloat16, bf16);
-    loss = diffusion::edm_loss_per_sample(dit, x, y,
-                                          {to_device(draws.rnd_normal), to_device(draws.noise)},
-                                          cfg.edm, mask ? &*mask : nullptr)
-               .sum() /
-           static_cast<double>(cfg.optim.batch_size);
-  }
-  if (last && buckets) buckets->arm();
-  if (last && sharded) sharded->buckets().arm();  // reduce-scatters overlap this backward
-  loss.backward();
-  return loss.detach();
+void Trainer::State::make_train_step() {
+  const auto& o = cfg.optim;
+  TrainStepOptions so;
+  so.device = device;
+  so.batch_size = o.batch_size;
+  so.micro_batches = micro_batches();
+  so.mask_ratio = o.mask_ratio;
+  so.clip_norm = o.clip_norm;
+  so.bf16 = bf16;
+  so.cuda_graph = o.cuda_graph;
+  so.edm = cfg.edm;
+  train_step = std::make_unique<TrainStep>(
+      dit, TrainStepOptimizer{optimizer.get(), sharded.get(), buckets.get()}, so);
 }
 
 // The global batch's loss (each rank's part is already divided by the global batch size) and
@@ -367,84 +351,35 @@ double Trainer::State::agree_on_loss_and_stop(double loss) {
 }
 
 double Trainer::State::train_one_step() {
-  const auto& o = cfg.optim;
   if (!prefetch) {
     prefetch = std::make_unique<data::Prefetcher<MicroBatchInput>>(
         [this](int64_t key) { return make_input(key); }, step * micro_batches(),
         /*depth=*/std::max<int64_t>(2, micro_batches()));
   }
   set_learning_rate(step_optimizer(), lr_at(step));
-  // The graphed step updates the weights before its loss is read; a non-finite loss stops the
-  // run either way, with the last checkpoint intact.
-  const double loss =
-      agree_on_loss_and_stop((graphed ? graphed_step() : forward_backward()).item<double>());
-  if (!std::isfinite(loss)) {
-    throw NonFiniteLoss(fmt::format("loss is {} at step {}; stopping. Last good checkpoint: {}",
-                                    loss, step + 1, last_checkpoint));
-  }
-  if (sharded) {
-    grad_norm = sharded->step(o.clip_norm);
-  } else if (!graphed) {
-    grad_norm = clip_and_step(dit->parameters(), *optimizer, o.clip_norm);
-  }
+  // A graphed step updates the weights before its loss is read; a non-finite loss stops the run
+  // either way, with the last checkpoint intact.
+  double loss = 0;
+  auto check = [&](const at::Tensor& step_loss) {
+    loss = agree_on_loss_and_stop(step_loss.item<double>());
+    if (!std::isfinite(loss)) {
+      throw NonFiniteLoss(fmt::format("loss is {} at step {}; stopping. Last good checkpoint: {}",
+                                      loss, step + 1, last_checkpoint));
+    }
+  };
+  auto result = train_step->run(
+      [&](int64_t m) { return prefetch->take(step * micro_batches() + m); }, check);
+  grad_norm = result.grad_norm;
   ++step;
   if (ema) ema->update(*dit, step);
   return loss;
-}
-
-// The step's micro-batches, forward and backward; returns the step's loss (on the device).
-at::Tensor Trainer::State::forward_backward() {
-  dit->zero_grad(/*set_to_none=*/true);
-  at::Tensor step_loss;
-  for (int64_t m = 0; m < micro_batches(); ++m) {
-    auto part = micro_batch(prefetch->take(step * micro_batches() + m), m + 1 == micro_batches());
-    step_loss = m == 0 ? part : step_loss + part;
-  }
-  if (buckets) buckets->finish();
-  return step_loss;
-}
-
-// forward_backward, clipping and AdamW as GraphedSteps describes; returns the step's loss.
-at::Tensor Trainer::State::graphed_step() {
-  auto& g = *graphed;
-  for (int64_t m = 0; m < micro_batches(); ++m) {
-    auto input = prefetch->take(step * micro_batches() + m);
-    if (g.inputs.size() <= static_cast<std::size_t>(m)) {
-      for (at::Tensor* t : input.tensors()) *t = t->to(device, /*non_blocking=*/true);
-      g.inputs.push_back(std::move(input));
-    } else {
-      const auto to = g.inputs[m].tensors(), from = input.tensors();
-      for (std::size_t i = 0; i < to.size(); ++i) to[i]->copy_(*from[i], /*non_blocking=*/true);
-    }
-  }
-  auto work = [&] {
-    for (int64_t m = 0; m < micro_batches(); ++m) {
-      auto part = micro_batch(g.inputs[m], m + 1 == micro_batches());
-      g.loss = m == 0 ? part : g.loss + part;
-    }
-    if (buckets) buckets->finish();  // the all-reduces (NCCL) are captured with the step
-    grad_norm = clip_and_step(dit->parameters(), *optimizer, cfg.optim.clip_norm);
-  };
-  if (g.warmups_left > 0) {
-    --g.warmups_left;
-    dit->zero_grad(/*set_to_none=*/true);
-    g.graph.warm_up(work);
-  } else if (!g.graph.captured()) {
-    // The capture's gradients come from the graph's memory; replays rewrite them in place.
-    dit->zero_grad(/*set_to_none=*/true);
-    g.graph.capture(work);  // runs AdamW's host side once: its step counts are this step's
-    g.graph.replay();
-  } else {
-    g.graph.replay();
-    static_cast<ScaledAdamW&>(*optimizer).count_replayed_step();
-  }
-  return g.loss;
 }
 
 // Rank 0 writes: every rank holds the same weights, and the same AdamW moments unless they are
 // sharded (then all ranks gather them first). The others wait at a barrier so that no rank runs
 // ahead of a checkpoint it may have to resume from.
 void Trainer::State::save(bool final) {
+  if (!opts.write_files) return;
   const auto path = checkpoint_path(run_dir, step);
   int64_t optimizer_step = 0;
   io::TensorMap moments;
@@ -470,6 +405,7 @@ void Trainer::State::log_progress(double loss, double images_per_s, double eta_s
   const double norm = grad_norm.item<double>();  // read only when logged: no wait in the step
   spdlog::info("step {}/{} | loss {:.4f} | lr {:.3e} | grad norm {:.3f} | {:.1f} img/s | ETA {}",
                step, o.steps, loss, lr, norm, images_per_s, util::format_duration(eta_s));
+  if (!metrics) return;  // TrainerOptions::write_files false
   metrics->write(step,
                  {{"loss", loss}, {"lr", lr}, {"grad_norm", norm}, {"images_per_s", images_per_s}});
   events->add_scalar("train/loss", loss, step);
@@ -481,7 +417,7 @@ void Trainer::State::log_progress(double loss, double images_per_s, double eta_s
 // Samples the fixed prompts of the built-in dataset with the EMA weights when there are any,
 // writes the grid, and returns the prompt match (-1 without built-in data).
 double Trainer::State::sample_grid() {
-  if (rank != 0) return -1;
+  if (rank != 0 || !opts.write_files) return -1;
   if (!builtin) {
     spdlog::info("sample grids need the text encoder and VAE (not built yet): skipped");
     return -1;
@@ -526,10 +462,12 @@ TrainResult Trainer::run() {
   StopSignals signals;
   TrainResult result;
   const int64_t first = s.step;
+  const int64_t end = s.opts.max_steps > 0 ? std::min(s.cfg.optim.steps, first + s.opts.max_steps)
+                                           : s.cfg.optim.steps;
   auto window_start = std::chrono::steady_clock::now();
   int64_t window_steps = 0;
   double window_loss = 0;
-  while (s.step < s.cfg.optim.steps) {
+  while (s.step < end) {
     const double loss = s.train_one_step();
     result.losses.push_back(loss);
     window_loss += loss;
@@ -562,7 +500,9 @@ TrainResult Trainer::run() {
       s.sample_grid();
     }
   }
-  if (s.step > first || !latest_checkpoint(s.run_dir)) s.save(/*final=*/true);
+  if (s.step > first || (s.opts.write_files && !latest_checkpoint(s.run_dir))) {
+    s.save(/*final=*/true);  // nothing without write_files
+  }
   result.prompt_match = s.sample_grid();
   result.final_step = s.step;
   return result;

@@ -53,20 +53,10 @@ struct OptimSection {
   // auto (bf16 on CUDA, fp32 on CPU) | bf16 (LayerNorms in bf16, as the official runs) |
   // bf16-fp32norm (plain autocast: LayerNorms in float32) | fp32
   std::string precision = "auto";
-  // Speed and memory, same function (docs/performance.md): LayerNorm + adaLN modulation and the
-  // gated residuals each as one operation (CUDA kernels where built); FFN activations recomputed
-  // in backward.
-  bool fused_norm = false;
-  bool fused_residual = false;
-  bool recompute_activations = false;
-  bool moe_row_dispatch = false;  // MoE tokens moved by row index
-  bool fused_moe_combine = false;  // the MoE's weighted sum of expert outputs as one operation
-  bool fused_moe_dispatch = false;  // the gathering of the MoE experts' tokens as one operation
-  bool fold_residual_grad = false;  // with fused_norm: residual gradients added in its backward
-  bool fp32_weight_grads = false;   // weight gradients in float32 from the products themselves
-  bool split_qk_norm = false;       // with fused_norm: q, k, v split and QK-normed as one operation
-  bool one_pass_norm_grad = false;  // with fused_norm: the norms' CUDA backward as one kernel
-  bool merged_swiglu = false;       // the SwiGLU FFN's two input projections as one matrix product
+  // How the model runs, not what it computes (nn/execution.h): auto (fast on CUDA, reference
+  // elsewhere) | reference (the plain LibTorch operations) | fast (the fused operations,
+  // recomputed activations, float32 weight gradients).
+  std::string execution = "auto";
   // Attention kernel (nn/sdp_backend.h): auto | cudnn | flash | efficient | math.
   std::string attention_backend = "auto";
   bool cuda_graph = false;  // the step captured as a CUDA graph and replayed (one CUDA process)
@@ -77,12 +67,13 @@ struct OptimSection {
 };
 
 struct DataSection {
-  std::string kind = "builtin";  // builtin | safetensors | mds
+  std::string kind = "builtin";  // builtin | safetensors | mds | synthetic
   std::string path;              // directory of shards (safetensors)
   // MDS: directories of the official preparation, mixed in this order.
   std::vector<std::string> mds_dirs;
   int64_t resolution = 256;     // MDS: reads the column latents_<resolution>
-  int64_t caption_tokens = 77;  // MDS: caption_latents is (caption_tokens, caption_channels)
+  // MDS and synthetic: caption embeddings are (caption_tokens, the model's caption_channels)
+  int64_t caption_tokens = 77;
   std::string latents_key = "latents";
   std::string captions_key = "caption_latents";
   // Built-in dataset (no downloads): coloured shapes on coloured backgrounds.
@@ -91,6 +82,8 @@ struct DataSection {
   int64_t builtin_image_size = 16;
   int64_t builtin_caption_len = 8;
   int64_t builtin_caption_channels = 32;
+  // Synthetic (data/synthetic.h): random latents and captions of the model's shapes, no files.
+  int64_t synthetic_samples = 256;
 };
 
 struct SampleSection {

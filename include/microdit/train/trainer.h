@@ -8,8 +8,10 @@
 #include <memory>
 
 #include "microdit/model/microdit.h"
+#include "microdit/nn/execution.h"
 #include "microdit/train/config.h"
 #include "microdit/train/launch_env.h"
+#include "microdit/train/train_step.h"
 
 namespace microdit::train {
 
@@ -20,6 +22,12 @@ struct TrainerOptions {
   // This process's place in a multi-process run (read_launch_env() in microdit-train); the
   // default is a world of one.
   LaunchEnv launch;
+  // false: nothing written to disk (no config.yaml, checkpoints, metrics, TensorBoard or sample
+  // grids), as microdit-bench runs the trainer; progress is still logged.
+  bool write_files = true;
+  // Stop after this many steps of this run (0: at optim.steps); the schedule still spans
+  // optim.steps.
+  int64_t max_steps = 0;
 };
 
 struct TrainResult {
@@ -37,6 +45,12 @@ class Trainer {
   // The trained model; after run() its parameters' .grad hold the last step's gradient
   // (all-reduced in a multi-process run; released with dist.zero_stage 2).
   model::DiT& model();
+  const at::Device& device() const;
+  const nn::Execution& execution() const;  // optim.execution resolved for the device
+  // The training step the run uses, and micro-batch m of the next step as the input path
+  // prepares it (on the host): microdit-bench times the step alone on these.
+  TrainStep& step();
+  MicroBatchInput next_input(int64_t m) const;
 
  private:
   struct State;
