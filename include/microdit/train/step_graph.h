@@ -3,7 +3,7 @@
 // runs), then replayed: one launch instead of thousands of kernel launches. The work must have
 // static shapes, read its inputs from tensors that stay in place, and never wait on the host;
 // its outputs are the tensors it left behind at capture, rewritten by each replay. Used by
-// train/train_step with optim.cuda_graph (microdit-train and microdit-bench).
+// train/train_step (optim.cuda_graph).
 #pragma once
 #include <c10/core/Device.h>
 
