@@ -477,7 +477,7 @@ TEST(TrainConfig, ShippedConfigsLoadAndValidate) {
   }
 }
 
-// The official recipe (spec section 4), read from the shipped stage configs.
+// The official recipe (paper Sec. 4 and the official configs), read from the shipped stage configs.
 TEST(TrainConfig, StageConfigsFollowTheOfficialRecipe) {
   const std::filesystem::path dir = MICRODIT_SOURCE_DIR "/configs";
   const TrainConfig s1 = load_train_config(dir / "stage1_256_masked.yaml");

@@ -146,8 +146,8 @@ TEST(Trainer, MicroBatchSplitDoesNotChangeLossOrGradients) {
 }
 
 // optim.execution fast changes how, not what: the same losses and last gradients within
-// rounding. The trainer applies it to every module that has the choice (nn::HasExecution); where
-// any has, the fused operations round differently somewhere.
+// rounding. The trainer applies it to every module that has the choice (nn::HasExecution), and
+// the fused operations round differently somewhere.
 TEST(Trainer, FastExecutionFollowsThePlainRun) {
   auto reference = tiny(fresh_dir("plain"), 3);
   reference.optim.execution = "reference";
@@ -179,7 +179,8 @@ TEST(Trainer, FastExecutionFollowsThePlainRun) {
     ++with_choice;
     EXPECT_TRUE(has->execution.fast()) << module->name();
   }
-  if (with_choice > 0) EXPECT_TRUE(any_rounding_apart) << "the fast path did not reach the model";
+  EXPECT_GT(with_choice, 0);
+  EXPECT_TRUE(any_rounding_apart) << "the fast path did not reach the model";
 }
 
 // data.kind synthetic: a model of a stage's shapes (4 latent channels, 77 caption tokens of its

@@ -1,5 +1,5 @@
 // Which kernel at::scaled_dot_product_attention may run. ATen takes the first backend of its
-// order that accepts the inputs (cuDNN's fused attention in the H100 stage 1 profile, bf16).
+// order that accepts the inputs.
 // MicroDiT's sequences are short (64 tokens per image in the masked backbone, 256 in the patch
 // mixer, 77 caption tokens), where the kernels differ in wasted tile rows and per-call cost, so
 // the choice is measured (docs/performance.md) rather than assumed. The switch is ATen's own,
