@@ -189,12 +189,7 @@ TEST(Trainer, TrainsAStageShapedModelOnSyntheticData) {
   auto config = [](const std::string& name) {
     return train::parse_train_config(R"(
 run: {dir: )" + fresh_dir(name).string() + R"(, device: cpu, log_every: 1, seed: 4}
-model:
-  arch: custom
-  dit: {input_size: 8, patch_size: 2, in_channels: 4, caption_channels: 48, dim: 32, depth: 2,
-        head_dim: 16, multiple_of: 16, qkv_multipliers: [1.0], ffn_multipliers: [2.0],
-        patch_mixer_depth: 1, patch_mixer_dim: 32, use_bias: false, num_experts: 2,
-        expert_capacity: 1.0, experts_every_n: 2}
+)" + test::tiny_latent_model_yaml() + R"(
 optim: {steps: 3, batch_size: 4, micro_batch_size: 2, lr: 0.001, mask_ratio: 0.75,
         clip_norm: 0.25}
 data: {kind: synthetic, synthetic_samples: 16}
