@@ -80,6 +80,32 @@ def fastest(rows, impl, mask, px, compiled=None, arch_name='MicroDiT_XL_2'):
     return best
 
 
+# The stage 1 config through microdit-train's own loop (microdit-bench --config, one micro-batch
+# of 256 per step, optim.execution fast) against the official compiled step on the same card:
+# (cuda_graph, the least ratio), and the peak memory of the previous benchmark's fast step, GiB.
+LOOP_GOALS = [(False, 1.05), (True, 1.10)]
+LOOP_PEAK_GIB = 55.9
+
+
+def print_loop_goals(rows):
+    """The stage 1 config's trainer-loop rows against the official compiled stage 1 row."""
+    compiled = fastest(rows, 'official', 0.75, 256, compiled=True)
+    for graph, goal in LOOP_GOALS:
+        row = next((r for r in rows if 'stage1' in r.get('config', '') and
+                    shape(r) == ('ours', 'MicroDiT_XL_2', 256, 0.75, 256) and
+                    r.get('execution') == 'fast' and bool(r.get('cuda_graph')) == graph and
+                    r.get('micro_batches', 1) == 1), None)
+        if row is None or compiled is None:
+            continue
+        ratio = row['images_per_s'] / compiled['images_per_s']
+        peak = row.get('peak_gib') or 0
+        print(f"stage 1 config, trainer loop, {'captured' if graph else 'eager'}: "
+              f"{row['images_per_s']:.1f} images/s / official compiled "
+              f"{compiled['images_per_s']:.1f} = {ratio:.2f}x (pass >= {goal:.2f}x: "
+              f"{'ok' if ratio >= goal else 'FAIL'}); {peak:.1f} GiB (pass within 1 GiB of "
+              f"{LOOP_PEAK_GIB}: {'ok' if abs(peak - LOOP_PEAK_GIB) <= 1 else 'FAIL'})")
+
+
 def print_loss_agreement(rows):
     """Same function: long runs of one shape from one seed, their mean losses against the first."""
     long = [r for r in rows if r.get('impl') == 'microdit-cpp' and r.get('steps', 0) >= 100]
@@ -209,6 +235,7 @@ def main(path):
     for label, lines in profiles:
         print_profile(label, lines)
     print_summary(timed)
+    print_loop_goals(timed)
     print_loss_agreement(timed)
 
 
