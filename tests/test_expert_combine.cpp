@@ -1,7 +1,7 @@
 // Tests for nn/expert_combine, the expert-choice MoE's probability-weighted sum of expert outputs
 // as one operation: its forward and gradients against the plain ops (gather mode's transposing
 // copy, multiply and scatter_add), the slot table its kernel reads, and its rounding in bf16.
-// The whole MoE against the official one-hot einsum: FastPath.FusedCombine* (test_precision.cpp);
+// The whole MoE against the official one-hot einsum: FastPath.MoEEqualsOneHotEinsum* (test_precision.cpp);
 // the CUDA kernels against the composite path: scripts/device/emulate_kernels.cpp.
 #include <gtest/gtest.h>
 #include <torch/csrc/autograd/autograd.h>

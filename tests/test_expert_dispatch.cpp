@@ -1,7 +1,7 @@
 // Tests for nn/expert_dispatch, the gathering of the expert-choice MoE's expert inputs as one
-// operation: its forward rows, its gradient against the plain row dispatch's (index_select, whose
+// operation: its forward rows, its gradient against a row-index reference (index_select, whose
 // backward is index_add), its rounding in bf16, and its errors. The whole MoE against the
-// official one-hot einsum: FastPath.FusedDispatch* (test_precision.cpp); the CUDA kernel it reuses
+// official one-hot einsum: FastPath.MoEEqualsOneHotEinsum* (test_precision.cpp); the CUDA kernel it reuses
 // (the combine's forward) against the composite path: ExpertDispatch.*_CUDA and
 // scripts/device/emulate_kernels.cpp.
 #include <gtest/gtest.h>
@@ -29,7 +29,7 @@ Inputs inputs(at::ScalarType dtype, at::Device device = at::kCPU) {
   return in;
 }
 
-// The row dispatch of FeedForwardECMoe: index_select, whose backward adds rows by index_add.
+// A row-index reference: index_select, whose backward adds rows by index_add.
 at::Tensor plain(const at::Tensor& x, const at::Tensor& indices) {
   const int64_t B = x.size(0), T = x.size(1), D = x.size(2);
   return x.reshape({B * T, D})

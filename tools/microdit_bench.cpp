@@ -66,7 +66,7 @@ std::optional<std::string> replaced_flag(const std::string& flag) {
       {"--batch", "optim.batch_size=N"},
       {"--mask", "optim.mask_ratio=R"},
       {"--res", "model.zoo.input_size=N"},
-      {"--micro-batches", "optim.micro_batch_size=N"},
+      {"--micro-batches", "optim.micro_batch_size=M (images per micro-batch, not their number)"},
       {"--attention", "optim.attention_backend=NAME"},
       {"--cuda-graph", "optim.cuda_graph=true"},
       {"--fp32", "optim.precision=fp32"},
@@ -191,14 +191,14 @@ std::vector<double> time_step_alone(microdit::train::Trainer& trainer,
 
 void print_row(const Args& a, const microdit::train::TrainConfig& c,
                microdit::train::Trainer& trainer, const std::vector<double>& losses,
-               int64_t caption_tokens, const Timing& loop, const Timing& alone) {
+               int64_t caption_tokens, const Timing& loop, const Timing& alone, double peak_gib) {
   using namespace microdit;
   const auto& o = c.optim;
   const auto& dit = trainer.model()->config;
   const auto& device = trainer.device();
   const double tflop =
       model::training_step_flops(dit, {o.batch_size, o.mask_ratio, caption_tokens}) * 1e-12;
-  const bool bf16 = o.precision.starts_with("bf16") || (o.precision == "auto" && device.is_cuda());
+  const bool bf16 = trainer.step().options().bf16;
   const double loss_mean = std::accumulate(losses.end() - a.steps, losses.end(), 0.0) / a.steps;
   fmt::print(
       R"({{"impl": "microdit-cpp", "config": "{}", "arch": "{}", "batch": {}, "mask": {}, )"
@@ -215,7 +215,7 @@ void print_row(const Args& a, const microdit::train::TrainConfig& c,
       o.attention_backend, o.cuda_graph, trainer.step().options().micro_batches, a.warmup,
       a.steps, loop.mean, loop.median, loop.min, loop.max, o.batch_size / loop.mean, alone.mean,
       alone.median, o.batch_size / alone.mean, loop.mean - alone.mean, tflop, tflop / loop.mean,
-      tflop / loop.mean / a.peak_tflops, util::peak_memory_bytes(device) / double(1 << 30),
+      tflop / loop.mean / a.peak_tflops, peak_gib,
       trainer.model()->num_parameters(), losses.back(), loss_mean, fmt::join(losses, ", "));
   std::fflush(stdout);
 }
@@ -238,6 +238,11 @@ int run(const Args& a) {
   options.max_steps = a.warmup + a.steps;
   options.on_step = [&times](int64_t, double) { times.on_step(); };
   train::Trainer trainer(config, options);
+  // The timed steps are replays only.
+  if (config.optim.cuda_graph && a.warmup < 3) {
+    throw std::invalid_argument(
+        "--warmup must be at least 3 with optim.cuda_graph: two eager steps, then the capture");
+  }
   times.device = trainer.device();
   util::reset_peak_memory(times.device);  // again after the warm-up steps, if any
   times.last = Clock::now();
@@ -245,10 +250,12 @@ int run(const Args& a) {
   if (static_cast<int64_t>(losses.size()) < a.warmup + a.steps) {
     throw std::runtime_error(fmt::format("the trainer stopped after {} steps", losses.size()));
   }
+  // The trainer's timed steps only: the step-alone phase below holds one more batch on the device.
+  const double peak_gib = util::peak_memory_bytes(times.device) / double(1 << 30);
   const auto inputs = device_inputs(trainer);
   const auto alone = timing(time_step_alone(trainer, inputs, a.steps));
   const int64_t caption_tokens = inputs.front().batch.captions.size(2);  // (B,1,L,Cy)
-  print_row(a, config, trainer, losses, caption_tokens, timing(times.seconds), alone);
+  print_row(a, config, trainer, losses, caption_tokens, timing(times.seconds), alone, peak_gib);
   if (a.profile > 0) profile(trainer, inputs, a.profile);
   return 0;
 }

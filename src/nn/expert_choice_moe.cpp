@@ -61,7 +61,7 @@ at::Tensor FeedForwardECMoeImpl::experts(const at::Tensor& xin) {
   const bool fast = execution.fast();
   auto u = weight_bmm(xin, w1, fast);  // (E,B*K,F)
   // Exact-erf GELU, then the second expert product: (E,B*K,D).
-  return fast ? gelu_bmm(u, w2, fast) : weight_bmm(at::gelu(u), w2, fast);
+  return fast ? gelu_bmm(u, w2, /*fp32_weight_grad=*/true) : weight_bmm(at::gelu(u), w2, false);
 }
 
 at::Tensor FeedForwardECMoeImpl::forward(const at::Tensor& x) {
