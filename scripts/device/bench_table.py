@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""Prints bench.jsonl (microdit-bench and bench_official.py rows) as a short table: one line per
-row with its shape, flags, images/s, step time and peak memory, or its error (for microdit-bench
-rows: the trainer's steps, and the step alone on device inputs where the row has it); then, for each row
-run with --profile, its GPU kernel time per step in the categories of docs/performance.md; then
-each stage 1 option's time against the plain stage 1 row, the stage 1 goal (ours against the
-official compiled run), the other goals, the four-stage recipe's GPU-hours at the fastest rows,
-and the 200-step runs' mean losses (same function, 2% bound). Used by
-gpu_checks.sh as its last output (the reply carries the end)."""
+"""Prints bench.jsonl (microdit-bench, train_rate.sh's microdit-train and bench_official.py rows)
+as a short table: one line per row with its shape, flags, images/s, step time and peak memory, or
+its error (for microdit-bench rows: the trainer's steps, and the step alone on device inputs where
+the row has it); then, for each row run with --profile, its GPU kernel time per step in the
+categories of docs/performance.md; then each stage 1 option's time against the plain stage 1 row,
+the stage 1 goal (ours against the official compiled run), the other goals, the four-stage
+recipe's GPU-hours at the fastest rows, the stage 1 config's trainer-loop pass lines, and the
+200-step runs' mean losses (same function, 2% bound). Used by gpu_checks.sh as its last output
+(the reply carries the end)."""
 import json
 import re
 import sys
@@ -219,6 +220,11 @@ def main(path):
             continue
         if 'error' in row:
             print(f"error     {row.get('cmd', row.get('args', ''))!s:.90}: {row['error']}")
+            continue
+        if row.get('impl') == 'microdit-train':
+            print(f"microdit-train {row['args']!s:.100}: {row['images_per_s']:.1f} images/s over "
+                  f"steps {row['step'] - row['window_steps'] + 1}-{row['step']} (loss "
+                  f"{row['loss']:.4f})")
             continue
         timed.append(row)
         ours = row.get('impl') == 'microdit-cpp'

@@ -119,6 +119,9 @@ row() {  # row TIMEOUT_S COMMAND...
 # thread, pinned copies: the rate microdit-train's metrics.jsonl reports for the same --config and
 # --set), then the training step alone on device inputs; its row has both.
 ours() { row 180 "$BUILD_DIR/microdit-bench" --set run.device="$DEVICE" "$@"; }
+# microdit-train itself (scripts/device/train_rate.sh): one JSON line from its metrics.jsonl.
+# shellcheck disable=SC2086  # callers pass $SYNTHETIC unquoted
+trained() { row 300 scripts/device/train_rate.sh "$BUILD_DIR/microdit-train" --set run.device="$DEVICE" "$@"; }
 official() {
   [ -f .device/peer/md/dit.py ] || return 0
   row "${OFFICIAL_LIMIT:-120}" env PYTHONUNBUFFERED=1 python3 .device/peer/bench_official.py --models .device/peer "$@"
@@ -144,6 +147,13 @@ if [ "$GPU" = 1 ]; then
   stage1 --set optim.cuda_graph=true
   # The official compiled stage 1 run on the same card (the stage 1 goal's reference).
   OFFICIAL_LIMIT=300 official --arch MicroDiT_XL_2 --batch 256 --mask 0.75 --compile
+  # The same config through microdit-train itself, eager and captured: the images/s of its
+  # metrics.jsonl's last window of 10 steps (40 steps: no learning-rate warm-up to fit in).
+  for graph in false true; do
+    trained --config configs/stage1_256_masked.yaml $SYNTHETIC --set optim.batch_size=256 \
+      --set optim.micro_batch_size=256 --set optim.steps=40 --set optim.warmup_steps=0 \
+      --set run.log_every=10 --set optim.cuda_graph=$graph
+  done
   # The later stages as an 8-GPU run of their configs steps them, in a world of one at the
   # configs' micro-batches: eager and captured.
   for shape in "stage2_256_finetune 128" "stage3_512_masked 64" "stage4_512_finetune 32"; do
@@ -187,6 +197,7 @@ else
   tiny 2 --steps 1 --warmup 1 --set optim.precision=auto --set data.synthetic_samples=4 \
     --set optim.execution=fast
   ours --config configs/debug_tiny.yaml --steps 2
+  trained --config configs/debug_tiny.yaml --set optim.steps=6 --set run.log_every=2
   official --arch MicroDiT_Tiny_2 --batch 2 --mask 0.75 --steps 1 --warmup 1
 fi
 log "tier 3 bench: $(wc -l < "$BENCH") rows"
