@@ -50,14 +50,11 @@ TrainStep::TrainStep(model::DiT dit, TrainStepOptimizer optimizer, TrainStepOpti
               "a batch of ", options_.batch_size, " does not split into ", options_.micro_batches,
               " micro-batches");
   if (!options_.cuda_graph) return;
-  TORCH_CHECK(cuda_graphs_built(), "CUDA graphs need a CUDA build of LibTorch");
-  TORCH_CHECK(options_.device.is_cuda(), "a captured step needs a CUDA device, not ",
-              options_.device.str());
+  graph_ = std::make_unique<StepGraph>(options_.device);  // refuses a build or device without CUDA
   // The unfused AdamW computes its bias corrections on the host: a graph would replay the first.
   auto* adamw = dynamic_cast<ScaledAdamW*>(opt_.adamw);
   TORCH_CHECK(adamw != nullptr && adamw->fused(), "a captured step needs the fused AdamW");
   adamw->keep_learning_rates_on_device();
-  graph_ = std::make_unique<StepGraph>(options_.device);
 }
 
 TrainStep::~TrainStep() = default;
