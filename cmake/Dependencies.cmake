@@ -48,18 +48,36 @@ foreach(_lib fmt spdlog)
   unset(_header_dir CACHE)
 endforeach()
 
-# Optional libraries of the real-data path, found through pkg-config. Each missing one turns off
-# one feature with a clear runtime error, so the trainer still builds on a bare GPU machine:
-# PCRE2 (CLIP tokenizer's Unicode classes), zstd (compressed MDS shards), zlib (gzip vocabularies).
-find_package(PkgConfig QUIET)
-foreach(_dep PCRE2:libpcre2-8 ZSTD:libzstd ZLIB:zlib)
-  string(REPLACE ":" ";" _pair "${_dep}")
-  list(GET _pair 0 _name)
-  list(GET _pair 1 _module)
+# Libraries for file formats, found through pkg-config. Every build needs nlohmann-json (JSON
+# headers and metadata), libspng (PNG), libmd (SHA-1 and MD5) and xxHash (used header-only);
+# the GPU machine lacks their -dev packages and gets them from .device/ (scripts/device/prepare.sh).
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(MICRODIT_JSON REQUIRED IMPORTED_TARGET nlohmann_json)
+pkg_check_modules(MICRODIT_SPNG REQUIRED IMPORTED_TARGET spng)
+pkg_check_modules(MICRODIT_MD REQUIRED IMPORTED_TARGET libmd)
+pkg_check_modules(MICRODIT_XXHASH REQUIRED IMPORTED_TARGET libxxhash)
+
+# Optional libraries of the real-data path. Each missing one turns off one feature with a clear
+# runtime error, so the trainer still builds on a bare GPU machine: PCRE2 (CLIP tokenizer's
+# Unicode classes), zstd (compressed MDS shards), zlib (gzip vocabularies), libarchive (WebDataset
+# tars and .npz statistics). A library is used only when a program calling it also links: the
+# static libarchive carried to the GPU machine needs shared libraries that machine may lack.
+include(CheckCXXSourceCompiles)
+foreach(_dep PCRE2:libpcre2-8:pcre2_compile_8 ZSTD:libzstd:ZSTD_versionNumber
+             ZLIB:zlib:zlibVersion LIBARCHIVE:libarchive:archive_read_new)
+  string(REPLACE ":" ";" _triple "${_dep}")
+  list(GET _triple 0 _name)
+  list(GET _triple 1 _module)
+  list(GET _triple 2 _symbol)
   set(MICRODIT_HAVE_${_name} OFF)
-  if(PKG_CONFIG_FOUND)
-    pkg_check_modules(MICRODIT_${_name} QUIET IMPORTED_TARGET ${_module})
-    if(MICRODIT_${_name}_FOUND)
+  pkg_check_modules(MICRODIT_${_name} QUIET IMPORTED_TARGET ${_module})
+  if(MICRODIT_${_name}_FOUND)
+    set(CMAKE_REQUIRED_LIBRARIES PkgConfig::MICRODIT_${_name})
+    check_cxx_source_compiles(
+      "extern \"C\" char ${_symbol}(); int main() { return ${_symbol}() != 0; }"
+      MICRODIT_${_name}_LINKS)
+    unset(CMAKE_REQUIRED_LIBRARIES)
+    if(MICRODIT_${_name}_LINKS)
       set(MICRODIT_HAVE_${_name} ON)
     endif()
   endif()

@@ -6,7 +6,8 @@ set -euo pipefail
 
 DEBIAN_PACKAGES=(build-essential cmake ninja-build ccache pkg-config
   libyaml-cpp-dev libspdlog-dev libfmt-dev libgtest-dev libgmock-dev
-  libopencv-dev libpcre2-dev libzstd-dev zlib1g-dev libgloo-dev)
+  libopencv-dev libpcre2-dev libzstd-dev zlib1g-dev libgloo-dev
+  nlohmann-json3-dev libspng-dev libmd-dev libxxhash-dev libarchive-dev)
 TORCH_VERSION=2.13.0
 PYTHON=${PYTHON:-python3}
 SUDO=""
