@@ -9,6 +9,7 @@ DEBIAN_PACKAGES=(build-essential cmake ninja-build ccache pkg-config
   libopencv-dev libpcre2-dev libzstd-dev zlib1g-dev libgloo-dev
   nlohmann-json3-dev libspng-dev libmd-dev libxxhash-dev libarchive-dev)
 TORCH_VERSION=2.13.0
+PILLOW_VERSION=11.3.0  # the tests read the PNGs we write back with Pillow
 PYTHON=${PYTHON:-python3}
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -26,5 +27,9 @@ fi
 if ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('$TORCH_VERSION') else 1)" 2>/dev/null; then
   echo "setup: installing torch==$TORCH_VERSION (CPU wheel)"
   "$PYTHON" -m pip install -q "torch==$TORCH_VERSION"
+fi
+if ! "$PYTHON" -c "import PIL, sys; sys.exit(0 if PIL.__version__ == '$PILLOW_VERSION' else 1)" 2>/dev/null; then
+  echo "setup: installing pillow==$PILLOW_VERSION"
+  "$PYTHON" -m pip install -q "pillow==$PILLOW_VERSION"
 fi
 echo "setup: ready (torch $("$PYTHON" -c 'import torch; print(torch.__version__)'))"

@@ -27,10 +27,10 @@ if command -v nvidia-smi >/dev/null && nvidia-smi >/dev/null 2>&1; then GPU=1; D
   echo "nccl.h: $(find / -xdev -name nccl.h -not -path '*/proc/*' 2>/dev/null | head -5 | tr '\n' ' ')"; } > "$OUT/env.txt" 2>&1
 log "device: $DEVICE"
 
-# Tier 1: build. PCRE2 carried by prepare.sh, where there is one (the CLIP tokenizer).
-if [ -d .device/pcre2 ]; then
-  export PKG_CONFIG_PATH="$PWD/.device/pcre2/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
-  export LD_LIBRARY_PATH="$PWD/.device/pcre2/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# Tier 1: build, with the libraries prepare.sh carried in .device/deps where there are some.
+if [ -d .device/deps ]; then
+  export PKG_CONFIG_PATH="$PWD/.device/deps/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+  export LD_LIBRARY_PATH="$PWD/.device/deps/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
 BUILD_DIR=${BUILD_DIR:-build-device}
 t0=$(date +%s)

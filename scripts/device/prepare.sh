@@ -16,26 +16,50 @@ if [ $# -ge 1 ]; then
   done
   touch .device/peer/md/__init__.py
 fi
-# The CLIP tokenizer needs PCRE2, whose headers the GPU machine lacks (its build then leaves the
-# tokenizer out and two CUDA tests skip): this machine's header and library (x86-64, the same
-# ABI) with a pkg-config file that finds them wherever .device lands; gpu_checks.sh adds it to
-# PKG_CONFIG_PATH.
-if pkg-config --exists libpcre2-8 2>/dev/null; then
-  mkdir -p .device/pcre2/include .device/pcre2/lib/pkgconfig
-  cp "$(pkg-config --variable=includedir libpcre2-8)/pcre2.h" .device/pcre2/include/
-  for name in libpcre2-8.so libpcre2-8.so.0; do  # copies, not links: links travel as links
-    cp -L "$(pkg-config --variable=libdir libpcre2-8)/libpcre2-8.so.0" ".device/pcre2/lib/$name"
-  done
-  cat > .device/pcre2/lib/pkgconfig/libpcre2-8.pc <<PC
+# Libraries whose -dev packages the GPU machine lacks (it has no network to install them): this
+# machine's headers and libraries (Debian 12, x86-64; glibc 2.36, older than the GPU machine's,
+# so they run there) under .device/deps with pkg-config files that find them wherever .device
+# lands; gpu_checks.sh puts .device/deps/lib/pkgconfig first on PKG_CONFIG_PATH.
+#   every build: nlohmann-json (headers), libspng (shared: Debian ships no static one),
+#     libmd (static), xxHash (headers; used header-only);
+#   optional: PCRE2 (the CLIP tokenizer; without it two CUDA tests skip), libarchive (static;
+#     needs zlib, zstd, xz, bzip2 and nettle, which the GPU machine's base system carries; the
+#     build leaves it out if they do not link).
+# Copies, not links: links travel as links.
+DEPS=.device/deps
+LIB=/usr/lib/x86_64-linux-gnu
+mkdir -p "$DEPS/include" "$DEPS/lib/pkgconfig"
+pc() {  # pc NAME VERSION LIBS: a pkg-config file relative to its own folder
+  cat > "$DEPS/lib/pkgconfig/$1.pc" <<PC
 prefix=\${pcfiledir}/../..
 includedir=\${prefix}/include
 libdir=\${prefix}/lib
 
-Name: libpcre2-8
-Description: PCRE2 8-bit, carried from the development machine by scripts/device/prepare.sh
-Version: $(pkg-config --modversion libpcre2-8)
-Libs: -L\${libdir} -lpcre2-8
+Name: $1
+Description: carried from the development machine by scripts/device/prepare.sh
+Version: $2
+Libs: $3
 Cflags: -I\${includedir}
 PC
-fi
+}
+version() { dpkg-query -W -f='${Version}' "$1"; }
+cp -r /usr/include/nlohmann "$DEPS/include/"
+pc nlohmann_json "$(version nlohmann-json3-dev)" ""
+cp /usr/include/spng.h "$DEPS/include/"
+cp -L "$LIB/libspng.so.0" "$DEPS/lib/libspng.so.0"
+cp -L "$LIB/libspng.so.0" "$DEPS/lib/libspng.so"
+pc spng "$(version libspng-dev)" "-L\${libdir} -lspng"
+cp /usr/include/md5.h /usr/include/sha1.h "$DEPS/include/"
+cp "$LIB/libmd.a" "$DEPS/lib/"
+pc libmd "$(version libmd-dev)" "-L\${libdir} -lmd"
+cp /usr/include/xxhash.h /usr/include/xxh3.h "$DEPS/include/"
+pc libxxhash "$(version libxxhash-dev)" ""
+cp /usr/include/pcre2.h "$DEPS/include/"
+cp -L "$LIB/libpcre2-8.so.0" "$DEPS/lib/libpcre2-8.so.0"
+cp -L "$LIB/libpcre2-8.so.0" "$DEPS/lib/libpcre2-8.so"
+pc libpcre2-8 "$(version libpcre2-dev)" "-L\${libdir} -lpcre2-8"
+cp /usr/include/archive.h /usr/include/archive_entry.h "$DEPS/include/"
+cp "$LIB/libarchive.a" "$DEPS/lib/"
+pc libarchive "$(version libarchive-dev)" \
+  "-L\${libdir} -larchive -l:libz.so.1 -l:libzstd.so.1 -l:liblzma.so.5 -l:libbz2.so.1.0 -l:libnettle.so.8"
 du -sh .device

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Writes the CLIP tokenizer fixtures of tests/test_clip_tokenizer.cpp with the reference
-tokenizers, and the Unicode tables of src/encoders/text_clean.cpp.
+tokenizers, and the Unicode tables of src/encoders/text_clean.cpp (text_clean_tables.inc).
 
     python make_tokenizer_reference.py                  # regenerates tests/data/tokenizer/
-    python make_tokenizer_reference.py --write-cpp-tables src/encoders/text_clean.cpp
+    python make_tokenizer_reference.py --write-cpp-tables src/encoders/text_clean_tables.inc
     python make_tokenizer_reference.py --show "some text"   # both pipelines, step by step
     python make_tokenizer_reference.py --show-chunk 0x300   # one sweep chunk
 
@@ -581,11 +581,8 @@ def sweep_record(refs, first):
 
 
 # ---------------------------------------------------------------------------------------------
-# C++ tables for src/encoders/text_clean.cpp.
+# C++ tables for src/encoders/text_clean.cpp, written as src/encoders/text_clean_tables.inc.
 # ---------------------------------------------------------------------------------------------
-
-BEGIN_MARK = "// BEGIN GENERATED TABLES"
-END_MARK = "// END GENERATED TABLES"
 
 
 def ranges(cps):
@@ -627,8 +624,7 @@ def packed(items, indent="    "):
 def cpp_tables():
     assert unicodedata.unidata_version == UNICODE_VERSION, unicodedata.unidata_version
     all_cps = [c for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
-    out = [BEGIN_MARK,
-           f"// Written by scripts/reference/make_tokenizer_reference.py --write-cpp-tables from",
+    out = [f"// Written by scripts/reference/make_tokenizer_reference.py --write-cpp-tables from",
            f"// Python {sys.version.split()[0]}'s unicodedata (Unicode {UNICODE_VERSION}) and",
            "// html.entities. Do not edit by hand.",
            "// clang-format off"]
@@ -711,16 +707,12 @@ def cpp_tables():
     out.append(packed(f'{{"{n}", {u32(v)}}}' for n, v in ups))
     out.append("};")
     out.append("// clang-format on")
-    out.append(END_MARK)
     return "\n".join(out)
 
 
 def write_cpp_tables(path):
-    path = pathlib.Path(path)
-    text = path.read_text(encoding="utf-8")
-    begin, end = text.index(BEGIN_MARK), text.index(END_MARK) + len(END_MARK)
-    path.write_text(text[:begin] + cpp_tables() + text[end:], encoding="utf-8")
-    print(f"wrote tables into {path}")
+    pathlib.Path(path).write_text(cpp_tables() + "\n", encoding="utf-8")
+    print(f"wrote {path}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,5 +1,8 @@
 // torch.save zip reader: a restricted protocol-2 unpickler for data.pkl (format:
 // PyTorch's torch/serialization.py zip layout; opcodes: CPython Lib/pickle.py, PEP 307).
+// The zip container is LibTorch's own PyTorchStreamReader. The unpickler is ours: LibTorch's
+// torch::pickle_load accepts only TorchScript's types (a released checkpoint pickles Python
+// classes, OrderedDicts and module wrappers), and no C or C++ library reads Python pickles.
 #include "microdit/io/torch_checkpoint.h"
 
 #include <c10/util/Exception.h>

@@ -2,8 +2,9 @@
 // Resize(s, BICUBIC) of the short side, CenterCrop(s), ToTensor, Normalize(0.5, 0.5).
 // The resize reproduces Pillow's (13) antialiased bicubic resampling bit for bit (separable
 // fixed-point convolution, one pass per axis, the longer kernel first, 8-bit rounding after
-// each); OpenCV's resize differs. The float variant is Pillow's resize of a mode 'F' image, which clean-fid's
-// "clean" FID mode uses to resize to 299 x 299 without quantizing.
+// each); our own code because OpenCV's resize differs and Pillow's C core is not a library one
+// can link. The float variant is Pillow's resize of a mode 'F' image, which clean-fid's "clean"
+// FID mode uses to resize to 299 x 299 without quantizing.
 // Legend: H W image size, C channels (uint8 images are HWC, model inputs CHW).
 #pragma once
 #include <ATen/ATen.h>

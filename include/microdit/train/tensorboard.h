@@ -1,6 +1,8 @@
 // TensorBoard event files (tfevents) written without TensorFlow or protobuf: each record is
 // [uint64 length][masked CRC32C of length][Event proto][masked CRC32C of data], little-endian,
-// with the Event protos (scalars as simple_value, images as PNG) encoded by hand.
+// with the Event protos (scalars as simple_value, images as PNG) encoded by hand. Our own code:
+// TensorBoard's writers are Python (or TensorFlow's C++, not packaged), and the three protobuf
+// messages written here take a few dozen lines, where protobuf would add a compiler step.
 #pragma once
 
 #include <ATen/ATen.h>
