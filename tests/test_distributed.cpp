@@ -112,7 +112,7 @@ TEST(LaunchEnv, BadValuesNameTheVariable) {
       {}));
   EXPECT_TRUE(test::throws_with<std::invalid_argument>(
       [] { train::read_launch_env(lookup({{"RANK", "x"}, {"WORLD_SIZE", "2"}})); },
-      "RANK='x' is not an integer", {}));
+      "RANK is 'x', expected an integer", {}));
   EXPECT_TRUE(test::throws_with<std::invalid_argument>(
       [] { train::read_launch_env(lookup({{"RANK", "2"}, {"WORLD_SIZE", "2"}})); },
       "RANK=2 is outside [0, WORLD_SIZE=2)", {}));

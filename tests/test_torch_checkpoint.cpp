@@ -215,12 +215,12 @@ TEST_F(TorchCheckpointArchive, KeepsPrefixesNotSharedByAllKeys) {
 
 TEST_F(TorchCheckpointArchive, RejectsViewsOutsideTheStorage) {
   const std::string pickle = Pickle().op('}').str("w").tensor("0", 4, 2, 3, 1).op('s').bytes();
-  EXPECT_TRUE(rejects(archive(pickle), {"reaches element 4 of a storage with 4"}));
+  EXPECT_TRUE(rejects(archive(pickle), {"reaches past the end of a storage with 4 elements"}));
 }
 
 TEST_F(TorchCheckpointArchive, RejectsStorageOfTheWrongSize) {
   const std::string pickle = Pickle().op('}').str("w").tensor("0", 8, 0, 8, 1).op('s').bytes();
-  EXPECT_TRUE(rejects(archive(pickle, 4), {"record data/0 holds 16 bytes, expected 32"}));
+  EXPECT_TRUE(rejects(archive(pickle, 4), {"record data/0 holds 16 bytes, not 8 x Float"}));
 }
 
 TEST_F(TorchCheckpointArchive, RejectsUnsupportedOpcodes) {
@@ -241,6 +241,63 @@ TEST_F(TorchCheckpointArchive, RejectsMalformedPickles) {
       rejects(archive(Pickle().op('}').str("n").int1(3).op('s').bytes()), {"no tensors found"}));
   EXPECT_TRUE(rejects(archive(Pickle().global("os", "system").bytes()),
                       {"unsupported global 'os.system'"}));
+}
+
+// A view whose extent overflows int64 (size 2^62, stride 4) is refused, not wrapped around.
+TEST_F(TorchCheckpointArchive, RejectsAViewWhoseExtentOverflows) {
+  Pickle pickle;
+  pickle.op('}').str("w").global("torch._utils", "_rebuild_tensor_v2").op('(');
+  pickle.op('(').str("storage").global("torch", "FloatStorage").str("0").str("cpu").int1(4);
+  const std::int64_t huge = std::int64_t{1} << 62;
+  std::string size_op = "\x8a\x08";  // LONG1 of 8 bytes
+  size_op.append(reinterpret_cast<const char*>(&huge), 8);
+  pickle.op('t').op('Q').int1(0).op('(');
+  for (char c : size_op) pickle.op(c);
+  pickle.op('t').int1(4).op('\x85').op('\x89').op('}').op('t').op('R').op('s');
+  EXPECT_TRUE(rejects(archive(pickle.bytes()), {"reaches past the end of a storage"}));
+}
+
+// A storage that claims more elements than its record holds is refused before it is allocated.
+TEST_F(TorchCheckpointArchive, RejectsAStorageClaimingMoreThanItsRecord) {
+  Pickle pickle;
+  pickle.op('}').str("w").global("torch._utils", "_rebuild_tensor_v2").op('(');
+  pickle.op('(').str("storage").global("torch", "FloatStorage").str("0").str("cpu");
+  const std::int64_t huge = std::int64_t{1} << 60;
+  std::string numel = "\x8a\x08";
+  numel.append(reinterpret_cast<const char*>(&huge), 8);
+  for (char c : numel) pickle.op(c);
+  pickle.op('t').op('Q').int1(0).int1(1).op('\x85').int1(1).op('\x85').op('\x89').op('}').op('t');
+  pickle.op('R').op('s');
+  EXPECT_TRUE(rejects(archive(pickle.bytes()), {"record data/0 holds 16 bytes, not"}));
+}
+
+// n tuples, each the only item of the next: MARK x n, EMPTY_TUPLE, TUPLE x n.
+std::string nested_tuples(int n) {
+  Pickle pickle;
+  for (int i = 0; i < n; ++i) pickle.op('(');
+  pickle.op(')');
+  for (int i = 0; i < n; ++i) pickle.op('t');
+  return pickle.bytes();
+}
+
+TEST_F(TorchCheckpointArchive, RejectsNestingDeeperThanAThousand) {
+  EXPECT_TRUE(rejects(archive(nested_tuples(1000)), {"expected a dict of tensors, got tuple"}));
+  EXPECT_TRUE(rejects(archive(nested_tuples(1001)), {"nest more than 1000 levels deep"}));
+  // A million levels (the crash this limit prevents: destroying them recursively).
+  EXPECT_TRUE(rejects(archive(nested_tuples(1000000)), {"nest more than 1000 levels deep"}));
+}
+
+// A chain of lists built through the memo (each appended to the one before), and a list that
+// contains itself: both refused, and neither crashes or leaks when the reader gives up.
+TEST_F(TorchCheckpointArchive, RejectsDeepAndCyclicListsBuiltThroughTheMemo) {
+  Pickle chain;
+  chain.op(']').op('q').op('\0');
+  for (int i = 0; i < 200000; ++i) {
+    chain.op('h').op('\0').op(']').op('q').op('\0').op('a').op('0');
+  }
+  EXPECT_TRUE(rejects(archive(chain.bytes()), {"nest more than 1000 levels deep"}));
+  const std::string cycle = Pickle().op(']').op('q').op('\0').op('h').op('\0').op('a').bytes();
+  EXPECT_TRUE(rejects(archive(cycle), {"a container contains itself"}));
 }
 
 TEST_F(TorchCheckpointArchive, RejectsACorruptZip) {

@@ -165,7 +165,6 @@ TEST(TrainConfig, RangeErrorsNameTheKey) {
       {"optim.mask_ratio=1", "optim.mask_ratio = 1.0, expected a value in [0, 1)"},
       {"optim.mask_ratio=-0.1", "optim.mask_ratio"},
       {"optim.lr=-1e-4", "optim.lr = -1.0e-04"},
-      {"optim.lr=.nan", "optim.lr"},
       {"optim.weight_decay=-0.1", "optim.weight_decay"},
       {"optim.steps=0", "optim.steps = 0, expected > 0"},
       {"optim.warmup_steps=21", "optim.warmup_steps = 21"},
@@ -213,6 +212,12 @@ TEST(TrainConfig, RangeErrorsNameTheKey) {
       {"data.builtin_caption_channels=1024", "data.builtin_caption_channels"},
       {"sample.cfg=0.5", "sample.cfg = 0.5"},
       {"sample.steps=0", "sample.steps"},
+      {"sample.steps=9223372036854775807",
+       "sample.steps = 9223372036854775807, expected in [1, 100000]"},
+      {"model.dit.qkv_multipliers=[1e300]", "model.dit.qkv_multipliers = 1.0e+300, expected <= 64"},
+      {"model.dit.ffn_multipliers=[65.0]", "model.dit.ffn_multipliers = 65.0, expected <= 64"},
+      {"model.dit.depth=1000000", "model.dit.depth = 1000000, expected <= 1024"},
+      {"model.dit.dim=1048576", "model.dit.dim"},
       {"edm.sigma_min=0", "edm.sigma_min"},
       {"edm.sigma_max=0.001", "edm.sigma_max"},
       {"edm.P_std=0", "edm.P_std"},
@@ -227,6 +232,18 @@ TEST(TrainConfig, RangeErrorsNameTheKey) {
     EXPECT_TRUE(override_fails(override_text, {"invalid config: " + piece}))
         << "override " << override_text;
   }
+}
+
+// Numbers are finite: NaN nowhere, infinity only for edm.S_max (EDM's default).
+TEST(TrainConfig, NonFiniteNumbersAreRefusedButForSMax) {
+  for (const std::string text : {"optim.lr=.nan", "optim.eps=.inf", "sample.cfg=.inf",
+                                 "model.dit.qkv_multipliers=[.inf]", "edm.P_mean=-.inf",
+                                 "dist.timeout_s=.inf"}) {
+    const std::string key = text.substr(0, text.find('='));
+    EXPECT_TRUE(override_fails(text, {"'" + key, "expects a finite number"})) << text;
+  }
+  EXPECT_TRUE(parse_fails("optim: {eps: .inf}\n", {"'optim.eps'", "a finite number", "'.inf'"}));
+  EXPECT_TRUE(std::isinf(tiny({"edm.S_max=.inf"}).edm.S_max));
 }
 
 // The per-operation switches that optim.execution replaced: each is refused in a file and as an

@@ -85,6 +85,70 @@ TEST(Trainer, SigtermWritesACheckpointAndResumesExactly) {
   for (int i = 0; i < 3; ++i) EXPECT_EQ(rest.losses[i], full.losses[2 + i]);
 }
 
+// The steps and value names of every metrics.jsonl record, in file order.
+std::vector<std::string> metric_records(const fs::path& path) {
+  std::vector<std::string> records;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) {
+    std::string keys = line.substr(0, line.find(','));
+    for (std::size_t at = line.find(",\""); at != std::string::npos; at = line.find(",\"", at + 1)) {
+      keys += " " + line.substr(at + 2, line.find('"', at + 2) - at - 2);
+    }
+    records.push_back(keys);
+  }
+  return records;
+}
+
+// What `kill -9` during a checkpoint write leaves (the checkpoint's temporary file, records of the
+// steps after the last checkpoint, a record cut short), and the newest checkpoint damaged on disk.
+TEST(Trainer, ResumeAfterACrashCleansUpAndFallsBackToAnIntactCheckpoint) {
+  const auto settings = [](const fs::path& dir, int64_t steps) {
+    auto c = tiny(dir, steps);
+    c.run.checkpoint_every = 2;
+    c.run.keep_checkpoints = 10;
+    c.run.log_every = 1;
+    return c;
+  };
+  const auto uninterrupted_dir = fresh_dir("uninterrupted");
+  const auto full = train::Trainer(settings(uninterrupted_dir, 8)).run();
+  const auto dir = fresh_dir("crashed");
+  train::Trainer(settings(dir, 6)).run();  // checkpoints at steps 2, 4 and 6
+  {
+    std::ofstream metrics(dir / "metrics.jsonl", std::ios::app);
+    metrics << "{\"step\":7,\"loss\":1.5}\n{\"step\":8,\"loss\":1.5}\n{\"step\":9,\"lo";
+  }
+  const fs::path temporary = dir / "checkpoints" / "step-00000008.safetensors.tmp.4242";
+  std::ofstream(temporary) << "the first bytes of a checkpoint";
+  {
+    const fs::path newest = train::checkpoint_path(dir, 6);
+    std::fstream file(newest, std::ios::in | std::ios::out | std::ios::binary);
+    file.seekg(-1, std::ios::end);
+    const char last = static_cast<char>(file.get() ^ 0x01);  // a flipped bit in the data
+    file.seekp(-1, std::ios::end);
+    file.put(last);
+  }
+  EXPECT_TRUE(test::throws_with([&] { train::load_checkpoint(train::checkpoint_path(dir, 6)); },
+                                train::checkpoint_path(dir, 6).string() + ": the data does not "
+                                "match the checksum", {}));
+
+  const auto rest = train::Trainer(settings(dir, 8), {/*resume=*/true, {}}).run();
+  ASSERT_EQ(rest.losses.size(), 4u);  // from step 4: the checkpoint of step 6 was refused
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(rest.losses[i], full.losses[4 + i]) << "step " << 5 + i;
+  EXPECT_FALSE(fs::exists(temporary));
+  EXPECT_EQ(metric_records(dir / "metrics.jsonl"),
+            metric_records(uninterrupted_dir / "metrics.jsonl"));
+  // The resumed run's event file tells TensorBoard to drop what the earlier file logged from
+  // step 5 on: Event{step = 5, session_log = {status = START}}.
+  int purges = 0;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    if (!entry.path().filename().string().starts_with("events.out.tfevents.")) continue;
+    for (const auto& record : train::read_tfevents_records(entry.path())) {
+      purges += record.ends_with(std::string("\x10\x05\x3a\x02\x08\x01", 6)) ? 1 : 0;
+    }
+  }
+  EXPECT_EQ(purges, 1);
+}
+
 TEST(Trainer, ResumeWithoutACheckpointIsAnError) {
   EXPECT_THROW(train::Trainer(tiny(fresh_dir("nockpt"), 2), {true, {}}), std::runtime_error);
 }

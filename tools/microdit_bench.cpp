@@ -88,14 +88,6 @@ std::optional<std::string> replaced_flag(const std::string& flag) {
   return std::nullopt;
 }
 
-int64_t count(const std::string& flag, const std::string& value, int64_t at_least) {
-  const int64_t n = std::stoll(value);
-  if (n < at_least) {
-    throw std::invalid_argument(fmt::format("{} {} must be >= {}", flag, value, at_least));
-  }
-  return n;
-}
-
 Args parse(int argc, char** argv) {
   Args a;
   for (microdit::util::ArgCursor args(argc, argv); args.next(kUsage);) {
@@ -105,13 +97,13 @@ Args parse(int argc, char** argv) {
     } else if (arg == "--set") {
       a.overrides.push_back(args.value());
     } else if (arg == "--steps") {
-      a.steps = count(arg, args.value(), 1);
+      a.steps = args.int_value(1);
     } else if (arg == "--warmup") {
-      a.warmup = count(arg, args.value(), 0);
+      a.warmup = args.int_value(0);
     } else if (arg == "--profile") {
-      a.profile = count(arg, args.value(), 0);
+      a.profile = args.int_value(0);
     } else if (arg == "--peak-tflops") {
-      a.peak_tflops = std::stod(args.value());
+      a.peak_tflops = args.number_value(1e-3);
     } else if (const auto message = replaced_flag(arg)) {
       throw std::invalid_argument(*message);
     } else {

@@ -124,9 +124,9 @@ Args parse(int argc, char** argv) {
     if (flag != text_flags.end()) {
       *flag->second = args.value();
     } else if (arg == "--real-size") {
-      a.real_size = std::stoll(args.value());
+      a.real_size = args.int_value(1);
     } else if (arg == "--batch-size") {
-      a.batch_size = std::stoll(args.value());
+      a.batch_size = args.int_value(1);
     } else {
       throw std::invalid_argument("unknown argument " + arg);
     }

@@ -56,7 +56,7 @@ struct Args {
 
 int64_t env_int(const char* name, int64_t fallback) {
   const char* value = std::getenv(name);
-  return value != nullptr && *value != '\0' ? std::stoll(value) : fallback;
+  return value != nullptr && *value != '\0' ? microdit::util::parse_int(value, name) : fallback;
 }
 
 std::vector<int64_t> parse_list(const std::string& text) {
@@ -64,7 +64,7 @@ std::vector<int64_t> parse_list(const std::string& text) {
   std::size_t start = 0;
   while (start <= text.size()) {
     const auto comma = text.find(',', start);
-    out.push_back(std::stoll(text.substr(start, comma - start)));
+    out.push_back(microdit::util::parse_int(text.substr(start, comma - start), "--resolutions", 1));
     if (comma == std::string::npos) break;
     start = comma + 1;
   }
@@ -84,29 +84,29 @@ Args parse(int argc, char** argv) {
     } else if (arg == "--resolutions") {
       o.resolutions = parse_list(args.value());
     } else if (arg == "--batch-size") {
-      o.batch_size = std::stoll(args.value());
+      o.batch_size = args.int_value(1);
     } else if (arg == "--min-size") {
-      o.min_size = std::stoll(args.value());
+      o.min_size = args.int_value(0);
     } else if (arg == "--no-clean") {
       o.clean_captions = false;
     } else if (arg == "--shard-size-mib") {
-      o.shard_size = std::stoll(args.value()) << 20;
+      o.shard_size = args.int_value(1, int64_t{1} << 20) << 20;
     } else if (arg == "--entries-per-part") {
-      o.sources.entries_per_part = std::stoll(args.value());
+      o.sources.entries_per_part = args.int_value(1);
     } else if (arg == "--image-column") {
       o.sources.image_column = args.value();
     } else if (arg == "--caption-column") {
       o.sources.caption_column = args.value();
     } else if (arg == "--seed") {
-      o.seed = std::stoll(args.value());
+      o.seed = args.int_value(0);
     } else if (arg == "--device") {
       a.device = args.value();
     } else if (arg == "--dtype") {
       a.dtype = args.value();
     } else if (arg == "--num-processes") {
-      o.num_processes = std::stoll(args.value());
+      o.num_processes = args.int_value(1);
     } else if (arg == "--process-index") {
-      o.process_index = std::stoll(args.value());
+      o.process_index = args.int_value(0);
     } else if (arg == "--merge-only") {
       a.merge_only = true;
     } else if (arg.starts_with("-")) {

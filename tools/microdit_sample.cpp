@@ -84,9 +84,9 @@ Args parse(int argc, char** argv) {
     } else if (arg == "--arch") {
       a.arch = args.value();
     } else if (arg == "--image-size") {
-      a.image_size = std::stoll(args.value());
+      a.image_size = args.int_value(1);
     } else if (arg == "--in-channels") {
-      a.in_channels = std::stoll(args.value());
+      a.in_channels = args.int_value(1);
     } else if (microdit::encoders::take_encoder_flag(args, a.files)) {
     } else if (arg == "--prompt") {
       a.prompts.push_back(args.value());
@@ -95,21 +95,21 @@ Args parse(int argc, char** argv) {
     } else if (arg == "--coco-captions") {
       a.coco_captions = args.value();
     } else if (arg == "--count") {
-      a.count = std::stoll(args.value());
+      a.count = args.int_value(1);
     } else if (arg == "--caption-seed") {
-      a.caption_seed = std::stoull(args.value());
+      a.caption_seed = args.seed_value();
     } else if (arg == "--out") {
       a.out = args.value();
     } else if (arg == "--steps") {
-      a.options.steps = std::stoll(args.value());
+      a.options.steps = args.int_value(1, 100000);
     } else if (arg == "--cfg") {
-      a.options.cfg = std::stod(args.value());
+      a.options.cfg = args.number_value(std::numeric_limits<double>::lowest());
     } else if (arg == "--seed") {
-      a.options.seed = std::stoull(args.value());
+      a.options.seed = args.seed_value();
     } else if (arg == "--batch-size") {
-      a.options.batch_size = std::stoll(args.value());
+      a.options.batch_size = args.int_value(1);
     } else if (arg == "--s-churn") {
-      a.s_churn = std::stod(args.value());
+      a.s_churn = args.number_value(0.0);
     } else if (arg == "--device") {
       a.device = args.value();
     } else if (arg == "--dtype") {

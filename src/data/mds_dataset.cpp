@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "microdit/io/tensor_map.h"
+#include "microdit/util/parse_number.h"
 
 namespace microdit::data {
 
@@ -43,7 +44,8 @@ void check_column(const MDSReader& reader, const std::string& column,
   std::vector<int64_t> stored;
   for (std::size_t pos = colon + 1; pos <= it->encoding.size();) {
     const auto comma = std::min(it->encoding.find(',', pos), it->encoding.size());
-    stored.push_back(std::stoll(it->encoding.substr(pos, comma - pos)));
+    stored.push_back(
+        util::parse_int(it->encoding.substr(pos, comma - pos), where + " ndarray dimension", 0));
     pos = comma + 1;
   }
   if (numel_of(stored) != numel_of(shape)) {

@@ -201,11 +201,16 @@ at::Tensor view_of_storage(at::Tensor flat, at::ScalarType dtype, std::int64_t o
   }
   if (std::find(size.begin(), size.end(), 0) != size.end()) return at::empty(size, flat.options());
   std::int64_t last = offset;  // highest element index the view touches
-  for (std::size_t d = 0; d < size.size(); ++d) last += (size[d] - 1) * stride[d];
-  if (last >= flat.numel()) {
+  bool overflow = false;
+  for (std::size_t d = 0; d < size.size(); ++d) {
+    std::int64_t reach = 0;
+    overflow = overflow || __builtin_mul_overflow(size[d] - 1, stride[d], &reach) ||
+               __builtin_add_overflow(last, reach, &last);
+  }
+  if (overflow || last >= flat.numel()) {
     throw std::runtime_error(c10::str("tensor view (offset ", offset, ", size ", shape_string(size),
-                                      ", stride ", shape_string(stride), ") reaches element ", last,
-                                      " of a storage with ", flat.numel()));
+                                      ", stride ", shape_string(stride), ") reaches past the end of",
+                                      " a storage with ", flat.numel(), " elements"));
   }
   return flat.as_strided(size, stride, offset);
 }
@@ -348,10 +353,92 @@ class Unpickler {
       step(code);
     }
     if (stack_.size() != 1) fail(c10::str("STOP with ", stack_.size(), " values on the stack"));
+    check_nesting();
     return stack_.back();
   }
 
+  // What a failed run leaves may nest a million levels deep or contain itself: taken apart
+  // iteratively, since shared_ptr's recursive destruction would overflow the stack or leak.
+  ~Unpickler() {
+    if (!nesting_checked_) dismantle();
+  }
+  Unpickler(const Unpickler&) = delete;
+  Unpickler& operator=(const Unpickler&) = delete;
+
+  // Python's own limit is the recursion limit (1,000) of what later walks the object.
+  static constexpr std::size_t kMaxNesting = 1000;
+  // Each memo entry costs at least two opcode bytes; this bounds the table of a hostile file.
+  static constexpr std::size_t kMaxMemo = std::size_t{1} << 24;
+
  private:
+  static void for_each_child(PyObject& object, const std::function<void(Ref&)>& visit) {
+    if (auto* tuple = std::get_if<Tuple>(&object.value)) {
+      for (Ref& item : tuple->items) visit(item);
+    } else if (auto* list = std::get_if<List>(&object.value)) {
+      for (Ref& item : list->items) visit(item);
+    } else if (auto* dict = std::get_if<Dict>(&object.value)) {
+      for (auto& [key, value] : dict->items) {
+        visit(key);
+        visit(value);
+      }
+    }
+  }
+
+  // Every object the run can still reach (the stack and the memo) nests at most kMaxNesting
+  // containers deep and contains no cycle: depth-first, iterative, each object once.
+  void check_nesting() {
+    enum class Mark { open, done };
+    std::unordered_map<const PyObject*, std::pair<Mark, std::size_t>> seen;  // -> (mark, height)
+    std::vector<std::pair<PyObject*, bool>> work;  // (object, children already pushed)
+    auto roots = stack_;
+    for (const auto& [index, value] : memo_) roots.push_back(value);
+    for (const Ref& root : roots) work.emplace_back(root.get(), false);
+    while (!work.empty()) {
+      auto [object, expanded] = work.back();
+      if (!expanded) {
+        const auto [it, fresh] = seen.try_emplace(object, Mark::open, 0);
+        if (!fresh) {
+          if (it->second.first == Mark::open) fail("a container contains itself");
+          work.pop_back();
+          continue;
+        }
+        work.back().second = true;
+        for_each_child(*object, [&](Ref& child) {
+          const auto found = seen.find(child.get());
+          if (found != seen.end() && found->second.first == Mark::open) {
+            fail("a container contains itself");
+          }
+          if (found == seen.end()) work.emplace_back(child.get(), false);
+        });
+        continue;
+      }
+      work.pop_back();
+      std::size_t height = 0;
+      for_each_child(*object, [&](Ref& child) {
+        height = std::max(height, seen.at(child.get()).second + 1);
+      });
+      if (height > kMaxNesting) {
+        fail(c10::str("containers nest more than ", kMaxNesting, " levels deep"));
+      }
+      seen[object] = {Mark::done, height};
+    }
+    nesting_checked_ = true;
+  }
+
+  void dismantle() noexcept {
+    std::vector<Ref> work = std::move(stack_);
+    for (auto& [index, value] : memo_) work.push_back(std::move(value));
+    memo_.clear();
+    while (!work.empty()) {
+      Ref object = std::move(work.back());
+      work.pop_back();
+      for_each_child(*object, [&](Ref& child) { work.push_back(std::move(child)); });
+      if (auto* tuple = std::get_if<Tuple>(&object->value)) tuple->items.clear();
+      if (auto* list = std::get_if<List>(&object->value)) list->items.clear();
+      if (auto* dict = std::get_if<Dict>(&object->value)) dict->items.clear();
+    }
+  }
+
   [[noreturn]] void fail(const std::string& message) const {
     throw std::runtime_error(c10::str("data.pkl byte ", op_start_, ": ", message));
   }
@@ -466,13 +553,13 @@ class Unpickler {
         set_items(pop_mark());
         return true;
       case op::BINPUT:
-        memo_[read_u8()] = top();
+        memoize(read_u8());
         return true;
       case op::LONG_BINPUT:
-        memo_[read_le<std::uint32_t>()] = top();
+        memoize(read_le<std::uint32_t>());
         return true;
       case op::MEMOIZE:
-        memo_[static_cast<std::uint32_t>(memo_.size())] = top();
+        memoize(static_cast<std::uint32_t>(memo_.size()));
         return true;
       case op::BINGET:
         push(memo_get(read_u8()));
@@ -578,6 +665,13 @@ class Unpickler {
     for (std::size_t i = 0; i < items.size(); i += 2) dict.emplace_back(items[i], items[i + 1]);
   }
 
+  void memoize(std::uint32_t index) {
+    if (memo_.size() >= kMaxMemo && !memo_.contains(index)) {
+      fail(c10::str("more than ", kMaxMemo, " memo entries"));
+    }
+    memo_[index] = top();
+  }
+
   Ref memo_get(std::uint32_t index) {
     const auto it = memo_.find(index);
     if (it == memo_.end()) fail(c10::str("memo entry ", index, " was never stored"));
@@ -646,6 +740,7 @@ class Unpickler {
   std::vector<std::size_t> marks_;  // stack sizes at each MARK
   std::unordered_map<std::uint32_t, Ref> memo_;
   PersistentLoad persistent_load_;
+  bool nesting_checked_ = false;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -674,15 +769,24 @@ class StorageLoader {
   }
 
  private:
+  // The record's size is checked against numel before anything is allocated: numel comes from
+  // the pickle, and a hostile one may ask for any amount of memory.
   at::Tensor read(const std::string& key, at::ScalarType dtype, std::int64_t numel) {
-    at::Tensor flat = at::empty({numel}, at::TensorOptions().dtype(dtype));
-    if (numel == 0) return flat;
+    if (numel < 0) throw std::runtime_error(c10::str("storage ", key, " has numel ", numel));
+    if (numel == 0) return at::empty({0}, at::TensorOptions().dtype(dtype));
     const std::string record = "data/" + key;
-    const std::size_t size = reader_.getRecordSize(record);
-    if (size != flat.nbytes()) {
-      throw std::runtime_error(c10::str("record ", record, " holds ", size, " bytes, expected ",
-                                        flat.nbytes(), " (", numel, " x ", dtype, ")"));
+    if (!reader_.hasRecord(record)) {
+      throw std::runtime_error(c10::str("storage ", key, ": no record ", record));
     }
+    const std::size_t size = reader_.getRecordSize(record);
+    std::uint64_t expected = 0;
+    if (__builtin_mul_overflow(static_cast<std::uint64_t>(numel), c10::elementSize(dtype),
+                               &expected) ||
+        size != expected) {
+      throw std::runtime_error(c10::str("record ", record, " holds ", size, " bytes, not ", numel,
+                                        " x ", dtype));
+    }
+    at::Tensor flat = at::empty({numel}, at::TensorOptions().dtype(dtype));
     reader_.getRecord(record, flat.data_ptr(), size);
     return flat;
   }

@@ -7,15 +7,34 @@
 #include <stdexcept>
 #include <vector>
 
+#include "microdit/io/hashes.h"
 #include "microdit/io/safetensors.h"
 #include "microdit/io/state_dict.h"
 #include "microdit/io/torch_checkpoint.h"
 #include "microdit/train/ema.h"
+#include "microdit/util/parse_number.h"
 
 namespace microdit::train {
 namespace {
 constexpr const char* kFormat = "microdit-train-checkpoint-1";
 const std::string kModel = "model.", kEma = "ema.", kOptim = "optim.";
+const std::string kChecksumKey = "data_xxh64";
+
+// xxHash64 of every tensor's name, dtype, shape and bytes in name order: a byte of the file's
+// data that changed after it was written changes it (safetensors itself has no checksum).
+std::string data_checksum(const io::TensorMap& tensors) {
+  uint64_t hash = 0;
+  for (const auto& [name, tensor] : tensors) {
+    const at::Tensor data = tensor.contiguous();
+    hash = io::xxh64(fmt::format("{} {} {}", name, c10::toString(data.scalar_type()),
+                                 io::shape_string(data.sizes())),
+                     hash);
+    hash = io::xxh64(std::string_view(static_cast<const char*>(data.const_data_ptr()),
+                                      data.nbytes()),
+                     hash);
+  }
+  return fmt::format("{:016x}", hash);
+}
 
 void add_prefixed(io::TensorMap& out, const std::string& prefix, const io::TensorMap& tensors) {
   for (const auto& [name, t] : tensors) out[prefix + name] = t.detach().to(at::kCPU);
@@ -27,21 +46,6 @@ io::TensorMap take_prefixed(const io::TensorMap& all, const std::string& prefix)
     if (name.rfind(prefix, 0) == 0) out[name.substr(prefix.size())] = t;
   }
   return out;
-}
-
-std::vector<std::pair<int64_t, std::filesystem::path>> list_checkpoints(
-    const std::filesystem::path& run_dir) {
-  std::vector<std::pair<int64_t, std::filesystem::path>> found;
-  const auto dir = run_dir / "checkpoints";
-  if (!std::filesystem::is_directory(dir)) return found;
-  static const std::regex name(R"(step-(\d+)\.safetensors)");
-  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
-    std::smatch m;
-    const auto file = entry.path().filename().string();
-    if (std::regex_match(file, m, name)) found.emplace_back(std::stoll(m[1]), entry.path());
-  }
-  std::sort(found.begin(), found.end());
-  return found;
 }
 
 const std::string& meta(const std::map<std::string, std::string>& m, const std::string& key,
@@ -59,10 +63,42 @@ std::filesystem::path checkpoint_path(const std::filesystem::path& run_dir, int6
   return run_dir / "checkpoints" / fmt::format("step-{:08d}.safetensors", step);
 }
 
+std::vector<std::pair<int64_t, std::filesystem::path>> list_checkpoints(
+    const std::filesystem::path& run_dir) {
+  std::vector<std::pair<int64_t, std::filesystem::path>> found;
+  const auto dir = run_dir / "checkpoints";
+  if (!std::filesystem::is_directory(dir)) return found;
+  static const std::regex name(R"(step-(\d+)\.safetensors)");
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    std::smatch m;
+    const auto file = entry.path().filename().string();
+    if (std::regex_match(file, m, name)) {
+      found.emplace_back(
+          util::parse_int(m[1].str(), entry.path().string() + ": the step in the file name"),
+          entry.path());
+    }
+  }
+  std::sort(found.begin(), found.end());
+  return found;
+}
+
 std::optional<std::filesystem::path> latest_checkpoint(const std::filesystem::path& run_dir) {
   auto found = list_checkpoints(run_dir);
   if (found.empty()) return std::nullopt;
   return found.back().second;
+}
+
+int64_t remove_stale_temporaries(const std::filesystem::path& run_dir) {
+  const auto dir = run_dir / "checkpoints";
+  if (!std::filesystem::is_directory(dir)) return 0;
+  static const std::regex name(R"(step-\d+\.safetensors\.tmp\.\d+)");
+  int64_t removed = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    if (std::regex_match(entry.path().filename().string(), name)) {
+      removed += std::filesystem::remove(entry.path()) ? 1 : 0;
+    }
+  }
+  return removed;
 }
 
 io::TensorMap adamw_moments(torch::optim::AdamW& optimizer, model::DiT& dit,
@@ -101,7 +137,8 @@ void save_checkpoint(const std::filesystem::path& path, model::DiT& dit,
                         {"samples_seen", std::to_string(state.samples_seen)},
                         {"seed", std::to_string(state.seed)},
                         {"optimizer_step", std::to_string(optimizer_step)},
-                        {"config", state.config_yaml}});
+                        {"config", state.config_yaml},
+                        {kChecksumKey, data_checksum(tensors)}});
 }
 
 void prune_checkpoints(const std::filesystem::path& run_dir, int64_t keep) {
@@ -115,11 +152,22 @@ namespace {
 LoadedCheckpoint checkpoint_from(const std::filesystem::path& path, const io::TensorMap& tensors,
                                  const std::map<std::string, std::string>& m) {
   LoadedCheckpoint c;
-  c.state.step = std::stoll(meta(m, "step", path));
-  c.state.samples_seen = std::stoll(meta(m, "samples_seen", path));
-  c.state.seed = std::stoull(meta(m, "seed", path));
+  const auto checksum = m.find(kChecksumKey);
+  if (checksum != m.end() && checksum->second != data_checksum(tensors)) {
+    throw std::runtime_error(fmt::format(
+        "{}: the data does not match the checksum written with it (the file was changed or "
+        "damaged after it was saved)", path.string()));
+  }
+  const auto count = [&](const std::string& key) {
+    return util::parse_int(meta(m, key, path), path.string() + ": checkpoint metadata '" + key + "'",
+                           0);
+  };
+  c.state.step = count("step");
+  c.state.samples_seen = count("samples_seen");
+  c.state.seed = util::parse_uint64(meta(m, "seed", path),
+                                    path.string() + ": checkpoint metadata 'seed'");
   c.state.config_yaml = meta(m, "config", path);
-  c.optimizer_step = std::stoll(meta(m, "optimizer_step", path));
+  c.optimizer_step = count("optimizer_step");
   c.model = take_prefixed(tensors, kModel);
   c.ema = take_prefixed(tensors, kEma);
   c.optimizer = take_prefixed(tensors, kOptim);

@@ -123,10 +123,15 @@ void read_value(const YAML::Node& node, const std::string& path, const std::stri
     throw_type_error(path, source, "a non-negative integer", node);
 }
 
+// Numbers are finite, but for edm.S_max, whose default is infinity (EDM's S_max).
 void read_value(const YAML::Node& node, const std::string& path, const std::string& source,
                 double& out) {
-  if (!node.IsScalar() || !parse_double(node.Scalar(), out))
+  if (!node.IsScalar() || !parse_double(node.Scalar(), out)) {
     throw_type_error(path, source, "a number", node);
+  }
+  if (std::isnan(out) || (std::isinf(out) && path != "edm.S_max")) {
+    throw_type_error(path, source, "a finite number", node);
+  }
 }
 
 void read_value(const YAML::Node& node, const std::string& path, const std::string& source,
@@ -526,6 +531,30 @@ model::DiTConfig validate_model(const ModelSection& m) {
           dit.patch_mixer_qkv_ratio, "> 0");
   require(dit.patch_mixer_mlp_ratio > 0, "model.dit.patch_mixer_mlp_ratio",
           dit.patch_mixer_mlp_ratio, "> 0");
+  // Upper bounds far above any trainable model, so that derived sizes (parameter counts, widths
+  // times ratios) cannot overflow int64 before anything is built.
+  constexpr double kMaxRatio = 64;
+  for (const double r : dit.qkv_multipliers) {
+    require(r <= kMaxRatio, model_key(m, custom ? "qkv_multipliers" : "qkv_ratio"), r, "<= 64");
+  }
+  for (const double r : dit.ffn_multipliers) {
+    require(r <= kMaxRatio, model_key(m, custom ? "ffn_multipliers" : "mlp_ratio"), r, "<= 64");
+  }
+  require(dit.patch_mixer_qkv_ratio <= kMaxRatio, "model.dit.patch_mixer_qkv_ratio",
+          dit.patch_mixer_qkv_ratio, "<= 64");
+  require(dit.patch_mixer_mlp_ratio <= kMaxRatio, "model.dit.patch_mixer_mlp_ratio",
+          dit.patch_mixer_mlp_ratio, "<= 64");
+  require(dit.dim <= 65536, model_key(m, "dim"), dit.dim, "<= 65536");
+  require(dit.depth <= 1024, model_key(m, "depth"), dit.depth, "<= 1024");
+  require(dit.patch_mixer_depth <= 1024, "model.dit.patch_mixer_depth", dit.patch_mixer_depth,
+          "<= 1024");
+  require(dit.patch_mixer_dim <= 65536, "model.dit.patch_mixer_dim", dit.patch_mixer_dim,
+          "<= 65536");
+  require(dit.input_size <= 16384, model_key(m, "input_size"), dit.input_size, "<= 16384");
+  require(dit.in_channels <= 4096, model_key(m, "in_channels"), dit.in_channels, "<= 4096");
+  require(dit.caption_channels <= 65536, model_key(m, "caption_channels"), dit.caption_channels,
+          "<= 65536");
+  require(dit.num_experts <= 4096, "model.dit.num_experts", dit.num_experts, "<= 4096");
   return dit;
 }
 
@@ -641,7 +670,7 @@ void validate_data(const DataSection& d, const ModelSection& model, const model:
 }
 
 void validate_sample(const SampleSection& s) {
-  require(s.steps >= 1, "sample.steps", s.steps, ">= 1");
+  require(s.steps >= 1 && s.steps <= 100000, "sample.steps", s.steps, "in [1, 100000]");
   require(s.cfg >= 1 && std::isfinite(s.cfg), "sample.cfg", s.cfg,
           "a finite guidance scale >= 1 (1: no guidance)");
 }

@@ -5,26 +5,14 @@
 #include <cstdlib>
 #include <stdexcept>
 
+#include "microdit/util/parse_number.h"
+
 namespace microdit::train {
 namespace {
 
-int64_t parse_int(const std::string& name, const std::string& text) {
-  std::size_t used = 0;
-  int64_t value = 0;
-  try {
-    value = std::stoll(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used == 0 || used != text.size()) {
-    throw std::invalid_argument(fmt::format("{}='{}' is not an integer", name, text));
-  }
-  return value;
-}
-
 int64_t int_or(const EnvLookup& env, const std::string& name, int64_t fallback) {
   const auto text = env(name);
-  return text ? parse_int(name, *text) : fallback;
+  return text ? util::parse_int(*text, name) : fallback;
 }
 
 void check_ranks(const LaunchEnv& e, const std::string& rank_var, const std::string& size_var) {

@@ -2,9 +2,12 @@
 
 #include <c10/util/StringUtil.h>
 
+#include <charconv>
 #include <cmath>
+#include <string_view>
 #include <stdexcept>
 
+#include "microdit/io/atomic_file.h"
 #include "microdit/io/json.h"
 
 namespace microdit::train {
@@ -28,6 +31,22 @@ void MetricsLog::write(int64_t step, const std::vector<std::pair<std::string, do
   out_ << record.dump() << '\n';
   out_.flush();
   if (!out_) throw std::runtime_error(c10::str("cannot write metrics log ", path_.string()));
+}
+
+void keep_records_through(const std::filesystem::path& path, int64_t last_step) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return;
+  // Every record starts with its step (write() puts it first).
+  constexpr std::string_view kPrefix = "{\"step\":";
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    if (!line.starts_with(kPrefix) || !line.ends_with('}')) continue;  // cut short by a crash
+    int64_t step = 0;
+    const char* first = line.data() + kPrefix.size();
+    const auto [end, ec] = std::from_chars(first, line.data() + line.size(), step);
+    if (ec == std::errc() && (*end == ',' || *end == '}') && step <= last_step) kept += line + '\n';
+  }
+  io::write_file_atomically(path, [&](std::ostream& out) { out << kept; });
 }
 
 }  // namespace microdit::train

@@ -53,14 +53,17 @@ void put_bytes(std::string& out, uint32_t field, const std::string& bytes) {
   out += bytes;
 }
 
+double wall_time() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 // Event{wall_time = 1, step = 2, summary = 5 {value = 1 (repeated)}}
 std::string summary_event(int64_t step, const std::string& value) {
-  const double wall_time =
-      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   std::string summary;
   put_bytes(summary, 1, value);
   std::string event;
-  put_fixed(event, 1, wall_time);
+  put_fixed(event, 1, wall_time());
   put_int(event, 2, step);
   put_bytes(event, 5, summary);
   return event;
@@ -118,17 +121,27 @@ uint32_t masked_crc32c(const void* data, std::size_t size) {
   return ((crc >> 15) | (crc << 17)) + 0xA282EAD8u;
 }
 
-EventWriter::EventWriter(const std::filesystem::path& log_dir) {
+EventWriter::EventWriter(const std::filesystem::path& log_dir, std::optional<int64_t> purge_step) {
   std::filesystem::create_directories(log_dir);
   path_ = event_file_path(log_dir);
   out_.open(path_, std::ios::binary | std::ios::app);
   if (!out_) throw std::runtime_error(c10::str("cannot open event file ", path_.string()));
   std::string event;  // Event{wall_time = 1, file_version = 3}
-  put_fixed(
-      event, 1,
-      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count());
+  put_fixed(event, 1, wall_time());
   put_bytes(event, 3, "brain.Event:2");
   write_record(event);
+  if (purge_step) {
+    // Event{wall_time = 1, step = 2, session_log = 7 {status = 1 (START = 1)}}, as PyTorch's
+    // SummaryWriter(purge_step=...) writes it: TensorBoard drops the earlier files' events from
+    // this step on, which a resumed run logs again.
+    std::string session_log;
+    put_int(session_log, 1, 1);
+    std::string start;
+    put_fixed(start, 1, wall_time());
+    put_int(start, 2, *purge_step);
+    put_bytes(start, 7, session_log);
+    write_record(start);
+  }
 }
 
 void EventWriter::add_scalar(const std::string& tag, double value, int64_t step) {

@@ -35,6 +35,7 @@
 #include "microdit/train/train_step.h"
 #include "microdit/util/device.h"
 #include "microdit/util/duration.h"
+#include "microdit/util/error_message.h"
 
 namespace microdit::train {
 namespace {
@@ -182,6 +183,9 @@ void Trainer::State::setup() {
   }
   if (opts.write_files) std::filesystem::create_directories(run_dir / "samples");
   if (rank == 0 && opts.write_files) {
+    if (const int64_t removed = remove_stale_temporaries(run_dir)) {
+      spdlog::info("removed {} unfinished checkpoint file(s) of an earlier run", removed);
+    }
     io::write_file_atomically(run_dir / "config.yaml",
                               [&](std::ostream& out) { out << to_yaml(cfg); });
   }
@@ -199,7 +203,13 @@ void Trainer::State::setup() {
   restore();
   make_train_step();
   if (rank == 0 && opts.write_files) {  // logs, metrics and TensorBoard come from rank 0 only
-    events = std::make_unique<EventWriter>(run_dir);
+    // A resumed run logs the steps after its checkpoint again: their earlier records go.
+    std::optional<int64_t> purge_step;
+    if (opts.resume) {
+      purge_step = step + 1;
+      keep_records_through(run_dir / "metrics.jsonl", step);
+    }
+    events = std::make_unique<EventWriter>(run_dir, purge_step);
     metrics = std::make_unique<MetricsLog>(run_dir / "metrics.jsonl");
   }
 }
@@ -275,19 +285,39 @@ void Trainer::State::make_dataset() {
   order = std::make_unique<data::SampleOrder>(dataset->size(), cfg.run.seed);
 }
 
+namespace {
+
+// --resume takes the newest checkpoint that loads: one that a crash or a disk damaged (it fails
+// its checksum or does not parse) is reported in one line and the one before it is tried.
+std::pair<std::filesystem::path, LoadedCheckpoint> newest_intact_checkpoint(
+    const std::filesystem::path& run_dir) {
+  const auto found = list_checkpoints(run_dir);
+  for (auto it = found.rbegin(); it != found.rend(); ++it) {
+    try {
+      return {it->second, load_checkpoint(it->second)};
+    } catch (const std::exception& e) {
+      spdlog::warn("--resume: {} (trying the checkpoint before it)", util::error_message(e));
+    }
+  }
+  throw std::runtime_error(fmt::format("--resume: no checkpoint in {}/checkpoints{}",
+                                       run_dir.string(), found.empty() ? "" : " loads"));
+}
+
+}  // namespace
+
 void Trainer::State::restore() {
   std::optional<std::filesystem::path> full;
+  std::optional<LoadedCheckpoint> from;
   if (opts.resume) {
-    full = latest_checkpoint(run_dir);
-    if (!full) {
-      throw std::runtime_error(
-          fmt::format("--resume: no checkpoint in {}/checkpoints", run_dir.string()));
-    }
+    auto [path, loaded] = newest_intact_checkpoint(run_dir);
+    full = path;
+    from = std::move(loaded);
   } else if (!cfg.optim.continue_from.empty()) {
     full = cfg.optim.continue_from;
+    from = load_checkpoint(*full);
   }
   if (full) {
-    auto loaded = load_checkpoint(*full);
+    auto& loaded = *from;
     io::load_state_dict(*dit, loaded.model);
     if (sharded) {
       sharded->load_moments(loaded.optimizer, loaded.optimizer_step);

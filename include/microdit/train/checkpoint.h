@@ -1,6 +1,6 @@
 // Training checkpoints: one safetensors file per save holding the model, the EMA weights and the
-// AdamW moments, with the step counter and run facts in its metadata. Written atomically
-// (temporary file, fsync, rename); the newest N are kept. All randomness is a function of
+// AdamW moments, with the step counter, run facts and a checksum of the data in its metadata.
+// Written atomically (temporary file, fsync, rename); the newest N are kept. All randomness is a function of
 // (seed, step, sample position), so the step and the seed are the whole RNG and data state.
 #pragma once
 #include <torch/optim/adamw.h>
@@ -9,6 +9,8 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "microdit/io/tensor_map.h"
 #include "microdit/model/microdit.h"
@@ -26,8 +28,15 @@ struct CheckpointState {
 
 // checkpoints/step-00001234.safetensors under the run directory.
 std::filesystem::path checkpoint_path(const std::filesystem::path& run_dir, int64_t step);
+// The checkpoints in run_dir/checkpoints as (step, path), oldest first; throws naming a file
+// whose step does not fit int64.
+std::vector<std::pair<int64_t, std::filesystem::path>> list_checkpoints(
+    const std::filesystem::path& run_dir);
 // The newest checkpoint in run_dir/checkpoints, if any.
 std::optional<std::filesystem::path> latest_checkpoint(const std::filesystem::path& run_dir);
+// Removes the temporaries (`step-N.safetensors.tmp.<pid>`) that writes killed midway left in
+// run_dir/checkpoints; returns how many. Only for a run directory no other process writes to.
+int64_t remove_stale_temporaries(const std::filesystem::path& run_dir);
 
 void save_checkpoint(const std::filesystem::path& path, model::DiT& dit,
                      torch::optim::AdamW& optimizer, const EMA* ema, const CheckpointState& state);
@@ -50,7 +59,8 @@ struct LoadedCheckpoint {
   int64_t optimizer_step = 0;  // AdamW's per-parameter step count
 };
 
-// Throws naming the file when it is not a training checkpoint.
+// Throws naming the file when it is not a training checkpoint, or when its data does not match
+// the checksum written with it (checkpoints written before the checksum load unchecked).
 LoadedCheckpoint load_checkpoint(const std::filesystem::path& path);
 
 // Puts the AdamW moments of `loaded` into `optimizer` for the parameters of `dit` (by name);

@@ -27,4 +27,9 @@ class MetricsLog {
   std::ofstream out_;
 };
 
+// For a run resumed from the checkpoint of step `last_step`: rewrites `path` (atomically) with only
+// the records of steps up to `last_step`, so that the steps the run logs again appear once. A
+// last line cut short by a crash goes too. Nothing happens when the file does not exist.
+void keep_records_through(const std::filesystem::path& path, int64_t last_step);
+
 }  // namespace microdit::train

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,9 +25,12 @@ uint32_t masked_crc32c(const void* data, std::size_t size);
 // Appends events to <log_dir>/events.out.tfevents.<10-digit unix time>.<hostname>.<pid>.<n>,
 // n counting writers in this process from 0 (as TensorBoard's Python writer names them). The
 // first record is the file_version "brain.Event:2" event; every add is flushed to the file.
+// A resumed run gives `purge_step`, the first step it logs again: TensorBoard then discards what
+// earlier event files logged from that step on (a SessionLog START event, PyTorch's purge_step).
 class EventWriter {
  public:
-  explicit EventWriter(const std::filesystem::path& log_dir);
+  explicit EventWriter(const std::filesystem::path& log_dir,
+                       std::optional<int64_t> purge_step = std::nullopt);
 
   void add_scalar(const std::string& tag, double value, int64_t step);
   // image: uint8 (H, W, C), C = 1, 2, 3 or 4; stored as PNG.

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "microdit/util/error_message.h"
+#include "microdit/util/parse_number.h"
 
 namespace microdit::util {
 
@@ -31,6 +32,15 @@ class ArgCursor {
     if (i_ + 1 >= argc_) throw std::invalid_argument(flag_ + " needs a value");
     return argv_[++i_];
   }
+  // The argument after the current flag as a number in range; errors name the flag.
+  std::int64_t int_value(std::int64_t min,
+                         std::int64_t max = std::numeric_limits<std::int64_t>::max()) {
+    return parse_int(value(), flag_, min, max);
+  }
+  std::uint64_t seed_value() { return parse_uint64(value(), flag_); }
+  double number_value(double min, double max = std::numeric_limits<double>::max()) {
+    return parse_double(value(), flag_, min, max);
+  }
 
  private:
   int argc_;
@@ -39,8 +49,8 @@ class ArgCursor {
   std::string flag_;
 };
 
-// The main() of a tool: `parse` errors print "<name>: <message>" and a pointer to --help and exit
-// 2; errors from `run` print "<name>: <message>" and exit 1.
+// The main() of a tool: `parse` errors print "<name>: <message> (see <name> --help)" and exit 2;
+// errors from `run` print "<name>: <message>" and exit 1. One line each.
 template <class Args>
 int run_tool(const char* name, int argc, char** argv, const std::function<Args(int, char**)>& parse,
              const std::function<int(Args&)>& run) {
@@ -48,7 +58,7 @@ int run_tool(const char* name, int argc, char** argv, const std::function<Args(i
   try {
     args = parse(argc, argv);
   } catch (const std::exception& e) {
-    std::cerr << name << ": " << error_message(e) << "\n(see " << name << " --help)\n";
+    std::cerr << name << ": " << error_message(e) << " (see " << name << " --help)\n";
     return 2;
   }
   try {
