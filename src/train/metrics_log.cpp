@@ -5,6 +5,8 @@
 #include <cmath>
 #include <stdexcept>
 
+#include <nlohmann/json.hpp>
+
 #include "microdit/io/json.h"
 
 namespace microdit::train {
@@ -17,13 +19,13 @@ MetricsLog::MetricsLog(const std::filesystem::path& path) : path_(path) {
 
 void MetricsLog::write(int64_t step, const std::vector<std::pair<std::string, double>>& values) {
   io::Json record = io::Json::object();
-  record.set("step", step);
+  record["step"] = step;
   for (const auto& [name, value] : values) {
     if (record.contains(name)) {
       throw std::invalid_argument(
           c10::str("metrics log: value name \"", name, "\" is repeated or reserved"));
     }
-    record.set(name, std::isfinite(value) ? io::Json(value) : io::Json(nullptr));
+    record[name] = std::isfinite(value) ? io::Json(value) : io::Json(nullptr);
   }
   out_ << record.dump() << '\n';
   out_.flush();
