@@ -10,6 +10,8 @@
 #include <sstream>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "microdit/encoders/autoencoder_kl.h"
 #include "microdit/io/json.h"
 #include "microdit/io/safetensors.h"
@@ -63,13 +65,13 @@ TEST(AutoencoderKL, ParameterNamesAndShapesEqualDiffusers) {
         AutoencoderKLConfig::from_json_file(kDataDir / c10::str("config_", name, ".json"));
     AutoencoderKL vae(config);
     const auto ours = io::state_dict(*vae);
-    const io::Json keys = io::parse_json(test::read_bytes(kDataDir / c10::str("keys_", name, ".json")));
+    const io::Json keys = io::read_json_file(kDataDir / c10::str("keys_", name, ".json"));
     EXPECT_EQ(ours.size(), keys.size());
-    for (const auto& [key, shape] : keys.as_object()) {
+    for (const auto& [key, shape] : keys.items()) {
       const auto it = ours.find(key);
       ASSERT_NE(it, ours.end()) << "we have no parameter named " << key;
       std::vector<int64_t> expected;
-      for (const io::Json& d : shape.as_array()) expected.push_back(d.as_int());
+      for (const io::Json& d : shape) expected.push_back(d.get<int64_t>());
       EXPECT_EQ(it->second.sizes(), at::IntArrayRef(expected)) << key;
     }
   }
@@ -108,7 +110,7 @@ TEST(AutoencoderKL, ConfigJsonFieldsAndDefaults) {
   ASSERT_TRUE(d16.shift_factor.has_value());
   EXPECT_DOUBLE_EQ(*d16.shift_factor, 0.1);
   // Keys left out take diffusers' constructor defaults.
-  const auto bare = AutoencoderKLConfig::from_json(io::parse_json("{}"));
+  const auto bare = AutoencoderKLConfig::from_json(io::parse_json("{}", "test"));
   EXPECT_EQ(bare.block_out_channels, (std::vector<int64_t>{64}));
   EXPECT_EQ(bare.layers_per_block, 1);
   EXPECT_DOUBLE_EQ(bare.scaling_factor, 0.18215);
@@ -118,7 +120,7 @@ TEST(AutoencoderKL, ConfigJsonFieldsAndDefaults) {
 TEST(AutoencoderKL, ConfigRejectsWhatItCannotBuild) {
   const auto error_of = [](const std::string& json) -> std::string {
     try {
-      AutoencoderKLConfig::from_json(io::parse_json(json));
+      AutoencoderKLConfig::from_json(io::parse_json(json, "test"));
     } catch (const std::invalid_argument& e) {
       return e.what();
     }

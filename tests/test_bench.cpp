@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "microdit/io/json.h"
 #include "test_support.h"
 
@@ -27,8 +29,8 @@ std::vector<double> metrics_losses(const fs::path& metrics) {
   std::vector<double> losses;
   std::ifstream in(metrics);
   for (std::string line; std::getline(in, line);) {
-    const auto record = io::parse_json(line);
-    if (const auto* loss = record.find("loss")) losses.push_back(loss->as_double());
+    const auto record = io::parse_json(line, "test");
+    if (const auto* loss = io::json_find(record, "loss")) losses.push_back(loss->get<double>());
   }
   return losses;
 }
@@ -55,19 +57,19 @@ TEST(Bench, PrintsTheLossesOfMicroditTrain) {
   std::istringstream lines(test::read_bytes(out));
   std::string line;
   ASSERT_TRUE(std::getline(lines, line));
-  const auto row = io::parse_json(line);
-  EXPECT_EQ(row.at("steps").as_int(), 2);
-  EXPECT_EQ(row.at("warmup").as_int(), 3);
-  EXPECT_EQ(row.at("execution").as_string(), "reference");  // auto on the CPU
-  EXPECT_GT(row.at("step_images_per_s").as_double(), 0);
+  const auto row = io::parse_json(line, "test");
+  EXPECT_EQ(row.at("steps").get<int64_t>(), 2);
+  EXPECT_EQ(row.at("warmup").get<int64_t>(), 3);
+  EXPECT_EQ(row.at("execution").get<std::string>(), "reference");  // auto on the CPU
+  EXPECT_GT(row.at("step_images_per_s").get<double>(), 0);
   const auto& losses = row.at("losses");
   ASSERT_EQ(losses.size(), 5u);  // 3 warm-up + 2 timed steps
   ASSERT_GE(trained.size(), 5u);
   for (std::size_t i = 0; i < 5; ++i) {
-    EXPECT_NEAR(losses.at(i).as_double(), trained[i], 1e-6 * std::abs(trained[i]))
+    EXPECT_NEAR(losses.at(i).get<double>(), trained[i], 1e-6 * std::abs(trained[i]))
         << "step " << i + 1;
   }
-  EXPECT_EQ(row.at("loss").as_double(), losses.at(std::size_t{4}).as_double());
+  EXPECT_EQ(row.at("loss").get<double>(), losses.at(std::size_t{4}).get<double>());
 }
 
 }  // namespace

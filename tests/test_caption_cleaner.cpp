@@ -12,6 +12,8 @@
 #include <thread>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "microdit/data/caption_cleaner.h"
 #include "microdit/io/json.h"
 
@@ -46,8 +48,8 @@ std::vector<Case> read_cases() {
   std::vector<Case> cases;
   for (std::string line; std::getline(in, line);) {
     if (line.empty()) continue;
-    const io::Json record = io::parse_json(line);
-    cases.push_back({record.at("input").as_string(), record.at("expected").as_string()});
+    const io::Json record = io::parse_json(line, "test");
+    cases.push_back({record.at("input"), record.at("expected")});
   }
   return cases;
 }

@@ -9,6 +9,8 @@
 #include <cmath>
 #include <iostream>
 
+#include <nlohmann/json.hpp>
+
 #include "microdit/eval/clip_score.h"
 #include "microdit/io/safetensors.h"
 #include "test_support.h"
@@ -40,8 +42,8 @@ const std::vector<std::string>& captions() {
   static const std::vector<std::string> all = [] {
     std::vector<std::string> out;
     const io::Json json = io::read_json_file(kData / "captions.json");
-    for (const io::Json& c : json.as_array()) {
-      out.push_back(c.as_string());
+    for (const io::Json& c : json) {
+      out.push_back(c.get<std::string>());
     }
     return out;
   }();

@@ -9,6 +9,8 @@
 #include <iostream>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "microdit/encoders/clip_text.h"
 #include "microdit/io/json.h"
 #include "microdit/io/safetensors.h"
@@ -27,7 +29,7 @@ io::Json read_json(const fs::path& path) {
   std::ifstream in(path);
   std::stringstream text;
   text << in.rdbuf();
-  return io::parse_json(text.str());
+  return io::parse_json(text.str(), "test");
 }
 
 const io::TensorMap& expected() {
@@ -287,12 +289,12 @@ TEST(CLIPText, Dfn5bConfigMatchesOpenClip) {
   const io::Json cfg = read_json(kData / "dfn5b_vit_h_14_378_config.json");
   const io::Json& text = cfg.at("text_cfg");
   const CLIPTextConfig config = CLIPTextConfig::dfn5b_vit_h_14_378();
-  EXPECT_EQ(config.vocab_size, text.at("vocab_size").as_int());
-  EXPECT_EQ(config.context_length, text.at("context_length").as_int());
-  EXPECT_EQ(config.width, text.at("width").as_int());
-  EXPECT_EQ(config.heads, text.at("heads").as_int());
-  EXPECT_EQ(config.layers, text.at("layers").as_int());
-  EXPECT_TRUE(cfg.at("quick_gelu").as_bool());
+  EXPECT_EQ(config.vocab_size, text.at("vocab_size").get<int64_t>());
+  EXPECT_EQ(config.context_length, text.at("context_length").get<int64_t>());
+  EXPECT_EQ(config.width, text.at("width").get<int64_t>());
+  EXPECT_EQ(config.heads, text.at("heads").get<int64_t>());
+  EXPECT_EQ(config.layers, text.at("layers").get<int64_t>());
+  EXPECT_TRUE(cfg.at("quick_gelu").get<bool>());
   EXPECT_EQ(config.activation, CLIPTextActivation::quick_gelu);
   EXPECT_EQ(config.mlp_width(), 4096);  // open_clip's default mlp_ratio 4
   EXPECT_EQ(config.layer_norm_eps, 1e-5);
@@ -307,7 +309,7 @@ TEST(CLIPText, Dfn5bConfigMatchesOpenClip) {
   EXPECT_EQ(parsed.mlp_width(), config.mlp_width());
   EXPECT_EQ(parsed.activation, config.activation);
   EXPECT_EQ(parsed.layout, CLIPTextLayout::open_clip);
-  EXPECT_THROW(CLIPTextConfig::from_open_clip_json(io::parse_json("{}")), std::invalid_argument);
+  EXPECT_THROW(CLIPTextConfig::from_open_clip_json(io::Json::object()), std::invalid_argument);
 }
 
 TEST(CLIPText, ConfigFromHfJson) {
@@ -329,7 +331,7 @@ TEST(CLIPText, ConfigFromHfJson) {
   EXPECT_EQ(nested.width, 32);
 
   // Keys left out take HF's defaults (openai/clip-vit-base-patch32's text tower).
-  const CLIPTextConfig defaults = CLIPTextConfig::from_hf_json(io::parse_json("{}"));
+  const CLIPTextConfig defaults = CLIPTextConfig::from_hf_json(io::parse_json("{}", "test"));
   EXPECT_EQ(defaults.width, 512);
   EXPECT_EQ(defaults.heads, 8);
   EXPECT_EQ(defaults.layers, 12);
@@ -338,16 +340,16 @@ TEST(CLIPText, ConfigFromHfJson) {
   EXPECT_EQ(defaults.activation, CLIPTextActivation::quick_gelu);
 
   EXPECT_TRUE(throws_with(
-      [] { CLIPTextConfig::from_hf_json(io::parse_json(R"({"hidden_act":"gelu_new"})")); },
+      [] { CLIPTextConfig::from_hf_json(io::parse_json(R"({"hidden_act":"gelu_new"})", "test")); },
       {"hidden_act", "gelu_new"}));
   EXPECT_TRUE(throws_with(
       [] {
         CLIPTextConfig::from_hf_json(
-            io::parse_json(R"({"hidden_size":30,"num_attention_heads":4})"));
+            io::parse_json(R"({"hidden_size":30,"num_attention_heads":4})", "test"));
       },
       {"heads = 4", "divisor of width 30"}));
   EXPECT_TRUE(
-      throws_with([] { CLIPTextConfig::from_hf_json(io::parse_json(R"({"hidden_size":"wide"})")); },
+      throws_with([] { CLIPTextConfig::from_hf_json({{"hidden_size", "wide"}}); },
                   {"hidden_size must be an integer"}));
 }
 

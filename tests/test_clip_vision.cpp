@@ -3,6 +3,8 @@
 // Outputs are compared with transformers and open_clip in test_clip_score.cpp.
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include "microdit/encoders/clip_vision.h"
 #include "microdit/image/clip_preprocess.h"
 #include "microdit/io/safetensors.h"
@@ -47,7 +49,7 @@ TEST(CLIPVision, ConfigOfOpenAIVitLargePatch14) {
   const io::Json json = io::parse_json(R"({"projection_dim": 768, "vision_config": {
       "hidden_size": 1024, "intermediate_size": 4096, "num_attention_heads": 16,
       "num_hidden_layers": 24, "patch_size": 14, "image_size": 224, "hidden_act": "quick_gelu",
-      "layer_norm_eps": 1e-05}})");
+      "layer_norm_eps": 1e-05}})", "test");
   const CLIPVisionConfig config = CLIPVisionConfig::from_hf_json(json);
   EXPECT_EQ(config.width, 1024);
   EXPECT_EQ(config.heads, 16);
@@ -74,8 +76,8 @@ TEST(CLIPVision, UnsupportedOpenClipOptionsAreNamed) {
                              R"("timm_model_name": "vit_base")", R"("no_ln_pre": true)"}) {
     const io::Json json =
         io::parse_json(std::string(R"({"embed_dim": 8, "vision_cfg": {"width": 16, )") + option +
-                       R"(}, "text_cfg": {}})");
-    const std::string key = io::parse_json(std::string("{") + option + "}").as_object().begin()->first;
+                       R"(}, "text_cfg": {}})", "test");
+    const std::string key = io::parse_json(std::string("{") + option + "}", "test").begin().key();
     EXPECT_TRUE(test::throws_with<std::invalid_argument>(
         [&] { CLIPVisionConfig::from_open_clip_json(json); }, "open_clip vision_cfg: " + key,
         {"not supported"}))
@@ -148,18 +150,18 @@ TEST(CLIPVision, PreprocessorConfigForms) {
   const auto new_form = image::CLIPImagePreprocess::from_hf_json(io::parse_json(
       R"({"size": {"shortest_edge": 224}, "crop_size": {"height": 224, "width": 224},
           "resample": 3, "image_mean": [0.48145466, 0.4578275, 0.40821073],
-          "image_std": [0.26862954, 0.26130258, 0.27577711]})"));
+          "image_std": [0.26862954, 0.26130258, 0.27577711]})", "test"));
   EXPECT_EQ(old_form.resize_to, 224);
   EXPECT_EQ(new_form.resize_to, 224);
   EXPECT_EQ(old_form.crop_size, new_form.crop_size);
   EXPECT_EQ(old_form.mean, new_form.mean);
   EXPECT_TRUE(test::throws_with<std::invalid_argument>(
-      [] { image::CLIPImagePreprocess::from_hf_json(io::parse_json(R"({"resample": 2})")); },
+      [] { image::CLIPImagePreprocess::from_hf_json({{"resample", 2}}); },
       "preprocessor_config.json: resample = 2", {"bicubic"}));
   EXPECT_TRUE(test::throws_with<std::invalid_argument>(
       [] {
         image::CLIPImagePreprocess::from_hf_json(
-            io::parse_json(R"({"size": {"height": 224, "width": 300}})"));
+            io::parse_json(R"({"size": {"height": 224, "width": 300}})", "test"));
       },
       "preprocessor_config.json: size", {"shortest_edge"}));
 }

@@ -3,6 +3,8 @@
 
 #include <set>
 
+#include <nlohmann/json.hpp>
+
 #include "microdit/eval/coco_captions.h"
 #include "microdit/io/json.h"
 #include "test_support.h"
@@ -49,9 +51,9 @@ TEST(CocoCaptions, TheSeedDecidesTheDrawNotTheFileOrder) {
   auto json = io::read_json_file(file);
   auto reversed = io::Json::object();
   for (const char* key : {"images", "annotations"}) {
-    auto items = json.at(key).as_array();
+    auto items = json.at(key);
     std::reverse(items.begin(), items.end());
-    reversed.set(key, io::Json(items));
+    reversed[key] = io::Json(items);
   }
   // Captions of one image keep their order: reversing annotations reverses it, so compare ids.
   test::write_bytes(tmp.path / "reversed.json", reversed.dump());

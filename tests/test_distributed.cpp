@@ -19,6 +19,8 @@
 #include <map>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "microdit/io/json.h"
 #include "microdit/io/safetensors.h"
 #include "microdit/io/state_dict.h"
@@ -268,9 +270,9 @@ std::map<int64_t, double> logged_grad_norms(const fs::path& run_dir) {
   std::map<int64_t, double> norms;
   std::ifstream in(run_dir / "metrics.jsonl");
   for (std::string line; std::getline(in, line);) {
-    const auto record = io::parse_json(line);  // training records, and the samples' records
+    const auto record = io::parse_json(line, "line");  // training records, and the samples' records
     if (record.contains("grad_norm")) {
-      norms[record.at("step").as_int()] = record.at("grad_norm").as_double();
+      norms[record.at("step").get<int64_t>()] = record.at("grad_norm").get<double>();
     }
   }
   return norms;

@@ -8,6 +8,8 @@
 #include <cmath>
 #include <cstdlib>
 
+#include <nlohmann/json.hpp>
+
 #include "microdit/eval/fid_inception.h"
 #include "microdit/io/json.h"
 #include "microdit/io/png.h"
@@ -68,7 +70,7 @@ class Eval : public testing::Test {
         " --out " + out.string() + " " + args + " > " + (dir_.path / "log.txt").string() + " 2>&1";
     const int raw = std::system(command.c_str());
     *status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-    return fs::exists(out) ? io::parse_json(test::read_bytes(out)) : io::Json();
+    return fs::exists(out) ? io::read_json_file(out) : io::Json();
   }
 
   test::TempDir dir_{"eval"};
@@ -80,8 +82,8 @@ TEST_F(Eval, FidOfFolders) {
   const auto a = (dir_.path / "a").string(), b = (dir_.path / "b").string();
   const auto same = evaluate("--generated " + a + " --real " + a + " --real-size 16", &status);
   ASSERT_EQ(status, 0) << test::read_bytes(dir_.path / "log.txt");
-  EXPECT_EQ(same.at("generated").at("images").as_int(), 4);
-  EXPECT_EQ(same.at("mode").as_string(), "pytorch-fid");
+  EXPECT_EQ(same.at("generated").at("images").get<int64_t>(), 4);
+  EXPECT_EQ(same.at("mode").get<std::string>(), "pytorch-fid");
 
   // Another set, with one unreadable real image: skipped, counted.
   test::write_bytes(dir_.path / "b" / "zz_broken.png", "not an image");
@@ -90,14 +92,14 @@ TEST_F(Eval, FidOfFolders) {
       "--generated " + a + " --real " + b + " --real-size 16 --save-real-stats " + stats, &status);
   ASSERT_EQ(status, 0) << test::read_bytes(dir_.path / "log.txt");
   // A set against itself: 0 up to rounding (4 images give rank-deficient covariances).
-  EXPECT_LT(std::abs(same.at("fid").as_double()), 1e-4 * other.at("fid").as_double())
-      << same.at("fid").as_double() << " vs " << other.at("fid").as_double();
-  EXPECT_EQ(other.at("real").at("skipped").as_int(), 1);
-  EXPECT_EQ(other.at("real").at("images").as_int(), 4);
+  EXPECT_LT(std::abs(same.at("fid").get<double>()), 1e-4 * other.at("fid").get<double>())
+      << same.at("fid").get<double>() << " vs " << other.at("fid").get<double>();
+  EXPECT_EQ(other.at("real").at("skipped").get<int64_t>(), 1);
+  EXPECT_EQ(other.at("real").at("images").get<int64_t>(), 4);
 
   const auto cached = evaluate("--generated " + a + " --real-stats " + stats, &status);
   ASSERT_EQ(status, 0) << test::read_bytes(dir_.path / "log.txt");
-  EXPECT_DOUBLE_EQ(cached.at("fid").as_double(), other.at("fid").as_double());
+  EXPECT_DOUBLE_EQ(cached.at("fid").get<double>(), other.at("fid").get<double>());
 }
 
 // clean-fid's clean mode (the default) with the random TorchScript network of test_clean_fid.cpp.
@@ -110,19 +112,19 @@ TEST_F(Eval, CleanModeFidOfFolders) {
   const auto same =
       evaluate("--generated " + a + " --real " + a + " --real-size 16", &status, clean);
   ASSERT_EQ(status, 0) << test::read_bytes(dir_.path / "log.txt");
-  EXPECT_EQ(same.at("mode").as_string(), "clean");
+  EXPECT_EQ(same.at("mode").get<std::string>(), "clean");
   const auto stats = (dir_.path / "b_clean_stats.safetensors").string();
   const auto other =
       evaluate("--generated " + a + " --real " + b + " --real-size 16 --save-real-stats " + stats,
                &status, "--mode clean " + clean);
   ASSERT_EQ(status, 0) << test::read_bytes(dir_.path / "log.txt");
-  EXPECT_GT(other.at("fid").as_double(), 0.0);
-  EXPECT_LT(std::abs(same.at("fid").as_double()), 1e-4 * other.at("fid").as_double())
-      << same.at("fid").as_double() << " vs " << other.at("fid").as_double();
+  EXPECT_GT(other.at("fid").get<double>(), 0.0);
+  EXPECT_LT(std::abs(same.at("fid").get<double>()), 1e-4 * other.at("fid").get<double>())
+      << same.at("fid").get<double>() << " vs " << other.at("fid").get<double>();
 
   const auto cached = evaluate("--generated " + a + " --real-stats " + stats, &status, clean);
   ASSERT_EQ(status, 0) << test::read_bytes(dir_.path / "log.txt");
-  EXPECT_DOUBLE_EQ(cached.at("fid").as_double(), other.at("fid").as_double());
+  EXPECT_DOUBLE_EQ(cached.at("fid").get<double>(), other.at("fid").get<double>());
   // Clean statistics against pytorch-fid features: refused, naming the file and both modes.
   evaluate("--generated " + a + " --real-stats " + stats, &status);
   EXPECT_EQ(status, 1);

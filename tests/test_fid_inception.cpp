@@ -14,6 +14,8 @@
 #include <utility>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "microdit/eval/fid_inception.h"
 #include "microdit/io/json.h"
 #include "microdit/io/safetensors.h"
@@ -68,11 +70,11 @@ at::Tensor synthetic_tensor(const std::string& key, const std::vector<int64_t>& 
 
 // keys.json: every key of pytorch-fid's weights file with its shape, in file order.
 std::vector<std::pair<std::string, std::vector<int64_t>>> weight_file_keys() {
-  const io::Json keys = io::parse_json(test::read_bytes(kDataDir / "keys.json"));
+  const io::Json keys = io::read_json_file(kDataDir / "keys.json");
   std::vector<std::pair<std::string, std::vector<int64_t>>> out;
-  for (const auto& [key, shape] : keys.as_object()) {
+  for (const auto& [key, shape] : keys.items()) {
     std::vector<int64_t> sizes;
-    for (const io::Json& d : shape.as_array()) sizes.push_back(d.as_int());
+    for (const io::Json& d : shape) sizes.push_back(d.get<int64_t>());
     out.emplace_back(key, std::move(sizes));
   }
   return out;

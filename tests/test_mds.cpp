@@ -9,6 +9,8 @@
 #include <sstream>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "microdit/data/mds.h"
 #include "microdit/data/mds_dataset.h"
 #include "microdit/io/hashes.h"
@@ -25,20 +27,23 @@ fs::path fixtures() { return fs::path(MICRODIT_SOURCE_DIR) / "tests" / "data" / 
 
 // expected.json, loaded once.
 const Json& expected() {
-  static const Json json = io::parse_json(test::read_bytes(fixtures() / "expected.json"));
+  static const Json json = io::read_json_file(fixtures() / "expected.json");
   return json;
 }
 
-const Json::Array& expected_samples(const std::string& fixture) {
+const io::JsonArray& expected_samples(const std::string& fixture) {
   const Json& entry = expected().at(fixture);
-  const Json* from = entry.find("samples_from");
-  return expected().at(from ? from->as_string() : fixture).at("samples").as_array();
+  const Json* from = io::json_find(entry, "samples_from");
+  return expected()
+      .at(from ? from->get<std::string>() : fixture)
+      .at("samples")
+      .get_ref<const io::JsonArray&>();
 }
 
 std::vector<std::pair<std::string, std::string>> expected_columns(const std::string& fixture) {
   std::vector<std::pair<std::string, std::string>> columns;
-  for (const auto& [name, encoding] : expected().at(fixture).at("columns").as_object()) {
-    columns.emplace_back(name, encoding.as_string());
+  for (const auto& [name, encoding] : expected().at(fixture).at("columns").items()) {
+    columns.emplace_back(name, encoding.get<std::string>());
   }
   return columns;
 }
@@ -67,25 +72,25 @@ std::string raw_bytes(const at::Tensor& t) {
 
 // The value the writer takes for an expected.json entry (the decoded value, not its bytes).
 MDSValue value_from(const Json& description) {
-  if (const Json* text = description.find("text")) return text->as_string();
-  if (const Json* v = description.find("int")) return v->as_int();
-  if (const Json* v = description.find("float_hex")) {
+  if (const Json* text = io::json_find(description, "text")) return text->get<std::string>();
+  if (const Json* v = io::json_find(description, "int")) return v->get<int64_t>();
+  if (const Json* v = io::json_find(description, "float_hex")) {
     double value;
-    std::memcpy(&value, unhex(v->as_string()).data(), 8);
+    std::memcpy(&value, unhex(v->get<std::string>()).data(), 8);
     return value;
   }
-  const std::string data = unhex(description.at("hex").as_string());
+  const std::string data = unhex(description.at("hex").get<std::string>());
   if (!description.contains("dtype")) return data;
   std::vector<int64_t> shape;
-  for (const auto& dim : description.at("shape").as_array()) shape.push_back(dim.as_int());
-  at::Tensor t = at::empty(shape, numpy_dtype(description.at("dtype").as_string()));
+  for (const auto& dim : description.at("shape")) shape.push_back(dim.get<int64_t>());
+  at::Tensor t = at::empty(shape, numpy_dtype(description.at("dtype").get<std::string>()));
   std::memcpy(t.data_ptr(), data.data(), data.size());
   return t;
 }
 
 MDSSample sample_from(const Json& row) {
   MDSSample sample;
-  for (const auto& [name, description] : row.as_object()) sample.set(name, value_from(description));
+  for (const auto& [name, description] : row.items()) sample.set(name, value_from(description));
   return sample;
 }
 
@@ -158,10 +163,10 @@ class MDSTest : public testing::Test {
   fs::path write_fixture_samples(const std::string& fixture, const fs::path& out) {
     const Json& entry = expected().at(fixture);
     std::vector<std::string> hashes;
-    for (const auto& h : entry.at("hashes").as_array()) hashes.push_back(h.as_string());
+    for (const auto& h : entry.at("hashes")) hashes.push_back(h.get<std::string>());
     const Json& compression = entry.at("compression");
-    MDSWriter writer(out, expected_columns(fixture), entry.at("size_limit").as_int(),
-                     compression.is_null() ? "" : compression.as_string(), hashes);
+    MDSWriter writer(out, expected_columns(fixture), entry.at("size_limit").get<int64_t>(),
+                     compression.is_null() ? "" : compression.get<std::string>(), hashes);
     for (const auto& row : expected_samples(fixture)) writer.write(sample_from(row));
     writer.finish();
     return out;
@@ -317,7 +322,7 @@ TEST_F(MDSTest, SmallCacheAndThreads) {
         for (int64_t i = 0; i < reader.size(); ++i) {
           const int64_t k = (i * 7 + t) % reader.size();
           if (reader.get(k, {"caption"}).str("caption") !=
-              expected_samples(fixture)[k].at("caption").at("text").as_string()) {
+              expected_samples(fixture)[k].at("caption").at("text").get<std::string>()) {
             ++failures[t];
           }
         }
@@ -343,8 +348,8 @@ TEST_F(MDSTest, WriterMatchesPythonWriterBytes) {
 TEST_F(MDSTest, ZstdWriterMatchesPythonRawData) {
   const fs::path out = write_fixture_samples("zstd", dir_ / "ours");
   // The zstd frames may differ between zstd builds; the uncompressed shards may not.
-  const Json ours = io::parse_json(test::read_bytes(out / "index.json"));
-  const Json theirs = io::parse_json(test::read_bytes(fixtures() / "zstd" / "index.json"));
+  const Json ours = io::read_json_file(out / "index.json");
+  const Json theirs = io::read_json_file(fixtures() / "zstd" / "index.json");
   ASSERT_EQ(ours.at("shards").size(), theirs.at("shards").size());
   for (std::size_t k = 0; k < ours.at("shards").size(); ++k) {
     const Json& a = ours.at("shards").at(k);
@@ -365,10 +370,10 @@ TEST_F(MDSTest, WriterAndMergeIndexMatchPythonMergedLayout) {
   std::size_t next = 0;
   std::vector<std::string> subdirs;
   for (std::size_t part = 0; part < entry.at("part_sizes").size(); ++part) {
-    subdirs.push_back(entry.at("subdirs").at(part).as_string());
+    subdirs.push_back(entry.at("subdirs").at(part).get<std::string>());
     MDSWriter writer(root / subdirs.back(), expected_columns("merged"),
-                     entry.at("size_limit").as_int());
-    for (int64_t i = 0; i < entry.at("part_sizes").at(part).as_int(); ++i) {
+                     entry.at("size_limit").get<int64_t>());
+    for (int64_t i = 0; i < entry.at("part_sizes").at(part).get<int64_t>(); ++i) {
       writer.write(sample_from(rows[next++]));
     }
     writer.finish();
@@ -612,7 +617,7 @@ MDSLatentDatasetOptions tiny_options(int64_t resolution, const std::string& colu
 }
 
 at::Tensor fp16_from_hex(const Json& description, at::IntArrayRef shape) {
-  const std::string data = unhex(description.at("hex").as_string());
+  const std::string data = unhex(description.at("hex").get<std::string>());
   at::Tensor t = at::empty(shape, at::kHalf);
   std::memcpy(t.data_ptr(), data.data(), data.size());
   return t.to(at::kFloat);

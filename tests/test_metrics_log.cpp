@@ -8,6 +8,8 @@
 #include <limits>
 #include <stdexcept>
 
+#include <nlohmann/json.hpp>
+
 #include "microdit/io/json.h"
 #include "microdit/train/metrics_log.h"
 
@@ -42,9 +44,9 @@ TEST(MetricsLog, WritesOneObjectPerLineInOrder) {
   log.write(20, {{"loss", 0.25}});
   lines = read_lines(path);
   ASSERT_EQ(lines.size(), 2u);
-  const auto record = io::parse_json(lines[1]);
-  EXPECT_EQ(record.at("step").as_int(), 20);
-  EXPECT_EQ(record.at("loss").as_double(), 0.25);
+  const auto record = io::parse_json(lines[1], "test");
+  EXPECT_EQ(record.at("step").get<int64_t>(), 20);
+  EXPECT_EQ(record.at("loss").get<double>(), 0.25);
   test::remove_tree(dir);
 }
 
@@ -67,8 +69,8 @@ TEST(MetricsLog, AppendsToAnExistingLog) {
   MetricsLog(path).write(2, {{"loss", 2.0}});  // a resumed run
   const auto lines = read_lines(path);
   ASSERT_EQ(lines.size(), 2u);
-  EXPECT_EQ(io::parse_json(lines[0]).at("step").as_int(), 1);
-  EXPECT_EQ(io::parse_json(lines[1]).at("step").as_int(), 2);
+  EXPECT_EQ(io::parse_json(lines[0], "test").at("step").get<int64_t>(), 1);
+  EXPECT_EQ(io::parse_json(lines[1], "test").at("step").get<int64_t>(), 2);
   test::remove_tree(dir);
 }
 

@@ -8,6 +8,8 @@
 
 #include <cstdlib>
 
+#include <nlohmann/json.hpp>
+
 #include "microdit/diffusion/text_to_image.h"
 #include "microdit/eval/coco_captions.h"
 #include "microdit/io/json.h"
@@ -161,24 +163,24 @@ TEST_F(Sample, CocoProtocolSampledThenScored) {
                            " --batch-size 4 --out " + result_path.string();
   ASSERT_EQ(evaluate(eval, &log), 0) << log;
   const auto result = io::read_json_file(result_path);
-  EXPECT_EQ(result.at("coco").at("captions").as_int(), 6);
-  EXPECT_EQ(result.at("coco").at("generation").at("steps").as_int(), 3);
-  EXPECT_EQ(result.at("generated").at("images").as_int(), 6);
-  EXPECT_EQ(result.at("real").at("images").as_int(), 5);
-  EXPECT_EQ(result.at("real").at("skipped").as_int(), 1);
-  EXPECT_EQ(result.at("real").at("size").as_int(), 16);  // generation.json's image_size
-  EXPECT_GT(result.at("fid").as_double(), 0.0);
+  EXPECT_EQ(result.at("coco").at("captions").get<int64_t>(), 6);
+  EXPECT_EQ(result.at("coco").at("generation").at("steps").get<int64_t>(), 3);
+  EXPECT_EQ(result.at("generated").at("images").get<int64_t>(), 6);
+  EXPECT_EQ(result.at("real").at("images").get<int64_t>(), 5);
+  EXPECT_EQ(result.at("real").at("skipped").get<int64_t>(), 1);
+  EXPECT_EQ(result.at("real").at("size").get<int64_t>(), 16);  // generation.json's image_size
+  EXPECT_GT(result.at("fid").get<double>(), 0.0);
   // Per-image scores: one line per image with its caption; their mean is the CLIP score.
   const auto lines = test::read_bytes(gen.parent_path() / "result.clip_scores.jsonl");
   double sum = 0;
   int64_t n = 0;
   for (size_t at = 0, end; (end = lines.find('\n', at)) != std::string::npos; at = end + 1, ++n) {
-    const auto line = io::parse_json(lines.substr(at, end - at));
-    EXPECT_EQ(line.at("caption").as_string(), manifest[n].caption);
-    sum += line.at("clip_score").as_double();
+    const auto line = io::parse_json(lines.substr(at, end - at), "test");
+    EXPECT_EQ(line.at("caption").get<std::string>(), manifest[n].caption);
+    sum += line.at("clip_score").get<double>();
   }
   EXPECT_EQ(n, 6);
-  EXPECT_NEAR(result.at("clip_score").as_double(), std::max(0.0, sum / 6), 1e-4);
+  EXPECT_NEAR(result.at("clip_score").get<double>(), std::max(0.0, sum / 6), 1e-4);
   // An unfinished folder is refused, naming what is missing.
   fs::remove(gen / "00004.png");
   ASSERT_NE(evaluate(eval, &log), 0);
@@ -198,7 +200,7 @@ TEST_F(Sample, CaptionsFilePairsAFolderWithItsPrompts) {
                     clip_flags() + " --out " + result_path.string();
   ASSERT_EQ(evaluate(args, &log), 0) << log;
   const auto result = io::read_json_file(result_path);
-  EXPECT_EQ(result.at("clip").at("pairs").as_int(), 3);
+  EXPECT_EQ(result.at("clip").at("pairs").get<int64_t>(), 3);
   EXPECT_TRUE(result.at("clip_score").is_number());
   EXPECT_FALSE(result.contains("fid"));
   test::write_bytes(prompts, "a red square\n\ngreen\n");

@@ -8,6 +8,8 @@
 #include <iterator>
 #include <set>
 
+#include <nlohmann/json.hpp>
+
 #include "microdit/io/json.h"
 #include "microdit/io/png.h"
 #include "microdit/io/safetensors.h"
@@ -162,22 +164,22 @@ void write_tiny_coco(const std::filesystem::path& dir, int64_t images, int64_t s
     const int64_t id = 100 + 3 * k;
     const std::string file = "COCO_val2014_" + std::to_string(1000000 + id) + ".png";
     io::Json image = io::Json::object();
-    image.set("id", id);
-    image.set("file_name", file);
+    image["id"] = id;
+    image["file_name"] = file;
     image_list.push_back(image);
     io::write_png(dir / "val2014" / file, (at::rand({size, size, 3}, gen) * 255).to(at::kByte));
     if (k == images) break;  // the last image has no caption
     for (int64_t j = 0; j < k % 3 + 1; ++j) {
       io::Json a = io::Json::object();
-      a.set("image_id", id);
-      a.set("id", 10 * id + j);
-      a.set("caption", "a photo of thing " + std::to_string(k) + ", take " + std::to_string(j));
+      a["image_id"] = id;
+      a["id"] = 10 * id + j;
+      a["caption"] = "a photo of thing " + std::to_string(k) + ", take " + std::to_string(j);
       annotations.push_back(a);
     }
   }
   io::Json root = io::Json::object();
-  root.set("images", image_list);
-  root.set("annotations", annotations);
+  root["images"] = image_list;
+  root["annotations"] = annotations;
   write_bytes(dir / "captions_val2014.json", root.dump());
 }
 

@@ -8,6 +8,8 @@
 #include <fstream>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "microdit/data/tar_reader.h"
 #include "microdit/io/hashes.h"
 #include "microdit/io/json.h"
@@ -22,7 +24,7 @@ using io::Json;
 const fs::path kData = fs::path(MICRODIT_SOURCE_DIR) / "tests" / "data" / "tar";
 
 const Json& expected() {
-  static const Json json = io::parse_json(test::read_bytes(kData / "expected.json"));
+  static const Json json = io::read_json_file(kData / "expected.json");
   return json;
 }
 
@@ -47,14 +49,14 @@ int read_all(TarReader& reader) {
 
 TEST(TarReader, MembersAsPythonTarfileListsThem) {
   ASSERT_EQ(expected().size(), 4u);  // ustar, GNU, pax, GNU with base-256 sizes
-  for (const auto& [archive, listing] : expected().as_object()) {
+  for (const auto& [archive, listing] : expected().items()) {
     TarReader reader(kData / archive);
-    for (const Json& member : listing.at("members").as_array()) {
+    for (const Json& member : listing.at("members")) {
       const auto got = reader.next();
-      ASSERT_TRUE(got) << archive << ": ends before " << member.at("name").as_string();
-      EXPECT_EQ(got->name, member.at("name").as_string()) << archive;
-      EXPECT_EQ(static_cast<int64_t>(got->data.size()), member.at("size").as_int()) << got->name;
-      EXPECT_EQ(io::hex_digest("sha1", got->data), member.at("sha1").as_string()) << got->name;
+      ASSERT_TRUE(got) << archive << ": ends before " << member.at("name").get<std::string>();
+      EXPECT_EQ(got->name, member.at("name").get<std::string>()) << archive;
+      EXPECT_EQ(got->data.size(), member.at("size")) << got->name;
+      EXPECT_EQ(io::hex_digest("sha1", got->data), member.at("sha1")) << got->name;
     }
     EXPECT_FALSE(reader.next()) << archive << " has more members than tarfile lists";
   }
@@ -74,14 +76,14 @@ TEST(TarReader, LongAndNonAsciiNamesSurvive) {
 }
 
 TEST(WebDatasetReader, SamplesAsWebdatasetGroupsThem) {
-  for (const auto& [archive, listing] : expected().as_object()) {
+  for (const auto& [archive, listing] : expected().items()) {
     WebDatasetReader reader(kData / archive);
-    for (const Json& sample : listing.at("samples").as_array()) {
+    for (const Json& sample : listing.at("samples")) {
       const auto got = reader.next_sample();
-      ASSERT_TRUE(got) << archive << ": ends before " << sample.at("key").as_string();
-      EXPECT_EQ(got->key, sample.at("key").as_string()) << archive;
+      ASSERT_TRUE(got) << archive << ": ends before " << sample.at("key").get<std::string>();
+      EXPECT_EQ(got->key, sample.at("key").get<std::string>()) << archive;
       std::vector<std::string> extensions;
-      for (const Json& e : sample.at("extensions").as_array()) extensions.push_back(e.as_string());
+      for (const Json& e : sample.at("extensions")) extensions.push_back(e.get<std::string>());
       std::sort(extensions.begin(), extensions.end());
       std::vector<std::string> got_extensions;
       for (const auto& [extension, data] : got->files) {
@@ -92,7 +94,7 @@ TEST(WebDatasetReader, SamplesAsWebdatasetGroupsThem) {
       EXPECT_EQ(got_extensions, extensions) << archive << " " << got->key;
     }
     EXPECT_FALSE(reader.next_sample()) << archive;
-    EXPECT_EQ(reader.skipped(), listing.at("skipped").as_int()) << archive;
+    EXPECT_EQ(reader.skipped(), listing.at("skipped").get<int64_t>()) << archive;
   }
 }
 

@@ -12,6 +12,8 @@
 #include <stdexcept>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "microdit/diffusion/text_to_image.h"
 #include "microdit/eval/clean_fid_inception.h"
 #include "microdit/eval/clip_score.h"
@@ -179,10 +181,10 @@ Generated generated_images(const Args& a) {
 }
 
 microdit::io::Json set_entry(const std::string& source, const microdit::eval::FolderActivations& f) {
-  microdit::io::Json entry = microdit::io::Json::Object{};
-  entry.set("source", source);
-  entry.set("images", f.activations.size(0));
-  entry.set("skipped", static_cast<int64_t>(f.skipped.size()));
+  microdit::io::Json entry = microdit::io::Json::object();
+  entry["source"] = source;
+  entry["images"] = f.activations.size(0);
+  entry["skipped"] = static_cast<int64_t>(f.skipped.size());
   return entry;
 }
 
@@ -222,11 +224,14 @@ microdit::eval::ActivationStatistics real_statistics(const Args& a, const Genera
                                                      microdit::io::Json& result) {
   using namespace microdit;
   if (!a.real_stats.empty()) {
-    result.set("real", a.real_stats);
+    result["real"] = a.real_stats;
     return load_real_stats(a);
   }
   int64_t size = a.real_size;
-  if (size == 0) size = g.settings.contains("image_size") ? g.settings.at("image_size").as_int() : 256;
+  if (size == 0) {
+    const io::Json* made = io::json_find(g.settings, "image_size");
+    size = made != nullptr ? io::json_to_int64(*made) : 256;
+  }
   std::vector<fs::path> files;
   for (const auto& c : g.coco) files.push_back(fs::path(a.real) / c.file_name);
   const auto set = g.coco.empty()
@@ -235,23 +240,23 @@ microdit::eval::ActivationStatistics real_statistics(const Args& a, const Genera
   auto stats = eval::ActivationStatistics::from_activations(set.activations);
   if (!a.save_real_stats.empty()) eval::save_statistics(a.save_real_stats, stats, a.mode);
   auto entry = set_entry(a.real, set);
-  entry.set("size", size);
-  result.set("real", std::move(entry));
+  entry["size"] = size;
+  result["real"] = std::move(entry);
   return stats;
 }
 
 void compute_fid(const Args& a, const Generated& g, at::Device device, microdit::io::Json& result) {
   using namespace microdit;
   const eval::FeatureExtractor extract = make_extractor(a, device);
-  result.set("mode", a.mode);
-  result.set("inception", a.inception);
+  result["mode"] = a.mode;
+  result["inception"] = a.inception;
   const auto generated = eval::file_activations(extract, g.files, {0, a.batch_size},
                                                 a.coco.empty() ? a.generated : a.coco);
-  result.set("generated", set_entry(a.coco.empty() ? a.generated : a.coco, generated));
+  result["generated"] = set_entry(a.coco.empty() ? a.generated : a.coco, generated);
   const auto real = real_statistics(a, g, extract, result);
   const double fid = eval::frechet_distance(
       eval::ActivationStatistics::from_activations(generated.activations), real);
-  result.set("fid", fid);
+  result["fid"] = fid;
   spdlog::info("FID {:.4f} ({} generated images)", fid, generated.activations.size(0));
 }
 
@@ -268,18 +273,18 @@ void compute_clip_score(const Args& a, const Generated& g, at::Device device,
   io::write_file_atomically(scores_path, [&](std::ostream& out) {
     for (std::size_t i = 0; i < g.files.size(); ++i) {
       io::Json line = io::Json::object();
-      line.set("file", g.files[i].filename().string());
-      line.set("caption", g.captions[i]);
-      line.set("clip_score", static_cast<double>(scored.scores[i].item<float>()));
+      line["file"] = g.files[i].filename().string();
+      line["caption"] = g.captions[i];
+      line["clip_score"] = static_cast<double>(scored.scores[i].item<float>());
       out << line.dump() << "\n";
     }
   });
   io::Json entry = io::Json::object();
-  entry.set("model", a.clip.empty() ? a.clip_open_clip : a.clip);
-  entry.set("pairs", static_cast<int64_t>(g.files.size()));
-  entry.set("per_image", scores_path.string());
-  result.set("clip", std::move(entry));
-  result.set("clip_score", scored.clip_score);
+  entry["model"] = a.clip.empty() ? a.clip_open_clip : a.clip;
+  entry["pairs"] = static_cast<int64_t>(g.files.size());
+  entry["per_image"] = scores_path.string();
+  result["clip"] = std::move(entry);
+  result["clip_score"] = scored.clip_score;
   spdlog::info("CLIP score {:.4f} ({} image-caption pairs)", scored.clip_score, g.files.size());
 }
 
@@ -287,13 +292,13 @@ int run(Args& a) {
   using namespace microdit;
   const at::Device device(a.device == "auto" ? util::default_device_name() : a.device);
   const Generated g = generated_images(a);
-  io::Json result = io::Json::Object{};
+  io::Json result = io::Json::object();
   if (!a.coco.empty()) {
     io::Json coco = io::Json::object();
-    coco.set("dir", a.coco);
-    coco.set("captions", static_cast<int64_t>(g.coco.size()));
-    coco.set("generation", g.settings);
-    result.set("coco", std::move(coco));
+    coco["dir"] = a.coco;
+    coco["captions"] = static_cast<int64_t>(g.coco.size());
+    coco["generation"] = g.settings;
+    result["coco"] = std::move(coco);
   }
   if (a.fid()) compute_fid(a, g, device, result);
   if (a.clip_score()) compute_clip_score(a, g, device, result);

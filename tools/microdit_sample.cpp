@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "microdit/diffusion/text_to_image.h"
 #include "microdit/nn/execution.h"
 #include "microdit/eval/coco_captions.h"
@@ -150,19 +152,19 @@ std::pair<microdit::model::DiTConfig, microdit::diffusion::EDMConfig> model_conf
 // Everything the images depend on, for the result files of the COCO protocol.
 microdit::io::Json generation_settings(const Args& a, int64_t image_size) {
   microdit::io::Json j = microdit::io::Json::object();
-  j.set("checkpoint", a.checkpoint);
-  j.set("ema", a.ema);
-  j.set("coco_captions", a.coco_captions);
-  j.set("count", a.count);
-  j.set("caption_seed", static_cast<int64_t>(a.caption_seed));
-  j.set("steps", a.options.steps);
-  j.set("cfg", a.options.cfg);
-  j.set("seed", static_cast<int64_t>(a.options.seed));
-  j.set("s_churn", a.s_churn);
+  j["checkpoint"] = a.checkpoint;
+  j["ema"] = a.ema;
+  j["coco_captions"] = a.coco_captions;
+  j["count"] = a.count;
+  j["caption_seed"] = static_cast<int64_t>(a.caption_seed);
+  j["steps"] = a.options.steps;
+  j["cfg"] = a.options.cfg;
+  j["seed"] = static_cast<int64_t>(a.options.seed);
+  j["s_churn"] = a.s_churn;
   // With churn the noise is drawn per batch, so the batch size changes the images.
-  if (a.s_churn > 0) j.set("batch_size", a.options.batch_size);
-  j.set("dtype", a.dtype);
-  j.set("image_size", image_size);  // of the images made (the model's latent size x the VAE's)
+  if (a.s_churn > 0) j["batch_size"] = a.options.batch_size;
+  j["dtype"] = a.dtype;
+  j["image_size"] = image_size;  // of the images made (the model's latent size x the VAE's)
   return j;
 }
 
@@ -170,8 +172,8 @@ microdit::io::Json generation_settings(const Args& a, int64_t image_size) {
 void check_same_settings(const std::filesystem::path& file, const microdit::io::Json& settings) {
   if (!std::filesystem::exists(file)) return;
   const auto before = microdit::io::read_json_file(file);
-  for (const auto& [key, value] : settings.as_object()) {
-    const auto* old = before.find(key);
+  for (const auto& [key, value] : settings.items()) {
+    const microdit::io::Json* old = microdit::io::json_find(before, key);
     if (old == nullptr || !(*old == value)) {
       throw std::runtime_error(fmt::format("{}: made with {} = {}, this run has {}: use another --out",
                                            file.string(), key, old ? old->dump() : "(none)",

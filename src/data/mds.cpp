@@ -1,6 +1,8 @@
 // MDS reader and writer. Byte layouts follow streaming 0.x (streaming/base/format/mds): shard
 // header and sample layout in writer.py, encodings in encodings.py, index.json in
 // format/base/writer.py, the merged index in base/util.py.
+// Our own code because MosaicML's MDS format exists only in Python's streaming package; we write
+// its bytes exactly, index.json included (Python json.dumps spacing and escapes, below).
 #include "microdit/data/mds.h"
 
 #include <c10/util/StringUtil.h>
@@ -30,6 +32,8 @@
 #ifdef MICRODIT_HAVE_ZSTD
 #include <zstd.h>
 #endif
+
+#include <nlohmann/json.hpp>
 
 #include "microdit/data/dataset.h"
 #include "microdit/io/atomic_file.h"
@@ -227,27 +231,28 @@ void append_python_string(std::string& out, std::string_view text) {
 // json.dumps(value, sort_keys=sort_keys) with the default separators ", " and ": ".
 void append_python_json(std::string& out, const Json& value, bool sort_keys) {
   switch (value.type()) {
-    case Json::Type::null:
+    case Json::value_t::null:
       out += "null";
       return;
-    case Json::Type::boolean:
-      out += value.as_bool() ? "true" : "false";
+    case Json::value_t::boolean:
+      out += value.get<bool>() ? "true" : "false";
       return;
-    case Json::Type::number: {
-      if (value.is_integer()) {
-        out += std::to_string(value.as_int());
-      } else {
-        out += python_float_repr(value.as_double());
-      }
+    case Json::value_t::number_integer:
+      out += std::to_string(value.get<std::int64_t>());
       return;
-    }
-    case Json::Type::string:
-      append_python_string(out, value.as_string());
+    case Json::value_t::number_unsigned:
+      out += std::to_string(value.get<std::uint64_t>());
       return;
-    case Json::Type::array: {
+    case Json::value_t::number_float:
+      out += python_float_repr(value.get<double>());
+      return;
+    case Json::value_t::string:
+      append_python_string(out, value.get_ref<const std::string&>());
+      return;
+    case Json::value_t::array: {
       out.push_back('[');
       bool first = true;
-      for (const auto& item : value.as_array()) {
+      for (const auto& item : value) {
         if (!first) out += ", ";
         first = false;
         append_python_json(out, item, sort_keys);
@@ -255,9 +260,9 @@ void append_python_json(std::string& out, const Json& value, bool sort_keys) {
       out.push_back(']');
       return;
     }
-    case Json::Type::object: {
-      std::vector<const Json::Member*> members;
-      for (const auto& member : value.as_object()) members.push_back(&member);
+    case Json::value_t::object: {
+      std::vector<const io::JsonObject::value_type*> members;
+      for (const auto& member : value.get_ref<const io::JsonObject&>()) members.push_back(&member);
       // UTF-8 byte order is code point order, which is how Python sorts str keys.
       if (sort_keys) {
         std::sort(members.begin(), members.end(),
@@ -275,7 +280,11 @@ void append_python_json(std::string& out, const Json& value, bool sort_keys) {
       out.push_back('}');
       return;
     }
+    case Json::value_t::binary:  // only from binary formats such as CBOR, never from JSON text
+    case Json::value_t::discarded:
+      break;
   }
+  throw std::logic_error(c10::str("MDS: no Python JSON for a ", value.type_name(), " value"));
 }
 
 std::string python_json(const Json& value, bool sort_keys) {
@@ -620,17 +629,18 @@ const char* value_kind(const MDSValue& value) {
 // ------------------------------------------------------------------------- index.json
 
 const Json& member(const Json& object, const char* key, const std::string& where) {
-  const Json* value = object.is_object() ? object.find(key) : nullptr;
+  const Json* value = io::json_find(object, key);
   if (value == nullptr) throw std::runtime_error(c10::str(where, "missing key \"", key, "\""));
   return *value;
 }
 
 int64_t integer_member(const Json& object, const char* key, const std::string& where) {
   const Json& value = member(object, key, where);
-  if (!value.is_integer() || value.as_int() < 0) {
+  const auto n = io::json_int64(value);
+  if (!n || *n < 0) {
     throw std::runtime_error(c10::str(where, "\"", key, "\" must be a non-negative integer"));
   }
-  return value.as_int();
+  return *n;
 }
 
 const std::string& string_member(const Json& object, const char* key, const std::string& where) {
@@ -638,13 +648,13 @@ const std::string& string_member(const Json& object, const char* key, const std:
   if (!value.is_string()) {
     throw std::runtime_error(c10::str(where, "\"", key, "\" must be a string"));
   }
-  return value.as_string();
+  return value.get_ref<const std::string&>();
 }
 
-const Json::Array& array_member(const Json& object, const char* key, const std::string& where) {
+const io::JsonArray& array_member(const Json& object, const char* key, const std::string& where) {
   const Json& value = member(object, key, where);
   if (!value.is_array()) throw std::runtime_error(c10::str(where, "\"", key, "\" must be a list"));
-  return value.as_array();
+  return value.get_ref<const io::JsonArray&>();
 }
 
 // index.json's column_names, column_encodings and column_sizes of one shard, checked.
@@ -659,12 +669,12 @@ std::vector<MDSColumn> parse_columns(const Json& shard, const std::string& where
   std::vector<MDSColumn> columns;
   for (std::size_t c = 0; c < names.size(); ++c) {
     if (!names[c].is_string() || !encodings[c].is_string() ||
-        !(sizes[c].is_null() || sizes[c].is_integer())) {
+        !(sizes[c].is_null() || io::json_int64(sizes[c]))) {
       throw std::runtime_error(c10::str(
           where, "column ", c, ": names and encodings must be strings, sizes integers or null"));
     }
-    MDSColumn column{names[c].as_string(), encodings[c].as_string(), std::nullopt};
-    if (sizes[c].is_integer()) column.size = sizes[c].as_int();
+    MDSColumn column{names[c].get<std::string>(), encodings[c].get<std::string>(),
+                     io::json_int64(sizes[c])};
     const auto encoding = parse_encoding(column.encoding);
     if (!encoding) {
       throw std::runtime_error(c10::str(where, "column \"", column.name,
@@ -696,15 +706,15 @@ FileInfo parse_file_info(const Json& info, const std::string& where,
         c10::str(where, "basename \"", file.basename, "\" leaves the dataset directory"));
   }
   file.bytes = integer_member(info, "bytes", where);
-  const Json* listed = info.find("hashes");
+  const Json* listed = io::json_find(info, "hashes");
   if (listed == nullptr || listed->is_null()) return file;
   if (!listed->is_object()) throw std::runtime_error(where + "\"hashes\" must be an object");
-  for (const auto& [algorithm, digest] : listed->as_object()) {
+  for (const auto& [algorithm, digest] : listed->items()) {
     if (!digest.is_string()) {
       throw std::runtime_error(c10::str(where, "hash ", algorithm, " must be a string"));
     }
     if (io::is_implemented_hash(algorithm)) {
-      file.hashes.emplace_back(algorithm, digest.as_string());
+      file.hashes.emplace_back(algorithm, digest.get<std::string>());
     } else if (std::find(unchecked.begin(), unchecked.end(), algorithm) == unchecked.end()) {
       unchecked.push_back(algorithm);
     }
@@ -808,20 +818,16 @@ void check_shard_layout(const std::string& where, std::string_view data, int64_t
     throw std::runtime_error(c10::str(where, "bad offsets: the samples end at byte ", last,
                                       ", the data has ", data.size()));
   }
-  Json config;
-  try {
-    config = io::parse_json(data.substr(header, first - header));
-  } catch (const std::runtime_error& e) {
-    throw std::runtime_error(c10::str(where, "bad config JSON: ", e.what()));
-  }
-  Json::Array names, encodings;
+  const Json config = io::parse_json(data.substr(header, first - header), where + "config");
+  Json names = Json::array(), encodings = Json::array();
   for (const auto& column : columns) {
-    names.emplace_back(column.name);
-    encodings.emplace_back(column.encoding);
+    names.push_back(column.name);
+    encodings.push_back(column.encoding);
   }
-  if (!config.is_object() || config.find("column_names") == nullptr ||
-      config.find("column_encodings") == nullptr || config.at("column_names") != Json(names) ||
-      config.at("column_encodings") != Json(encodings)) {
+  const Json* config_names = io::json_find(config, "column_names");
+  const Json* config_encodings = io::json_find(config, "column_encodings");
+  if (config_names == nullptr || *config_names != names || config_encodings == nullptr ||
+      *config_encodings != encodings) {
     throw std::runtime_error(where + "its config's columns differ from index.json");
   }
 }
@@ -941,16 +947,11 @@ MDSReader::MDSReader(const fs::path& dir, const MDSReaderOptions& options)
   if (!fs::exists(index_path, error)) {
     throw std::runtime_error(c10::str(index_path.string(), ": missing (not an MDS directory?)"));
   }
-  Json index;
-  try {
-    index = io::parse_json(io::read_file(index_path));
-  } catch (const std::runtime_error& e) {
-    throw std::runtime_error(c10::str(index_path.string(), ": ", e.what()));
-  }
+  const Json index = io::read_json_file(index_path);
   const std::string top = c10::str(index_path.string(), ": ");
   if (!index.is_object()) throw std::runtime_error(top + "not a JSON object");
   const Json& version = member(index, "version", top);
-  if (!version.is_integer() || version.as_int() != kVersion) {
+  if (io::json_int64(version) != kVersion) {
     throw std::runtime_error(
         c10::str(top, "version ", python_json(version, false), " is not supported (expected 2)"));
   }
@@ -960,8 +961,8 @@ MDSReader::MDSReader(const fs::path& dir, const MDSReaderOptions& options)
     const Json& s = shards[k];
     const std::string where = c10::str(top, "shard ", k, ": ");
     if (!s.is_object()) throw std::runtime_error(where + "not a JSON object");
-    if (const Json* v = s.find("version");
-        v != nullptr && !(v->is_integer() && v->as_int() == kVersion)) {
+    if (const Json* v = io::json_find(s, "version");
+        v != nullptr && io::json_int64(*v) != kVersion) {
       throw std::runtime_error(
           c10::str(where, "version ", python_json(*v, false), " is not supported (expected 2)"));
     }
@@ -981,13 +982,13 @@ MDSReader::MDSReader(const fs::path& dir, const MDSReaderOptions& options)
     Shard shard;
     shard.samples = integer_member(s, "samples", where);
     shard.raw = parse_file_info(member(s, "raw_data", where), where + "raw_data: ", unchecked);
-    const Json* compression = s.find("compression");
+    const Json* compression = io::json_find(s, "compression");
     if (compression != nullptr && !compression->is_null()) {
       if (!compression->is_string()) {
         throw std::runtime_error(where + "\"compression\" must be a string or null");
       }
-      parse_compression<std::runtime_error>(compression->as_string(), where);
-      const Json* zip = s.find("zip_data");
+      parse_compression<std::runtime_error>(compression->get<std::string>(), where);
+      const Json* zip = io::json_find(s, "zip_data");
       if (zip == nullptr || !zip->is_object()) {
         throw std::runtime_error(where + "compressed, but \"zip_data\" is missing");
       }
@@ -1196,23 +1197,22 @@ MDSWriter::MDSWriter(const fs::path& dir, std::vector<std::pair<std::string, std
   }
   fs::create_directories(dir);
 
-  Json::Array names, encodings, sizes, hash_list;
+  io::JsonArray names, encodings, sizes;
   for (const auto& column : columns_) {
     names.emplace_back(column.name);
     encodings.emplace_back(column.encoding);
     sizes.push_back(column.size ? Json(*column.size) : Json());
   }
-  for (const auto& h : hashes_) hash_list.emplace_back(h);
   // streaming's Writer.get_config() plus the MDS columns, dumped with sort_keys.
   Json config = Json::object();
-  config.set("version", kVersion);
-  config.set("format", "mds");
-  config.set("compression", compression_.empty() ? Json() : Json(compression_));
-  config.set("hashes", std::move(hash_list));
-  config.set("size_limit", size_limit_ > 0 ? Json(size_limit_) : Json());
-  config.set("column_names", std::move(names));
-  config.set("column_encodings", std::move(encodings));
-  config.set("column_sizes", std::move(sizes));
+  config["version"] = kVersion;
+  config["format"] = "mds";
+  config["compression"] = compression_.empty() ? Json() : Json(compression_);
+  config["hashes"] = hashes_;
+  config["size_limit"] = size_limit_ > 0 ? Json(size_limit_) : Json();
+  config["column_names"] = std::move(names);
+  config["column_encodings"] = std::move(encodings);
+  config["column_sizes"] = std::move(sizes);
   config_ = python_json(config, /*sort_keys=*/true);
   pending_bytes_ = 4 + 4 + static_cast<int64_t>(config_.size());
 }
@@ -1282,23 +1282,23 @@ void MDSWriter::flush_shard() {
   name << "shard." << std::setw(5) << std::setfill('0') << shard_entries_.size() << ".mds";
   auto file_info = [&](const std::string& basename, std::string_view data) {
     Json digests = Json::object();
-    for (const auto& h : hashes_) digests.set(h, *io::hex_digest(h, data));
+    for (const auto& h : hashes_) digests[h] = *io::hex_digest(h, data);
     Json info = Json::object();
-    info.set("basename", basename);
-    info.set("bytes", static_cast<int64_t>(data.size()));
-    info.set("hashes", std::move(digests));
+    info["basename"] = basename;
+    info["bytes"] = static_cast<int64_t>(data.size());
+    info["hashes"] = std::move(digests);
     return info;
   };
-  Json entry = io::parse_json(config_);
-  entry.set("samples", static_cast<int64_t>(n));
-  entry.set("raw_data", file_info(name.str(), raw));
+  Json entry = io::parse_json(config_, "MDS shard config");
+  entry["samples"] = static_cast<int64_t>(n);
+  entry["raw_data"] = file_info(name.str(), raw);
   if (compression_.empty()) {
-    entry.set("zip_data", Json());
+    entry["zip_data"] = Json();
     write_bytes(dir_ / name.str(), raw);
   } else {
     const std::string zip_name = name.str() + ".zstd";
     const std::string zip = zstd_compress(raw, zstd_level_);
-    entry.set("zip_data", file_info(zip_name, zip));
+    entry["zip_data"] = file_info(zip_name, zip);
     write_bytes(dir_ / zip_name, zip);
   }
   shard_entries_.push_back(python_json(entry, /*sort_keys=*/true));
@@ -1321,7 +1321,7 @@ void MDSWriter::finish() {
 // ------------------------------------------------------------------------------ merge_index
 
 void merge_index(const fs::path& root, const std::vector<std::string>& subdirs) {
-  Json::Array shards;
+  io::JsonArray shards;
   for (std::size_t s = 0; s < subdirs.size(); ++s) {
     const std::string& subdir = subdirs[s];
     if (!is_safe_relative(subdir)) {
@@ -1332,18 +1332,17 @@ void merge_index(const fs::path& root, const std::vector<std::string>& subdirs) 
       throw std::invalid_argument(c10::str("merge_index: \"", subdir, "\" listed twice"));
     }
     const fs::path path = root / subdir / "index.json";
-    Json index;
+    const Json index = io::read_json_file(path);
     try {
-      index = io::parse_json(io::read_file(path));
-      for (const Json& shard : index.at("shards").as_array()) {
+      for (const Json& shard : io::json_to_array(io::json_at(index, "shards"))) {
         Json copy = shard;
         for (const char* key : {"raw_data", "zip_data", "raw_meta", "zip_meta"}) {
-          const Json* info = copy.find(key);
+          const Json* info = io::json_find(copy, key);
           if (info == nullptr || !info->is_object() || info->size() == 0) continue;
           Json renamed = *info;
           const std::string prefix = fs::path(subdir).generic_string();
-          renamed.set("basename", prefix + "/" + info->at("basename").as_string());
-          copy.set(key, std::move(renamed));
+          renamed["basename"] = prefix + "/" + io::json_to_string(io::json_at(*info, "basename"));
+          copy[key] = std::move(renamed);
         }
         shards.push_back(std::move(copy));
       }
@@ -1353,8 +1352,8 @@ void merge_index(const fs::path& root, const std::vector<std::string>& subdirs) 
   }
   // Not sorted: streaming's merge_index dumps {"version": 2, "shards": [...]} in this order.
   Json merged = Json::object();
-  merged.set("version", kVersion);
-  merged.set("shards", std::move(shards));
+  merged["version"] = kVersion;
+  merged["shards"] = std::move(shards);
   write_bytes(root / "index.json", python_json(merged, /*sort_keys=*/false));
 }
 

@@ -7,6 +7,8 @@
 #include <chrono>
 #include <fstream>
 
+#include <nlohmann/json.hpp>
+
 #include "microdit/data/caption_cleaner.h"
 #include "microdit/data/mds.h"
 #include "microdit/image/decode.h"
@@ -148,10 +150,10 @@ void write_part(const PreparePart& part, const PrepareOptions& options, encoders
   });
   writer.write_batch(batch);
   writer.finish();
-  io::Json stats = io::Json::Object{};
-  stats.set("source", part.describe());
-  stats.set("samples", writer.written);
-  stats.set("skipped", writer.skipped);
+  io::Json stats = io::Json::object();
+  stats["source"] = part.describe();
+  stats["samples"] = writer.written;
+  stats["skipped"] = writer.skipped;
   io::write_file_atomically(partial / "prepare.json",
                             [&](std::ostream& out) { out << stats.dump() << "\n"; });
   fs::rename(partial, options.out / part_name(part.index));

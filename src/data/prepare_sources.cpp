@@ -7,6 +7,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include <nlohmann/json.hpp>
+
 #include "microdit/data/tar_reader.h"
 #include "microdit/io/json.h"
 #include "microdit/io/read_file.h"
@@ -105,7 +107,9 @@ std::string json_field(const io::Json& object, const std::string& wanted,
                        const std::vector<std::string>& known, const fs::path& file, int64_t line,
                        const char* what) {
   for (const auto& name : wanted.empty() ? known : std::vector<std::string>{wanted}) {
-    if (const io::Json* v = object.find(name); v != nullptr && v->is_string()) return v->as_string();
+    if (const io::Json* v = io::json_find(object, name); v != nullptr && v->is_string()) {
+      return io::json_to_string(*v);
+    }
   }
   throw std::runtime_error(c10::str(file.string(), ":", line, ": no ", what, " string (looked for ",
                                     c10::Join(", ", wanted.empty() ? known : std::vector{wanted}),
@@ -118,12 +122,7 @@ std::vector<ListEntry> read_jsonl(const fs::path& file, const SourceOptions& opt
   std::string text;
   for (int64_t line = 1; std::getline(lines, text); ++line) {
     if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
-    io::Json object;
-    try {
-      object = io::parse_json(text);
-    } catch (const std::exception& e) {
-      throw std::runtime_error(c10::str(file.string(), ":", line, ": ", util::error_message(e)));
-    }
+    const io::Json object = io::parse_json(text, c10::str(file.string(), ":", line));
     if (!object.is_object()) {
       throw std::runtime_error(c10::str(file.string(), ":", line, ": expected a JSON object"));
     }
@@ -170,9 +169,9 @@ void add_tar(std::vector<PreparePart>& parts, const fs::path& tar) {
 std::string caption_of(const WebDatasetSample& sample) {
   if (auto it = sample.files.find("txt"); it != sample.files.end()) return it->second;
   if (auto it = sample.files.find("json"); it != sample.files.end()) {
-    const io::Json meta = io::parse_json(it->second);
-    if (const io::Json* c = meta.find("caption"); c != nullptr && c->is_string()) {
-      return c->as_string();
+    const io::Json meta = io::parse_json(it->second, ".json member");
+    if (const io::Json* c = io::json_find(meta, "caption"); c != nullptr && c->is_string()) {
+      return io::json_to_string(*c);
     }
   }
   throw std::runtime_error("no .txt member and no \"caption\" in a .json member");

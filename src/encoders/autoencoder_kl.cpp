@@ -13,6 +13,8 @@
 #include <string>
 #include <utility>
 
+#include <nlohmann/json.hpp>
+
 #include "microdit/io/safetensors.h"
 #include "microdit/io/state_dict.h"
 #include "microdit/io/torch_checkpoint.h"
@@ -38,47 +40,47 @@ torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t padding 
 // ---- config.json --------------------------------------------------------------------------
 
 int64_t json_int(const io::Json& json, std::string_view key, int64_t fallback) {
-  const io::Json* value = json.find(key);
+  const io::Json* value = io::json_find(json, key);
   if (value == nullptr || value->is_null()) return fallback;
-  if (!value->is_integer()) {
+  if (!io::json_int64(*value)) {
     throw std::invalid_argument(
         c10::str("AutoencoderKL config: '", key, "' must be an integer, got ", value->type_name()));
   }
-  return value->as_int();
+  return io::json_to_int64(*value);
 }
 
 double json_double(const io::Json& json, std::string_view key, double fallback) {
-  const io::Json* value = json.find(key);
+  const io::Json* value = io::json_find(json, key);
   if (value == nullptr || value->is_null()) return fallback;
   if (!value->is_number()) {
     throw std::invalid_argument(
         c10::str("AutoencoderKL config: '", key, "' must be a number, got ", value->type_name()));
   }
-  return value->as_double();
+  return io::json_to_double(*value);
 }
 
 bool json_bool(const io::Json& json, std::string_view key, bool fallback) {
-  const io::Json* value = json.find(key);
+  const io::Json* value = io::json_find(json, key);
   if (value == nullptr || value->is_null()) return fallback;
-  if (!value->is_bool()) {
+  if (!value->is_boolean()) {
     throw std::invalid_argument(c10::str("AutoencoderKL config: '", key,
                                          "' must be true or false, got ", value->type_name()));
   }
-  return value->as_bool();
+  return io::json_to_bool(*value);
 }
 
-const io::Json::Array* json_array(const io::Json& json, std::string_view key) {
-  const io::Json* value = json.find(key);
+const io::JsonArray* json_array(const io::Json& json, std::string_view key) {
+  const io::Json* value = io::json_find(json, key);
   if (value == nullptr || value->is_null()) return nullptr;
   if (!value->is_array()) {
     throw std::invalid_argument(
         c10::str("AutoencoderKL config: '", key, "' must be an array, got ", value->type_name()));
   }
-  return &value->as_array();
+  return &io::json_to_array(*value);
 }
 
 std::optional<std::vector<double>> json_doubles(const io::Json& json, std::string_view key) {
-  const io::Json::Array* array = json_array(json, key);
+  const io::JsonArray* array = json_array(json, key);
   if (array == nullptr) return std::nullopt;
   std::vector<double> values;
   for (const io::Json& item : *array) {
@@ -86,7 +88,7 @@ std::optional<std::vector<double>> json_doubles(const io::Json& json, std::strin
       throw std::invalid_argument(
           c10::str("AutoencoderKL config: '", key, "' must hold numbers only"));
     }
-    values.push_back(item.as_double());
+    values.push_back(io::json_to_double(item));
   }
   return values;
 }
@@ -94,16 +96,16 @@ std::optional<std::vector<double>> json_doubles(const io::Json& json, std::strin
 // Only the block types this implementation has: the plain (non-attention) VAE blocks.
 void check_block_types(const io::Json& json, std::string_view key, std::string_view expected,
                        std::size_t levels) {
-  const io::Json::Array* types = json_array(json, key);
+  const io::JsonArray* types = json_array(json, key);
   if (types == nullptr) return;
   if (types->size() != levels) {
     throw std::invalid_argument(c10::str("AutoencoderKL config: '", key, "' has ", types->size(),
                                          " entries, block_out_channels has ", levels));
   }
   for (const io::Json& type : *types) {
-    if (!type.is_string() || type.as_string() != expected) {
+    if (type != expected) {
       throw std::invalid_argument(c10::str("AutoencoderKL config: '", key, "' entry ",
-                                           type.is_string() ? type.as_string() : type.dump(),
+                                           type.is_string() ? type.get<std::string>() : type.dump(),
                                            " is not supported (only ", expected, ")"));
     }
   }
@@ -201,9 +203,10 @@ AutoencoderKLConfig AutoencoderKLConfig::from_json(const io::Json& json) {
   if (!json.is_object()) {
     throw std::invalid_argument("AutoencoderKL config: expected a JSON object");
   }
-  if (const io::Json* name = json.find("_class_name");
-      name != nullptr && name->is_string() && name->as_string() != "AutoencoderKL") {
-    throw std::invalid_argument(c10::str("AutoencoderKL config: _class_name is ", name->as_string(),
+  if (const io::Json* name = io::json_find(json, "_class_name");
+      name != nullptr && name->is_string() && *name != "AutoencoderKL") {
+    throw std::invalid_argument(c10::str("AutoencoderKL config: _class_name is ",
+                                         name->get<std::string>(),
                                          ", expected AutoencoderKL"));
   }
   // Start from diffusers' constructor defaults, not SDXL's, for keys the file leaves out.
@@ -212,28 +215,31 @@ AutoencoderKLConfig AutoencoderKLConfig::from_json(const io::Json& json) {
   c.out_channels = json_int(json, "out_channels", 3);
   c.latent_channels = json_int(json, "latent_channels", 4);
   c.block_out_channels = {64};
-  if (const io::Json::Array* channels = json_array(json, "block_out_channels")) {
+  if (const io::JsonArray* channels = json_array(json, "block_out_channels")) {
     c.block_out_channels.clear();
     for (const io::Json& item : *channels) {
-      if (!item.is_integer()) {
+      if (!io::json_int64(item)) {
         throw std::invalid_argument(
             "AutoencoderKL config: 'block_out_channels' must hold integers only");
       }
-      c.block_out_channels.push_back(item.as_int());
+      c.block_out_channels.push_back(io::json_to_int64(item));
     }
   }
   c.layers_per_block = json_int(json, "layers_per_block", 1);
   c.norm_num_groups = json_int(json, "norm_num_groups", 32);
-  if (const io::Json* size = json.find("sample_size"); size != nullptr && size->is_array()) {
-    if (size->size() == 0 || !size->at(std::size_t{0}).is_integer()) {
+  if (const io::Json* size = io::json_find(json, "sample_size");
+      size != nullptr && size->is_array()) {
+    const auto first = size->empty() ? std::nullopt : io::json_int64(size->front());
+    if (!first) {
       throw std::invalid_argument("AutoencoderKL config: 'sample_size' must hold integers");
     }
-    c.sample_size = size->at(std::size_t{0}).as_int();
+    c.sample_size = *first;
   } else {
     c.sample_size = json_int(json, "sample_size", 32);
   }
   c.scaling_factor = json_double(json, "scaling_factor", 0.18215);
-  if (const io::Json* shift = json.find("shift_factor"); shift != nullptr && !shift->is_null()) {
+  if (const io::Json* shift = io::json_find(json, "shift_factor");
+      shift != nullptr && !shift->is_null()) {
     c.shift_factor = json_double(json, "shift_factor", 0.0);
   }
   c.latents_mean = json_doubles(json, "latents_mean");
@@ -242,8 +248,8 @@ AutoencoderKLConfig AutoencoderKLConfig::from_json(const io::Json& json) {
   c.use_quant_conv = json_bool(json, "use_quant_conv", true);
   c.use_post_quant_conv = json_bool(json, "use_post_quant_conv", true);
   c.mid_block_add_attention = json_bool(json, "mid_block_add_attention", true);
-  if (const io::Json* act = json.find("act_fn");
-      act != nullptr && !(act->is_string() && act->as_string() == "silu")) {
+  if (const io::Json* act = io::json_find(json, "act_fn");
+      act != nullptr && *act != "silu") {
     throw std::invalid_argument(c10::str("AutoencoderKL config: act_fn ", act->dump(),
                                          " is not supported (only \"silu\")"));
   }

@@ -9,6 +9,8 @@
 #include <stdexcept>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "microdit/io/safetensors.h"
 #include "microdit/io/state_dict.h"
 #include "microdit/io/torch_checkpoint.h"
@@ -35,23 +37,24 @@ int64_t json_int(const io::Json& json, std::string_view key, int64_t fallback) {
 
 int64_t clip_config_int(const io::Json& json, std::string_view key, int64_t fallback,
                         std::string_view what) {
-  const io::Json* value = json.find(key);
+  const io::Json* value = io::json_find(json, key);
   if (value == nullptr || value->is_null()) return fallback;
-  if (!value->is_integer()) {
+  const auto n = io::json_int64(*value);
+  if (!n) {
     throw std::invalid_argument(
         c10::str(what, ": ", key, " must be an integer, got ", value->dump()));
   }
-  return value->as_int();
+  return *n;
 }
 
 double clip_config_double(const io::Json& json, std::string_view key, double fallback,
                           std::string_view what) {
-  const io::Json* value = json.find(key);
+  const io::Json* value = io::json_find(json, key);
   if (value == nullptr || value->is_null()) return fallback;
   if (!value->is_number()) {
     throw std::invalid_argument(c10::str(what, ": ", key, " must be a number, got ", value->dump()));
   }
-  return value->as_double();
+  return io::json_to_double(*value);
 }
 
 std::string_view to_string(CLIPTextLayout layout) {
@@ -70,9 +73,9 @@ CLIPTextActivation parse_clip_text_activation(std::string_view name) {
 }
 
 CLIPTextActivation open_clip_activation(const io::Json& model_config) {
-  const io::Json* quick = model_config.find("quick_gelu");
-  return quick != nullptr && quick->is_bool() && quick->as_bool() ? CLIPTextActivation::quick_gelu
-                                                                  : CLIPTextActivation::gelu;
+  const io::Json* quick = io::json_find(model_config, "quick_gelu");
+  return quick != nullptr && *quick == true ? CLIPTextActivation::quick_gelu
+                                            : CLIPTextActivation::gelu;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -113,7 +116,7 @@ CLIPTextConfig CLIPTextConfig::from_hf_json(const io::Json& json) {
     throw std::invalid_argument(
         c10::str("CLIP text config: expected a JSON object, got ", json.type_name()));
   }
-  const io::Json* text = json.find("text_config");
+  const io::Json* text = io::json_find(json, "text_config");
   const io::Json& cfg = text != nullptr && text->is_object() ? *text : json;
   // HF CLIPTextConfig defaults, not DFN5B's.
   CLIPTextConfig config = read_hf_transformer_fields(cfg, {512, 8, 12, 2048}, "CLIP text config");
@@ -132,12 +135,12 @@ CLIPTextConfig read_hf_transformer_fields(const io::Json& cfg, const HfTransform
   config.layers = clip_config_int(cfg, "num_hidden_layers", defaults.num_hidden_layers, what);
   const int64_t intermediate =
       clip_config_int(cfg, "intermediate_size", defaults.intermediate_size, what);
-  if (const io::Json* act = cfg.find("hidden_act"); act != nullptr && !act->is_null()) {
+  if (const io::Json* act = io::json_find(cfg, "hidden_act"); act != nullptr && !act->is_null()) {
     if (!act->is_string()) {
       throw std::invalid_argument(
           c10::str(what, ": hidden_act must be a string, got ", act->dump()));
     }
-    config.activation = parse_clip_text_activation(act->as_string());
+    config.activation = parse_clip_text_activation(io::json_to_string(*act));
   }
   config.layer_norm_eps = clip_config_double(cfg, "layer_norm_eps", 1e-5, what);
   if (config.width <= 0) config.validate(what);  // names the width before dividing by it
@@ -151,7 +154,7 @@ CLIPTextConfig read_hf_transformer_fields(const io::Json& cfg, const HfTransform
 }
 
 CLIPTextConfig CLIPTextConfig::from_open_clip_json(const io::Json& json) {
-  const io::Json* text = json.is_object() ? json.find("text_cfg") : nullptr;
+  const io::Json* text = io::json_find(json, "text_cfg");
   if (text == nullptr || !text->is_object()) {
     throw std::invalid_argument("open_clip model config: no \"text_cfg\" object");
   }
@@ -162,8 +165,9 @@ CLIPTextConfig CLIPTextConfig::from_open_clip_json(const io::Json& json) {
   config.width = json_int(*text, "width", 512);
   config.heads = json_int(*text, "heads", 8);
   config.layers = json_int(*text, "layers", 12);
-  if (const io::Json* ratio = text->find("mlp_ratio"); ratio != nullptr && !ratio->is_null()) {
-    config.mlp_ratio = ratio->as_double();
+  if (const io::Json* ratio = io::json_find(*text, "mlp_ratio");
+      ratio != nullptr && !ratio->is_null()) {
+    config.mlp_ratio = io::json_to_double(*ratio);
   }
   config.activation = open_clip_activation(json);
   config.validate();

@@ -13,10 +13,11 @@
 #include <string_view>
 #include <unordered_map>
 
+#include <nlohmann/json.hpp>
+
 #include "microdit/encoders/text_clean.h"
 #include "microdit/io/json.h"
 #include "microdit/io/read_file.h"
-#include "microdit/util/error_message.h"
 
 #ifdef MICRODIT_HAVE_PCRE2
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -212,8 +213,7 @@ void write_hf_vocabulary(const CLIPVocabulary& vocabulary, const std::filesystem
     if (token == kOpenClipStart) token = kHfStart;
     if (token == kOpenClipEnd) token = kHfEnd;
     if (json.size() > 1) json += ',';
-    io::append_json_string(json, token);
-    json += c10::str(":", id);
+    json += c10::str(io::Json(token).dump(), ":", id);
   }
   json += "}";
   std::string merges = "#version: 0.2\n";
@@ -432,22 +432,19 @@ CLIPTokenizer CLIPTokenizer::hf(const std::filesystem::path& vocab_json,
                                 const std::filesystem::path& merges_txt) {
   require_pcre2();
   const std::string vocab_text = read_file(vocab_json);
-  io::Json vocab;
-  try {
-    vocab = io::parse_json(vocab_text);
-  } catch (const std::exception& e) {
-    fail(vocab_json, c10::str("not valid JSON: ", util::error_message(e)));
-  }
+  const io::Json vocab =
+      io::parse_json(vocab_text, c10::str("CLIPTokenizer: ", vocab_json.string()));
   if (!vocab.is_object())
-    fail(vocab_json, c10::str("expected a JSON object, got ", vocab.type_name()));
+    fail(vocab_json, c10::str("expected a JSON object, got ", io::json_type_name(vocab)));
   std::unordered_map<std::string, int64_t> encoder;
   encoder.reserve(vocab.size());
-  for (const auto& [token, id] : vocab.as_object()) {
-    if (!id.is_integer() || id.as_int() < 0 || id.as_int() > INT32_MAX) {
+  for (const auto& [token, id] : io::json_to_object(vocab)) {
+    const auto n = io::json_int64(id);
+    if (!n || *n < 0 || *n > INT32_MAX) {
       fail(vocab_json, c10::str("token \"", token, "\" has id ", id.dump(),
                                 ", expected an integer in [0, 2^31)"));
     }
-    encoder.emplace(token, id.as_int());
+    encoder.emplace(token, *n);
   }
   // transformers reads merges.txt as read().strip().split("\n")[1:48895].
   std::string merges_text = read_file(merges_txt);

@@ -9,6 +9,8 @@
 #include <stdexcept>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "microdit/io/state_dict.h"
 
 namespace microdit::encoders {
@@ -35,16 +37,16 @@ void reject_unsupported_open_clip_options(const io::Json& vision) {
                                            " is not supported by this image tower"));
     }
   };
-  for (const auto& [key, value] : vision.as_object()) {
-    const bool set = !value.is_null() && !(value.is_bool() && !value.as_bool());
+  for (const auto& [key, value] : io::json_to_object(vision)) {
+    const bool set = !value.is_null() && value != false;
     if (key == "timm_model_name" || key == "ls_init_value" || key == "attentional_pool" ||
         key == "no_ln_pre" || key == "final_ln_after_pool" || key == "act_kwargs" ||
         key == "norm_kwargs") {
       reject_if(set, key, value);
     } else if (key == "pool_type") {
-      reject_if(!value.is_string() || value.as_string() != "tok", key, value);
+      reject_if(value != "tok", key, value);
     } else if (key == "layers" || key == "image_size") {
-      reject_if(!value.is_integer(), key, value);  // lists: ModifiedResNet, non-square images
+      reject_if(!io::json_int64(value), key, value);  // lists: ModifiedResNet, non-square images
     }
   }
 }
@@ -77,7 +79,7 @@ CLIPTextConfig CLIPVisionConfig::layer_config() const {
 }
 
 CLIPVisionConfig CLIPVisionConfig::from_hf_json(const io::Json& json) {
-  const io::Json* vision = json.is_object() ? json.find("vision_config") : nullptr;
+  const io::Json* vision = io::json_find(json, "vision_config");
   if (vision == nullptr || !vision->is_object()) {
     throw std::invalid_argument("CLIP config: no \"vision_config\" object");
   }
@@ -98,7 +100,7 @@ CLIPVisionConfig CLIPVisionConfig::from_hf_json(const io::Json& json) {
 }
 
 CLIPVisionConfig CLIPVisionConfig::from_open_clip_json(const io::Json& json) {
-  const io::Json* vision = json.is_object() ? json.find("vision_cfg") : nullptr;
+  const io::Json* vision = io::json_find(json, "vision_cfg");
   if (vision == nullptr || !vision->is_object()) {
     throw std::invalid_argument("open_clip model config: no \"vision_cfg\" object");
   }

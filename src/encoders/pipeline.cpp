@@ -2,6 +2,8 @@
 
 #include <c10/util/StringUtil.h>
 
+#include <nlohmann/json.hpp>
+
 #include "microdit/io/json.h"
 
 namespace microdit::encoders {

@@ -9,6 +9,8 @@
 #include <set>
 #include <stdexcept>
 
+#include <nlohmann/json.hpp>
+
 #include "microdit/image/decode.h"
 #include "microdit/io/json.h"
 #include "microdit/io/safetensors.h"
@@ -30,12 +32,12 @@ fs::path require_file(const fs::path& path, std::string_view what) {
 // The shard files named by a model.safetensors.index.json's weight_map, each once.
 std::vector<fs::path> index_shards(const fs::path& index) {
   const io::Json json = io::read_json_file(index);
-  const io::Json* map = json.is_object() ? json.find("weight_map") : nullptr;
+  const io::Json* map = io::json_find(json, "weight_map");
   if (map == nullptr || !map->is_object()) {
     throw std::runtime_error(c10::str("CLIPScore: ", index.string(), ": no \"weight_map\" object"));
   }
   std::set<std::string> names;
-  for (const auto& [key, file] : map->as_object()) names.insert(file.as_string());
+  for (const auto& [key, file] : io::json_to_object(*map)) names.insert(io::json_to_string(file));
   std::vector<fs::path> shards;
   for (const std::string& name : names) shards.push_back(index.parent_path() / name);
   return shards;

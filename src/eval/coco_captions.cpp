@@ -8,6 +8,8 @@
 #include <random>
 #include <stdexcept>
 
+#include <nlohmann/json.hpp>
+
 #include "microdit/io/atomic_file.h"
 #include "microdit/io/json.h"
 #include "microdit/util/error_message.h"
@@ -24,16 +26,17 @@ std::map<int64_t, CocoImage> read_coco(const std::filesystem::path& path) {
   const io::Json json = io::read_json_file(path);
   std::map<int64_t, CocoImage> images;  // sorted by id: the draw does not depend on file order
   try {
-    for (const auto& image : json.at("images").as_array()) {
-      images[image.at("id").as_int()].file_name = image.at("file_name").as_string();
+    for (const auto& image : io::json_to_array(io::json_at(json, "images"))) {
+      images[io::json_to_int64(io::json_at(image, "id"))].file_name =
+          io::json_to_string(io::json_at(image, "file_name"));
     }
-    for (const auto& a : json.at("annotations").as_array()) {
-      const int64_t id = a.at("image_id").as_int();
+    for (const auto& a : io::json_to_array(io::json_at(json, "annotations"))) {
+      const int64_t id = io::json_to_int64(io::json_at(a, "image_id"));
       const auto it = images.find(id);
       if (it == images.end()) {
         throw std::runtime_error(fmt::format("an annotation names image_id {}, not in \"images\"", id));
       }
-      it->second.captions.push_back(a.at("caption").as_string());
+      it->second.captions.push_back(io::json_to_string(io::json_at(a, "caption")));
     }
   } catch (const std::exception& e) {
     throw std::runtime_error(
@@ -82,10 +85,10 @@ void write_caption_manifest(const std::filesystem::path& path,
   io::write_file_atomically(path, [&](std::ostream& out) {
     for (const auto& c : captions) {
       io::Json line = io::Json::object();
-      line.set("index", c.index);
-      line.set("image_id", c.image_id);
-      line.set("file_name", c.file_name);
-      line.set("caption", c.caption);
+      line["index"] = c.index;
+      line["image_id"] = c.image_id;
+      line["file_name"] = c.file_name;
+      line["caption"] = c.caption;
       out << line.dump() << "\n";
     }
   });
@@ -97,12 +100,15 @@ std::vector<CocoCaption> read_caption_manifest(const std::filesystem::path& path
   std::vector<CocoCaption> captions;
   std::string text;
   for (int64_t n = 1; std::getline(in, text); ++n) {
+    const std::string where = fmt::format("{}:{}", path.string(), n);
+    const io::Json line = io::parse_json(text, where);
     try {
-      const auto line = io::parse_json(text);
-      captions.push_back({line.at("index").as_int(), line.at("image_id").as_int(),
-                          line.at("file_name").as_string(), line.at("caption").as_string()});
+      captions.push_back({io::json_to_int64(io::json_at(line, "index")),
+                          io::json_to_int64(io::json_at(line, "image_id")),
+                          io::json_to_string(io::json_at(line, "file_name")),
+                          io::json_to_string(io::json_at(line, "caption"))});
     } catch (const std::exception& e) {
-      throw std::runtime_error(fmt::format("{}:{}: {}", path.string(), n, util::error_message(e)));
+      throw std::runtime_error(fmt::format("{}: {}", where, util::error_message(e)));
     }
     if (captions.back().index != n - 1) {
       throw std::runtime_error(fmt::format("{}:{}: index {} out of order", path.string(), n,

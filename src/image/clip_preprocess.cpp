@@ -6,6 +6,8 @@
 #include <stdexcept>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "microdit/io/tensor_map.h"
 
 namespace microdit::image {
@@ -18,45 +20,45 @@ constexpr std::string_view kWhat = "preprocessor_config.json";
 }
 
 bool flag(const io::Json& json, std::string_view key, bool fallback) {
-  const io::Json* value = json.find(key);
+  const io::Json* value = io::json_find(json, key);
   if (value == nullptr || value->is_null()) return fallback;
-  if (!value->is_bool()) unsupported(key, *value, "is not a boolean");
-  return value->as_bool();
+  if (!value->is_boolean()) unsupported(key, *value, "is not a boolean");
+  return io::json_to_bool(*value);
 }
 
 // size: 224 (the openai files' old form) or {"shortest_edge": 224}.
 int64_t shortest_edge(const io::Json& json) {
-  const io::Json* size = json.find("size");
+  const io::Json* size = io::json_find(json, "size");
   if (size == nullptr || size->is_null()) return 224;
-  if (size->is_integer()) return size->as_int();
-  const io::Json* edge = size->is_object() ? size->find("shortest_edge") : nullptr;
-  if (edge == nullptr || !edge->is_integer() || size->size() != 1) {
+  if (const auto n = io::json_int64(*size)) return *n;
+  const io::Json* edge = io::json_find(*size, "shortest_edge");
+  if (edge == nullptr || !io::json_int64(*edge) || size->size() != 1) {
     unsupported("size", *size, "is not supported (expected an integer or {\"shortest_edge\": n})");
   }
-  return edge->as_int();
+  return io::json_to_int64(*edge);
 }
 
 // crop_size: 224 or {"height": 224, "width": 224}.
 int64_t square_crop(const io::Json& json) {
-  const io::Json* crop = json.find("crop_size");
+  const io::Json* crop = io::json_find(json, "crop_size");
   if (crop == nullptr || crop->is_null()) return 224;
-  if (crop->is_integer()) return crop->as_int();
-  const io::Json* h = crop->is_object() ? crop->find("height") : nullptr;
-  const io::Json* w = crop->is_object() ? crop->find("width") : nullptr;
-  if (h == nullptr || w == nullptr || !h->is_integer() || !w->is_integer() ||
-      h->as_int() != w->as_int()) {
+  if (const auto side = io::json_int64(*crop)) return *side;
+  const io::Json* h = io::json_find(*crop, "height");
+  const io::Json* w = io::json_find(*crop, "width");
+  if (h == nullptr || w == nullptr || !io::json_int64(*h) ||
+      io::json_int64(*h) != io::json_int64(*w)) {
     unsupported("crop_size", *crop, "is not supported (expected a square crop)");
   }
-  return h->as_int();
+  return io::json_to_int64(*h);
 }
 
 std::array<double, 3> channel_values(const io::Json& json, std::string_view key,
                                      const std::array<double, 3>& fallback) {
-  const io::Json* value = json.find(key);
+  const io::Json* value = io::json_find(json, key);
   if (value == nullptr || value->is_null()) return fallback;
   if (!value->is_array() || value->size() != 3) unsupported(key, *value, "is not 3 numbers");
   std::array<double, 3> out{};
-  for (std::size_t c = 0; c < 3; ++c) out[c] = value->at(c).as_double();
+  for (std::size_t c = 0; c < 3; ++c) out[c] = io::json_to_double(value->at(c));
   return out;
 }
 
@@ -72,9 +74,9 @@ CLIPImagePreprocess CLIPImagePreprocess::from_hf_json(const io::Json& json) {
   if (!json.is_object()) {
     throw std::invalid_argument(c10::str(kWhat, ": expected a JSON object"));
   }
-  if (const io::Json* resample = json.find("resample");
+  if (const io::Json* resample = io::json_find(json, "resample");
       resample != nullptr && !resample->is_null() &&
-      !(resample->is_integer() && resample->as_int() == 3)) {
+      io::json_int64(*resample) != 3) {
     unsupported("resample", *resample, "is not supported (only 3, bicubic)");
   }
   CLIPImagePreprocess p;
@@ -83,8 +85,9 @@ CLIPImagePreprocess CLIPImagePreprocess::from_hf_json(const io::Json& json) {
   p.crop_size = flag(json, "do_center_crop", true) ? square_crop(json) : 0;
   p.rescale_factor = 1.0;
   if (flag(json, "do_rescale", true)) {
-    const io::Json* factor = json.find("rescale_factor");
-    p.rescale_factor = factor == nullptr || factor->is_null() ? 1.0 / 255.0 : factor->as_double();
+    const io::Json* factor = io::json_find(json, "rescale_factor");
+    p.rescale_factor =
+        factor == nullptr || factor->is_null() ? 1.0 / 255.0 : io::json_to_double(*factor);
   }
   p.normalize = flag(json, "do_normalize", true);
   p.mean = channel_values(json, "image_mean", kOpenAIClipMean);

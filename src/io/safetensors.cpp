@@ -1,5 +1,7 @@
 // safetensors reader and writer (format: huggingface/safetensors: a little-endian u64 header
 // length, a JSON header of dtype, shape and data offsets per tensor, then the raw bytes).
+// Our own code because Debian packages no C or C++ safetensors library; nlohmann-json reads and
+// writes the header, and the rest is the length and raw tensor bytes.
 #include "microdit/io/safetensors.h"
 
 #include <c10/util/StringUtil.h>
@@ -12,6 +14,8 @@
 #include <fstream>
 #include <stdexcept>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "microdit/io/atomic_file.h"
 #include "microdit/io/json.h"
@@ -88,19 +92,19 @@ struct Entry {
 std::vector<std::uint64_t> non_negative_ints(const Json& value, std::string_view what,
                                              std::string_view tensor) {
   std::vector<std::uint64_t> out;
-  const bool ok = value.is_array() &&
-                  std::all_of(value.as_array().begin(), value.as_array().end(),
-                              [](const Json& v) { return v.is_integer() && v.as_int() >= 0; });
+  const bool ok = value.is_array() && std::all_of(value.begin(), value.end(), [](const Json& v) {
+                    return json_int64(v).value_or(-1) >= 0;
+                  });
   if (!ok) {
     fail(c10::str("tensor ", tensor, ": ", what, " must be an array of non-negative integers, got ",
                   value.dump()));
   }
-  for (const Json& v : value.as_array()) out.push_back(static_cast<std::uint64_t>(v.as_int()));
+  for (const Json& v : value) out.push_back(static_cast<std::uint64_t>(*json_int64(v)));
   return out;
 }
 
 const Json& field(const Json& entry, std::string_view key, std::string_view tensor) {
-  const Json* value = entry.find(key);
+  const Json* value = json_find(entry, key);
   if (value == nullptr) fail(c10::str("tensor ", tensor, ": missing field \"", key, "\""));
   return *value;
 }
@@ -108,16 +112,16 @@ const Json& field(const Json& entry, std::string_view key, std::string_view tens
 // Unknown fields are ignored, as serde does for the reference reader.
 Entry parse_entry(const std::string& name, const Json& value) {
   if (!value.is_object()) {
-    fail(
-        c10::str("tensor ", name, ": entry is a JSON ", value.type_name(), ", expected an object"));
+    fail(c10::str("tensor ", name, ": entry is a JSON ", json_type_name(value),
+                  ", expected an object"));
   }
   Entry entry;
   entry.name = name;
   const Json& dtype = field(value, "dtype", name);
   if (!dtype.is_string()) fail(c10::str("tensor ", name, ": dtype must be a string"));
-  entry.dtype = find_dtype(dtype.as_string());
+  entry.dtype = find_dtype(io::json_to_string(dtype));
   if (entry.dtype == nullptr) {
-    fail(c10::str("tensor ", name, ": unknown dtype \"", dtype.as_string(), "\""));
+    fail(c10::str("tensor ", name, ": unknown dtype \"", io::json_to_string(dtype), "\""));
   }
   if (!entry.dtype->scalar) {
     fail(c10::str("unsupported dtype ", entry.dtype->name, " for tensor ", name,
@@ -139,28 +143,23 @@ Entry parse_entry(const std::string& name, const Json& value) {
 void read_metadata(const Json& value, std::map<std::string, std::string>* metadata) {
   if (value.is_null()) return;
   if (!value.is_object()) fail("__metadata__ must be an object of strings");
-  for (const auto& [key, text] : value.as_object()) {
+  for (const auto& [key, text] : io::json_to_object(value)) {
     if (!text.is_string()) {
-      fail(c10::str("__metadata__ entry \"", key, "\" is a JSON ", text.type_name(),
+      fail(c10::str("__metadata__ entry \"", key, "\" is a JSON ", json_type_name(text),
                     ", expected a string"));
     }
-    (*metadata)[key] = text.as_string();
+    (*metadata)[key] = io::json_to_string(text);
   }
 }
 
 std::vector<Entry> parse_header(std::string_view text,
                                 std::map<std::string, std::string>* metadata) {
-  Json header;
-  try {
-    header = parse_json(text);
-  } catch (const std::runtime_error& e) {
-    fail(c10::str("invalid header: ", e.what()));
-  }
+  const Json header = parse_json(text, "header");
   if (!header.is_object()) {
-    fail(c10::str("header is a JSON ", header.type_name(), ", expected an object"));
+    fail(c10::str("header is a JSON ", json_type_name(header), ", expected an object"));
   }
   std::vector<Entry> entries;
-  for (const auto& [key, value] : header.as_object()) {
+  for (const auto& [key, value] : io::json_to_object(header)) {
     if (key == "__metadata__") {
       read_metadata(value, metadata);
     } else {
@@ -294,25 +293,22 @@ std::vector<Prepared> prepare(const TensorMap& tensors) {
 
 std::string build_header(const std::vector<Prepared>& tensors,
                          const std::map<std::string, std::string>& metadata) {
-  Json::Object header;
-  if (!metadata.empty()) {
-    Json::Object entries;
-    for (const auto& [key, value] : metadata) entries.emplace_back(key, Json(value));
-    header.emplace_back("__metadata__", Json(std::move(entries)));
-  }
+  Json header = Json::object();
+  if (!metadata.empty()) header["__metadata__"] = metadata;
   std::uint64_t offset = 0;
   for (const Prepared& p : tensors) {
-    Json::Array shape;
-    for (std::int64_t dim : p.data.sizes()) shape.emplace_back(dim);
     const std::uint64_t end = offset + p.data.nbytes();
-    header.emplace_back(p.name, Json(Json::Object{
-                                    {"dtype", Json(p.dtype->name)},
-                                    {"shape", Json(std::move(shape))},
-                                    {"data_offsets", Json(Json::Array{Json(offset), Json(end)})},
-                                }));
+    header[p.name] = {{"dtype", p.dtype->name},
+                      {"shape", p.data.sizes().vec()},
+                      {"data_offsets", {offset, end}}};
     offset = end;
   }
-  std::string text = Json(std::move(header)).dump();
+  std::string text;
+  try {
+    text = header.dump();
+  } catch (const Json::type_error& e) {  // a name or metadata text that is not UTF-8
+    fail(c10::str("cannot write the header: ", e.what()));
+  }
   text.append((8 - text.size() % 8) % 8, ' ');  // data starts 8-byte aligned
   return text;
 }

@@ -5,6 +5,8 @@
 
 #include <stdexcept>
 
+#include <nlohmann/json.hpp>
+
 #include "microdit/io/json.h"
 #include "microdit/model/block_plan.h"
 
@@ -81,54 +83,54 @@ DiTConfig config_from_json(const io::Json& kw) {
   DiTConfig c;
   auto ratios = [](const io::Json& list) {
     std::vector<double> out;
-    for (const auto& v : list.as_array()) out.push_back(v.as_double());
+    for (const auto& v : io::json_to_array(list)) out.push_back(io::json_to_double(v));
     return out;
   };
-  for (const auto& [key, v] : kw.as_object()) {
+  for (const auto& [key, v] : io::json_to_object(kw)) {
     if (key == "input_size")
-      c.input_size = v.as_int();
+      c.input_size = io::json_to_int64(v);
     else if (key == "patch_size")
-      c.patch_size = v.as_int();
+      c.patch_size = io::json_to_int64(v);
     else if (key == "in_channels")
-      c.in_channels = v.as_int();
+      c.in_channels = io::json_to_int64(v);
     else if (key == "dim")
-      c.dim = v.as_int();
+      c.dim = io::json_to_int64(v);
     else if (key == "depth")
-      c.depth = v.as_int();
+      c.depth = io::json_to_int64(v);
     else if (key == "head_dim")
-      c.head_dim = v.as_int();
+      c.head_dim = io::json_to_int64(v);
     else if (key == "multiple_of")
-      c.multiple_of = v.as_int();
+      c.multiple_of = io::json_to_int64(v);
     else if (key == "caption_channels")
-      c.caption_channels = v.as_int();
+      c.caption_channels = io::json_to_int64(v);
     else if (key == "pos_interp_scale")
-      c.pos_interp_scale = v.as_double();
+      c.pos_interp_scale = io::json_to_double(v);
     else if (key == "norm_eps")
-      c.norm_eps = v.as_double();
+      c.norm_eps = io::json_to_double(v);
     else if (key == "depth_init")
-      c.depth_init = v.as_bool();
+      c.depth_init = io::json_to_bool(v);
     else if (key == "qkv_multipliers")
       c.qkv_multipliers = ratios(v);
     else if (key == "ffn_multipliers")
       c.ffn_multipliers = ratios(v);
     else if (key == "use_patch_mixer")
-      c.use_patch_mixer = v.as_bool();
+      c.use_patch_mixer = io::json_to_bool(v);
     else if (key == "patch_mixer_depth")
-      c.patch_mixer_depth = v.as_int();
+      c.patch_mixer_depth = io::json_to_int64(v);
     else if (key == "patch_mixer_dim")
-      c.patch_mixer_dim = v.as_int();
+      c.patch_mixer_dim = io::json_to_int64(v);
     else if (key == "patch_mixer_qkv_ratio")
-      c.patch_mixer_qkv_ratio = v.as_double();
+      c.patch_mixer_qkv_ratio = io::json_to_double(v);
     else if (key == "patch_mixer_mlp_ratio")
-      c.patch_mixer_mlp_ratio = v.as_double();
+      c.patch_mixer_mlp_ratio = io::json_to_double(v);
     else if (key == "use_bias")
-      c.use_bias = v.as_bool();
+      c.use_bias = io::json_to_bool(v);
     else if (key == "num_experts")
-      c.num_experts = v.as_int();
+      c.num_experts = io::json_to_int64(v);
     else if (key == "expert_capacity")
-      c.expert_capacity = v.as_double();
+      c.expert_capacity = io::json_to_double(v);
     else if (key == "experts_every_n")
-      c.experts_every_n = v.as_int();
+      c.experts_every_n = io::json_to_int64(v);
     else
       throw std::invalid_argument(fmt::format("unknown DiT argument '{}' in dit_kwargs", key));
   }

@@ -6,10 +6,11 @@
 #include <sstream>
 #include <stdexcept>
 
+#include <nlohmann/json.hpp>
+
 #include "microdit/diffusion/edm_loss.h"
 #include "microdit/diffusion/edm_sampler.h"
 #include "microdit/io/json.h"
-#include "microdit/io/read_file.h"
 #include "microdit/io/safetensors.h"
 #include "microdit/io/state_dict.h"
 #include "microdit/io/torch_checkpoint.h"
@@ -27,10 +28,10 @@ constexpr double kPosEmbedBound = 1e-6;
 diffusion::EDMConfig edm_from_json(const io::Json& j) {
   diffusion::EDMConfig e;
   auto number = [&](const char* key, double fallback) {
-    const auto* v = j.find(key);
+    const io::Json* v = io::json_find(j, key);
     if (!v) return fallback;
-    if (v->is_string() && v->as_string() == "inf") return std::numeric_limits<double>::infinity();
-    return v->as_double();
+    if (*v == "inf") return std::numeric_limits<double>::infinity();
+    return io::json_to_double(*v);
   };
   e.sigma_min = number("sigma_min", e.sigma_min);
   e.sigma_max = number("sigma_max", e.sigma_max);
@@ -183,12 +184,12 @@ double relative_error(const at::Tensor& ours, const at::Tensor& ref) {
 ReferenceSet load_reference_set(const std::filesystem::path& dir) {
   ReferenceSet ref;
   ref.dir = dir;
-  const auto config = io::parse_json(io::read_file(dir / "config.json"));
-  ref.config = model::config_from_json(config.at("dit_kwargs"));
-  if (const auto* edm = config.find("edm")) ref.edm = edm_from_json(*edm);
-  ref.mask_ratio = config.at("mask_ratio").as_double();
-  ref.cfg_scale = config.at("cfg_scale").as_double();
-  ref.sampler_steps = config.at("sampler_steps").as_int();
+  const io::Json config = io::read_json_file(dir / "config.json");
+  ref.config = model::config_from_json(io::json_at(config, "dit_kwargs"));
+  if (const io::Json* edm = io::json_find(config, "edm")) ref.edm = edm_from_json(*edm);
+  ref.mask_ratio = io::json_to_double(io::json_at(config, "mask_ratio"));
+  ref.cfg_scale = io::json_to_double(io::json_at(config, "cfg_scale"));
+  ref.sampler_steps = io::json_to_int64(io::json_at(config, "sampler_steps"));
   ref.cases = io::load_safetensors(dir / "cases.safetensors");
   return ref;
 }

@@ -7,6 +7,8 @@
 #include <string_view>
 #include <stdexcept>
 
+#include <nlohmann/json.hpp>
+
 #include "microdit/io/atomic_file.h"
 #include "microdit/io/json.h"
 
@@ -20,13 +22,13 @@ MetricsLog::MetricsLog(const std::filesystem::path& path) : path_(path) {
 
 void MetricsLog::write(int64_t step, const std::vector<std::pair<std::string, double>>& values) {
   io::Json record = io::Json::object();
-  record.set("step", step);
+  record["step"] = step;
   for (const auto& [name, value] : values) {
     if (record.contains(name)) {
       throw std::invalid_argument(
           c10::str("metrics log: value name \"", name, "\" is repeated or reserved"));
     }
-    record.set(name, std::isfinite(value) ? io::Json(value) : io::Json(nullptr));
+    record[name] = std::isfinite(value) ? io::Json(value) : io::Json(nullptr);
   }
   out_ << record.dump() << '\n';
   out_.flush();

@@ -6,6 +6,8 @@
 #include <map>
 #include <set>
 
+#include <nlohmann/json.hpp>
+
 #include "microdit/io/json.h"
 
 namespace microdit::util {
@@ -41,18 +43,18 @@ void print_kernel_totals(std::ostream& out, const std::vector<KernelTotal>& tota
                          double per, std::size_t max_name) {
   double all = 0;
   for (const auto& t : totals) all += t.total_ms;
-  io::Json head = io::Json::Object{};
-  head.set("profile", "all");
-  head.set("kernels", static_cast<int64_t>(totals.size()));
-  head.set("ms", all / per);
+  io::Json head = io::Json::object();
+  head["profile"] = "all";
+  head["kernels"] = static_cast<int64_t>(totals.size());
+  head["ms"] = all / per;
   out << head.dump() << "\n";
   for (int64_t i = 0; i < top && i < static_cast<int64_t>(totals.size()); ++i) {
     const auto& t = totals[i];
-    io::Json line = io::Json::Object{};
-    line.set("profile", t.name.substr(0, max_name));
-    line.set("calls", static_cast<double>(t.calls) / per);
-    line.set("ms", t.total_ms / per);
-    line.set("share", all > 0 ? t.total_ms / all : 0.0);
+    io::Json line = io::Json::object();
+    line["profile"] = t.name.substr(0, max_name);
+    line["calls"] = static_cast<double>(t.calls) / per;
+    line["ms"] = t.total_ms / per;
+    line["share"] = all > 0 ? t.total_ms / all : 0.0;
     out << line.dump() << "\n";
   }
 }

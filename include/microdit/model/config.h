@@ -4,9 +4,7 @@
 #include <string>
 #include <vector>
 
-namespace microdit::io {
-class Json;
-}
+#include "microdit/io/json.h"
 
 namespace microdit::model {
 
