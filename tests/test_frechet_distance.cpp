@@ -118,14 +118,26 @@ TEST(FrechetStatistics, SaveLoadRoundTrip) {
                                 {"missing tensor \"sigma\""}));
 }
 
+// .npz files are zip archives, read through libarchive: builds without it skip these.
+#ifdef MICRODIT_HAVE_LIBARCHIVE
+#define SKIP_WITHOUT_LIBARCHIVE()
+#else
+#define SKIP_WITHOUT_LIBARCHIVE() GTEST_SKIP() << "this build has no libarchive"
+#endif
+
 TEST(FrechetStatistics, LoadsPytorchFidNpz) {
-  const auto stats = eval::load_statistics(kDataDir / "stats16.npz");
-  const auto want = ref_stats("rand16", 1);
-  EXPECT_TRUE(stats.mu.equal(want.mu));
-  EXPECT_TRUE(stats.sigma.equal(want.sigma));
+  SKIP_WITHOUT_LIBARCHIVE();
+  // np.savez (stored entries, as pytorch-fid's files) and np.savez_compressed (deflated).
+  for (const char* file : {"stats16.npz", "stats16_deflated.npz"}) {
+    const auto stats = eval::load_statistics(kDataDir / file);
+    const auto want = ref_stats("rand16", 1);
+    EXPECT_TRUE(stats.mu.equal(want.mu)) << file;
+    EXPECT_TRUE(stats.sigma.equal(want.sigma)) << file;
+  }
 }
 
 TEST(FrechetStatistics, RejectsBadNpz) {
+  SKIP_WITHOUT_LIBARCHIVE();
   test::TempDir dir("frechet_npz");
   const std::string bytes = test::read_bytes(kDataDir / "stats16.npz");
   auto expect_error = [&](const std::string& name, const std::string& content, const char* piece) {
@@ -133,11 +145,20 @@ TEST(FrechetStatistics, RejectsBadNpz) {
     test::write_bytes(path, content);
     EXPECT_TRUE(test::throws_with([&] { eval::load_statistics(path); }, path.string(), {piece}));
   };
-  expect_error("truncated.npz", bytes.substr(0, 100), "no end of central directory");
+  expect_error("truncated.npz", bytes.substr(0, 100), "member 'mu.npy': Truncated ZIP file data");
+  expect_error("text.npz", std::string(200, 'x'), "cannot open as a zip archive");
 
-  std::string compressed = bytes;  // the first central entry's method: stored -> deflate
-  compressed[compressed.find("PK\x01\x02") + 10] = 8;
-  expect_error("compressed.npz", compressed, "mu.npy is compressed");
+  std::string damaged = bytes;  // a byte of mu's data: the stored CRC-32 no longer matches
+  damaged[bytes.find("\x93NUMPY") + 200] ^= 0x55;
+  expect_error("damaged.npz", damaged, "member 'mu.npy': ZIP bad CRC");
+
+  const std::string deflated = test::read_bytes(kDataDir / "stats16_deflated.npz");
+  expect_error("cut_deflated.npz", deflated.substr(0, deflated.size() / 2), "member 'sigma.npy'");
+
+  // mu.npy's header claims 10^12 elements (8 TB) for 16: refused before allocating.
+  const auto huge = kDataDir / "huge_shape.npz";
+  EXPECT_TRUE(test::throws_with([&] { eval::load_statistics(huge); }, huge.string(),
+                                {"array \"mu\": data size does not match the shape"}));
 
   std::string renamed = bytes;  // "mu.npy" -> "nu.npy" in the local and central headers
   for (std::size_t at = 0; (at = renamed.find("mu.npy", at)) != std::string::npos;)

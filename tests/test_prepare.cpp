@@ -226,6 +226,9 @@ TEST_F(Prepare, ListFilesNameTheirImagesAndCaptions) {
 // A WebDataset shard is one part: the image member by extension, the caption from .txt; samples
 // without an image are reported, not dropped silently.
 TEST(PrepareSources, WebDatasetTarSamples) {
+#ifndef MICRODIT_HAVE_LIBARCHIVE
+  GTEST_SKIP() << "tars are read through libarchive, which this build lacks";
+#endif
   const auto tar = kData / "tar" / "wds_ustar.tar";
   const auto parts = data::plan_parts({tar});
   ASSERT_EQ(parts.size(), 1u);
@@ -241,6 +244,37 @@ TEST(PrepareSources, WebDatasetTarSamples) {
   EXPECT_TRUE(samples[1].error.empty()) << samples[1].error;
   EXPECT_EQ(samples[2].name, tar.string() + ":dir/00002");
   EXPECT_EQ(samples[2].error, "no image member");
+}
+
+// Compressed shards, given or found in a folder, give the samples of the tar inside them.
+TEST(PrepareSources, CompressedWebDatasetShards) {
+#ifndef MICRODIT_HAVE_LIBARCHIVE
+  GTEST_SKIP() << "tars are read through libarchive, which this build lacks";
+#endif
+  auto samples_of = [](const fs::path& tar) {
+    const auto parts = data::plan_parts({tar});
+    EXPECT_EQ(parts.size(), 1u) << tar;
+    std::vector<std::string> samples;  // name without the shard's path, error, image, caption
+    data::for_each_raw_sample(parts.at(0), [&](data::RawSample&& s) {
+      samples.push_back(s.name.substr(tar.string().size()) + "|" + s.error + "|" + s.image_bytes +
+                        "|" + s.caption);
+    });
+    return samples;
+  };
+  const auto plain_pax = samples_of(kData / "tar" / "wds_pax.tar");
+  ASSERT_GE(plain_pax.size(), 3u);
+  EXPECT_EQ(samples_of(kData / "tar" / "wds_pax.tar.gz"), plain_pax);
+  EXPECT_EQ(samples_of(kData / "tar" / "wds_gnu.tar.zst"),
+            samples_of(kData / "tar" / "wds_gnu.tar"));
+
+  test::TempDir dir("prepare_tars");
+  for (const char* name : {"a.tgz", "b.tar.zst", "c.tar.bz2"}) {
+    fs::copy_file(kData / "tar" / "wds_pax.tar.gz", dir.path / name);
+  }
+  const auto parts = data::plan_parts({dir.path});
+  ASSERT_EQ(parts.size(), 2u);  // .tar.bz2 is not read
+  EXPECT_EQ(parts[0].tar, dir.path / "a.tgz");
+  EXPECT_EQ(parts[1].tar, dir.path / "b.tar.zst");
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 // Tar and WebDataset reading against archives written by Python's tarfile in the ustar, GNU and
-// pax formats (scripts/reference/make_decode_reference.py -> tests/data/tar), and damaged copies.
+// pax formats, plain and compressed with gzip and zstd
+// (scripts/reference/make_decode_reference.py -> tests/data/tar), and damaged copies.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -40,6 +41,18 @@ std::string lowercase(std::string text) {
   return text;
 }
 
+// Every reader needs libarchive: builds without it skip these (and check the error they give).
+class Tar : public testing::Test {
+ protected:
+  void SetUp() override {
+#ifndef MICRODIT_HAVE_LIBARCHIVE
+    GTEST_SKIP() << "this build has no libarchive";
+#endif
+  }
+};
+using TarReaderTest = Tar;
+using WebDatasetReaderTest = Tar;
+
 // Reads to the end; returns how many members there were.
 int read_all(TarReader& reader) {
   int count = 0;
@@ -47,8 +60,9 @@ int read_all(TarReader& reader) {
   return count;
 }
 
-TEST(TarReader, MembersAsPythonTarfileListsThem) {
-  ASSERT_EQ(expected().size(), 4u);  // ustar, GNU, pax, GNU with base-256 sizes
+TEST_F(TarReaderTest, MembersAsPythonTarfileListsThem) {
+  // ustar, GNU, pax, GNU with base-256 sizes, pax gzipped, GNU compressed with zstd
+  ASSERT_EQ(expected().size(), 6u);
   for (const auto& [archive, listing] : expected().items()) {
     TarReader reader(kData / archive);
     for (const Json& member : listing.at("members")) {
@@ -62,7 +76,7 @@ TEST(TarReader, MembersAsPythonTarfileListsThem) {
   }
 }
 
-TEST(TarReader, LongAndNonAsciiNamesSurvive) {
+TEST_F(TarReaderTest, LongAndNonAsciiNamesSurvive) {
   // Each format's long-name mechanism: ustar prefix, GNU 'L' entry, pax 'x' path record.
   const std::string split =
       "long/" + std::string(60, 'd') + "/" + std::string(60, 'e') + "/00007.txt";
@@ -75,7 +89,7 @@ TEST(TarReader, LongAndNonAsciiNamesSurvive) {
   }
 }
 
-TEST(WebDatasetReader, SamplesAsWebdatasetGroupsThem) {
+TEST_F(WebDatasetReaderTest, SamplesAsWebdatasetGroupsThem) {
   for (const auto& [archive, listing] : expected().items()) {
     WebDatasetReader reader(kData / archive);
     for (const Json& sample : listing.at("samples")) {
@@ -98,7 +112,7 @@ TEST(WebDatasetReader, SamplesAsWebdatasetGroupsThem) {
   }
 }
 
-TEST(TarReader, TruncatedMemberDataIsAnError) {
+TEST_F(TarReaderTest, TruncatedMemberDataIsAnError) {
   test::TempDir dir("tar");
   const std::string bytes = test::read_bytes(kData / "wds_ustar.tar");
   const std::size_t member = bytes.find("dir/00002.json|dir/00002.json|");
@@ -109,11 +123,11 @@ TEST(TarReader, TruncatedMemberDataIsAnError) {
   for (const char* before : {"00000.jpg", "00000.txt", "00001.png", "00001.txt"}) {
     EXPECT_EQ(reader.next().value().name, before);
   }
-  EXPECT_TRUE(
-      test::throws_with([&] { reader.next(); }, cut.string(), {"'dir/00002.json'", "truncated"}));
+  EXPECT_TRUE(test::throws_with([&] { reader.next(); }, cut.string(),
+                                {"member 'dir/00002.json'", "Truncated tar archive"}));
 }
 
-TEST(TarReader, TruncatedHeaderIsAnError) {
+TEST_F(TarReaderTest, TruncatedHeaderIsAnError) {
   test::TempDir dir("tar");
   const std::string bytes = test::read_bytes(kData / "wds_gnu.tar");
   const std::size_t header = bytes.find(std::string("00000.txt\0", 10));
@@ -122,18 +136,18 @@ TEST(TarReader, TruncatedHeaderIsAnError) {
   test::write_bytes(cut, bytes.substr(0, header + 300));
   TarReader reader(cut);
   EXPECT_TRUE(test::throws_with([&] { read_all(reader); }, cut.string(),
-                                {"byte offset " + std::to_string(header), "truncated"}));
-  // A GNU long name whose member header is missing is truncated too.
+                                {"header after member '00000.jpg'", "Truncated tar archive"}));
+  // A GNU long name whose member header is missing is an error too, not the end.
   std::size_t long_name = bytes.find("././@LongLink");
   while (bytes[long_name + 156] != 'L') long_name = bytes.find("././@LongLink", long_name + 1);
   const fs::path cut_long = dir.path / "cut_long.tar";
   test::write_bytes(cut_long, bytes.substr(0, long_name + 1024));  // the 'L' header and its data
   TarReader long_reader(cut_long);
-  EXPECT_TRUE(
-      test::throws_with([&] { read_all(long_reader); }, cut_long.string(), {"truncated", "long/"}));
+  EXPECT_TRUE(test::throws_with([&] { read_all(long_reader); }, cut_long.string(),
+                                {"header after member 'longlink.txt'"}));
 }
 
-TEST(TarReader, BadChecksumNamesTheOffset) {
+TEST_F(TarReaderTest, BadChecksumNamesTheMemberBefore) {
   test::TempDir dir("tar");
   std::string bytes = test::read_bytes(kData / "wds_ustar.tar");
   const std::size_t header = bytes.find(std::string("00000.txt\0", 10));
@@ -144,10 +158,10 @@ TEST(TarReader, BadChecksumNamesTheOffset) {
   TarReader reader(bad);
   EXPECT_EQ(reader.next().value().name, "00000.jpg");
   EXPECT_TRUE(test::throws_with([&] { reader.next(); }, bad.string(),
-                                {"checksum", "byte offset " + std::to_string(header)}));
+                                {"header after member '00000.jpg'", "Damaged tar archive"}));
 }
 
-TEST(TarReader, EmptyFileHasNoMembersAndMissingFileThrows) {
+TEST_F(TarReaderTest, EmptyFileHasNoMembersAndMissingFileThrows) {
   test::TempDir dir("tar");
   test::write_bytes(dir.path / "empty.tar", "");
   TarReader empty(dir.path / "empty.tar");
@@ -156,7 +170,55 @@ TEST(TarReader, EmptyFileHasNoMembersAndMissingFileThrows) {
   const fs::path missing = dir.path / "missing.tar";
   EXPECT_TRUE(
       test::throws_with([&] { TarReader reader(missing); }, missing.string(), {"cannot open"}));
+  const fs::path text = dir.path / "text.tar";
+  test::write_bytes(text, std::string(2000, 'x'));
+  EXPECT_TRUE(test::throws_with([&] { TarReader reader(text); }, text.string(),
+                                {"cannot open as a tar archive"}));
 }
+
+TEST_F(TarReaderTest, DeclaredSizeBeyondTheFileIsRefusedBeforeReading) {
+  // One member declaring 4 GiB for 5 bytes: refused from the header, nothing allocated.
+  const fs::path plain = kData / "damaged" / "oversize.tar";
+  TarReader reader(plain);
+  EXPECT_TRUE(test::throws_with([&] { reader.next(); }, plain.string(),
+                                {"member '00000.txt'", "declares 4294967296 bytes",  // header at 0
+                                 "only " + std::to_string(fs::file_size(plain)) + " follow"}));
+  // Compressed, the file's size says nothing: members over 1 GiB are refused.
+  const fs::path gzipped = kData / "damaged" / "oversize.tar.gz";
+  TarReader gz_reader(gzipped);
+  EXPECT_TRUE(test::throws_with([&] { gz_reader.next(); }, gzipped.string(),
+                                {"member '00000.txt'", "declares 4294967296 bytes", "1073741824"}));
+}
+
+TEST_F(TarReaderTest, TruncatedCompressedShardIsAnError) {
+  test::TempDir dir("tar");
+  const std::string bytes = test::read_bytes(kData / "wds_pax.tar.gz");
+  const fs::path cut = dir.path / "cut.tar.gz";
+  test::write_bytes(cut, bytes.substr(0, bytes.size() / 2));
+  EXPECT_TRUE(test::throws_with(
+      [&] {
+        TarReader reader(cut);
+        read_all(reader);
+      },
+      cut.string(), {"truncated gzip input"}));
+}
+
+TEST(TarReader, RecognisesCompressedTarNames) {
+  for (const char* name : {"a.tar", "dir/b.TAR", "c.tar.gz", "d.tgz", "e.tar.zst", "f.TAR.GZ"}) {
+    EXPECT_TRUE(is_tar_file(name)) << name;
+  }
+  for (const char* name : {"a.tar.bz2", "b.gz", "c.zst", "tar", "d.tarx", "e.jpg"}) {
+    EXPECT_FALSE(is_tar_file(name)) << name;
+  }
+}
+
+#ifndef MICRODIT_HAVE_LIBARCHIVE
+TEST(TarReader, WithoutLibarchiveSaysHowToGetIt) {
+  const fs::path shard = kData / "wds_ustar.tar";
+  EXPECT_TRUE(test::throws_with([&] { TarReader reader(shard); }, shard.string(),
+                                {"this build has no libarchive (apt install libarchive-dev)"}));
+}
+#endif
 
 }  // namespace
 }  // namespace microdit::data

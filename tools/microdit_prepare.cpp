@@ -16,8 +16,8 @@ namespace {
 constexpr const char* kUsage = R"(usage: microdit-prepare --out DIR --vae DIR --text-encoder PATH --tokenizer PATH
                         [options] INPUT...
 
-INPUT: a folder of images with .txt captions (and/or WebDataset .tar shards), a .csv or .jsonl
-list (image and caption columns), or a .tar shard. Output: DIR/part-NNNNN/ MDS shards and
+INPUT: a folder of images with .txt captions (and/or WebDataset .tar, .tar.gz, .tar.zst shards),
+a .csv or .jsonl list (image and caption columns), or a .tar shard (plain or compressed). Output: DIR/part-NNNNN/ MDS shards and
 DIR/index.json; an interrupted run continues where it stopped when started again.
 
 models (no downloads: local files only):

@@ -8,6 +8,9 @@ and safetensors (the project's reference venv has them):
 Writes
   tests/data/tar/*.tar       WebDataset-style shards in the ustar, GNU and pax formats, and a GNU
                              archive whose size field is in base-256;
+  tests/data/tar/wds_pax.tar.gz, wds_gnu.tar.zst  two of them compressed (gzip with mtime 0;
+                             the zstd command line, as Python 3.11's tarfile has no zstd);
+  tests/data/tar/damaged/oversize.tar{,.gz}  a member declaring 4 GiB in a small archive;
   tests/data/tar/expected.json  per archive: the regular members as `tarfile` lists them (name,
                              size, SHA-1), the WebDataset samples (key, extensions) and how many
                              regular members were skipped for having no usable extension;
@@ -16,12 +19,14 @@ Writes
   tests/data/decode/expected.safetensors  for each image file name,
                              np.asarray(Image.open(f).convert('RGB')) as (H,W,3) uint8.
 """
+import gzip
 import hashlib
 import io
 import json
 import pathlib
 import re
 import struct
+import subprocess
 import tarfile
 import zlib
 
@@ -110,6 +115,21 @@ def make_base256(src, dst):
     dst.write_bytes(bytes(raw))
 
 
+def make_oversize(out):
+    """A one-member ustar archive whose header declares 4 GiB (octal 40000000000) for 5 bytes of
+    data, plain and gzipped: readers must refuse it without allocating what it claims."""
+    out.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        add_file(tar, "00000.txt", b"small")
+    header = bytearray(buffer.getvalue())
+    header[124:136] = b"%011o\0" % (4 << 30)
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\0 " % sum(header[:512])
+    (out / "oversize.tar").write_bytes(bytes(header))
+    (out / "oversize.tar.gz").write_bytes(gzip.compress(bytes(header), mtime=0))
+
+
 # WebDataset's key/extension split (webdataset.tariterators.base_plus_ext and group_by_keys with
 # lcase=True): key = path up to the first '.' of the basename, extension = the rest, lowercased;
 # a new sample starts when the key changes or an extension repeats. The C++ reader also skips
@@ -131,8 +151,15 @@ def webdataset_listing(members):
     return samples, skipped
 
 
+def zstd(data, *args):
+    return subprocess.run(["zstd", "-q", "-c", *args], input=data, check=True,
+                          capture_output=True).stdout
+
+
 def listing(path):
-    with tarfile.open(path) as tar:
+    # tarfile reads gzip itself; Python 3.11 has no zstd, so those are decompressed first.
+    raw = zstd(path.read_bytes(), "-d") if path.suffix == ".zst" else path.read_bytes()
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
         members = [(m.name, tar.extractfile(m).read()) for m in tar.getmembers() if m.isreg()]
     samples, skipped = webdataset_listing(members)
     return {
@@ -151,7 +178,11 @@ def make_tars():
     write_tar(out / "wds_pax.tar", tarfile.PAX_FORMAT,
               [LONG_SPLITTABLE, LONG_UNSPLITTABLE, PAX_ONLY], pax_headers={"comment": "global"})
     make_base256(out / "wds_gnu.tar", out / "gnu_base256.tar")
-    expected = {p.name: listing(p) for p in sorted(out.glob("*.tar"))}
+    (out / "wds_pax.tar.gz").write_bytes(gzip.compress((out / "wds_pax.tar").read_bytes(), mtime=0))
+    (out / "wds_gnu.tar.zst").write_bytes(zstd((out / "wds_gnu.tar").read_bytes(), "-19"))
+    make_oversize(out / "damaged")
+    archives = [*out.glob("*.tar"), *out.glob("*.tar.gz"), *out.glob("*.tar.zst")]
+    expected = {p.name: listing(p) for p in sorted(archives)}
     (out / "expected.json").write_text(json.dumps(expected, indent=1, ensure_ascii=False) + "\n")
     print(f"wrote {len(expected)} archives to {out}")
 

@@ -10,14 +10,18 @@ Writes tests/data/fid/frechet.safetensors: for each case C, the activations `C.a
 activations cast to float64) and `C.fid` (shape (1,), float64). The metadata holds the numpy
 and scipy versions and, per case, whether the eps retry fired (`C.retried`). Also writes
 tests/data/fid/stats16.npz (np.savez of mu, sigma of case rand16's act1), the layout of
-pytorch-fid's precomputed statistics files.
+pytorch-fid's precomputed statistics files, stats16_deflated.npz (the same arrays written by
+np.savez_compressed) and huge_shape.npz (its mu.npy header claims 10^12 elements for 16).
+`--extra-npz-only` writes only these last two, from the committed frechet.safetensors (needs
+numpy and safetensors, not scipy).
 """
+import io
 import pathlib
+import sys
+import zipfile
 
 import numpy as np
-import scipy
-from scipy import linalg
-from safetensors.numpy import save_file
+from safetensors.numpy import load_file, save_file
 
 OUT = pathlib.Path(__file__).resolve().parents[2] / "tests" / "data" / "fid"
 
@@ -34,6 +38,8 @@ def calculate_frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
     mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
     sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
     assert mu1.shape == mu2.shape and sigma1.shape == sigma2.shape
+    from scipy import linalg
+
     diff = mu1 - mu2
     covmean = linalg.sqrtm(sigma1.dot(sigma2))  # pytorch-fid passes disp=False (deprecated)
     retried = not np.isfinite(covmean).all()
@@ -70,7 +76,30 @@ def cases(rng):
     }
 
 
+def npy_bytes(array):
+    out = io.BytesIO()
+    np.save(out, array)
+    return out.getvalue()
+
+
+def write_extra_npz(tensors):
+    mu, sigma = tensors["rand16.mu1"], tensors["rand16.sigma1"]
+    np.savez_compressed(OUT / "stats16_deflated.npz", mu=mu, sigma=sigma)
+    # A damaged header, to be checked against the data before anything is allocated: the
+    # version 1.0 header (10 bytes, then the dict padded with spaces to its '\n') keeps its length.
+    npy = npy_bytes(mu)
+    start, end = 10, npy.index(b"\n") + 1
+    text = npy[start:end].replace(b"(16,)", b"(1000000000000,)").rstrip()
+    huge = npy[:start] + text.ljust(end - start - 1) + b"\n" + npy[end:]
+    with zipfile.ZipFile(OUT / "huge_shape.npz", "w") as npz:
+        npz.writestr(zipfile.ZipInfo("mu.npy", date_time=(1980, 1, 1, 0, 0, 0)), huge)
+        npz.writestr(zipfile.ZipInfo("sigma.npy", date_time=(1980, 1, 1, 0, 0, 0)),
+                     npy_bytes(sigma))
+
+
 def main():
+    import scipy
+
     OUT.mkdir(parents=True, exist_ok=True)
     tensors = {}
     metadata = {"numpy": np.__version__, "scipy": scipy.__version__}
@@ -87,7 +116,11 @@ def main():
         print(f"{name}: fid {fid!r} retried {retried}")
     save_file(tensors, OUT / "frechet.safetensors", metadata=metadata)
     np.savez(OUT / "stats16.npz", mu=tensors["rand16.mu1"], sigma=tensors["rand16.sigma1"])
+    write_extra_npz(tensors)
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--extra-npz-only"]:
+        write_extra_npz(load_file(OUT / "frechet.safetensors"))
+    else:
+        main()

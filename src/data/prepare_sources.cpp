@@ -143,7 +143,7 @@ void scan_folder(const fs::path& dir, std::vector<ListEntry>& entries, std::vect
   std::sort(files.begin(), files.end());
   for (const auto& file : files) {
     const auto ext = lower_extension(file);
-    if (ext == "tar") tars.push_back(file);
+    if (is_tar_file(file)) tars.push_back(file);
     if (is_image_extension(ext)) entries.push_back({file, ""});  // caption read with the image
   }
 }
@@ -252,11 +252,11 @@ std::vector<PreparePart> plan_parts(const std::vector<fs::path>& inputs,
       add_entries(parts, read_csv(input, options), options.entries_per_part);
     } else if (ext == "jsonl") {
       add_entries(parts, read_jsonl(input, options), options.entries_per_part);
-    } else if (ext == "tar") {
+    } else if (is_tar_file(input)) {
       add_tar(parts, input);
     } else {
-      throw std::runtime_error(c10::str(input.string(),
-                                        ": unknown input type (expected a folder, .csv, .jsonl or .tar)"));
+      throw std::runtime_error(c10::str(input.string(), ": unknown input type (expected a folder, ",
+                                        ".csv, .jsonl, .tar, .tar.gz or .tar.zst)"));
     }
   }
   return parts;

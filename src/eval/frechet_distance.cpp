@@ -1,9 +1,11 @@
 // FID's Frechet distance (pytorch-fid src/pytorch_fid/fid_score.py calculate_frechet_distance)
-// and its statistics files: safetensors, or pytorch-fid's .npz (zip format: PKWARE APPNOTE.TXT
-// 4.3.12/4.3.16; .npy format: numpy/lib/format.py).
+// and its statistics files: safetensors, or pytorch-fid's .npz (a zip archive, read through
+// libarchive, of .npy arrays). The .npy header is parsed here: NumPy's format
+// (numpy/lib/format.py) has no C or C++ library, and the few lines below read all it needs.
 #include "microdit/eval/frechet_distance.h"
 
 #include <c10/util/StringUtil.h>
+#include <c10/util/safe_numerics.h>
 
 #include <algorithm>
 #include <bit>
@@ -19,7 +21,7 @@
 #include <string_view>
 #include <vector>
 
-#include "microdit/io/read_file.h"
+#include "microdit/io/archive_reader.h"
 #include "microdit/io/safetensors.h"
 #include "microdit/util/error_message.h"
 
@@ -27,7 +29,7 @@ namespace microdit::eval {
 namespace fs = std::filesystem;
 
 static_assert(std::endian::native == std::endian::little,
-              "zip, .npy '<' and safetensors data are little-endian");
+              ".npy '<' and safetensors data are little-endian");
 
 namespace {
 
@@ -68,7 +70,7 @@ double trace_sqrt_product(const at::Tensor& s1, const at::Tensor& s2) {
 at::Tensor as_cpu_double(const at::Tensor& t) { return t.to(at::kCPU, at::kDouble); }
 
 // ---------------------------------------------------------------------------------------------
-// .npz: a zip of stored (uncompressed) .npy members
+// .npz: a zip (np.savez: stored, np.savez_compressed: deflated) of .npy arrays
 
 [[noreturn]] void fail(const fs::path& path, const std::string& what) {
   throw std::runtime_error(path.string() + ": " + what);
@@ -76,55 +78,10 @@ at::Tensor as_cpu_double(const at::Tensor& t) { return t.to(at::kCPU, at::kDoubl
 
 template <class T>
 T read_le(std::string_view bytes, std::size_t offset) {
-  if (offset + sizeof(T) > bytes.size()) throw std::runtime_error("truncated zip archive");
+  if (offset + sizeof(T) > bytes.size()) throw std::runtime_error("truncated .npy header");
   T value;
   std::memcpy(&value, bytes.data() + offset, sizeof(T));
   return value;
-}
-
-std::size_t find_end_of_central_directory(std::string_view zip) {
-  constexpr std::size_t kRecord = 22, kMaxComment = 0xFFFF;
-  if (zip.size() < kRecord) throw std::runtime_error("not a zip archive (too short)");
-  const std::size_t last = zip.size() - kRecord;
-  for (std::size_t at = last; at + kMaxComment >= last; --at) {
-    if (read_le<std::uint32_t>(zip, at) == 0x06054b50) return at;
-    if (at == 0) break;
-  }
-  throw std::runtime_error("not a zip archive (no end of central directory record)");
-}
-
-// Member name -> its bytes. Sizes come from the central directory because np.savez writes
-// local headers with zip64 placeholders (0xFFFFFFFF).
-std::map<std::string, std::string_view> zip_members(std::string_view zip) {
-  const std::size_t end = find_end_of_central_directory(zip);
-  const auto count = read_le<std::uint16_t>(zip, end + 10);
-  std::size_t entry = read_le<std::uint32_t>(zip, end + 16);
-  if (entry == 0xFFFFFFFF) throw std::runtime_error("zip64 archives (over 4 GB) are not supported");
-  std::map<std::string, std::string_view> members;
-  for (std::uint16_t i = 0; i < count; ++i) {
-    if (read_le<std::uint32_t>(zip, entry) != 0x02014b50) {
-      throw std::runtime_error("corrupt zip central directory");
-    }
-    const auto method = read_le<std::uint16_t>(zip, entry + 10);
-    const std::size_t size = read_le<std::uint32_t>(zip, entry + 20);
-    const std::size_t name_size = read_le<std::uint16_t>(zip, entry + 28);
-    const std::size_t local = read_le<std::uint32_t>(zip, entry + 42);
-    const std::string name(zip.substr(entry + 46, name_size));
-    if (method != 0) {
-      throw std::runtime_error(name +
-                               " is compressed (np.savez_compressed); only np.savez "
-                               "archives are supported");
-    }
-    const std::size_t data = local + 30 + read_le<std::uint16_t>(zip, local + 26) +
-                             read_le<std::uint16_t>(zip, local + 28);
-    if (read_le<std::uint32_t>(zip, local) != 0x04034b50 || data + size > zip.size()) {
-      throw std::runtime_error("corrupt zip entry " + name);
-    }
-    members[name] = zip.substr(data, size);
-    entry += 46 + name_size + read_le<std::uint16_t>(zip, entry + 30) +
-             read_le<std::uint16_t>(zip, entry + 32);
-  }
-  return members;
 }
 
 // The text after `'key':` in a .npy header dict, up to the next top-level ',' or '}'.
@@ -164,16 +121,21 @@ at::Tensor parse_npy(std::string_view npy) {
   if (npy_field(header, "fortran_order") != "False") {
     throw std::runtime_error("Fortran-order arrays are not supported");
   }
-  at::Tensor out =
-      at::empty(npy_shape(npy_field(header, "shape")), descr == "'<f8'" ? at::kDouble : at::kFloat);
+  const std::vector<std::int64_t> shape = npy_shape(npy_field(header, "shape"));
   const std::string_view data = npy.substr(start + length);
-  if (data.size() != out.nbytes()) throw std::runtime_error("data size does not match the shape");
+  // Checked before anything is allocated: a damaged header could claim any shape.
+  const std::size_t item = descr == "'<f8'" ? 8 : 4;
+  std::uint64_t elements = 0;
+  if (c10::safe_multiplies_u64(shape, &elements) || data.size() % item != 0 ||
+      elements != data.size() / item) {
+    throw std::runtime_error("data size does not match the shape");
+  }
+  at::Tensor out = at::empty(shape, descr == "'<f8'" ? at::kDouble : at::kFloat);
   std::memcpy(out.data_ptr(), data.data(), data.size());
   return out.to(at::kDouble);
 }
 
-at::Tensor npz_array(const std::map<std::string, std::string_view>& members,
-                     const std::string& name) {
+at::Tensor npz_array(const std::map<std::string, std::string>& members, const std::string& name) {
   const auto it = members.find(name + ".npy");
   if (it == members.end()) throw std::runtime_error("missing array \"" + name + "\"");
   try {
@@ -184,9 +146,14 @@ at::Tensor npz_array(const std::map<std::string, std::string_view>& members,
 }
 
 ActivationStatistics load_npz(const fs::path& path) {
-  const std::string bytes = io::read_file(path);
+  io::ArchiveReader zip(path, io::ArchiveReader::Format::zip);
+  std::map<std::string, std::string> members;  // mu.npy and sigma.npy; other arrays are skipped
+  while (auto entry = zip.next()) {
+    if (entry->name == "mu.npy" || entry->name == "sigma.npy") {
+      members[entry->name] = zip.read(*entry);
+    }
+  }
   try {
-    const auto members = zip_members(bytes);
     return {npz_array(members, "mu"), npz_array(members, "sigma")};
   } catch (const std::runtime_error& e) {
     fail(path, e.what());

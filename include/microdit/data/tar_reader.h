@@ -1,18 +1,22 @@
 // Sequential tar reading for WebDataset shards (image + caption collections), without extracting
-// to disk. Reads POSIX ustar (name prefix), GNU (long names in 'L' entries, base-256 sizes) and
-// pax ('x' headers with path/size records; 'g' global headers ignored) archives, as Python's
-// tarfile writes them. Only regular files are returned; directories, links and devices are
-// skipped. Errors are std::runtime_error whose message starts with the archive path.
+// to disk, through libarchive: plain tars and tars compressed with gzip or zstd; POSIX ustar
+// (name prefix), GNU (long names, base-256 sizes) and pax (path and size records) headers, as
+// Python's tarfile writes them. Only regular files are returned; directories, links and devices
+// are skipped. Errors are std::runtime_error whose message starts with the archive path.
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <optional>
 #include <string>
 
+#include "microdit/io/archive_reader.h"
+
 namespace microdit::data {
+
+// The file names read as tar archives: .tar, .tar.gz, .tgz and .tar.zst (any letter case).
+bool is_tar_file(const std::filesystem::path& path);
 
 struct TarMember {
   std::string name;  // full path inside the archive, as tarfile's TarInfo.name
@@ -21,25 +25,17 @@ struct TarMember {
 
 class TarReader {
  public:
-  explicit TarReader(const std::filesystem::path& path);
+  // Throws when the file cannot be opened as a tar, and in a build without libarchive.
+  explicit TarReader(const std::filesystem::path& path)
+      : archive_(path, io::ArchiveReader::Format::tar) {}
 
-  // The next regular file, or std::nullopt at the end (a zero block or the end of the file).
-  // Throws on a bad header checksum (naming the byte offset) and on a header or member data
-  // running past the end of the file ("truncated", naming the member).
+  // The next regular file, or std::nullopt at the end. Throws on a damaged header (naming the
+  // member before it), on member data that is cut short (naming the member), and on a member
+  // declaring more bytes than the file holds after its header.
   std::optional<TarMember> next();
 
  private:
-  struct Header;
-  std::optional<Header> read_header();
-  std::string read_data(const std::string& member, uint64_t size);
-  void skip_data(const std::string& member, uint64_t size);
-  // Throws "truncated" unless `size` bytes of `member` follow in the file.
-  void require(const std::string& member, uint64_t size) const;
-
-  std::filesystem::path path_;
-  std::ifstream in_;
-  uint64_t file_size_ = 0;
-  uint64_t offset_ = 0;  // of the next header
+  io::ArchiveReader archive_;
 };
 
 // One WebDataset sample: the consecutive members sharing a key.

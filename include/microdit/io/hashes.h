@@ -1,6 +1,6 @@
-// File checksums as MosaicML Streaming lists them in an index.json: SHA-1 (FIPS 180-4), MD5
-// (RFC 1321), and xxHash XXH32 / XXH64 (Collet, xxhash spec v0.8), each as the lowercase hex digest
-// Python's hashlib / xxhash `hexdigest()` prints (xxHash in canonical big-endian form).
+// File checksums as MosaicML Streaming lists them in an index.json: SHA-1 and MD5 (computed by
+// libmd), XXH32 and XXH64 (by the xxHash library), each as the lowercase hex digest Python's
+// hashlib / xxhash `hexdigest()` prints (xxHash in canonical big-endian form).
 #pragma once
 
 #include <array>
