@@ -16,7 +16,8 @@ Writes
                              regular members were skipped for having no usable extension;
   tests/data/decode/*        small PNG (every color type and bit depth, all five filters,
                              Adam7), JPEG (one with EXIF orientation 6) and BMP files;
-  tests/data/decode/expected.safetensors  for each image file name,
+  tests/data/decode/bomb_*.png  headers over Pillow's pixel limit (no expected output);
+  tests/data/decode/expected.safetensors  for each other image file name,
                              np.asarray(Image.open(f).convert('RGB')) as (H,W,3) uint8.
 """
 import gzip
@@ -206,13 +207,15 @@ def chunk(kind, data):
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def raw_png(rows, width, height, depth, color_type, interlace=0, idat_parts=1):
-    """A PNG from already filtered scanlines (each starting with its filter byte)."""
+def raw_png(rows, width, height, depth, color_type, interlace=0, idat_parts=1, chunks=b""):
+    """A PNG from already filtered scanlines (each starting with its filter byte); `chunks` (e.g.
+    PLTE, tRNS) go between IHDR and IDAT."""
     ihdr = struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, interlace)
     stream = zlib.compress(b"".join(rows), 9)
     cut = [len(stream) * i // idat_parts for i in range(idat_parts + 1)]
     idats = b"".join(chunk(b"IDAT", stream[a:b]) for a, b in zip(cut, cut[1:]))
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + idats + chunk(b"IEND", b"")
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunks + idats +
+            chunk(b"IEND", b""))
 
 
 def paeth(a, b, c):
@@ -250,16 +253,19 @@ def pack_bits(values, depth):
     return bytes(out)
 
 
+def sample_lines(arr, depth):
+    """The unfiltered scanlines of arr (H,W,C) of samples (one channel below 8 bits)."""
+    if depth < 8:
+        return [pack_bits(arr[y, :, 0], depth) for y in range(arr.shape[0])]
+    return [arr[y].astype(">u2" if depth == 16 else "u1").tobytes() for y in range(arr.shape[0])]
+
+
 def png_all_filters(arr, depth, color_type):
     """arr (H,W,C) of samples; rows use filter types 0,1,2,3,4,0,... in turn."""
     h, w, c = arr.shape
-    if depth < 8:
-        lines = [pack_bits(arr[y, :, 0], depth) for y in range(h)]
-    else:
-        lines = [arr[y].astype(">u2" if depth == 16 else "u1").tobytes() for y in range(h)]
     bpp = max(1, c * depth // 8)
-    return raw_png(filter_rows(lines, bpp, [y % 5 for y in range(h)]), w, h, depth, color_type,
-                   idat_parts=3)
+    return raw_png(filter_rows(sample_lines(arr, depth), bpp, [y % 5 for y in range(h)]), w, h,
+                   depth, color_type, idat_parts=3)
 
 
 ADAM7 = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
@@ -274,6 +280,26 @@ def png_adam7(arr):
         if sub.size:
             rows += [b"\0" + sub[y].tobytes() for y in range(sub.shape[0])]
     return raw_png(rows, w, h, 8, 2, interlace=1)
+
+
+def png_adam7_filtered(arr, depth, color_type, chunks=b""):
+    """Adam7 at any bit depth and color type: each pass is a small image of its own, packed and
+    filtered (types 0,1,2,3,4,0,... in turn) from a zero prior row."""
+    h, w, c = arr.shape
+    rows = []
+    for x0, y0, dx, dy in ADAM7:
+        sub = arr[y0::dy, x0::dx]
+        if sub.size:
+            lines = sample_lines(sub, depth)
+            rows += filter_rows(lines, max(1, c * depth // 8), [y % 5 for y in range(len(lines))])
+    return raw_png(rows, w, h, depth, color_type, interlace=1, idat_parts=2, chunks=chunks)
+
+
+def palette_chunks(entries, transparent):
+    """PLTE with `entries` colors and tRNS making the first `transparent` of them see-through."""
+    rng = np.random.default_rng(10)
+    plte = rng.integers(0, 256, (entries, 3), dtype=np.uint8).tobytes()
+    return chunk(b"PLTE", plte) + chunk(b"tRNS", bytes(range(transparent)))
 
 
 def pil_bytes(image, fmt, **options):
@@ -311,6 +337,18 @@ def images():
         "filters_gray2.png": png_all_filters(pattern(9, 13, 1, 8, 3), 2, 0),
         "filters_gray4.png": png_all_filters(pattern(9, 13, 1, 9, 15), 4, 0),
         "interlaced.png": png_adam7(rgb_small),
+        # Adam7 at other depths and color types; 11x13 leaves some passes' last row or column
+        # short, 3x2 leaves passes empty. Indices 12-15 of the 4-bit palette image are past its
+        # 12-entry palette; 16-bit gray up to 511 straddles the clip at 255.
+        "interlaced_gray1.png": png_adam7_filtered(pattern(11, 13, 1, 11, 1), 1, 0),
+        "interlaced_gray2.png": png_adam7_filtered(pattern(11, 13, 1, 12, 3), 2, 0),
+        "interlaced_palette4_trns.png": png_adam7_filtered(
+            pattern(11, 13, 1, 13, 15), 4, 3, palette_chunks(12, 3)),
+        "interlaced_gray16.png": png_adam7_filtered(pattern(11, 13, 1, 14, 511), 16, 0),
+        "interlaced_la16.png": png_adam7_filtered(pattern(11, 13, 2, 15, 65535), 16, 4),
+        "interlaced_rgb.png": png_adam7_filtered(pattern(11, 13, 3, 16), 8, 2),
+        "interlaced_rgba16.png": png_adam7_filtered(pattern(11, 13, 4, 17, 65535), 16, 6),
+        "interlaced_la_tiny.png": png_adam7_filtered(pattern(2, 3, 2, 18), 8, 4),
         "rgb_q90.jpg": pil_bytes(Image.fromarray(rgb), "JPEG", quality=90),
         "gray_q90.jpg": pil_bytes(Image.fromarray(rgb).convert("L"), "JPEG", quality=90),
         "exif_orientation6.jpg": pil_bytes(Image.fromarray(rgb), "JPEG", quality=90,
@@ -319,9 +357,20 @@ def images():
     }
 
 
+def hostile_images():
+    """PNGs whose headers claim more pixels than Pillow opens (DecompressionBombError), with a
+    few bytes of image data: the decoder must refuse them before allocating."""
+    return {
+        "bomb_60000x60000.png": raw_png([bytes(61)], 60000, 60000, 8, 0),
+        "bomb_2147483647x1.png": raw_png([bytes(61)], 2**31 - 1, 1, 8, 0),
+    }
+
+
 def make_images():
     out = DATA / "decode"
     out.mkdir(parents=True, exist_ok=True)
+    for name, data in hostile_images().items():
+        (out / name).write_bytes(data)
     expected = {}
     for name, data in images().items():
         (out / name).write_bytes(data)

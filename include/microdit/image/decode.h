@@ -3,8 +3,8 @@
 // grayscale is replicated, palettes are expanded, EXIF orientation is NOT applied, and 16-bit PNGs
 // are reduced as Pillow does: 16-bit grayscale (mode I;16) is clipped to 255, other 16-bit color
 // types keep the high byte of each sample.
-// Backends: OpenCV's imdecode when the build has it (MICRODIT_HAVE_OPENCV); otherwise PNG only,
-// with the built-in decoder below (needs zlib).
+// PNG: libspng in every build, so a file decodes the same everywhere, Adam7 interlacing included.
+// Other formats: OpenCV's imdecode where the build has it (MICRODIT_HAVE_OPENCV), else an error.
 // Errors are std::runtime_error whose message starts with the name given (or the path).
 #pragma once
 #include <ATen/ATen.h>
@@ -27,9 +27,7 @@ at::Tensor decode_image_rgb(std::string_view bytes, const std::string& name_for_
 // The file at `path`, decoded as decode_image_rgb does; errors name the path.
 at::Tensor read_image_rgb(const std::filesystem::path& path);
 
-// The built-in PNG decoder behind decode_image_rgb when OpenCV is absent, public so that tests
-// check it in every build: all color types and bit depths, non-interlaced only (Adam7 images
-// need OpenCV). Throws when the build has no zlib.
+// The PNG decoder behind decode_image_rgb: every color type and bit depth, interlaced or not.
 at::Tensor decode_png_rgb(std::string_view bytes, const std::string& name_for_errors);
 
 }  // namespace microdit::image
