@@ -38,3 +38,31 @@ TEST(ErrorMessage, OtherExceptionsAsTheyAre) {
             "x.safetensors: truncated header");
 }
 }  // namespace
+
+namespace {
+using microdit::util::one_line;
+
+TEST(ErrorMessage, FirstLineOnly) {
+  unsetenv("TORCH_SHOW_CPP_STACKTRACES");
+  EXPECT_EQ(error_message(std::runtime_error("load_state_dict: 2 problems, the first: a\n  a\n  b")),
+            "load_state_dict: 2 problems, the first: a");
+  std::string libtorch;
+  try {
+    TORCH_CHECK(false, "shape mismatch\nsecond line of LibTorch's text");
+  } catch (const std::exception& e) {
+    libtorch = error_message(e);
+  }
+  EXPECT_EQ(libtorch, "shape mismatch");
+}
+
+TEST(ErrorMessage, InputBytesAreNotEchoedRaw) {
+  EXPECT_EQ(one_line(std::string("key \x1b[31mred\x7f\0x", 15)), "key \\x1b[31mred\\x7f\\x00x");
+  EXPECT_EQ(one_line("caf\xc3\xa9 \xe2\x82\xac"), "caf\xc3\xa9 \xe2\x82\xac");  // UTF-8 kept
+  EXPECT_EQ(one_line("bad \xc3 \xed\xa0\x80 \xc0\xaf"), "bad \\xc3 \\xed\\xa0\\x80 \\xc0\\xaf");
+  EXPECT_EQ(one_line("trailing \r\n"), "trailing");
+  const std::string long_name(100000, 'k');
+  const std::string shown = one_line("unknown key " + long_name);
+  EXPECT_LT(shown.size(), 600u);
+  EXPECT_TRUE(shown.ends_with("...")) << shown;
+}
+}  // namespace

@@ -1,10 +1,12 @@
 // Shapes and behaviour of each building block.
 #include <gtest/gtest.h>
 
+#include <map>
+
 #include "microdit/model/block_plan.h"
 #include "microdit/model/masking.h"
 #include "microdit/model/microdit.h"
-#include "microdit/model/param_count.h"
+#include "microdit/model/state_dict_shapes.h"
 #include "microdit/nn/attention.h"
 #include "microdit/nn/dit_block.h"
 #include "microdit/nn/embedders.h"
@@ -127,16 +129,49 @@ TEST(Zoo, ParameterCountsMatchThePaper) {
   EXPECT_THROW(model::zoo_config("MicroDiT_Huge_2"), std::invalid_argument);
 }
 
-TEST(Zoo, CountMatchesBuiltModels) {
-  for (auto c : {test::small_config(), model::MicroDiT_Tiny_2()}) {
+// The analytic state dict (names, shapes, parameter or buffer) against built models.
+TEST(Zoo, StateDictShapesMatchBuiltModels) {
+  auto no_mixer = test::small_config();
+  no_mixer.use_bias = true;
+  no_mixer.use_patch_mixer = false;
+  auto wide_mixer = test::small_config();
+  wide_mixer.patch_mixer_dim = wide_mixer.dim;
+  for (const auto& c : {test::small_config(), model::MicroDiT_Tiny_2(), no_mixer, wide_mixer}) {
     model::DiT dit(c);
+    std::map<std::string, std::pair<std::vector<int64_t>, bool>> built;
+    for (const auto& p : dit->named_parameters()) built[p.key()] = {p.value().sizes().vec(), true};
+    for (const auto& b : dit->named_buffers()) built[b.key()] = {b.value().sizes().vec(), false};
+    std::map<std::string, std::pair<std::vector<int64_t>, bool>> analytic;
+    for (const auto& t : model::state_dict_shapes(c)) analytic[t.name] = {t.shape, t.parameter};
+    EXPECT_EQ(analytic, built);
     EXPECT_EQ(dit->num_parameters(), model::count_parameters(c));
   }
-  auto variant = test::small_config();
-  variant.use_bias = true;
-  variant.use_patch_mixer = false;
-  model::DiT dit(variant);
-  EXPECT_EQ(dit->num_parameters(), model::count_parameters(variant));
+}
+
+TEST(Zoo, WeightsOfAnotherArchitectureAreOneLine) {
+  const auto c = test::small_config();
+  io::TensorMap tensors;
+  for (const auto& t : model::state_dict_shapes(c)) tensors[t.name] = at::zeros(t.shape);
+  EXPECT_NO_THROW(model::check_state_dict_shapes(c, tensors, "w.safetensors"));
+  auto wider_captions = c;
+  wider_captions.caption_channels += 8;
+  try {
+    model::check_state_dict_shapes(wider_captions, tensors, "w.safetensors");
+    FAIL() << "no error";
+  } catch (const std::invalid_argument& e) {
+    const std::string message = e.what();
+    EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+    EXPECT_TRUE(message.starts_with("w.safetensors: the weights are not of this model")) << message;
+    EXPECT_TRUE(message.ends_with("1 difference from its state dict, the first: "
+                                  "y_embedder.y_proj.fc1.weight is [64,24], the model's is [64,32]"))
+        << message;
+  }
+  tensors["x_embedder.proj.bias"] = at::zeros({3});
+  tensors["extra"] = at::zeros({1});
+  EXPECT_TRUE(test::throws_with<std::invalid_argument>(
+      [&] { model::check_state_dict_shapes(c, tensors, "w.pt"); }, "w.pt: ",
+      {"2 differences", "x_embedder.proj.bias is [3], the model's is [" +
+                            std::to_string(c.dim) + "]"}));
 }
 
 TEST(Masking, KeepThenRestoreRoundTrips) {

@@ -5,7 +5,7 @@
 
 #include "microdit/model/block_plan.h"
 #include "microdit/model/microdit.h"
-#include "microdit/model/param_count.h"
+#include "microdit/model/state_dict_shapes.h"
 #include "microdit/nn/execution.h"
 #include "test_support.h"
 

@@ -2,6 +2,8 @@
 // encoders, images that depend on seed and index but not on the batch size, and bad input.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include <torch/cuda.h>
@@ -267,7 +269,11 @@ TEST_F(Sample, BadInputIsAClearError) {
                        " --arch MicroDiT_Tiny_2 --prompt x --out " + (dir_.path / "y").string(),
                    &log),
             1);
-  EXPECT_NE(log.find("shape"), std::string::npos) << log;
+  // Named from the file's shapes, one line, before the 200M-parameter model is built.
+  EXPECT_NE(log.find("plain.safetensors: the weights are not of this model (200692752 parameters)"),
+            std::string::npos)
+      << log;
+  EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 1) << log;
 
   EXPECT_EQ(sample(" --checkpoint " + (dir_.path / "missing.pt").string() + " --prompt x --out o", &log), 1);
   EXPECT_NE(log.find("missing.pt: no such file"), std::string::npos) << log;

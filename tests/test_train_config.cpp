@@ -166,7 +166,7 @@ TEST(TrainConfig, RangeErrorsNameTheKey) {
       {"optim.mask_ratio=-0.1", "optim.mask_ratio"},
       {"optim.lr=-1e-4", "optim.lr = -1.0e-04"},
       {"optim.weight_decay=-0.1", "optim.weight_decay"},
-      {"optim.steps=0", "optim.steps = 0, expected > 0"},
+      {"optim.steps=0", "optim.steps = 0, expected in [1, 10^12]"},
       {"optim.warmup_steps=21", "optim.warmup_steps = 21"},
       {"optim.warmup_steps=-1", "optim.warmup_steps"},
       {"optim.alpha_f=1.5", "optim.alpha_f"},
@@ -183,6 +183,10 @@ TEST(TrainConfig, RangeErrorsNameTheKey) {
       {"optim.ema.smoothing=-0.1", "optim.ema.smoothing"},
       {"optim.ema.start_step=-1", "optim.ema.start_step"},
       {"optim.batch_size=0", "optim.batch_size"},
+      {"optim.batch_size=2097152", "optim.batch_size = 2097152, expected in [1, 2^20]"},
+      {"optim.steps=9223372036854775807", "optim.steps = 9223372036854775807, expected in [1, 10^12]"},
+      {"edm.num_steps=1000000", "edm.num_steps = 1000000, expected in [1, 100000]"},
+      {"data.builtin_samples=1073741824", "data.builtin_samples"},
       {"optim.micro_batch_size=-1", "optim.micro_batch_size"},
       {"optim.micro_batch_size=3", "optim.batch_size = 8, expected a multiple of world size 1"},
       {"optim.beta2=1", "optim.beta2"},
@@ -270,9 +274,9 @@ TEST(TrainConfig, SyntheticDataNeedsPositiveSizes) {
   EXPECT_EQ(tiny({"data.kind=synthetic"}).data.synthetic_samples, 256);
   EXPECT_TRUE(throws_with(
       [] { tiny({"data.kind=synthetic", "data.synthetic_samples=0"}); },
-      {"invalid config: data.synthetic_samples = 0, expected > 0"}));
+      {"invalid config: data.synthetic_samples = 0, expected in [1, 2^20]"}));
   EXPECT_TRUE(throws_with([] { tiny({"data.kind=synthetic", "data.caption_tokens=0"}); },
-                          {"invalid config: data.caption_tokens = 0, expected > 0"}));
+                          {"invalid config: data.caption_tokens = 0, expected in [1, 4096]"}));
 }
 
 TEST(TrainConfig, RangeErrorsNameTheSource) {

@@ -260,8 +260,14 @@ int main(int argc, char** argv) {
     std::cout << R"({"impl": "microdit-cpp", "error": "out of memory"})"
               << "\n";
     return 3;
-  } catch (const std::exception& e) {
+  } catch (const std::invalid_argument& e) {  // flags and config
     std::cerr << "microdit-bench: " << microdit::util::error_message(e) << "\n";
     return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "microdit-bench: " << microdit::util::error_message(e) << "\n";
+    return 1;
+  } catch (...) {
+    std::cerr << "microdit-bench: unknown error (an exception that is not a std::exception)\n";
+    return 1;
   }
 }

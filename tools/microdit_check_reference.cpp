@@ -98,13 +98,16 @@ int main(int argc, char** argv) {
     args = parse_args(argc, argv);
   } catch (const std::exception& e) {
     std::cerr << "microdit-check-reference: " << microdit::util::error_message(e)
-              << "\n(see microdit-check-reference --help)\n";
+              << " (see microdit-check-reference --help)\n";
     return 2;
   }
   try {
     return run(args);
   } catch (const std::exception& e) {
     std::cerr << "microdit-check-reference: " << microdit::util::error_message(e) << "\n";
-    return 2;
+    return 1;
+  } catch (...) {
+    std::cerr << "microdit-check-reference: unknown error (an exception that is not a std::exception)\n";
+    return 1;
   }
 }

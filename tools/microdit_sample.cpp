@@ -18,6 +18,7 @@
 #include "microdit/io/json.h"
 #include "microdit/io/png.h"
 #include "microdit/io/state_dict.h"
+#include "microdit/model/state_dict_shapes.h"
 #include "microdit/train/checkpoint.h"
 #include "microdit/train/config.h"
 #include "microdit/train/launch_env.h"
@@ -248,14 +249,23 @@ int run(Args& a) {
   if (device.is_cuda() && !device.has_index() && env.distributed()) {
     device = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
   }
+  // Weights of another architecture, or a text tower of another width, are one line before the
+  // model (4.7 GB at XL) is built.
+  model::check_state_dict_shapes(dit_config, weights.tensors, a.checkpoint);
+  const auto dtype = microdit::encoders::pipeline_dtype(a.dtype, device);
+  auto encoders = encoders::load_pipeline_encoders(a.files, device, dtype);
+  if (encoders.text_encoder->config().width != dit_config.caption_channels) {
+    throw std::invalid_argument(fmt::format(
+        "{}: the text tower is {} wide, the model takes captions {} wide (model.caption_channels)",
+        a.files.text_encoder.string(), encoders.text_encoder->config().width,
+        dit_config.caption_channels));
+  }
   model::DiT dit(dit_config);
   io::load_state_dict(*dit, weights.tensors);
   dit->to(device);
-  const auto dtype = microdit::encoders::pipeline_dtype(a.dtype, device);
   a.options.bf16 = dtype != at::kFloat;
   // Under bf16 autocast the LayerNorms run in bf16, as in the official training.
   nn::apply_execution(*dit, {.low_precision_norm = a.options.bf16});
-  auto encoders = encoders::load_pipeline_encoders(a.files, device, dtype);
   if (!a.coco_captions.empty()) {
     generate_coco(a, dit, encoders, edm, env);
     return 0;

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "microdit/model/param_count.h"
+#include "microdit/model/state_dict_shapes.h"
 #include "microdit/train/config.h"
 #include "microdit/train/trainer.h"
 #include "microdit/util/arg_cursor.h"
@@ -68,8 +68,8 @@ int main(int argc, char** argv) {
     config = train::load_train_config(args.config, args.overrides);
     launch = train::read_launch_env();
   } catch (const std::exception& e) {
-    std::cerr << "microdit-train: " << microdit::util::error_message(e) << "\n";
-    if (args.config.empty()) std::cerr << "\n" << kUsage;
+    std::cerr << "microdit-train: " << microdit::util::error_message(e)
+              << " (see microdit-train --help)\n";
     return 2;
   }
   if (args.dry_run) {
@@ -88,12 +88,15 @@ int main(int argc, char** argv) {
     std::cerr << "microdit-train: " << microdit::util::error_message(e) << "\n";
     return 2;
   } catch (const c10::OutOfMemoryError& e) {
-    std::cerr << "microdit-train: out of GPU memory; a smaller micro-batch: "
-              << train::smaller_micro_batch_advice(config, launch.world_size) << "\n"
-              << microdit::util::error_message(e) << "\n";
+    std::cerr << "microdit-train: out of GPU memory (" << microdit::util::error_message(e)
+              << "); a smaller micro-batch: "
+              << train::smaller_micro_batch_advice(config, launch.world_size) << "\n";
     return 1;
   } catch (const std::exception& e) {
     std::cerr << "microdit-train: " << microdit::util::error_message(e) << "\n";
+    return 1;
+  } catch (...) {
+    std::cerr << "microdit-train: unknown error (an exception that is not a std::exception)\n";
     return 1;
   }
 }

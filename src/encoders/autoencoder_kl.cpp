@@ -592,7 +592,8 @@ at::Tensor AutoencoderKLImpl::decode_latents(const at::Tensor& latents) {
 
 // ---- loading --------------------------------------------------------------------------------
 
-void load_autoencoder_weights(AutoencoderKL& vae, const std::filesystem::path& path) {
+namespace {
+io::TensorMap read_autoencoder_weights(const std::filesystem::path& path) {
   const std::string ext = lowercase_extension(path);
   io::TensorMap tensors;
   if (ext == ".safetensors") {
@@ -604,6 +605,10 @@ void load_autoencoder_weights(AutoencoderKL& vae, const std::filesystem::path& p
                                       "' (expected .safetensors, .bin, .pt or .pth)"));
   }
   upgrade_legacy_attention_keys(tensors);
+  return tensors;
+}
+
+void load_into(AutoencoderKL& vae, const io::TensorMap& tensors, const std::filesystem::path& path) {
   try {
     io::load_state_dict(*vae, tensors);
   } catch (const std::runtime_error& e) {
@@ -611,15 +616,64 @@ void load_autoencoder_weights(AutoencoderKL& vae, const std::filesystem::path& p
   }
 }
 
+int64_t out_channels_of(const io::TensorMap& tensors, const std::string& key) {
+  const auto it = tensors.find(key);
+  return it == tensors.end() || it->second.dim() < 1 ? 0 : it->second.size(0);
+}
+}  // namespace
+
+void check_autoencoder_config(const AutoencoderKLConfig& c, const io::TensorMap& tensors,
+                              const std::filesystem::path& config_path) {
+  const auto fail = [&](const std::string& field, int64_t configured, int64_t in_weights,
+                        const std::string& where) {
+    throw std::runtime_error(c10::str(config_path.string(), ": ", field, " is ", configured,
+                                      " but the weights have ", in_weights, " (", where, ")"));
+  };
+  const auto levels = static_cast<int64_t>(c.block_out_channels.size());
+  const int64_t weight_levels = io::indexed_children(tensors, "encoder.down_blocks.");
+  if (weight_levels != levels) {
+    fail("the length of block_out_channels", levels, weight_levels, "encoder.down_blocks.*");
+  }
+  const int64_t resnets = io::indexed_children(tensors, "encoder.down_blocks.0.resnets.");
+  if (resnets != c.layers_per_block) {
+    fail("layers_per_block", c.layers_per_block, resnets, "encoder.down_blocks.0.resnets.*");
+  }
+  for (int64_t i = 0; i < levels; ++i) {
+    const std::string key = c10::str("encoder.down_blocks.", i, ".resnets.0.conv2.weight");
+    const int64_t channels = out_channels_of(tensors, key);
+    if (channels != c.block_out_channels[i]) {
+      fail(c10::str("block_out_channels[", i, "]"), c.block_out_channels[i], channels, key);
+    }
+  }
+  const auto input = tensors.find("encoder.conv_in.weight");
+  if (input != tensors.end() && input->second.dim() == 4 && input->second.size(1) != c.in_channels) {
+    fail("in_channels", c.in_channels, input->second.size(1), "encoder.conv_in.weight");
+  }
+  const auto latent = tensors.find("decoder.conv_in.weight");
+  if (latent != tensors.end() && latent->second.dim() == 4 &&
+      latent->second.size(1) != c.latent_channels) {
+    fail("latent_channels", c.latent_channels, latent->second.size(1), "decoder.conv_in.weight");
+  }
+}
+
+void load_autoencoder_weights(AutoencoderKL& vae, const std::filesystem::path& path) {
+  load_into(vae, read_autoencoder_weights(path), path);
+}
+
 AutoencoderKL load_pretrained_autoencoder(const std::filesystem::path& folder) {
-  AutoencoderKL vae(AutoencoderKLConfig::from_json_file(folder / "config.json"));
+  const auto config = AutoencoderKLConfig::from_json_file(folder / "config.json");
   std::filesystem::path weights = folder / "diffusion_pytorch_model.safetensors";
   if (!std::filesystem::exists(weights)) weights = folder / "diffusion_pytorch_model.bin";
   if (!std::filesystem::exists(weights)) {
     throw std::runtime_error(
         c10::str(folder.string(), ": no diffusion_pytorch_model.safetensors or .bin"));
   }
-  load_autoencoder_weights(vae, weights);
+  const io::TensorMap tensors = read_autoencoder_weights(weights);
+  // Before the model is built: a config asking for 65,536 layers per block beside small weights
+  // would otherwise take minutes to build before the first shape is compared.
+  check_autoencoder_config(config, tensors, folder / "config.json");
+  AutoencoderKL vae(config);
+  load_into(vae, tensors, weights);
   vae->eval();
   return vae;
 }

@@ -380,10 +380,47 @@ void load_clip_text_state_dict(CLIPTextEncoder& encoder, const io::TensorMap& te
   io::load_state_dict(*encoder, text_tower);  // strict by default
 }
 
+void check_clip_text_config(const CLIPTextConfig& c, const io::TensorMap& tensors,
+                            const std::string& config_source) {
+  const CLIPTextLayout layout = detect_clip_text_layout(tensors).value_or(c.layout);
+  const bool hf = layout == CLIPTextLayout::hf;
+  const std::string prefix =
+      hf && !tensors.contains("embeddings.token_embedding.weight") ? "text_model." : "";
+  const std::string tokens = hf ? prefix + "embeddings.token_embedding.weight"
+                                : "token_embedding.weight";
+  const std::string positions = hf ? prefix + "embeddings.position_embedding.weight"
+                                   : "positional_embedding";
+  const std::string layers = hf ? prefix + "encoder.layers." : "transformer.resblocks.";
+  const auto fail = [&](const std::string& field, int64_t configured, int64_t in_weights,
+                        const std::string& where) {
+    throw std::runtime_error(c10::str(config_source, ": the text tower's ", field, " is ",
+                                      configured, " but the weights have ", in_weights, " (",
+                                      where, ")"));
+  };
+  const int64_t weight_layers = io::indexed_children(tensors, layers);
+  if (weight_layers != c.layers) fail("layer count", c.layers, weight_layers, layers + "*");
+  const auto size = [&](const std::string& key, int64_t dim) -> int64_t {
+    const auto it = tensors.find(key);
+    return it == tensors.end() || it->second.dim() != 2 ? 0 : it->second.size(dim);
+  };
+  if (size(tokens, 1) != c.width) fail("width", c.width, size(tokens, 1), tokens);
+  if (size(tokens, 0) != c.vocab_size) fail("vocab_size", c.vocab_size, size(tokens, 0), tokens);
+  if (size(positions, 0) != c.context_length) {
+    fail("context_length", c.context_length, size(positions, 0), positions);
+  }
+}
+
 void load_clip_text_weights(CLIPTextEncoder& encoder, const std::filesystem::path& path) {
-  const io::TensorMap tensors = path.extension() == ".safetensors"
-                                    ? io::load_safetensors(path)
-                                    : io::load_torch_state_dict(path);
+  load_clip_text_weights(encoder, read_clip_text_weights(path), path);
+}
+
+io::TensorMap read_clip_text_weights(const std::filesystem::path& path) {
+  return path.extension() == ".safetensors" ? io::load_safetensors(path)
+                                            : io::load_torch_state_dict(path);
+}
+
+void load_clip_text_weights(CLIPTextEncoder& encoder, const io::TensorMap& tensors,
+                            const std::filesystem::path& path) {
   try {
     load_clip_text_state_dict(encoder, tensors);
   } catch (const std::runtime_error& e) {

@@ -20,6 +20,13 @@ CLIPTextConfig text_config(const EncoderFiles& files) {
                                    : CLIPTextConfig::from_hf_json(json);
 }
 
+// Where text_config found the config, for messages.
+std::string text_config_source(const EncoderFiles& files) {
+  if (fs::is_directory(files.text_encoder)) return (files.text_encoder / "config.json").string();
+  if (files.text_config.empty()) return files.text_encoder.string() + " (the DFN5B ViT-H-14 config)";
+  return files.text_config.string();
+}
+
 fs::path text_weights(const fs::path& path) {
   if (!fs::is_directory(path)) return path;
   for (const char* name : {"model.safetensors", "pytorch_model.bin"}) {
@@ -74,8 +81,12 @@ PipelineEncoders load_pipeline_encoders(const EncoderFiles& files, at::Device de
   e.device = device;
   e.dtype = dtype;
   e.vae = load_pretrained_autoencoder(files.vae);
-  e.text_encoder = CLIPTextEncoder(text_config(files));
-  load_clip_text_weights(e.text_encoder, text_weights(files.text_encoder));
+  const CLIPTextConfig config = text_config(files);
+  const fs::path weights = text_weights(files.text_encoder);
+  const io::TensorMap tensors = read_clip_text_weights(weights);
+  check_clip_text_config(config, tensors, text_config_source(files));
+  e.text_encoder = CLIPTextEncoder(config);
+  load_clip_text_weights(e.text_encoder, tensors, weights);
   e.tokenizer = load_tokenizer(files.tokenizer);
   for (torch::nn::Module* m : {static_cast<torch::nn::Module*>(e.vae.get()),
                                static_cast<torch::nn::Module*>(e.text_encoder.get())}) {

@@ -70,8 +70,10 @@ void load_state_dict(torch::nn::Module& module, const TensorMap& tensors,
   const TensorMap model = named_tensors(module);
   const std::vector<std::string> problems = find_problems(model, tensors, options);
   if (!problems.empty()) {
+    // The first line names the count and the first problem (what a tool prints); the whole list
+    // follows for callers that show it.
     std::string message = c10::str("load_state_dict: ", problems.size(), " problem",
-                                   problems.size() == 1 ? "" : "s", ":");
+                                   problems.size() == 1 ? "" : "s", ", the first: ", problems[0]);
     for (const std::string& problem : problems) message += "\n  " + problem;
     throw std::runtime_error(message);
   }

@@ -493,6 +493,13 @@ bool one_of(const std::string& value, const std::vector<std::string>& choices) {
   return std::find(choices.begin(), choices.end(), value) != choices.end();
 }
 
+// Upper bounds keep derived sizes (tensor shapes, step counters) far from overflow and a typo
+// from asking for terabytes before the first step.
+constexpr int64_t kMaxSteps = 1'000'000'000'000;
+constexpr int64_t kMaxBatch = int64_t{1} << 20;
+constexpr int64_t kMaxSamples = int64_t{1} << 20;
+constexpr int64_t kMaxCaptionTokens = 4096;
+
 void validate_run(const RunSection& r) {
   require(!r.dir.empty(), "run.dir", r.dir, "a directory path");
   require(is_device(r.device), "run.device", r.device, "auto, cpu, cuda or cuda:N");
@@ -566,7 +573,8 @@ void validate_edm(const diffusion::EDMConfig& e) {
   require(e.P_std > 0 && std::isfinite(e.P_std), "edm.P_std", e.P_std, "a finite value > 0");
   require(e.sigma_data > 0 && std::isfinite(e.sigma_data), "edm.sigma_data", e.sigma_data,
           "a finite value > 0");
-  require(e.num_steps >= 1, "edm.num_steps", e.num_steps, ">= 1");
+  require(e.num_steps >= 1 && e.num_steps <= 100000, "edm.num_steps", e.num_steps,
+          "in [1, 100000]");
   require(e.rho > 0, "edm.rho", e.rho, "> 0");
   require(e.S_churn >= 0, "edm.S_churn", e.S_churn, ">= 0");
   require(e.S_min >= 0, "edm.S_min", e.S_min, ">= 0");
@@ -575,10 +583,11 @@ void validate_edm(const diffusion::EDMConfig& e) {
 }
 
 void validate_optim(const OptimSection& o, int64_t world_size, const model::DiTConfig& dit) {
-  require(o.steps > 0, "optim.steps", o.steps, "> 0");
-  require(o.batch_size > 0, "optim.batch_size", o.batch_size, "> 0");
-  require(o.micro_batch_size >= 0, "optim.micro_batch_size", o.micro_batch_size,
-          ">= 0 (0: batch_size / world size)");
+  require(o.steps > 0 && o.steps <= kMaxSteps, "optim.steps", o.steps, "in [1, 10^12]");
+  require(o.batch_size > 0 && o.batch_size <= kMaxBatch, "optim.batch_size", o.batch_size,
+          "in [1, 2^20]");
+  require(o.micro_batch_size >= 0 && o.micro_batch_size <= kMaxBatch, "optim.micro_batch_size",
+          o.micro_batch_size, "in [0, 2^20] (0: batch_size / world size)");
   if (o.micro_batch_size == 0) {
     require(o.batch_size % world_size == 0, "optim.batch_size", o.batch_size,
             "a multiple of the world size " + std::to_string(world_size) +
@@ -641,23 +650,28 @@ void validate_data(const DataSection& d, const ModelSection& model, const model:
   if (d.kind == "mds") {
     require(!d.mds_dirs.empty(), "data.mds_dirs", std::string("[]"),
             "at least one MDS directory when data.kind is mds");
-    require(d.resolution > 0 && d.resolution % 8 == 0, "data.resolution", d.resolution,
-            "an image size divisible by 8 (the VAE's downsampling)");
-    require(d.caption_tokens > 0, "data.caption_tokens", d.caption_tokens, "> 0");
+    require(d.resolution > 0 && d.resolution % 8 == 0 && d.resolution <= 65536, "data.resolution",
+            d.resolution, "an image size divisible by 8 (the VAE's downsampling), <= 65536");
+    require(d.caption_tokens > 0 && d.caption_tokens <= kMaxCaptionTokens, "data.caption_tokens",
+            d.caption_tokens, "in [1, 4096]");
   } else if (d.kind == "synthetic") {
-    require(d.synthetic_samples > 0, "data.synthetic_samples", d.synthetic_samples, "> 0");
-    require(d.caption_tokens > 0, "data.caption_tokens", d.caption_tokens, "> 0");
+    require(d.synthetic_samples > 0 && d.synthetic_samples <= kMaxSamples, "data.synthetic_samples",
+            d.synthetic_samples, "in [1, 2^20]");
+    require(d.caption_tokens > 0 && d.caption_tokens <= kMaxCaptionTokens, "data.caption_tokens",
+            d.caption_tokens, "in [1, 4096]");
   } else if (d.kind == "safetensors") {
     require(!d.path.empty(), "data.path", d.path,
             "a directory of shards when data.kind is safetensors");
     require(!d.latents_key.empty(), "data.latents_key", d.latents_key, "a tensor name");
     require(!d.captions_key.empty(), "data.captions_key", d.captions_key, "a tensor name");
   } else {
-    require(d.builtin_samples > 0, "data.builtin_samples", d.builtin_samples, "> 0");
+    require(d.builtin_samples > 0 && d.builtin_samples <= kMaxSamples, "data.builtin_samples",
+            d.builtin_samples, "in [1, 2^20]");
     require(d.builtin_palette >= 2 && d.builtin_palette <= 8, "data.builtin_palette",
             d.builtin_palette, "a number of colours in [2, 8]");
-    require(d.builtin_caption_len >= 7, "data.builtin_caption_len", d.builtin_caption_len,
-            ">= 7 (the words of a caption)");
+    require(d.builtin_caption_len >= 7 && d.builtin_caption_len <= kMaxCaptionTokens,
+            "data.builtin_caption_len", d.builtin_caption_len,
+            "in [7, 4096] (7: the words of a caption)");
     require(dit.in_channels == 3, model_key(model, "in_channels"), dit.in_channels,
             "3 for data.kind builtin (RGB pixels are the latents)");
     require(d.builtin_image_size == dit.input_size, "data.builtin_image_size", d.builtin_image_size,

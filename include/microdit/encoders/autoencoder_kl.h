@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "microdit/io/json.h"
+#include "microdit/io/tensor_map.h"
 
 namespace microdit::encoders {
 
@@ -231,6 +232,12 @@ TORCH_MODULE(AutoencoderKL);
 // std::runtime_error and the model is left untouched. Attention weights of diffusers < 0.14
 // (`query`, `key`, `value`, `proj_attn`, possibly as 1x1 convs) are renamed on the way in.
 void load_autoencoder_weights(AutoencoderKL& vae, const std::filesystem::path& path);
+
+// Compares the config's structure (levels, resnets per level, channels per level, input and
+// latent channels) with the weights' tensor names and shapes; throws one line naming
+// `config_path` and the first difference. load_pretrained_autoencoder runs it before building.
+void check_autoencoder_config(const AutoencoderKLConfig& config, const io::TensorMap& tensors,
+                              const std::filesystem::path& config_path);
 
 // A diffusers model folder: `config.json` plus `diffusion_pytorch_model.safetensors` (or, when
 // absent, `diffusion_pytorch_model.bin`). The model is in float32, on CPU, in eval mode.

@@ -210,5 +210,14 @@ void load_clip_text_state_dict(CLIPTextEncoder& encoder, const io::TensorMap& te
 // `.safetensors`, or a torch.save archive (HF pytorch_model.bin, open_clip .pt, including
 // `state_dict` wrappers and `module.` prefixes). Errors start with the file path.
 void load_clip_text_weights(CLIPTextEncoder& encoder, const std::filesystem::path& path);
+io::TensorMap read_clip_text_weights(const std::filesystem::path& path);
+void load_clip_text_weights(CLIPTextEncoder& encoder, const io::TensorMap& tensors,
+                            const std::filesystem::path& path);
+
+// Compares the config's layer count, width, vocabulary and context length with the weights'
+// tensor names and shapes (either layout); throws one line naming `config_source` and the first
+// difference. Run before the encoder is built: a config of another size would build it first.
+void check_clip_text_config(const CLIPTextConfig& config, const io::TensorMap& tensors,
+                            const std::string& config_source);
 
 }  // namespace microdit::encoders

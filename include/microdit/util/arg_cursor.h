@@ -66,6 +66,9 @@ int run_tool(const char* name, int argc, char** argv, const std::function<Args(i
   } catch (const std::exception& e) {
     std::cerr << name << ": " << error_message(e) << "\n";
     return 1;
+  } catch (...) {
+    std::cerr << name << ": unknown error (an exception that is not a std::exception)\n";
+    return 1;
   }
 }
 

@@ -1,12 +1,18 @@
-// The message of a caught exception, for a user. LibTorch's c10::Error (every TORCH_CHECK and
-// every ATen argument check) appends a C++ backtrace to its message, tens of lines a user cannot
-// act on; it is kept out unless TORCH_SHOW_CPP_STACKTRACES=1, PyTorch's switch for the same.
+// The message of a caught exception, for a user: one line. LibTorch's c10::Error (every
+// TORCH_CHECK and every ATen argument check) appends a C++ backtrace, and several of its messages
+// and ours (a state dict's list of problems) span lines; a tool prints the first line only, unless
+// TORCH_SHOW_CPP_STACKTRACES=1 (PyTorch's switch for the same) asks for the whole text.
 #pragma once
 #include <exception>
 #include <string>
+#include <string_view>
 
 namespace microdit::util {
 
 std::string error_message(const std::exception& e);
+
+// The first line of `text`, trailing blanks dropped, control bytes and malformed UTF-8 (input a
+// message may quote) written as \xNN, at most a few hundred bytes.
+std::string one_line(std::string_view text);
 
 }  // namespace microdit::util
