@@ -111,3 +111,18 @@ if(MICRODIT_WITH_NCCL AND TARGET c10_cuda)
                    "system): no multi-GPU training")
   endif()
 endif()
+
+# The optional libraries found above, linked to `target` with their MICRODIT_HAVE_* definitions
+# (PUBLIC: the tools and tests reuse the library's precompiled header, which needs the same -D).
+function(microdit_link_optional_libraries target)
+  foreach(_name PCRE2 ZSTD ZLIB LIBARCHIVE)
+    if(MICRODIT_HAVE_${_name})
+      target_compile_definitions(${target} PUBLIC MICRODIT_HAVE_${_name}=1)
+      target_link_libraries(${target} PUBLIC PkgConfig::MICRODIT_${_name})
+    endif()
+  endforeach()
+  if(MICRODIT_HAVE_OPENCV)
+    target_compile_definitions(${target} PUBLIC MICRODIT_HAVE_OPENCV=1)
+    target_link_libraries(${target} PUBLIC ${OpenCV_LIBS})
+  endif()
+endfunction()

@@ -20,7 +20,12 @@
 #include "microdit/encoders/clip_tokenizer.h"
 #include "microdit/encoders/text_clean.h"
 #include "microdit/io/json.h"
+#include "test_one_line.h"
 #include "test_support.h"
+
+#ifdef MICRODIT_HAVE_ZLIB
+#include <zlib.h>
+#endif
 
 namespace microdit::encoders {
 namespace {
@@ -324,6 +329,40 @@ TEST(CLIPTokenizer, MissingVocabularyFile) {
   EXPECT_TRUE(throws_with([] { CLIPTokenizer::hf("no/vocab.json", "no/merges.txt"); },
                           {"cannot open vocabulary file", "no/vocab.json"}));
 }
+
+#ifdef MICRODIT_HAVE_ZLIB
+// gzip of `gib` GiB of zero bytes, compressed here a MiB at a time (about 1 MB per GiB).
+std::string gzip_of_zeros(int gib) {
+  z_stream stream{};
+  // Z_RLE: runs of a byte are all there is, and it compresses them fastest.
+  EXPECT_EQ(deflateInit2(&stream, 9, Z_DEFLATED, 16 + MAX_WBITS, 9, Z_RLE), Z_OK);
+  std::string zeros(1 << 20, '\0'), out, chunk(1 << 16, '\0');
+  for (int mib = 0; mib < gib * 1024; ++mib) {
+    stream.next_in = reinterpret_cast<Bytef*>(zeros.data());
+    stream.avail_in = static_cast<uInt>(zeros.size());
+    const int flush = mib + 1 == gib * 1024 ? Z_FINISH : Z_NO_FLUSH;
+    do {
+      stream.next_out = reinterpret_cast<Bytef*>(chunk.data());
+      stream.avail_out = static_cast<uInt>(chunk.size());
+      deflate(&stream, flush);
+      out.append(chunk.data(), chunk.size() - stream.avail_out);
+    } while (stream.avail_out == 0);
+  }
+  deflateEnd(&stream);
+  return out;
+}
+
+// A 1 GiB gzip bomb as the vocabulary: refused once 64 MiB are out, in one line.
+TEST(CLIPTokenizer, GzipBombVocabularyIsOneLine) {
+  SKIP_WITHOUT_LIBRARIES();
+  test::TempDir dir("clip_tokenizer_bomb");
+  const fs::path bomb = dir.path / "bomb.txt.gz";
+  test::write_bytes(bomb, gzip_of_zeros(1));
+  EXPECT_LT(fs::file_size(bomb), 2u << 20);
+  EXPECT_TRUE(test::throws_one_line([&] { CLIPTokenizer::open_clip(bomb); }, "CLIPTokenizer: ",
+                                    {bomb.string(), "decompresses to more than 67108864 bytes"}));
+}
+#endif
 
 TEST(CLIPTokenizer, CorruptVocabularyFiles) {
   SKIP_WITHOUT_LIBRARIES();

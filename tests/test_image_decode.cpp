@@ -11,6 +11,7 @@
 #include "microdit/image/decode.h"
 #include "microdit/io/png.h"
 #include "microdit/io/safetensors.h"
+#include "test_one_line.h"
 #include "test_support.h"
 
 namespace microdit::image {
@@ -97,6 +98,23 @@ TEST(DecodeImage, OtherFormatsWithoutOpenCVAreAClearError) {
   EXPECT_TRUE(test::throws_with(
       [] { read_image_rgb(kData / "rgb_q90.jpg"); }, (kData / "rgb_q90.jpg").string(),
       {"cannot decode JPEG images: this build has no OpenCV (only PNG)"}));
+}
+
+// Formats OpenCV would decode, renamed .png: refused by their first bytes, in one line, whether
+// or not the build has OpenCV.
+TEST(DecodeImage, OnlyAcceptedFormatsAreDecoded) {
+  const std::string tiff("II*\0\x08\0\0\0\0\0", 10), pgm("P5\n1 1\n255\n\x80", 12);
+  const std::string hdr = "#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 1 +X 1\n\x80\x80\x80\x80";
+  const std::string gif = "GIF89a\x01\0\x01\0\0\0\0;";
+  for (const auto& [bytes, what] : {std::pair{tiff, "TIFF data"}, std::pair{gif, "GIF data"},
+                                    std::pair{pgm, "not an image in an accepted format"},
+                                    std::pair{hdr, "not an image in an accepted format"}}) {
+    EXPECT_TRUE(test::throws_one_line([&] { decode_image_rgb(bytes, "renamed.png"); },
+                                      "renamed.png: cannot be decoded: ",
+                                      {what, "(accepted, by their first bytes: PNG, JPEG, WebP, BMP)"}));
+  }
+  EXPECT_FALSE(is_accepted_image_format(ImageFormat::tiff));
+  EXPECT_TRUE(is_accepted_image_format(ImageFormat::webp));
 }
 
 TEST(DecodeImage, DetectsFormatsByMagicBytes) {

@@ -15,6 +15,7 @@
 #include "microdit/data/mds_dataset.h"
 #include "microdit/io/hashes.h"
 #include "microdit/io/json.h"
+#include "test_one_line.h"
 #include "test_support.h"
 
 namespace microdit::data {
@@ -511,6 +512,40 @@ TEST_F(MDSTest, TruncatedShardIsReported) {
   no_hashes.verify_hashes = false;
   EXPECT_TRUE(fails_with([&] { MDSReader(other, no_hashes).get(0); },
                          {"shard.00000.mds", "bad offsets", "end at byte"}));
+}
+
+// An MDS folder written byte by byte: one shard of one sample whose only column, "arr"
+// (encoding "ndarray": dtype and shape in the sample), holds `value`.
+void write_one_ndarray_sample(const fs::path& dir, const std::string& value) {
+  const std::string config =
+      R"({"column_encodings":["ndarray"],"column_names":["arr"],"column_sizes":[null],)"
+      R"("compression":null,"format":"mds","hashes":[],"size_limit":null,"version":2})";
+  auto u32 = [](uint32_t v) { return std::string(reinterpret_cast<const char*>(&v), 4); };
+  const std::string sample = u32(static_cast<uint32_t>(value.size())) + value;
+  const uint32_t first = 12 + static_cast<uint32_t>(config.size());
+  const std::string shard =
+      u32(1) + u32(first) + u32(first + static_cast<uint32_t>(sample.size())) + config + sample;
+  fs::create_directories(dir);
+  test::write_bytes(dir / "shard.00000.mds", shard);
+  test::write_bytes(dir / "index.json",
+                    R"({"shards":[{"column_encodings":["ndarray"],"column_names":["arr"],)"
+                    R"("column_sizes":[null],"compression":null,"format":"mds","hashes":[],)"
+                    R"("raw_data":{"basename":"shard.00000.mds","bytes":)" +
+                        std::to_string(shard.size()) +
+                        R"(,"hashes":{}},"samples":1,"size_limit":null,"version":2,)"
+                        R"("zip_data":null}],"version":2})");
+}
+
+// Shape (2^32, 2^32) of uint8 in 8-byte dimensions: 2^64 elements, more than int64 counts.
+TEST_F(MDSTest, NdarrayWhoseElementCountOverflowsIsOneLine) {
+  std::string value = {8, (2 << 2) | 3};  // uint8, two dimensions of 8 bytes each
+  const uint64_t dim = uint64_t{1} << 32;
+  for (int d = 0; d < 2; ++d) value.append(reinterpret_cast<const char*>(&dim), 8);
+  write_one_ndarray_sample(dir_ / "overflow", value);
+  MDSReader reader(dir_ / "overflow");
+  EXPECT_TRUE(test::throws_one_line([&] { reader.get(0); },
+                                    (dir_ / "overflow" / "shard.00000.mds").string(),
+                                    {"column \"arr\"", "more bytes than int64 counts"}));
 }
 
 TEST_F(MDSTest, BadIndexJsonIsReported) {

@@ -9,6 +9,7 @@
 
 #include "microdit/io/atomic_file.h"
 #include "microdit/io/safetensors.h"
+#include "test_one_line.h"
 #include "test_support.h"
 
 namespace microdit::io {
@@ -190,6 +191,20 @@ TEST_F(Safetensors, RejectsBadLengths) {
   EXPECT_TRUE(
       rejects(u64_le(100) + "{}", {"header length 100 runs past the end of the file (10 bytes)"}));
   EXPECT_TRUE(rejects(u64_le(100'000'001) + "{}", {"header length 100000001 exceeds the limit"}));
+}
+
+// A header may claim any size; the file's own size bounds what is read or allocated.
+TEST_F(Safetensors, RefusesAHeaderClaimingA2To60ByteTensor) {
+  const std::string huge = std::to_string(std::uint64_t{1} << 60);
+  const std::string header =
+      R"({"a":{"dtype":"U8","shape":[)" + huge + R"(],"data_offsets":[0,)" + huge + "]}}";
+  const fs::path path = file("huge.safetensors");
+  test::write_bytes(path, raw_file(header, 8));
+  EXPECT_TRUE(test::throws_one_line([&] { load_safetensors(path); }, path.string() + ": ",
+                                    {"file is truncated", "describes"}));
+  EXPECT_TRUE(test::throws_one_line(
+      [&] { parse_safetensors(raw_file(header, 8), "in-memory.safetensors"); },
+      "in-memory.safetensors: ", {"file is truncated"}));
 }
 
 TEST_F(Safetensors, RejectsTruncatedAndOverlongFiles) {

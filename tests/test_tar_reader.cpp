@@ -14,6 +14,7 @@
 #include "microdit/data/tar_reader.h"
 #include "microdit/io/hashes.h"
 #include "microdit/io/json.h"
+#include "test_one_line.h"
 #include "test_support.h"
 
 namespace microdit::data {
@@ -188,6 +189,33 @@ TEST_F(TarReaderTest, DeclaredSizeBeyondTheFileIsRefusedBeforeReading) {
   TarReader gz_reader(gzipped);
   EXPECT_TRUE(test::throws_with([&] { gz_reader.next(); }, gzipped.string(),
                                 {"member '00000.txt'", "declares 4294967296 bytes", "1073741824"}));
+}
+
+// A GNU tar header whose size field holds 2^40 in base-256, followed by 5 bytes of data.
+std::string tar_claiming_2_to_40_bytes() {
+  std::string header(512, '\0');
+  header.replace(0, 9, "00000.txt");
+  header.replace(100, 7, "0000644");
+  header[124] = static_cast<char>(0x80);  // base-256 size: big-endian in the remaining 11 bytes
+  header[135 - 5] = 0x01;                 // 2^40 = 0x01 followed by five zero bytes
+  header[156] = '0';
+  header.replace(257, 8, "ustar  \0", 8);
+  header.replace(148, 8, "        ");
+  unsigned sum = 0;
+  for (unsigned char c : header) sum += c;
+  char checksum[8];
+  std::snprintf(checksum, sizeof checksum, "%06o", sum);
+  header.replace(148, 7, checksum, 7);
+  return header + std::string("hello") + std::string(512 - 5 + 1024, '\0');
+}
+
+TEST_F(TarReaderTest, MemberClaiming2To40BytesIsOneLine) {
+  test::TempDir dir("tar");
+  const fs::path path = dir.path / "huge-member.tar";
+  test::write_bytes(path, tar_claiming_2_to_40_bytes());
+  TarReader reader(path);
+  EXPECT_TRUE(test::throws_one_line([&] { reader.next(); }, path.string(),
+                                    {"member '00000.txt'", "declares 1099511627776 bytes"}));
 }
 
 TEST_F(TarReaderTest, TruncatedCompressedShardIsAnError) {

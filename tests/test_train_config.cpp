@@ -15,6 +15,7 @@
 
 #include "microdit/model/config.h"
 #include "microdit/train/config.h"
+#include "test_one_line.h"
 #include "test_support.h"
 
 namespace microdit::train {
@@ -117,6 +118,27 @@ TEST(TrainConfig, ScientificAndSignedNumbers) {
   EXPECT_EQ(c.optim.lr, 1e-4);
   EXPECT_EQ(c.optim.eps, 1e-8);
   EXPECT_TRUE(std::isinf(c.edm.S_max));
+}
+
+// "A billion laughs": ten aliases of ten aliases, nine times over, is 10^9 values to walk.
+TEST(TrainConfig, YamlAliasBombIsOneLine) {
+  std::string yaml = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n";
+  for (int level = 1; level < 9; ++level) {
+    const std::string previous = "*a" + std::to_string(level - 1);
+    yaml += "a" + std::to_string(level) + ": &a" + std::to_string(level) + " [";
+    for (int i = 0; i < 10; ++i) yaml += (i ? ", " : "") + previous;
+    yaml += "]\n";
+  }
+  EXPECT_TRUE(test::throws_one_line<std::invalid_argument>(
+      [&] { parse_train_config(yaml, {}, "bomb.yaml"); }, "bomb.yaml: ",
+      {"YAML expands to more than 100000 values"}));
+}
+
+TEST(TrainConfig, DeeplyNestedYamlIsOneLine) {
+  const std::string yaml = "run: " + std::string(100, '[') + std::string(100, ']') + "\n";
+  EXPECT_TRUE(test::throws_one_line<std::invalid_argument>(
+      [&] { parse_train_config(yaml, {}, "deep.yaml"); }, "deep.yaml: ",
+      {"YAML nests deeper than 64 levels"}));
 }
 
 TEST(TrainConfig, UnknownKeyNamesTheClosestKey) {

@@ -6,6 +6,7 @@
 #include "microdit/data/mds.h"
 
 #include <c10/util/StringUtil.h>
+#include <c10/util/safe_numerics.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -23,7 +24,6 @@
 #include <limits>
 #include <list>
 #include <mutex>
-#include <numeric>
 #include <sstream>
 #include <stdexcept>
 #include <unordered_map>
@@ -127,6 +127,17 @@ std::vector<std::string_view> split(std::string_view text, char sep) {
   }
 }
 
+// Bytes of an array of `shape`; nullopt when that overflows int64 (a damaged size or shape).
+std::optional<int64_t> checked_byte_size(const std::vector<int64_t>& shape, const NumpyDtype& d) {
+  uint64_t numel = 0, bytes = 0;
+  if (c10::safe_multiplies_u64(shape, &numel) ||
+      __builtin_mul_overflow(numel, c10::elementSize(d.type), &bytes) ||
+      bytes > static_cast<uint64_t>(INT64_MAX)) {
+    return std::nullopt;
+  }
+  return static_cast<int64_t>(bytes);
+}
+
 // The ndarray encoding's "[dtype[:d0,d1,...]]" part, as NDArray.from_str; nullopt when malformed.
 std::optional<Encoding> parse_ndarray(std::string_view config) {
   Encoding e = make_encoding(Kind::ndarray);
@@ -146,9 +157,8 @@ std::optional<Encoding> parse_ndarray(std::string_view config) {
       }
       shape.push_back(dim);
     }
-    const int64_t numel =
-        std::accumulate(shape.begin(), shape.end(), int64_t{1}, std::multiplies<>());
-    e.size = numel * static_cast<int64_t>(c10::elementSize(e.dtype->type));
+    e.size = checked_byte_size(shape, *e.dtype);
+    if (!e.size) return std::nullopt;
     e.shape = std::move(shape);
   }
   return e;
@@ -339,35 +349,36 @@ int parse_compression(const std::string& text, const std::string& where) {
   return level;
 }
 
-// Decompresses `data` (one or more zstd frames) into exactly `expected` bytes.
+// Decompresses `data` (one or more zstd frames) into exactly `expected` bytes. The output grows
+// with what the frames hold: `expected` comes from index.json, and a damaged one may say anything.
 std::string zstd_decompress(std::string_view data, int64_t expected, const std::string& where) {
 #ifdef MICRODIT_HAVE_ZSTD
-  std::string out(static_cast<std::size_t>(expected), '\0');
+  std::string out;
   std::unique_ptr<ZSTD_DStream, decltype(&ZSTD_freeDStream)> stream(ZSTD_createDStream(),
                                                                     &ZSTD_freeDStream);
   ZSTD_inBuffer in{data.data(), data.size(), 0};
-  ZSTD_outBuffer dst{out.data(), out.size(), 0};
-  char extra = 0;  // room for one byte too many: detects data longer than index.json says
-  ZSTD_outBuffer overflow{&extra, 1, 0};
+  std::vector<char> chunk(ZSTD_DStreamOutSize());
   std::size_t rc = 0;
   for (;;) {
-    const std::size_t in_before = in.pos, out_before = dst.pos;
-    rc = ZSTD_decompressStream(stream.get(), dst.pos < dst.size ? &dst : &overflow, &in);
+    const std::size_t in_before = in.pos;
+    ZSTD_outBuffer dst{chunk.data(), chunk.size(), 0};
+    rc = ZSTD_decompressStream(stream.get(), &dst, &in);
     if (ZSTD_isError(rc)) {
       throw std::runtime_error(
           c10::str(where, "zstd decompression failed: ", ZSTD_getErrorName(rc)));
     }
-    if (overflow.pos > 0) {
+    if (static_cast<uint64_t>(out.size() + dst.pos) > static_cast<uint64_t>(expected)) {
       throw std::runtime_error(
           c10::str(where, "decompresses to more than the ", expected, " bytes index.json says"));
     }
-    if (in.pos == in.size && rc == 0) break;                  // every frame complete
-    if (in.pos == in_before && dst.pos == out_before) break;  // no progress: cut short
+    out.append(chunk.data(), dst.pos);
+    if (in.pos == in.size && rc == 0) break;            // every frame complete
+    if (in.pos == in_before && dst.pos == 0) break;     // no progress: cut short
   }
   if (rc != 0) throw std::runtime_error(c10::str(where, "truncated zstd data"));
-  if (static_cast<int64_t>(dst.pos) != expected) {
+  if (static_cast<int64_t>(out.size()) != expected) {
     throw std::runtime_error(
-        c10::str(where, "decompresses to ", dst.pos, " bytes, index.json says ", expected));
+        c10::str(where, "decompresses to ", out.size(), " bytes, index.json says ", expected));
   }
   return out;
 #else
@@ -441,13 +452,15 @@ at::Tensor decode_ndarray(std::string_view data, const Encoding& e) {
       shape.push_back(static_cast<int64_t>(dim));
     }
   }
-  const int64_t numel =
-      std::accumulate(shape.begin(), shape.end(), int64_t{1}, std::multiplies<>());
   const auto values = data.substr(pos);
-  const auto itemsize = c10::elementSize(dtype->type);
-  if (values.size() != static_cast<uint64_t>(numel) * itemsize) {
+  const std::optional<int64_t> size = checked_byte_size(shape, *dtype);
+  if (!size) {
     throw std::runtime_error(c10::str("ndarray ", dtype->name, " ", io::shape_string(shape),
-                                      " needs ", numel * itemsize, " bytes of values, found ",
+                                      " has more bytes than int64 counts"));
+  }
+  if (static_cast<int64_t>(values.size()) != *size) {
+    throw std::runtime_error(c10::str("ndarray ", dtype->name, " ", io::shape_string(shape),
+                                      " needs ", *size, " bytes of values, found ",
                                       values.size()));
   }
   return tensor_from_bytes(values, *dtype, shape);
@@ -994,7 +1007,11 @@ MDSReader::MDSReader(const fs::path& dir, const MDSReaderOptions& options)
       }
       shard.zip = parse_file_info(*zip, where + "zip_data: ", unchecked);
     }
-    shard_starts_.push_back(shard_starts_.back() + shard.samples);
+    int64_t end = 0;
+    if (__builtin_add_overflow(shard_starts_.back(), shard.samples, &end)) {
+      throw std::runtime_error(where + "the shards' sample counts add up to more than int64 holds");
+    }
+    shard_starts_.push_back(end);
     shards_.push_back(std::move(shard));
   }
   cache_->hashes_checked.assign(shards_.size(), 0);
@@ -1123,7 +1140,10 @@ MDSSample MDSReader::get(int64_t i, const std::vector<std::string>& wanted) cons
       pos += 4;
     }
   }
-  const std::size_t total = std::accumulate(sizes.begin(), sizes.end(), pos);
+  std::size_t total = pos;
+  for (std::size_t size : sizes) {
+    if (__builtin_add_overflow(total, size, &total)) total = SIZE_MAX;  // then != data.size()
+  }
   if (total != data.size()) {
     throw std::runtime_error(c10::str(where, "the column sizes add up to ", total,
                                       " bytes, the sample has ", data.size()));

@@ -195,6 +195,9 @@ void tar_samples(const fs::path& tar, const std::function<void(RawSample&&)>& co
   }
 }
 
+// A caption is a sentence or a paragraph; a larger file is not one (nor worth holding in memory).
+constexpr std::uint64_t kMaxCaptionBytes = std::uint64_t{1} << 20;
+
 void list_samples(const PreparePart& part, const std::function<void(RawSample&&)>& consume) {
   for (const auto& entry : part.entries) {
     RawSample raw;
@@ -204,7 +207,7 @@ void list_samples(const PreparePart& part, const std::function<void(RawSample&&)
       if (raw.caption.empty()) {  // a folder input: the caption file beside the image
         auto caption_file = fs::path(entry.image).replace_extension(".txt");
         if (!fs::exists(caption_file)) throw std::runtime_error("no caption file " + caption_file.string());
-        raw.caption = io::read_file(caption_file);
+        raw.caption = io::read_file(caption_file, kMaxCaptionBytes, "a caption file");
       }
       raw.image_bytes = io::read_file(entry.image);
     } catch (const std::exception& e) {

@@ -33,6 +33,9 @@ namespace {
 
 constexpr std::size_t kMergeCount = 49152 - 256 - 2;  // merges file lines 1..48894
 constexpr std::size_t kMaxCachedWords = 1 << 18;
+// The real files are under 2 MiB (bpe_simple_vocab_16e6.txt 1.3 MB gunzipped, vocab.json and
+// merges.txt of HF's CLIP repositories 0.9 and 0.5 MB); a gzip bomb stops here.
+constexpr std::size_t kMaxVocabularyBytes = std::size_t{64} << 20;
 
 // Both implementations match specials first, then the same classes. `\s` is spelled out as the
 // White_Space set of Python's regex module (PCRE2's \s adds U+180E), and U+0345 is excluded from
@@ -58,7 +61,7 @@ void require_pcre2() {
 
 std::string read_file(const std::filesystem::path& path) {
   try {
-    return io::read_file(path);
+    return io::read_file(path, kMaxVocabularyBytes, "a vocabulary file");
   } catch (const std::runtime_error& e) {
     throw std::runtime_error(c10::str("CLIPTokenizer: cannot open vocabulary file ", e.what()));
   }
@@ -83,6 +86,11 @@ std::string gunzip(const std::string& data, const std::filesystem::path& path) {
     stream.avail_out = static_cast<uInt>(buffer.size());
     rc = inflate(&stream, Z_NO_FLUSH);
     out.append(buffer.data(), buffer.size() - stream.avail_out);
+    if (out.size() > kMaxVocabularyBytes) {
+      inflateEnd(&stream);
+      fail(path, c10::str("decompresses to more than ", kMaxVocabularyBytes,
+                          " bytes, the limit for a vocabulary file (a gzip bomb?)"));
+    }
     if (rc == Z_BUF_ERROR && stream.avail_in == 0) break;
   }
   const std::string message = stream.msg ? stream.msg : "";
@@ -192,7 +200,10 @@ std::vector<int64_t> pad_row(std::vector<int64_t> ids, int64_t length, int64_t p
 }  // namespace
 
 CLIPVocabulary read_open_clip_vocabulary(const std::filesystem::path& path) {
-  std::string text = read_file(path);
+  return parse_open_clip_vocabulary(read_file(path), path);
+}
+
+CLIPVocabulary parse_open_clip_vocabulary(std::string text, const std::filesystem::path& path) {
   if (is_gzip(text)) text = gunzip(text, path);
   require_utf8(text, path);
   CLIPVocabulary vocabulary;

@@ -24,6 +24,7 @@
 #include "microdit/io/archive_reader.h"
 #include "microdit/io/safetensors.h"
 #include "microdit/util/error_message.h"
+#include "microdit/util/parse_number.h"
 
 namespace microdit::eval {
 namespace fs = std::filesystem;
@@ -99,7 +100,7 @@ std::vector<std::int64_t> npy_shape(std::string_view tuple) {
   for (std::size_t at = 0;
        (at = tuple.find_first_of("0123456789", at)) != std::string_view::npos;) {
     const std::size_t stop = std::min(tuple.find_first_not_of("0123456789", at), tuple.size());
-    shape.push_back(std::stoll(std::string(tuple.substr(at, stop - at))));
+    shape.push_back(util::parse_int(tuple.substr(at, stop - at), ".npy shape dimension", 0));
     at = stop;
   }
   return shape;
@@ -145,8 +146,7 @@ at::Tensor npz_array(const std::map<std::string, std::string>& members, const st
   }
 }
 
-ActivationStatistics load_npz(const fs::path& path) {
-  io::ArchiveReader zip(path, io::ArchiveReader::Format::zip);
+ActivationStatistics read_npz(io::ArchiveReader& zip, const fs::path& path) {
   std::map<std::string, std::string> members;  // mu.npy and sigma.npy; other arrays are skipped
   while (auto entry = zip.next()) {
     if (entry->name == "mu.npy" || entry->name == "sigma.npy") {
@@ -158,6 +158,11 @@ ActivationStatistics load_npz(const fs::path& path) {
   } catch (const std::runtime_error& e) {
     fail(path, e.what());
   }
+}
+
+ActivationStatistics load_npz(const fs::path& path) {
+  io::ArchiveReader zip(path, io::ArchiveReader::Format::zip);
+  return read_npz(zip, path);
 }
 
 ActivationStatistics load_safetensors_statistics(const fs::path& path, std::string* fid_mode) {
@@ -211,15 +216,29 @@ void save_statistics(const fs::path& path, const ActivationStatistics& stats,
       path, {{"mu", as_cpu_double(stats.mu)}, {"sigma", as_cpu_double(stats.sigma)}}, metadata);
 }
 
-ActivationStatistics load_statistics(const fs::path& path, std::string* fid_mode) {
-  if (fid_mode != nullptr) fid_mode->clear();
-  ActivationStatistics stats =
-      path.extension() == ".npz" ? load_npz(path) : load_safetensors_statistics(path, fid_mode);
+namespace {
+void check_statistics(const ActivationStatistics& stats, const fs::path& path) {
   if (stats.mu.dim() != 1 || stats.sigma.dim() != 2 || stats.sigma.size(0) != stats.mu.size(0) ||
       stats.sigma.size(1) != stats.mu.size(0)) {
     fail(path, c10::str("mu ", stats.mu.sizes(), " and sigma ", stats.sigma.sizes(),
                         " are not (D) and (D,D)"));
   }
+}
+}  // namespace
+
+ActivationStatistics load_statistics(const fs::path& path, std::string* fid_mode) {
+  if (fid_mode != nullptr) fid_mode->clear();
+  ActivationStatistics stats =
+      path.extension() == ".npz" ? load_npz(path) : load_safetensors_statistics(path, fid_mode);
+  check_statistics(stats, path);
+  return stats;
+}
+
+ActivationStatistics parse_npz_statistics(std::string_view bytes,
+                                          const std::string& name_for_errors) {
+  io::ArchiveReader zip(bytes, name_for_errors, io::ArchiveReader::Format::zip);
+  ActivationStatistics stats = read_npz(zip, name_for_errors);
+  check_statistics(stats, name_for_errors);
   return stats;
 }
 

@@ -20,6 +20,7 @@
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
+#include <opencv2/core/utils/logger.hpp>
 #endif
 
 namespace microdit::image {
@@ -33,6 +34,7 @@ namespace {
 // --------------------------------------------------------------------------------- PNG
 
 constexpr std::string_view kPngSignature("\x89PNG\r\n\x1a\n", 8);
+constexpr const char* kAcceptedFormats = "PNG, JPEG, WebP, BMP";
 
 // Pillow refuses images of more than 2 * Image.MAX_IMAGE_PIXELS (DecompressionBombError); the
 // same bound keeps a forged header from allocating gigabytes here.
@@ -140,6 +142,12 @@ bool jpeg_is_complete(std::string_view b) {
 
 cv::Mat opencv_imdecode(std::string_view bytes, int flags, const std::string& name) {
   if (bytes.size() > INT_MAX) fail(name, "image data over 2 GiB");
+  // OpenCV's own warnings about damaged data go to stderr; the exception below says it once.
+  static const bool silenced = [] {
+    cv::utils::logging::setLogLevel(cv::utils::logging::LOG_LEVEL_SILENT);
+    return true;
+  }();
+  (void)silenced;
   const cv::Mat buffer(1, static_cast<int>(bytes.size()), CV_8U, const_cast<char*>(bytes.data()));
   try {
     return cv::imdecode(buffer, flags);
@@ -229,15 +237,25 @@ at::Tensor decode_png_rgb(std::string_view bytes, const std::string& name_for_er
   return samples_to_rgb(raw.data(), row_bytes, h, palette);
 }
 
+bool is_accepted_image_format(ImageFormat format) {
+  return format == ImageFormat::png || format == ImageFormat::jpeg ||
+         format == ImageFormat::webp || format == ImageFormat::bmp;
+}
+
 at::Tensor decode_image_rgb(std::string_view bytes, const std::string& name_for_errors) {
+  // By content, whatever the name: OpenCV would decode any format it knows (TIFF, HDR, PFM,
+  // PGM, ...) through decoders no image of ours needs.
   const ImageFormat format = detect_image_format(bytes);
+  if (!is_accepted_image_format(format)) {
+    fail(name_for_errors, std::string(format == ImageFormat::unknown
+                                          ? "not an image in an accepted format"
+                                          : image_format_name(format) + std::string(" data")) +
+                              " (accepted, by their first bytes: " + kAcceptedFormats + ")");
+  }
   if (format == ImageFormat::png) return decode_png_rgb(bytes, name_for_errors);
 #ifdef MICRODIT_HAVE_OPENCV
-  return opencv_decode_rgb(bytes, format, name_for_errors);  // also tries unrecognised formats
+  return opencv_decode_rgb(bytes, format, name_for_errors);
 #else
-  if (format == ImageFormat::unknown) {
-    fail(name_for_errors, "not a PNG, JPEG, WebP, GIF, BMP or TIFF image");
-  }
   throw std::runtime_error(name_for_errors + ": cannot decode " + image_format_name(format) +
                            " images: this build has no OpenCV (only PNG)");
 #endif

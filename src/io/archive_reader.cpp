@@ -14,11 +14,11 @@ namespace microdit::io {
 
 void ArchiveReader::Closer::operator()(archive* reader) const { archive_read_free(reader); }
 
-ArchiveReader::ArchiveReader(const std::filesystem::path& path, Format format)
-    : path_(path), format_(format), archive_(archive_read_new()) {
-  if (!archive_) throw std::runtime_error(path.string() + ": cannot allocate a libarchive reader");
+void ArchiveReader::set_up(int64_t size) {
+  archive_.reset(archive_read_new());
+  if (!archive_) throw std::runtime_error(path_.string() + ": cannot allocate a libarchive reader");
   archive* const reader = archive_.get();
-  if (format == Format::tar) {
+  if (format_ == Format::tar) {
     archive_read_support_format_tar(reader);
     // An empty file (a shard writer that got no samples) is an archive without members.
     archive_read_support_format_empty(reader);
@@ -28,12 +28,30 @@ ArchiveReader::ArchiveReader(const std::filesystem::path& path, Format format)
   } else {
     archive_read_support_format_zip(reader);
   }
+  file_size_ = size;
+}
+
+void ArchiveReader::throw_cannot_open() const {
+  throw std::runtime_error(error(std::string("cannot open as a ") +
+                                 (format_ == Format::tar ? "tar" : "zip") + " archive"));
+}
+
+ArchiveReader::ArchiveReader(const std::filesystem::path& path, Format format)
+    : path_(path), format_(format) {
   std::error_code ignored;  // a missing file is reported by the open below
-  file_size_ = static_cast<int64_t>(std::filesystem::file_size(path, ignored));
+  set_up(static_cast<int64_t>(std::filesystem::file_size(path, ignored)));
   // Opening reads the first bytes to recognise the format and the compression.
-  if (archive_read_open_filename(reader, path.c_str(), 64 * 1024) != ARCHIVE_OK) {
-    throw std::runtime_error(error(std::string("cannot open as a ") +
-                                   (format == Format::tar ? "tar" : "zip") + " archive"));
+  if (archive_read_open_filename(archive_.get(), path.c_str(), 64 * 1024) != ARCHIVE_OK) {
+    throw_cannot_open();
+  }
+}
+
+ArchiveReader::ArchiveReader(std::string_view bytes, const std::string& name_for_errors,
+                             Format format)
+    : path_(name_for_errors), format_(format) {
+  set_up(static_cast<int64_t>(bytes.size()));
+  if (archive_read_open_memory(archive_.get(), bytes.data(), bytes.size()) != ARCHIVE_OK) {
+    throw_cannot_open();
   }
 }
 
@@ -110,10 +128,20 @@ std::string ArchiveReader::read(const Entry& entry) {
 
 void ArchiveReader::Closer::operator()(archive*) const {}
 
+void ArchiveReader::set_up(int64_t) {
+  throw std::runtime_error(path_.string() +
+                           ": this build has no libarchive (apt install libarchive-dev)");
+}
+void ArchiveReader::throw_cannot_open() const { throw std::runtime_error(path_.string()); }
+
 ArchiveReader::ArchiveReader(const std::filesystem::path& path, Format format)
     : path_(path), format_(format) {
-  throw std::runtime_error(path.string() +
-                           ": this build has no libarchive (apt install libarchive-dev)");
+  set_up(0);
+}
+
+ArchiveReader::ArchiveReader(std::string_view, const std::string& name_for_errors, Format format)
+    : path_(name_for_errors), format_(format) {
+  set_up(0);
 }
 
 std::string ArchiveReader::error(const std::string& what) const { return what; }

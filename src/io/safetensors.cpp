@@ -228,10 +228,9 @@ void read_exactly(std::istream& in, void* dst, std::uint64_t n, std::string_view
   }
 }
 
-TensorMap load_impl(const fs::path& path, std::map<std::string, std::string>* metadata) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(c10::str("cannot open: ", std::strerror(errno)));
-  const std::uint64_t file_size = fs::file_size(path);
+// `in` holds the whole file, `file_size` bytes.
+TensorMap load_impl(std::istream& in, std::uint64_t file_size,
+                    std::map<std::string, std::string>* metadata) {
   if (file_size < 8) {
     fail(c10::str("file is ", file_size, " bytes, too short for the 8-byte header length"));
   }
@@ -338,9 +337,28 @@ std::optional<std::string_view> safetensors_dtype_name(at::ScalarType type) {
 
 TensorMap load_safetensors(const fs::path& path, std::map<std::string, std::string>* metadata) {
   try {
-    return load_impl(path, metadata);
+    std::ifstream in(path, std::ios::binary);
+    if (!in) fail(c10::str("cannot open: ", std::strerror(errno)));
+    return load_impl(in, fs::file_size(path), metadata);
   } catch (const std::exception& e) {
     rethrow_with_path(path, e);
+  }
+}
+
+TensorMap parse_safetensors(std::string_view bytes, const std::string& name_for_errors,
+                            std::map<std::string, std::string>* metadata) {
+  // A read-only view of `bytes` as a stream, without copying them.
+  struct ViewBuffer : std::streambuf {
+    explicit ViewBuffer(std::string_view b) {
+      char* begin = const_cast<char*>(b.data());
+      setg(begin, begin, begin + b.size());
+    }
+  } buffer(bytes);
+  std::istream in(&buffer);
+  try {
+    return load_impl(in, bytes.size(), metadata);
+  } catch (const std::exception& e) {
+    rethrow_with_path(name_for_errors, e);
   }
 }
 

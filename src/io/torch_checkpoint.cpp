@@ -795,21 +795,41 @@ class StorageLoader {
   std::unordered_map<std::string, at::Tensor> cache_;
 };
 
+constexpr std::string_view kZipSignature("PK\x03\x04", 4);
+
 bool has_zip_signature(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw std::runtime_error(c10::str("cannot open: ", std::strerror(errno)));
   char magic[4] = {};
   in.read(magic, 4);
-  return in.gcount() == 4 && std::memcmp(magic, "PK\x03\x04", 4) == 0;
+  return in.gcount() == 4 && std::string_view(magic, 4) == kZipSignature;
 }
 
-Ref unpickle_archive(const fs::path& path) {
-  if (!has_zip_signature(path)) {
+void require_zip(bool is_zip) {
+  if (!is_zip) {
     throw std::runtime_error(
         "not a torch.save zip archive (the legacy pre-1.6 format and other files are not "
         "supported; re-save with torch.save in a current PyTorch)");
   }
-  caffe2::serialize::PyTorchStreamReader reader(path.string());
+}
+
+// An archive already in memory, for PyTorchStreamReader (which otherwise reads a file).
+class BytesReadAdapter : public caffe2::serialize::ReadAdapterInterface {
+ public:
+  explicit BytesReadAdapter(std::string_view bytes) : bytes_(bytes) {}
+  size_t size() const override { return bytes_.size(); }
+  size_t read(uint64_t pos, void* buf, size_t n, const char* /*what*/) const override {
+    if (pos >= bytes_.size()) return 0;
+    n = std::min<std::size_t>(n, bytes_.size() - pos);
+    std::memcpy(buf, bytes_.data() + pos, n);
+    return n;
+  }
+
+ private:
+  std::string_view bytes_;
+};
+
+Ref unpickle_archive(caffe2::serialize::PyTorchStreamReader& reader) {
   if (reader.hasRecord("byteorder")) {
     const auto [data, size] = reader.getRecord("byteorder");
     const std::string_view order(static_cast<const char*>(data.get()), size);
@@ -895,17 +915,41 @@ TensorMap to_state_dict(const Ref& root, std::vector<std::string>& notes) {
   return tensors;
 }
 
-}  // namespace
-
-TensorMap load_torch_state_dict(const fs::path& path, std::vector<std::string>* notes) {
+// The archive `open` gives, as a state dict; errors start with `name`.
+template <class OpenReader>
+TensorMap state_dict_of(const std::string& name, OpenReader open, std::vector<std::string>* notes) {
   std::vector<std::string> local_notes;
   try {
-    TensorMap tensors = to_state_dict(unpickle_archive(path), local_notes);
+    caffe2::serialize::PyTorchStreamReader reader = open();
+    TensorMap tensors = to_state_dict(unpickle_archive(reader), local_notes);
     if (notes != nullptr) notes->insert(notes->end(), local_notes.begin(), local_notes.end());
     return tensors;
   } catch (const std::exception& e) {
-    throw std::runtime_error(c10::str(path.string(), ": ", util::error_message(e)));
+    throw std::runtime_error(c10::str(name, ": ", util::error_message(e)));
   }
+}
+
+}  // namespace
+
+TensorMap load_torch_state_dict(const fs::path& path, std::vector<std::string>* notes) {
+  return state_dict_of(
+      path.string(),
+      [&] {
+        require_zip(has_zip_signature(path));
+        return caffe2::serialize::PyTorchStreamReader(path.string());
+      },
+      notes);
+}
+
+TensorMap parse_torch_state_dict(std::string_view bytes, const std::string& name_for_errors,
+                                 std::vector<std::string>* notes) {
+  return state_dict_of(
+      name_for_errors,
+      [&] {
+        require_zip(bytes.starts_with(kZipSignature));
+        return caffe2::serialize::PyTorchStreamReader(std::make_shared<BytesReadAdapter>(bytes));
+      },
+      notes);
 }
 
 }  // namespace microdit::io

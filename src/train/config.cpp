@@ -403,12 +403,45 @@ void read_section(const std::vector<Key>& keys, const YAML::Node& node, const st
   }
 }
 
+// yaml-cpp keeps an alias as a second reference to its anchor's node, so a few lines of aliases
+// of aliases ("a billion laughs") parse into a small graph that a walk over the document visits
+// exponentially often. The schema walks it, so it is bounded first: in depth (a config nests
+// four levels) and in nodes visited, each alias counted as often as it is reached.
+constexpr int kMaxYamlDepth = 64;
+constexpr std::uint64_t kMaxConfigBytes = std::uint64_t{16} << 20;
+constexpr int64_t kMaxYamlNodes = 100'000;
+
+void check_yaml_size(const YAML::Node& node, const std::string& source, int depth,
+                     int64_t& budget) {
+  if (depth > kMaxYamlDepth) {
+    throw std::invalid_argument(source + ": YAML nests deeper than " +
+                                std::to_string(kMaxYamlDepth) + " levels");
+  }
+  if (--budget < 0) {
+    throw std::invalid_argument(source + ": YAML expands to more than " +
+                                std::to_string(kMaxYamlNodes) +
+                                " values (aliases of aliases?)");
+  }
+  if (node.IsSequence()) {
+    for (const auto& item : node) check_yaml_size(item, source, depth + 1, budget);
+  } else if (node.IsMap()) {
+    for (const auto& item : node) {
+      check_yaml_size(item.first, source, depth + 1, budget);
+      check_yaml_size(item.second, source, depth + 1, budget);
+    }
+  }
+}
+
 YAML::Node load_yaml(const std::string& text, const std::string& source) {
+  YAML::Node root;
   try {
-    return YAML::Load(text);
+    root = YAML::Load(text);
   } catch (const YAML::Exception& e) {
     throw std::invalid_argument("cannot parse " + source + " as YAML: " + e.what());
   }
+  int64_t budget = kMaxYamlNodes;
+  check_yaml_size(root, source, 0, budget);
+  return root;
 }
 
 // "a.b.c=value": the value is a YAML scalar or flow collection, e.g. optim.lr=1e-4 or
@@ -734,7 +767,7 @@ TrainConfig load_train_config(const std::filesystem::path& path,
                               const std::vector<std::string>& overrides) {
   std::string text;
   try {
-    text = io::read_file(path);
+    text = io::read_file(path, kMaxConfigBytes, "a config file");
   } catch (const std::runtime_error& e) {  // a bad path is a bad argument (exit 2)
     throw std::invalid_argument("cannot read config file " + std::string(e.what()));
   }

@@ -10,6 +10,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "microdit/io/archive_reader.h"
 
@@ -28,6 +29,9 @@ class TarReader {
   // Throws when the file cannot be opened as a tar, and in a build without libarchive.
   explicit TarReader(const std::filesystem::path& path)
       : archive_(path, io::ArchiveReader::Format::tar) {}
+  // A tar already in memory (`bytes` must outlive the reader); errors start with `name`.
+  TarReader(std::string_view bytes, const std::string& name)
+      : archive_(bytes, name, io::ArchiveReader::Format::tar) {}
 
   // The next regular file, or std::nullopt at the end. Throws on a damaged header (naming the
   // member before it), on member data that is cut short (naming the member), and on a member
@@ -51,6 +55,7 @@ struct WebDatasetSample {
 class WebDatasetReader {
  public:
   explicit WebDatasetReader(const std::filesystem::path& path) : tar_(path) {}
+  WebDatasetReader(std::string_view bytes, const std::string& name) : tar_(bytes, name) {}
 
   std::optional<WebDatasetSample> next_sample();
 

@@ -39,6 +39,8 @@ struct CLIPVocabulary {
 // line and the 49408 tokens derived from them, specials named <start_of_text> <end_of_text>.
 // Throws std::runtime_error naming the file and the problem.
 CLIPVocabulary read_open_clip_vocabulary(const std::filesystem::path& path);
+// The same for the file's bytes already in memory; errors name `path`.
+CLIPVocabulary parse_open_clip_vocabulary(std::string bytes, const std::filesystem::path& path);
 
 // Writes `vocabulary` as HF's vocab.json and merges.txt ("#version: 0.2" header), renaming the
 // specials to <|startoftext|> <|endoftext|>: the files of HF's openai/clip-vit-* repositories.

@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <string>
+#include <string_view>
 
 namespace microdit::eval {
 
@@ -45,5 +46,8 @@ void save_statistics(const std::filesystem::path& path, const ActivationStatisti
 // `fid_mode`, if given, receives the recorded mode: empty for .npz and for files without one.
 ActivationStatistics load_statistics(const std::filesystem::path& path,
                                      std::string* fid_mode = nullptr);
+// A .npz already in memory, as load_statistics reads one; errors start with `name_for_errors`.
+ActivationStatistics parse_npz_statistics(std::string_view bytes,
+                                          const std::string& name_for_errors);
 
 }  // namespace microdit::eval

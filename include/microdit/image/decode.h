@@ -4,7 +4,7 @@
 // are reduced as Pillow does: 16-bit grayscale (mode I;16) is clipped to 255, other 16-bit color
 // types keep the high byte of each sample.
 // PNG: libspng in every build, so a file decodes the same everywhere, Adam7 interlacing included.
-// Other formats: OpenCV's imdecode where the build has it (MICRODIT_HAVE_OPENCV), else an error.
+// JPEG, WebP, BMP: OpenCV's imdecode where the build has it (MICRODIT_HAVE_OPENCV), else an error.
 // Errors are std::runtime_error whose message starts with the name given (or the path).
 #pragma once
 #include <ATen/ATen.h>
@@ -20,6 +20,11 @@ enum class ImageFormat { png, jpeg, webp, gif, bmp, tiff, unknown };
 // By the magic bytes at the start of the data.
 ImageFormat detect_image_format(std::string_view bytes);
 const char* image_format_name(ImageFormat format);  // "PNG", "JPEG", ...
+
+// The formats decode_image_rgb accepts: PNG, JPEG, WebP and BMP, told by their first bytes
+// whatever the file's name (docs/prepare.md). Others (GIF, TIFF, and what OpenCV would also read:
+// HDR, PFM, PGM, ...) are refused.
+bool is_accepted_image_format(ImageFormat format);
 
 // Encoded bytes -> (H, W, 3) uint8 RGB on the CPU.
 at::Tensor decode_image_rgb(std::string_view bytes, const std::string& name_for_errors);

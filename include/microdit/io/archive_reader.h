@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 struct archive;  // libarchive's reader
 
@@ -27,6 +28,9 @@ class ArchiveReader {
   // Throws "<path>: this build has no libarchive (apt install libarchive-dev)" in a build
   // without it (MICRODIT_HAVE_LIBARCHIVE undefined).
   ArchiveReader(const std::filesystem::path& path, Format format);
+  // An archive already in memory (`bytes` must outlive the reader); errors start with
+  // `name_for_errors`.
+  ArchiveReader(std::string_view bytes, const std::string& name_for_errors, Format format);
 
   // The next entry's header, or std::nullopt at the end. The previous entry's data is skipped
   // if it was not read.
@@ -43,8 +47,11 @@ class ArchiveReader {
   struct Closer {
     void operator()(archive* reader) const;
   };
+  // A libarchive reader for format_; `size` is the file's.
+  void set_up(int64_t size);
   // "<path>: " and what libarchive says went wrong, as one line.
   std::string error(const std::string& what) const;
+  [[noreturn]] void throw_cannot_open() const;
 
   std::filesystem::path path_;
   Format format_;

@@ -18,6 +18,9 @@ namespace microdit::io {
 // Errors are std::runtime_error whose message starts with the file path.
 TensorMap load_safetensors(const std::filesystem::path& path,
                            std::map<std::string, std::string>* metadata = nullptr);
+// The same for a file already in memory; errors start with `name_for_errors`.
+TensorMap parse_safetensors(std::string_view bytes, const std::string& name_for_errors,
+                            std::map<std::string, std::string>* metadata = nullptr);
 
 // Writes atomically (see atomic_file.h). Tensors may be on any device and non-contiguous;
 // they are written as contiguous little-endian CPU data. Empty `metadata` writes no

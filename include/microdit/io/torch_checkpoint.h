@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "microdit/io/tensor_map.h"
@@ -21,5 +22,9 @@ namespace microdit::io {
 // Errors are std::runtime_error whose message starts with the file path.
 TensorMap load_torch_state_dict(const std::filesystem::path& path,
                                 std::vector<std::string>* notes = nullptr);
+
+// The same for an archive already in memory; errors start with `name_for_errors`.
+TensorMap parse_torch_state_dict(std::string_view bytes, const std::string& name_for_errors,
+                                 std::vector<std::string>* notes = nullptr);
 
 }  // namespace microdit::io
