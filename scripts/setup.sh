@@ -10,6 +10,7 @@ DEBIAN_PACKAGES=(build-essential cmake ninja-build ccache pkg-config
   nlohmann-json3-dev libspng-dev libmd-dev libxxhash-dev libarchive-dev)
 TORCH_VERSION=2.13.0
 PILLOW_VERSION=11.3.0  # the tests read the PNGs we write back with Pillow
+TENSORBOARD_VERSION=2.21.0  # the tests read our event files with TensorBoard's own reader
 PYTHON=${PYTHON:-python3}
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -31,5 +32,9 @@ fi
 if ! "$PYTHON" -c "import PIL, sys; sys.exit(0 if PIL.__version__ == '$PILLOW_VERSION' else 1)" 2>/dev/null; then
   echo "setup: installing pillow==$PILLOW_VERSION"
   "$PYTHON" -m pip install -q "pillow==$PILLOW_VERSION"
+fi
+if ! "$PYTHON" -c "import tensorboard, sys; sys.exit(0 if tensorboard.__version__ == '$TENSORBOARD_VERSION' else 1)" 2>/dev/null; then
+  echo "setup: installing tensorboard==$TENSORBOARD_VERSION"
+  "$PYTHON" -m pip install -q "tensorboard==$TENSORBOARD_VERSION"
 fi
 echo "setup: ready (torch $("$PYTHON" -c 'import torch; print(torch.__version__)'))"

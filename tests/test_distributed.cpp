@@ -2,6 +2,7 @@
 // of 2 against a world of 1 (gradients, weights, ZeRO-2 moments), resume across world sizes, and
 // a rank that dies or hangs. The ranks are child processes of this test program running the
 // DistributedWorker.Train case with the launcher's variables set, as torchrun would start them.
+#include <ATen/CPUGeneratorImpl.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -30,6 +31,7 @@
 #include "microdit/train/launch_env.h"
 #include "microdit/train/optimizer.h"
 #include "microdit/train/process_group.h"
+#include "microdit/train/sample_grid.h"
 #include "microdit/train/sharded_adamw.h"
 #include "microdit/train/step_graph.h"
 #include "microdit/train/train_step.h"
@@ -509,6 +511,57 @@ TEST(Distributed, ZeroStepClipsAsOneProcess) {
     EXPECT_TRUE(at::allclose(pe, qe, 1e-5, 1e-7));
     EXPECT_FALSE(at::allclose(p, w, 1e-3, 1e-3));
   }
+}
+
+// The validation losses and the sample grid of one checkpoint (the initial weights: lr 0) on the
+// official MDS layout, in a world of 2 against a world of 1: the losses within 1e-5 relative (each
+// rank evaluates other samples in other micro-batches), the grid the same image (each rank renders
+// other prompts, gathered by rank 0).
+TEST(Distributed, ValidationLossAndSampleGridDoNotDependOnTheWorldSize) {
+  SKIP_WITHOUT_GLOO();
+  test::TempDir tmp("dist_val");
+  const auto mds = fs::path(MICRODIT_SOURCE_DIR) / "tests" / "data" / "mds" / "merged";
+  const auto embeddings = tmp.path / "prompts.safetensors";
+  train::save_caption_embeddings(
+      embeddings, at::randn({3, 7, 8}, at::make_generator<at::CPUGeneratorImpl>(5)));
+  const auto vae = fs::path(MICRODIT_SOURCE_DIR) / "tests" / "data" / "vae" / "tiny";
+  auto config = [&](const std::string& name) {
+    return train::parse_train_config(R"(
+run: {dir: )" + (tmp.path / name / "run").string() + R"(, device: cpu, checkpoint_every: 0,
+      eval_every: 1}
+)" + test::mds_fixture_model_yaml() + R"(
+optim: {steps: 1, batch_size: 4, lr: 0.0, ema: {enabled: true}}
+data: {kind: mds, mds_dirs: [)" + mds.string() + R"(], resolution: 256, caption_tokens: 7,
+       val_mds_dirs: [)" + mds.string() + R"(], val_samples: 7}
+sample: {steps: 2, cfg: 2.0, vae: )" + vae.string() +
+                                     ", caption_embeddings: " + embeddings.string() + "}\n");
+  };
+  train::Trainer(config("one")).run();
+  {
+    World world(tmp.path / "two", config("two"), 2);
+    ASSERT_TRUE(world.succeeded());
+  }
+  auto losses = [](const fs::path& run) {
+    std::map<std::string, double> values;
+    std::ifstream in(run / "metrics.jsonl");
+    for (std::string line; std::getline(in, line);) {
+      const auto record = io::parse_json(line, "line");
+      for (const auto& [key, value] : record.items()) {
+        if (key.starts_with("val")) values[key] = value.get<double>();
+      }
+    }
+    return values;
+  };
+  const auto one = losses(tmp.path / "one" / "run"), two = losses(tmp.path / "two" / "run");
+  ASSERT_EQ(one.size(), 12u);  // loss and 5 levels, raw and EMA
+  ASSERT_EQ(two.size(), one.size());
+  for (const auto& [key, value] : one) {
+    ASSERT_TRUE(two.count(key)) << key;
+    EXPECT_NEAR(two.at(key), value, 1e-5 * std::abs(value)) << key;
+  }
+  const auto grid = test::read_bytes(tmp.path / "one" / "run" / "samples" / "step-00000001.png");
+  EXPECT_FALSE(grid.empty());
+  EXPECT_EQ(test::read_bytes(tmp.path / "two" / "run" / "samples" / "step-00000001.png"), grid);
 }
 
 // A world of one: collectives leave the data as it is, the bucketed all-reduce gives back the

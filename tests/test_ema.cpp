@@ -160,5 +160,32 @@ TEST(EMA, AModelThatDoesNotMatchTheStateIsNamed) {
   }
 }
 
+// The model computes with the EMA's tensors while the guard lives (no copy: the same storage) and
+// with its own, unchanged, after it.
+TEST(EMA, WeightsInPlaceSwapsTheDataAndPutsItBack) {
+  Tiny model;
+  EMA ema(0.5, 0);
+  ema.update(*model, 0);
+  fake_optimizer_step(model, 1);
+  ema.update(*model, 1);
+  const io::TensorMap own = snapshot(*model);
+  const at::Tensor input = at::randn({2, 3});
+  const at::Tensor own_output = model->proj(input);
+  {
+    EMAWeightsInPlace swapped(*model, ema);
+    EXPECT_EQ(model->proj->weight.data_ptr(), ema.state().at("proj.weight").data_ptr());
+    EXPECT_EQ(model->pos_embed.data_ptr(), ema.state().at("pos_embed").data_ptr());
+    EXPECT_TRUE(model->proj->weight.requires_grad());
+    at::Tensor expected = at::linear(input, ema.state().at("proj.weight"), ema.state().at("proj.bias"));
+    EXPECT_TRUE(at::allclose(model->proj(input), expected));
+  }
+  for (const auto& [name, tensor] : io::state_dict(*model)) {
+    EXPECT_TRUE(at::equal(tensor, own.at(name))) << name;
+  }
+  EXPECT_TRUE(at::equal(model->proj(input), own_output));
+  EMA not_started(0.5, 10);
+  EXPECT_THROW(EMAWeightsInPlace(*model, not_started), std::runtime_error);
+}
+
 }  // namespace
 }  // namespace microdit::train

@@ -71,6 +71,17 @@ model:
 )";
 }
 
+std::string mds_fixture_model_yaml() {
+  return R"(
+model:
+  arch: custom
+  dit: {input_size: 4, patch_size: 2, in_channels: 4, caption_channels: 8, dim: 32, depth: 2,
+        head_dim: 16, multiple_of: 16, qkv_multipliers: [1.0], ffn_multipliers: [2.0],
+        patch_mixer_depth: 1, patch_mixer_dim: 32, use_bias: false, num_experts: 2,
+        expert_capacity: 1.0, experts_every_n: 2}
+)";
+}
+
 encoders::EncoderFiles tiny_encoder_files(const std::filesystem::path& dir) {
   std::filesystem::create_directories(dir);
   encoders::CLIPTextConfig c;

@@ -96,6 +96,10 @@ std::string tiny_builtin_train_yaml(const std::filesystem::path& dir, int64_t st
 // channels (16 px images through the tiny VAE), 32-wide captions.
 std::string tiny_latent_model_yaml();
 
+// The `model:` section of a tiny MicroDiT for the MDS fixtures of tests/data/mds: 4x4 latents with
+// 4 channels, 8-wide captions.
+std::string mds_fixture_model_yaml();
+
 // Tiny random encoders for pipeline tests: the diffusers-made tiny VAE of tests/data/vae/tiny
 // (4 latent channels, factor 2), a random CLIP text tower (width 32, one layer, the real 49,408
 // vocabulary) written to `dir` in open_clip layout with its model config, and the real tokenizer.

@@ -13,6 +13,12 @@
 #include <string>
 #include <vector>
 
+#include <yaml-cpp/yaml.h>
+
+#include <regex>
+#include <sstream>
+#include <set>
+
 #include "microdit/model/config.h"
 #include "microdit/train/config.h"
 #include "test_one_line.h"
@@ -602,6 +608,69 @@ TEST(TrainConfig, SmallerMicroBatchAdviceKeepsTheGlobalBatch) {
   c.optim.micro_batch_size = 1;
   EXPECT_EQ(smaller_micro_batch_advice(c, 1),
             "optim.micro_batch_size is already 1: more GPUs or a GPU with more memory");
+}
+
+// Whether a documented default (YAML text) is the value `actual` of the resolved default config:
+// numbers by value (1e-4 is 0.0001), strings by text, lists element by element.
+bool same_value(const YAML::Node& documented, const YAML::Node& actual) {
+  if (documented.IsSequence() || actual.IsSequence()) {
+    if (!documented.IsSequence() || !actual.IsSequence() || documented.size() != actual.size()) {
+      return false;
+    }
+    for (std::size_t i = 0; i < documented.size(); ++i) {
+      if (!same_value(documented[i], actual[i])) return false;
+    }
+    return true;
+  }
+  if (documented.IsNull() || actual.IsNull()) return documented.IsNull() && actual.IsNull();
+  const std::string a = documented.Scalar(), b = actual.Scalar();
+  double x = 0, y = 0;
+  if (YAML::convert<double>::decode(documented, x) && YAML::convert<double>::decode(actual, y)) {
+    return x == y || (std::isinf(x) && x == y);
+  }
+  return a == b;
+}
+
+// Every key of docs/config.md's tables is a key of the schema and the other way round, and each
+// documented default (where the table gives one as a value) is the real default.
+TEST(TrainConfig, DocumentedKeysAreTheSchemaWithTheirDefaults) {
+  std::ifstream doc(std::filesystem::path(MICRODIT_SOURCE_DIR) / "docs" / "config.md");
+  ASSERT_TRUE(doc) << "docs/config.md";
+  const std::regex heading(R"(^#{2,3} `([a-z_.]+)`)");
+  const std::regex row(R"(^\| `([A-Za-z0-9_]+)` \| [^|]+ \| ([^|]+) \|)");
+  const YAML::Node defaults = YAML::Load(to_yaml(TrainConfig{}));
+  const auto keys = config_keys();
+  std::set<std::string> documented;
+  std::string section;
+  for (std::string line; std::getline(doc, line);) {
+    std::smatch m;
+    if (line.starts_with("#")) {
+      section = std::regex_search(line, m, heading) ? m[1].str() : "";
+      continue;
+    }
+    if (section.empty() || !std::regex_search(line, m, row)) continue;
+    const std::string key = section + "." + m[1].str();
+    EXPECT_TRUE(std::find(keys.begin(), keys.end(), key) != keys.end())
+        << key << " is documented but not a config key";
+    EXPECT_TRUE(documented.insert(key).second) << key << " is documented twice";
+    std::string cell = m[2].str();
+    cell = cell.substr(0, cell.find_last_not_of(' ') + 1);
+    YAML::Node actual = defaults;
+    std::stringstream parts(key);
+    for (std::string part; std::getline(parts, part, '.');) actual.reset(actual[part]);
+    if (cell == "empty") {
+      EXPECT_TRUE(actual.IsNull() || (actual.IsScalar() && actual.Scalar().empty()) ||
+                  (actual.IsSequence() && actual.size() == 0))
+          << key << " is documented as empty";
+    } else if (cell.size() > 2 && cell.front() == '`' && cell.back() == '`') {
+      EXPECT_TRUE(same_value(YAML::Load(cell.substr(1, cell.size() - 2)), actual))
+          << key << ": documented default " << cell << ", the default config has "
+          << YAML::Dump(actual);
+    } else {
+      ADD_FAILURE() << key << ": default cell '" << cell << "' is neither a value nor 'empty'";
+    }
+  }
+  for (const auto& key : keys) EXPECT_TRUE(documented.count(key)) << key << " is not documented";
 }
 
 }  // namespace

@@ -438,12 +438,7 @@ TEST(Trainer, TrainsOnMDSShards) {
   auto c = train::parse_train_config(R"(
 run: {dir: )" + fresh_dir("mds").string() +
                                      R"(, device: cpu, log_every: 1}
-model:
-  arch: custom
-  dit: {input_size: 4, patch_size: 2, in_channels: 4, caption_channels: 8, dim: 32, depth: 2,
-        head_dim: 16, multiple_of: 16, qkv_multipliers: [1.0], ffn_multipliers: [2.0],
-        patch_mixer_depth: 1, patch_mixer_dim: 32, use_bias: false, num_experts: 2,
-        expert_capacity: 1.0, experts_every_n: 2}
+)" + test::mds_fixture_model_yaml() + R"(
 optim: {steps: 3, batch_size: 4, lr: 0.001, mask_ratio: 0.5}
 data: {kind: mds, mds_dirs: [)" + mds.string() +
                                      R"(], resolution: 256, caption_tokens: 7}

@@ -10,10 +10,16 @@ EDMLossNoise sample_loss_noise(const at::Tensor& x, std::optional<at::Generator>
 at::Tensor edm_loss_per_sample(model::DiT& dit, const at::Tensor& x, const at::Tensor& y,
                                const EDMLossNoise& draws, const EDMConfig& config,
                                const model::TokenMask* mask) {
-  const double sd = config.sigma_data;
   auto sigma = (draws.rnd_normal * config.P_std + config.P_mean).exp();  // (B,1,1,1)
+  return edm_loss_at_sigma(dit, x, y, sigma, draws.noise, config, mask);
+}
+
+at::Tensor edm_loss_at_sigma(model::DiT& dit, const at::Tensor& x, const at::Tensor& y,
+                             const at::Tensor& sigma, const at::Tensor& noise,
+                             const EDMConfig& config, const model::TokenMask* mask) {
+  const double sd = config.sigma_data;
   auto weight = (sigma * sigma + sd * sd) / ((sigma * sd) * (sigma * sd));
-  auto n = draws.noise * sigma;
+  auto n = noise * sigma;
   auto network = [&](const at::Tensor& x_in, const at::Tensor& c_noise) {
     return dit->forward(x_in, c_noise, y, mask);
   };

@@ -23,30 +23,40 @@ at::Tensor initial_latents(const model::DiTConfig& c, int64_t first, int64_t n, 
 
 }  // namespace
 
+at::Tensor captions_to_images(model::DiT& dit, const at::Tensor& y, int64_t first_index,
+                              encoders::AutoencoderKL& vae, at::ScalarType vae_dtype,
+                              const TextToImageOptions& options, const EDMConfig& edm) {
+  at::NoGradGuard no_grad;
+  dit->eval();
+  const auto device = y.device();
+  const at::Tensor init = initial_latents(dit->config, first_index, y.size(0), options.seed);
+  SamplerOptions sampler;
+  sampler.num_steps = options.steps;
+  sampler.cfg = options.cfg;
+  at::Tensor latents;
+  {
+    nn::AutocastGuard autocast(device.type(), at::kBFloat16, options.bf16 && device.is_cuda());
+    latents = edm_sample(dit, init.to(device), y.to(at::kFloat), sampler, edm);
+  }
+  std::vector<at::Tensor> images;
+  for (int64_t i = 0; i < latents.size(0); ++i) {
+    const at::Tensor decoded = vae->decode_latents(latents.narrow(0, i, 1).to(vae_dtype));
+    images.push_back((decoded.to(at::kFloat) / 2 + 0.5).clamp(0, 1).cpu());
+  }
+  return at::cat(images);
+}
+
 at::Tensor text_to_image(model::DiT& dit, encoders::PipelineEncoders& encoders,
                          const std::vector<std::string>& prompts, const TextToImageOptions& options,
                          const EDMConfig& edm) {
   TORCH_CHECK(options.batch_size > 0, "text_to_image: batch size must be positive");
   at::NoGradGuard no_grad;
-  dit->eval();
-  const auto device = encoders.device;
-  const bool bf16 = options.bf16 && device.is_cuda();
   std::vector<at::Tensor> images;
   for (int64_t start = 0; start < static_cast<int64_t>(prompts.size()); start += options.batch_size) {
     const auto n = std::min<int64_t>(options.batch_size, static_cast<int64_t>(prompts.size()) - start);
     const std::vector<std::string> batch(prompts.begin() + start, prompts.begin() + start + n);
-    const at::Tensor y = encoders.encode_captions(batch).to(at::kFloat);
-    const at::Tensor init = initial_latents(dit->config, start, n, options.seed).to(device);
-    SamplerOptions sampler;
-    sampler.num_steps = options.steps;
-    sampler.cfg = options.cfg;
-    at::Tensor latents;
-    {
-      nn::AutocastGuard autocast(device.type(), at::kBFloat16, bf16);
-      latents = edm_sample(dit, init, y, sampler, edm);
-    }
-    const at::Tensor decoded = encoders.vae->decode_latents(latents.to(encoders.dtype));
-    images.push_back((decoded.to(at::kFloat) / 2 + 0.5).clamp(0, 1).cpu());
+    images.push_back(captions_to_images(dit, encoders.encode_captions(batch), start, encoders.vae,
+                                        encoders.dtype, options, edm));
   }
   return at::cat(images);
 }

@@ -75,25 +75,48 @@ at::Tensor PipelineEncoders::encode_captions(const std::vector<std::string>& cap
   return text_encoder(ids.to(device));
 }
 
+namespace {
+
+void load_text_tower(PipelineEncoders& e, const EncoderFiles& files) {
+  const CLIPTextConfig config = text_config(files);
+  const fs::path weights = text_weights(files.text_encoder);
+  const io::TensorMap tensors = read_clip_text_weights(weights);
+  // Before the tower is built: a config of another size would build it first.
+  check_clip_text_config(config, tensors, text_config_source(files));
+  e.text_encoder = CLIPTextEncoder(config);
+  load_clip_text_weights(e.text_encoder, tensors, weights);
+  e.tokenizer = load_tokenizer(files.tokenizer);
+  e.text_encoder->to(e.device, e.dtype);
+  e.text_encoder->eval();
+}
+
+}  // namespace
+
+AutoencoderKL load_pipeline_vae(const fs::path& folder, at::Device device, at::ScalarType dtype) {
+  AutoencoderKL vae = load_pretrained_autoencoder(folder);
+  vae->to(device, dtype);
+  vae->eval();
+  return vae;
+}
+
 PipelineEncoders load_pipeline_encoders(const EncoderFiles& files, at::Device device,
                                         at::ScalarType dtype) {
   PipelineEncoders e;
   e.device = device;
   e.dtype = dtype;
-  e.vae = load_pretrained_autoencoder(files.vae);
-  const CLIPTextConfig config = text_config(files);
-  const fs::path weights = text_weights(files.text_encoder);
-  const io::TensorMap tensors = read_clip_text_weights(weights);
-  check_clip_text_config(config, tensors, text_config_source(files));
-  e.text_encoder = CLIPTextEncoder(config);
-  load_clip_text_weights(e.text_encoder, tensors, weights);
-  e.tokenizer = load_tokenizer(files.tokenizer);
-  for (torch::nn::Module* m : {static_cast<torch::nn::Module*>(e.vae.get()),
-                               static_cast<torch::nn::Module*>(e.text_encoder.get())}) {
-    m->to(device, dtype);
-    m->eval();
-  }
+  e.vae = load_pipeline_vae(files.vae, device, dtype);
+  load_text_tower(e, files);
   return e;
+}
+
+at::Tensor encode_prompts_once(const EncoderFiles& files, const std::vector<std::string>& prompts,
+                               at::Device device, at::ScalarType dtype) {
+  PipelineEncoders e;
+  e.device = device;
+  e.dtype = dtype;
+  load_text_tower(e, files);
+  at::NoGradGuard no_grad;
+  return e.encode_captions(prompts).to(at::kFloat);
 }
 
 }  // namespace microdit::encoders

@@ -240,7 +240,8 @@ std::vector<Key> schema(TrainConfig& c) {
       section("run",
               {leaf("dir", r.dir), leaf("seed", r.seed), leaf("device", r.device),
                leaf("log_every", r.log_every), leaf("checkpoint_every", r.checkpoint_every),
-               leaf("keep_checkpoints", r.keep_checkpoints), leaf("sample_every", r.sample_every)}),
+               leaf("keep_checkpoints", r.keep_checkpoints), leaf("sample_every", r.sample_every),
+               leaf("eval_every", r.eval_every)}),
       section("model",
               {leaf("arch", c.model.arch),
                section("zoo", {leaf("caption_channels", z.caption_channels),
@@ -312,9 +313,14 @@ std::vector<Key> schema(TrainConfig& c) {
                leaf("builtin_image_size", data.builtin_image_size),
                leaf("builtin_caption_len", data.builtin_caption_len),
                leaf("builtin_caption_channels", data.builtin_caption_channels),
-               leaf("synthetic_samples", data.synthetic_samples)}),
-      section("sample", {leaf("prompts", s.prompts), leaf("steps", s.steps), leaf("cfg", s.cfg),
-                         leaf("seed", s.seed)}),
+               leaf("synthetic_samples", data.synthetic_samples),
+               leaf("val_mds_dirs", data.val_mds_dirs), leaf("val_path", data.val_path),
+               leaf("val_samples", data.val_samples), leaf("val_sigmas", data.val_sigmas)}),
+      section("sample", {leaf("prompts", s.prompts), leaf("prompts_file", s.prompts_file),
+                         leaf("steps", s.steps), leaf("cfg", s.cfg), leaf("seed", s.seed),
+                         leaf("vae", s.vae), leaf("text_encoder", s.text_encoder),
+                         leaf("text_config", s.text_config), leaf("tokenizer", s.tokenizer),
+                         leaf("caption_embeddings", s.caption_embeddings)}),
       section("dist", {leaf("timeout_s", dist.timeout_s), leaf("bucket_mb", dist.bucket_mb),
                        leaf("zero_stage", dist.zero_stage)}),
   };
@@ -541,6 +547,7 @@ void validate_run(const RunSection& r) {
           ">= 0 (0: only at the end)");
   require(r.keep_checkpoints >= 1, "run.keep_checkpoints", r.keep_checkpoints, ">= 1");
   require(r.sample_every >= 0, "run.sample_every", r.sample_every, ">= 0 (0: only at the end)");
+  require(r.eval_every >= 0, "run.eval_every", r.eval_every, ">= 0 (0: no validation loss)");
 }
 
 // Where a field of the resolved model comes from: model.dit for "custom", else model.zoo.
@@ -716,10 +723,50 @@ void validate_data(const DataSection& d, const ModelSection& model, const model:
   }
 }
 
-void validate_sample(const SampleSection& s) {
+// The held-out set is read only when run.eval_every asks for a validation loss.
+void validate_validation(const DataSection& d, int64_t eval_every) {
+  require(d.val_samples > 0, "data.val_samples", d.val_samples, "> 0");
+  for (const double sigma : d.val_sigmas) {
+    require(sigma > 0 && std::isfinite(sigma), "data.val_sigmas", sigma, "noise levels > 0");
+  }
+  if (eval_every == 0) return;
+  if (d.kind == "mds") {
+    require(!d.val_mds_dirs.empty(), "data.val_mds_dirs", std::string("[]"),
+            "at least one MDS directory of held-out samples when run.eval_every > 0");
+  } else if (d.kind == "safetensors") {
+    require(!d.val_path.empty(), "data.val_path", d.val_path,
+            "a directory of held-out shards when run.eval_every > 0");
+  }
+}
+
+void validate_sample(const SampleSection& s, const DataSection& d) {
   require(s.steps >= 1 && s.steps <= 100000, "sample.steps", s.steps, "in [1, 100000]");
   require(s.cfg >= 1 && std::isfinite(s.cfg), "sample.cfg", s.cfg,
           "a finite guidance scale >= 1 (1: no guidance)");
+  require(s.prompts.empty() || s.prompts_file.empty(), "sample.prompts_file", s.prompts_file,
+          "empty when sample.prompts lists prompts (one or the other)");
+  const bool tools = !s.vae.empty() || !s.text_encoder.empty() || !s.text_config.empty() ||
+                     !s.tokenizer.empty() || !s.caption_embeddings.empty();
+  if (d.kind == "builtin") {
+    require(!tools, "sample.vae", s.vae,
+            "no sampling encoders with data.kind builtin (its pixels are the latents, its "
+            "captions embedded by the built-in embedder)");
+    return;
+  }
+  if (!tools) return;  // no sample grids on latent data (the trainer says so at start-up)
+  require(!s.vae.empty(), "sample.vae", s.vae, "the VAE folder that decodes the samples");
+  require(s.text_encoder.empty() != s.caption_embeddings.empty(), "sample.caption_embeddings",
+          s.caption_embeddings,
+          "set when sample.text_encoder is empty and empty when it is set (one source of the "
+          "prompts' caption embeddings)");
+  if (!s.text_encoder.empty()) {
+    require(!s.tokenizer.empty(), "sample.tokenizer", s.tokenizer,
+            "the text tower's tokenizer (bpe_simple_vocab_16e6.txt.gz or a Hugging Face folder)");
+  }
+  if (s.caption_embeddings.empty()) {
+    require(!s.prompts.empty() || !s.prompts_file.empty(), "sample.prompts", std::string("[]"),
+            "prompts (or sample.prompts_file) for the text tower to embed");
+  }
 }
 
 void validate_dist(const DistSection& d) {
@@ -782,7 +829,8 @@ void validate(const TrainConfig& config, int64_t world_size) {
   validate_edm(config.edm);
   validate_optim(config.optim, world_size, dit);
   validate_data(config.data, config.model, dit);
-  validate_sample(config.sample);
+  validate_validation(config.data, config.run.eval_every);
+  validate_sample(config.sample, config.data);
   validate_dist(config.dist);
   require(!config.optim.cuda_graph || world_size == 1 || config.dist.zero_stage == 0,
           "optim.cuda_graph", config.optim.cuda_graph,
@@ -803,6 +851,24 @@ std::string smaller_micro_batch_advice(const TrainConfig& config, int64_t world_
            std::to_string(config.optim.batch_size) + " and the function stay the same)";
   }
   return "optim.micro_batch_size is already 1: more GPUs or a GPU with more memory";
+}
+
+std::vector<std::string> config_keys() {
+  TrainConfig config;
+  std::vector<std::string> keys;
+  std::function<void(const std::vector<Key>&, const std::string&)> walk =
+      [&](const std::vector<Key>& level, const std::string& prefix) {
+        for (const auto& key : level) {
+          const std::string path = join_path(prefix, key.name);
+          if (key.is_section()) {
+            walk(key.children, path);
+          } else {
+            keys.push_back(path);
+          }
+        }
+      };
+  walk(schema(config), "");
+  return keys;
 }
 
 std::string to_yaml(const TrainConfig& config) {

@@ -2,6 +2,7 @@
 
 #include <c10/util/StringUtil.h>
 
+#include <string>
 #include <stdexcept>
 #include <vector>
 
@@ -66,6 +67,39 @@ void EMA::load_state(const io::TensorMap& tensors) {
 void EMA::copy_to(torch::nn::Module& model) const {
   if (!active()) throw std::runtime_error("EMA::copy_to: the EMA has not started yet");
   io::load_state_dict(model, ema_);
+}
+
+EMAWeightsInPlace::EMAWeightsInPlace(torch::nn::Module& model, const EMA& ema) {
+  if (!ema.active()) throw std::runtime_error("EMAWeightsInPlace: the EMA has not started yet");
+  // The module's own tensors (the state dict holds detached aliases, whose data swap would not
+  // reach the module).
+  std::vector<std::pair<std::string, at::Tensor>> named;
+  for (const auto& item : model.named_parameters(/*recurse=*/true)) {
+    named.emplace_back(item.key(), item.value());
+  }
+  for (const auto& item : model.named_buffers(/*recurse=*/true)) {
+    named.emplace_back(item.key(), item.value());
+  }
+  for (const auto& [name, tensor] : named) {
+    const auto it = ema.state().find(name);
+    if (it == ema.state().end()) throw std::runtime_error(c10::str("EMA has no tensor ", name));
+    if (!it->second.sizes().equals(tensor.sizes())) {
+      throw std::runtime_error(c10::str("EMA tensor ", name, " has shape ",
+                                        io::shape_string(it->second.sizes()), ", the model's has ",
+                                        io::shape_string(tensor.sizes())));
+    }
+  }
+  at::NoGradGuard no_grad;
+  for (auto& [name, tensor] : named) {
+    own_.emplace_back(tensor, tensor.data());
+    // A loaded EMA moves to the model's device at its first update; before that, a copy.
+    tensor.set_data(ema.state().at(name).to(tensor.device(), tensor.scalar_type()));
+  }
+}
+
+EMAWeightsInPlace::~EMAWeightsInPlace() {
+  at::NoGradGuard no_grad;
+  for (auto& [tensor, own] : own_) tensor.set_data(own);
 }
 
 }  // namespace microdit::train

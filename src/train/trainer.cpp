@@ -30,9 +30,11 @@
 #include "microdit/train/optimizer.h"
 #include "microdit/train/process_group.h"
 #include "microdit/train/sample_draws.h"
+#include "microdit/train/sample_grid.h"
 #include "microdit/train/sharded_adamw.h"
 #include "microdit/train/tensorboard.h"
 #include "microdit/train/train_step.h"
+#include "microdit/train/validation_loss.h"
 #include "microdit/util/device.h"
 #include "microdit/util/duration.h"
 #include "microdit/util/error_message.h"
@@ -79,6 +81,61 @@ nn::Execution resolve_execution(const OptimSection& optim, const at::Device& dev
           : nn::parse_execution_mode(optim.execution, "optim.execution");
   return {mode, /*low_precision_norm=*/optim.precision != "bf16-fp32norm"};
 }
+
+// Where the model's shapes meet the data's: the first sample of `set` must fit the model.
+void check_sample_shapes(const data::Dataset& set, const model::DiTConfig& dit,
+                         const std::string& what) {
+  const auto sample = set.get(0);
+  const std::vector<int64_t> expected{dit.in_channels, dit.input_size, dit.input_size};
+  if (sample.latents.sizes() != at::IntArrayRef(expected) ||
+      sample.caption.size(-1) != dit.caption_channels) {
+    throw std::invalid_argument(fmt::format(
+        "{} gives latents {} and captions {}, the model expects latents [{},{},{}] and {} "
+        "caption channels",
+        what, io::shape_string(sample.latents.sizes()), io::shape_string(sample.caption.sizes()),
+        dit.in_channels, dit.input_size, dit.input_size, dit.caption_channels));
+  }
+}
+
+data::MDSLatentDatasetOptions mds_options(const DataSection& d, const model::DiTConfig& dit) {
+  data::MDSLatentDatasetOptions o;
+  o.resolution = d.resolution;
+  o.latent_channels = dit.in_channels;
+  o.latent_size = dit.input_size;  // the model decides; resolution picks the column
+  o.caption_tokens = d.caption_tokens;
+  o.caption_channels = dit.caption_channels;
+  return o;
+}
+
+// A pool of `samples` random samples of the model's shapes.
+data::SyntheticOptions synthetic_options(const DataSection& d, const model::DiTConfig& dit,
+                                         int64_t samples, uint64_t seed) {
+  data::SyntheticOptions o;
+  o.num_samples = samples;
+  o.latent_channels = dit.in_channels;
+  o.latent_size = dit.input_size;
+  o.caption_tokens = d.caption_tokens;
+  o.caption_channels = dit.caption_channels;
+  o.seed = seed;
+  return o;
+}
+
+data::SafetensorsShardsOptions shards_options(const DataSection& d) {
+  data::SafetensorsShardsOptions o;
+  o.latents_key = d.latents_key;
+  o.caption_key = d.captions_key;
+  return o;
+}
+
+// A held-out set's problem as one line under the key that names it.
+template <class F>
+auto held_out(const std::string& key, F&& open) -> decltype(open()) {
+  try {
+    return open();
+  } catch (const std::exception& e) {
+    throw std::runtime_error(key + ": " + util::error_message(e));
+  }
+}
 }  // namespace
 
 struct Trainer::State {
@@ -95,6 +152,8 @@ struct Trainer::State {
   std::unique_ptr<nn::SdpBackendGuard> attention_backend;  // optim.attention_backend, for the run
   std::unique_ptr<data::Dataset> dataset;
   const data::BuiltinShapes* builtin = nullptr;  // `dataset` when data.kind is builtin
+  std::unique_ptr<SampleGrid> samples;           // sample.*: none on latent data without a VAE
+  std::unique_ptr<ValidationLoss> validation;    // run.eval_every > 0
   std::unique_ptr<data::SampleOrder> order;
   std::unique_ptr<EventWriter> events;
   std::unique_ptr<MetricsLog> metrics;
@@ -117,6 +176,8 @@ struct Trainer::State {
   void setup();
   void setup_distributed();
   void make_dataset();
+  void make_sample_grid();
+  void make_validation();
   // Learning rate of update t (from 0) on the global counter: lr * f(t), Composer's convention.
   double lr_at(int64_t t) const {
     const auto& o = cfg.optim;
@@ -144,6 +205,8 @@ struct Trainer::State {
   void save(bool final);
   void log_progress(double loss, double images_per_s, double eta_s);
   double sample_grid();
+  void validation_losses();
+  void log_validation(const std::string& name, const ValidationResult& result);
 };
 
 Trainer::Trainer(TrainConfig config, TrainerOptions options) : s_(std::make_unique<State>()) {
@@ -190,6 +253,11 @@ void Trainer::State::setup() {
                               [&](std::ostream& out) { out << to_yaml(cfg); });
   }
   make_dataset();
+  // Before the model: a bad sampling or held-out file fails the run at once.
+  if (opts.write_files) {
+    make_sample_grid();
+    make_validation();
+  }
   at::manual_seed(cfg.run.seed);  // the model's initialisation
   dit = model::DiT(dit_cfg);
   nn::apply_execution(*dit, execution);
@@ -249,40 +317,73 @@ void Trainer::State::make_dataset() {
     builtin = shapes.get();
     dataset = std::move(shapes);
   } else if (d.kind == "synthetic") {
-    data::SyntheticOptions o;
-    o.num_samples = d.synthetic_samples;
-    o.latent_channels = dit_cfg.in_channels;
-    o.latent_size = dit_cfg.input_size;
-    o.caption_tokens = d.caption_tokens;
-    o.caption_channels = dit_cfg.caption_channels;
-    o.seed = cfg.run.seed;
-    dataset = std::make_unique<data::SyntheticLatents>(o);
+    dataset = std::make_unique<data::SyntheticLatents>(
+        synthetic_options(d, dit_cfg, d.synthetic_samples, cfg.run.seed));
   } else if (d.kind == "mds") {
-    data::MDSLatentDatasetOptions o;
-    o.resolution = d.resolution;
-    o.latent_channels = dit_cfg.in_channels;
-    o.latent_size = dit_cfg.input_size;  // the model decides; resolution picks the column
-    o.caption_tokens = d.caption_tokens;
-    o.caption_channels = dit_cfg.caption_channels;
     std::vector<std::filesystem::path> dirs(d.mds_dirs.begin(), d.mds_dirs.end());
-    dataset = std::make_unique<data::MDSLatentDataset>(dirs, o);
+    dataset = std::make_unique<data::MDSLatentDataset>(dirs, mds_options(d, dit_cfg));
   } else {
-    data::SafetensorsShardsOptions o;
-    o.latents_key = d.latents_key;
-    o.caption_key = d.captions_key;
-    dataset = std::make_unique<data::SafetensorsShards>(d.path, o);
+    dataset = std::make_unique<data::SafetensorsShards>(d.path, shards_options(d));
   }
-  const auto sample = dataset->get(0);
-  const std::vector<int64_t> expected{dit_cfg.in_channels, dit_cfg.input_size, dit_cfg.input_size};
-  if (sample.latents.sizes() != at::IntArrayRef(expected) ||
-      sample.caption.size(-1) != dit_cfg.caption_channels) {
-    throw std::invalid_argument(fmt::format(
-        "data gives latents {} and captions {}, the model expects latents [{},{},{}] and {} "
-        "caption channels",
-        io::shape_string(sample.latents.sizes()), io::shape_string(sample.caption.sizes()),
-        dit_cfg.in_channels, dit_cfg.input_size, dit_cfg.input_size, dit_cfg.caption_channels));
-  }
+  check_sample_shapes(*dataset, dit_cfg, "data");
   order = std::make_unique<data::SampleOrder>(dataset->size(), cfg.run.seed);
+}
+
+void Trainer::State::make_sample_grid() {
+  const auto prompts = read_sample_prompts(cfg.sample);  // a missing file fails even unused
+  if (!SampleGrid::configured(cfg)) {
+    if (rank == 0) {
+      spdlog::warn("no sample grids{}: on latent data they need sample.vae and the prompts' "
+                   "caption embeddings (sample.text_encoder and sample.tokenizer, or "
+                   "sample.caption_embeddings)",
+                   prompts.empty() ? "" : fmt::format(" of the {} prompts", prompts.size()));
+    }
+    return;
+  }
+  samples = std::make_unique<SampleGrid>(cfg, dit_cfg, device, bf16, builtin);
+  if (rank == 0 && !builtin && !cfg.sample.text_encoder.empty()) {
+    save_caption_embeddings(run_dir / "samples" / "caption_embeddings.safetensors",
+                            samples->caption_embeddings());
+  }
+}
+
+// The held-out set: data.val_mds_dirs or data.val_path; built-in data the samples after the
+// training ones (sample i is a function of (seed, i)); synthetic data a pool of another seed.
+void Trainer::State::make_validation() {
+  const auto& d = cfg.data;
+  if (cfg.run.eval_every == 0) return;
+  ValidationOptions o;
+  o.seed = cfg.run.seed;
+  o.sigmas = d.val_sigmas.empty() ? default_validation_sigmas(cfg.edm) : d.val_sigmas;
+  o.samples = d.val_samples;
+  o.batch_size = micro_batch_size();
+  o.bf16 = bf16;
+  o.edm = cfg.edm;
+  std::shared_ptr<const data::Dataset> set;
+  if (d.kind == "builtin") {
+    auto held = builtin->options();
+    held.num_samples = d.builtin_samples + d.val_samples;
+    set = std::make_shared<data::BuiltinShapes>(held);
+    o.first = d.builtin_samples;
+  } else if (d.kind == "synthetic") {
+    set = std::make_shared<data::SyntheticLatents>(
+        synthetic_options(d, dit_cfg, d.val_samples, data::mix_seed(cfg.run.seed, 1)));
+  } else {
+    set = held_out(d.kind == "mds" ? "data.val_mds_dirs" : "data.val_path", [&] {
+      std::shared_ptr<const data::Dataset> files;
+      if (d.kind == "mds") {
+        std::vector<std::filesystem::path> dirs(d.val_mds_dirs.begin(), d.val_mds_dirs.end());
+        files = std::make_shared<data::MDSLatentDataset>(dirs, mds_options(d, dit_cfg));
+      } else {
+        files = std::make_shared<data::SafetensorsShards>(d.val_path, shards_options(d));
+      }
+      check_sample_shapes(*files, dit_cfg, "the held-out set");
+      return files;
+    });
+  }
+  validation = std::make_unique<ValidationLoss>(set, o);
+  spdlog::info("validation loss every {} steps: {} held-out samples at sigma {:.4g}",
+               cfg.run.eval_every, validation->samples(), fmt::join(validation->sigmas(), ", "));
 }
 
 namespace {
@@ -444,47 +545,62 @@ void Trainer::State::log_progress(double loss, double images_per_s, double eta_s
   events->add_scalar("train/images_per_s", images_per_s, step);
 }
 
-// Samples the fixed prompts of the built-in dataset with the EMA weights when there are any,
-// writes the grid, and returns the prompt match (-1 without built-in data).
+// The sample grid of this step with the EMA weights when there are any (else the raw ones):
+// samples/step-N.png, a TensorBoard image, and on built-in data the prompt match (returned; -1
+// otherwise).
 double Trainer::State::sample_grid() {
-  if (rank != 0 || !opts.write_files) return -1;
-  if (!builtin) {
-    spdlog::info("sample grids need the text encoder and VAE (not built yet): skipped");
+  if (!samples || !opts.write_files) return -1;
+  std::optional<EMAWeightsInPlace> ema_weights;
+  if (ema && ema->active()) ema_weights.emplace(*dit, *ema);
+  const auto result = samples->render(dit, group.get(), rank, world_size);
+  ema_weights.reset();
+  if (rank != 0) return -1;
+  const auto n = result.images.size(0);
+  // Small images are enlarged (nearest neighbour) so the grid is readable.
+  const int64_t zoom = std::max<int64_t>(1, 64 / result.images.size(-1));
+  const auto shown = result.images.repeat_interleave(zoom, 2).repeat_interleave(zoom, 3);
+  const auto grid = io::make_grid(shown, static_cast<int64_t>(std::ceil(std::sqrt(double(n)))));
+  const auto path = run_dir / "samples" / fmt::format("step-{:08d}.png", step);
+  io::write_png(path, grid);
+  events->add_image("samples", grid, step);
+  if (result.prompt_match < 0) {
+    spdlog::info("samples: {} prompts, grid {}", n, path.string());
     return -1;
   }
-  const auto prompts = data::fixed_prompts(static_cast<int>(cfg.data.builtin_palette));
-  std::vector<at::Tensor> captions;
-  std::vector<data::ColorReading> expected;
-  for (const auto& p : prompts) {
-    captions.push_back(builtin->embedder().embed(p.text));
-    expected.push_back(p.colors());
-  }
-  model::DiT sampler(dit_cfg);
-  io::load_state_dict(*sampler, ema && ema->active() ? ema->state() : io::state_dict(*dit));
-  sampler->to(device);
-  sampler->eval();
-  const auto n = static_cast<int64_t>(prompts.size());
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(cfg.sample.seed);
-  auto init = at::randn({n, dit_cfg.in_channels, dit_cfg.input_size, dit_cfg.input_size}, gen);
-  diffusion::SamplerOptions so;
-  so.num_steps = cfg.sample.steps;
-  so.cfg = cfg.sample.cfg;
-  auto y = at::stack(captions).unsqueeze(1).to(device);
-  auto images = diffusion::edm_sample(sampler, init.to(device), y, so, cfg.edm).cpu();
-  const double match = data::prompt_match(images, expected, builtin->palette_rgb());
-  // Small images are enlarged (nearest neighbour) so the grid is readable.
-  const int64_t zoom = std::max<int64_t>(1, 64 / dit_cfg.input_size);
-  auto shown =
-      ((images.clamp(-1, 1) + 1) / 2).repeat_interleave(zoom, 2).repeat_interleave(zoom, 3);
-  auto grid = io::make_grid(shown, static_cast<int64_t>(std::ceil(std::sqrt(double(n)))));
-  io::write_png(run_dir / "samples" / fmt::format("step-{:08d}.png", step), grid);
-  events->add_image("samples", grid, step);
+  const double match = result.prompt_match;
   events->add_scalar("samples/prompt_match", match, step);
   metrics->write(step, {{"prompt_match", match}});
   spdlog::info("samples: prompt match {:.1f}% over {} prompts (chance {:.1f}%), grid {}",
                100 * match, n, 100 * data::chance(static_cast<int>(cfg.data.builtin_palette)),
-               (run_dir / "samples" / fmt::format("step-{:08d}.png", step)).string());
+               path.string());
   return match;
+}
+
+// The held-out loss with the raw weights, and with the EMA weights once they exist.
+void Trainer::State::validation_losses() {
+  if (!validation) return;
+  log_validation("val", validation->evaluate(dit, device, group.get(), rank, world_size));
+  if (ema && ema->active()) {
+    EMAWeightsInPlace ema_weights(*dit, *ema);
+    log_validation("val_ema", validation->evaluate(dit, device, group.get(), rank, world_size));
+  }
+}
+
+void Trainer::State::log_validation(const std::string& name, const ValidationResult& result) {
+  if (rank != 0) return;
+  std::vector<std::pair<std::string, double>> values{{name + "_loss", result.loss}};
+  events->add_scalar(name + "/loss", result.loss, step);
+  const auto& sigmas = validation->sigmas();
+  std::vector<std::string> shown;
+  for (std::size_t s = 0; s < sigmas.size(); ++s) {
+    const std::string level = fmt::format("sigma_{:.4g}", sigmas[s]);
+    values.emplace_back(fmt::format("{}_loss_{}", name, level), result.per_sigma[s]);
+    events->add_scalar(fmt::format("{}/loss_{}", name, level), result.per_sigma[s], step);
+    shown.push_back(fmt::format("{:.4f}", result.per_sigma[s]));
+  }
+  metrics->write(step, values);
+  spdlog::info("step {} | {} loss {:.4f} | per sigma {}", step, name, result.loss,
+               fmt::join(shown, " "));
 }
 
 TrainResult Trainer::run() {
@@ -526,13 +642,20 @@ TrainResult Trainer::run() {
     if (s.cfg.run.checkpoint_every > 0 && s.step % s.cfg.run.checkpoint_every == 0 && !last) {
       s.save(/*final=*/false);
     }
+    // The progress window's throughput leaves the validation and the samples out.
+    const auto evaluation_start = std::chrono::steady_clock::now();
+    if (s.cfg.run.eval_every > 0 && s.step % s.cfg.run.eval_every == 0 && !last) {
+      s.validation_losses();
+    }
     if (s.cfg.run.sample_every > 0 && s.step % s.cfg.run.sample_every == 0 && !last) {
       s.sample_grid();
     }
+    window_start += std::chrono::steady_clock::now() - evaluation_start;
   }
   if (s.step > first || (s.opts.write_files && !latest_checkpoint(s.run_dir))) {
     s.save(/*final=*/true);  // nothing without write_files
   }
+  s.validation_losses();
   result.prompt_match = s.sample_grid();
   result.final_step = s.step;
   return result;

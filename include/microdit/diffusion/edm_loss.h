@@ -27,6 +27,12 @@ at::Tensor edm_loss_per_sample(model::DiT& dit, const at::Tensor& x, const at::T
                                const EDMLossNoise& draws, const EDMConfig& config,
                                const model::TokenMask* mask = nullptr);
 
+// The same at given noise levels sigma (B,1,1,1) and noise (B,C,H,W) standard normal: the
+// validation loss evaluates fixed sigmas.
+at::Tensor edm_loss_at_sigma(model::DiT& dit, const at::Tensor& x, const at::Tensor& y,
+                             const at::Tensor& sigma, const at::Tensor& noise,
+                             const EDMConfig& config, const model::TokenMask* mask = nullptr);
+
 // The batch loss: mean of edm_loss_per_sample.
 at::Tensor edm_loss(model::DiT& dit, const at::Tensor& x, const at::Tensor& y,
                     const EDMLossNoise& draws, const EDMConfig& config,

@@ -33,6 +33,13 @@ at::Tensor text_to_image(model::DiT& dit, encoders::PipelineEncoders& encoders,
                          const std::vector<std::string>& prompts, const TextToImageOptions& options,
                          const EDMConfig& edm);
 
+// The same from caption embeddings y (N, L, D) on the VAE's device: images first_index ..
+// first_index + N - 1 of a prompt list (their starting noise as above), sampled together and
+// decoded one at a time (the decoder's activations at 512 px dwarf the DiT's).
+at::Tensor captions_to_images(model::DiT& dit, const at::Tensor& y, int64_t first_index,
+                              encoders::AutoencoderKL& vae, at::ScalarType vae_dtype,
+                              const TextToImageOptions& options, const EDMConfig& edm);
+
 // A prompt file: one prompt per line (a trailing \r dropped). A blank line, an empty file or an
 // unreadable one is a std::runtime_error naming the file (and the line).
 std::vector<std::string> read_prompt_file(const std::filesystem::path& path);

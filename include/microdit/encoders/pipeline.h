@@ -46,4 +46,14 @@ at::ScalarType pipeline_dtype(const std::string& name, const at::Device& device)
 PipelineEncoders load_pipeline_encoders(const EncoderFiles& files, at::Device device,
                                         at::ScalarType dtype);
 
+// The VAE of `folder` alone, on `device` in `dtype`, in eval mode.
+AutoencoderKL load_pipeline_vae(const std::filesystem::path& folder, at::Device device,
+                                at::ScalarType dtype);
+
+// (N, context_length, D) float32 token states of `prompts` on `device`, from the text tower and
+// tokenizer of `files` (its vae is not read), which are freed before it returns: a training run
+// embeds its sample prompts once and keeps only the embeddings.
+at::Tensor encode_prompts_once(const EncoderFiles& files, const std::vector<std::string>& prompts,
+                               at::Device device, at::ScalarType dtype);
+
 }  // namespace microdit::encoders

@@ -20,6 +20,7 @@ struct RunSection {
   int64_t checkpoint_every = 1000;  // steps between checkpoints (0: only at the end)
   int64_t keep_checkpoints = 3;     // newest N kept
   int64_t sample_every = 0;         // steps between sample grids (0: only at the end)
+  int64_t eval_every = 0;           // steps between validation losses (0: none)
 };
 
 struct ModelSection {
@@ -84,13 +85,27 @@ struct DataSection {
   int64_t builtin_caption_channels = 32;
   // Synthetic (data/synthetic.h): random latents and captions of the model's shapes, no files.
   int64_t synthetic_samples = 256;
+  // The held-out set of the validation loss (run.eval_every > 0): MDS directories (kind mds) or
+  // a shard directory (kind safetensors); built-in and synthetic data hold out their own.
+  std::vector<std::string> val_mds_dirs;
+  std::string val_path;
+  int64_t val_samples = 256;        // the first N samples of the held-out set
+  std::vector<double> val_sigmas;   // empty: 5 quantiles of the training sigma distribution
 };
 
 struct SampleSection {
   std::vector<std::string> prompts;  // empty: the built-in dataset's fixed prompt set
+  std::string prompts_file;          // one prompt per line, instead of `prompts`
   int64_t steps = 30;
   double cfg = 5.0;
   int64_t seed = 0;
+  // Latent data: the VAE decodes the samples; the prompts are embedded once at start-up by the
+  // text tower (then freed) or read from a file of caption embeddings (encoders/pipeline.h).
+  std::string vae;
+  std::string text_encoder;
+  std::string text_config;
+  std::string tokenizer;
+  std::string caption_embeddings;
 };
 
 // Multi-process runs (launched by torchrun or Slurm, docs/distributed.md); ignored in a world of one.
@@ -130,5 +145,7 @@ int64_t micro_batch_size(const OptimSection& optim, int64_t world_size);
 std::string smaller_micro_batch_advice(const TrainConfig& config, int64_t world_size);
 // The fully resolved config as YAML (every key, defaults included); parses back to the same.
 std::string to_yaml(const TrainConfig& config);
+// Every key's dotted path ("run.dir", "optim.ema.smoothing", ...), in schema order.
+std::vector<std::string> config_keys();
 
 }  // namespace microdit::train

@@ -8,6 +8,8 @@
 #include <torch/nn/module.h>
 
 #include <cstdint>
+#include <utility>
+#include <vector>
 
 #include "microdit/io/tensor_map.h"
 
@@ -39,6 +41,21 @@ class EMA {
   double smoothing_;
   int64_t start_step_;
   io::TensorMap ema_;
+};
+
+// While one lives, `model`'s parameters and buffers hold the EMA's tensors (their data swapped,
+// not copied: a stage-4 XL model has no room for a second weight set); the destructor puts the
+// model's own back. Sample grids and validation losses of the EMA weights run through it. The
+// EMA must be active and the model must not train meanwhile.
+class EMAWeightsInPlace {
+ public:
+  EMAWeightsInPlace(torch::nn::Module& model, const EMA& ema);
+  ~EMAWeightsInPlace();
+  EMAWeightsInPlace(const EMAWeightsInPlace&) = delete;
+  EMAWeightsInPlace& operator=(const EMAWeightsInPlace&) = delete;
+
+ private:
+  std::vector<std::pair<at::Tensor, at::Tensor>> own_;  // (the model's tensor, its own data)
 };
 
 }  // namespace microdit::train
