@@ -725,7 +725,8 @@ void validate_data(const DataSection& d, const ModelSection& model, const model:
 
 // The held-out set is read only when run.eval_every asks for a validation loss.
 void validate_validation(const DataSection& d, int64_t eval_every) {
-  require(d.val_samples > 0, "data.val_samples", d.val_samples, "> 0");
+  require(d.val_samples > 0 && d.val_samples <= kMaxSamples, "data.val_samples", d.val_samples,
+          "in [1, 2^20]");
   for (const double sigma : d.val_sigmas) {
     require(sigma > 0 && std::isfinite(sigma), "data.val_sigmas", sigma, "noise levels > 0");
   }
