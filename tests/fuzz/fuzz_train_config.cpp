@@ -1,7 +1,7 @@
 // Training configs (train/config.cpp): YAML through yaml-cpp, then the schema and validation;
-// a config that passes has its parameters counted (model/param_count.cpp), as --dry-run does.
+// a config that passes has its parameters counted (model/state_dict_shapes.cpp), as --dry-run does.
 #include "fuzz_support.h"
-#include "microdit/model/param_count.h"
+#include "microdit/model/state_dict_shapes.h"
 #include "microdit/train/config.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
