@@ -15,19 +15,13 @@ namespace {
 
 constexpr const char* kEmbeddingsName = "caption_embeddings";
 
-// A loader's error as one line under the key that named the file: some loaders list their
-// problems one per line.
+// A loader's error under the key that named the file (util::error_message makes it one line).
 template <class F>
 auto under_key(const std::string& key, F&& load) -> decltype(load()) {
   try {
     return load();
   } catch (const std::exception& e) {
-    std::string message = util::error_message(e);
-    for (std::size_t at = message.find('\n'); at != std::string::npos; at = message.find('\n')) {
-      const std::size_t next = message.find_first_not_of(" \n", at);
-      message.replace(at, (next == std::string::npos ? message.size() : next) - at, "; ");
-    }
-    throw std::runtime_error(key + ": " + message);
+    throw std::runtime_error(key + ": " + util::error_message(e));
   }
 }
 
