@@ -37,4 +37,12 @@ TEST(ErrorMessage, OtherExceptionsAsTheyAre) {
   EXPECT_EQ(error_message(std::runtime_error("x.safetensors: truncated header")),
             "x.safetensors: truncated header");
 }
+
+// A newline in a name read from a file, a library's trailing newline: still one line.
+TEST(ErrorMessage, OneLineWhateverTheText) {
+  unsetenv("TORCH_SHOW_CPP_STACKTRACES");
+  EXPECT_EQ(error_message(std::runtime_error("x.safetensors: tensor \"a\nb\tc\x01\" is bad\n")),
+            "x.safetensors: tensor \"a\\nb\\tc\\x01\" is bad");
+  EXPECT_EQ(microdit::util::one_line("caf\xc3\xa9\r\nx \n"), "caf\xc3\xa9\\r\\nx");
+}
 }  // namespace

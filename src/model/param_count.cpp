@@ -1,7 +1,7 @@
 #include "microdit/model/param_count.h"
 
 #include "microdit/model/block_plan.h"
-#include "microdit/nn/feed_forward.h"
+#include "microdit/nn/hidden_dims.h"
 
 namespace microdit::model {
 namespace {

@@ -4,9 +4,16 @@
 #pragma once
 #include <exception>
 #include <string>
+#include <string_view>
 
 namespace microdit::util {
 
+// One line (see one_line), or with TORCH_SHOW_CPP_STACKTRACES=1 the message as it is.
 std::string error_message(const std::exception& e);
+
+// `text` without trailing white space and with its control characters escaped (\n, \r, \t,
+// \xHH): a newline in a name read from a file, or at the end of a library's message, would
+// otherwise start a line that is not ours.
+std::string one_line(std::string_view text);
 
 }  // namespace microdit::util
