@@ -2,8 +2,8 @@
 # libFuzzer campaigns over the parsers of outside input (tests/fuzz), for developers: Debian's
 # clang (installed here when missing; CI needs none), -fsanitize=fuzzer,address,undefined, into
 # ${FUZZ_BUILD_DIR:-build-fuzz}. Usage: scripts/fuzz.sh [SECONDS per harness (120)] [HARNESS...]
-# Each harness starts from tests/fuzz/corpus/<name>; what it finds new stays in
-# build-fuzz/corpus/<name>, and a crash is copied to tests/fuzz/crashes/<name>/ to be fixed and
+# Each harness starts from a copy of tests/fuzz/corpus/<name> in build-fuzz/corpus/<name>, where
+# what it finds new stays, and a crash is copied to tests/fuzz/crashes/<name>/ to be fixed and
 # committed (the replay runs it from then on). Ends with one row per harness: name, seconds,
 # executions, crashes.
 set -euo pipefail
@@ -14,10 +14,18 @@ BUILD_DIR=${FUZZ_BUILD_DIR:-build-fuzz}
 JOBS=${JOBS:-$(nproc)}
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-if ! command -v clang++ >/dev/null; then
-  echo "fuzz: installing clang (Debian)"
+# clang and its sanitizer and libFuzzer runtimes (libclang-rt-N-dev, only recommended by clang).
+have_libfuzzer() {
+  command -v clang++ >/dev/null &&
+    [ -f "$(clang++ -print-resource-dir)/lib/linux/libclang_rt.fuzzer-x86_64.a" ]
+}
+if ! have_libfuzzer; then
+  echo "fuzz: installing clang and its runtimes (Debian)"
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends clang
+  version=$(clang++ -dumpversion | cut -d. -f1)
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends \
+    "libclang-rt-$version-dev"
 fi
 if [ ! -f "$BUILD_DIR/build.ninja" ]; then
   cmake -S tests/fuzz -B "$BUILD_DIR" -G Ninja -DCMAKE_CXX_COMPILER=clang++ \
@@ -34,11 +42,12 @@ rows=()
 for name in "${names[@]}"; do
   corpus="$BUILD_DIR/corpus/$name" artifacts="$BUILD_DIR/artifacts/$name"
   mkdir -p "$corpus" "$artifacts"
+  cp tests/fuzz/corpus/"$name"/* "$corpus"/  # libFuzzer adds to the folder it is given
   log="$BUILD_DIR/$name.log"
   start=$(date +%s)
   # A finding ends the campaign (libFuzzer's default) with a non-zero status; the next one runs.
   "$BUILD_DIR/fuzz_$name" -max_total_time="$SECONDS_EACH" -print_final_stats=1 \
-    -artifact_prefix="$artifacts/" "$corpus" "tests/fuzz/corpus/$name" >"$log" 2>&1 || true
+    -artifact_prefix="$artifacts/" "$corpus" >"$log" 2>&1 || true
   seconds=$(( $(date +%s) - start ))
   executions=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   found=0

@@ -37,6 +37,15 @@ TEST(ErrorMessage, OtherExceptionsAsTheyAre) {
   EXPECT_EQ(error_message(std::runtime_error("x.safetensors: truncated header")),
             "x.safetensors: truncated header");
 }
+
+// A newline in a name read from a file, a library's trailing newline: still one line, which
+// starts with the file's name.
+TEST(ErrorMessage, OneLineWhateverTheText) {
+  unsetenv("TORCH_SHOW_CPP_STACKTRACES");
+  EXPECT_EQ(error_message(std::runtime_error("x.safetensors: tensor \"b\tc\x01\na\" is bad\n")),
+            "x.safetensors: tensor \"b\\x09c\\x01");
+  EXPECT_EQ(microdit::util::one_line("caf\xc3\xa9\r\nx \n"), "caf\xc3\xa9");
+}
 }  // namespace
 
 namespace {

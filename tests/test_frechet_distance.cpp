@@ -9,6 +9,7 @@
 
 #include "microdit/eval/frechet_distance.h"
 #include "microdit/io/safetensors.h"
+#include "test_one_line.h"
 #include "test_support.h"
 
 namespace microdit {
@@ -134,6 +135,15 @@ TEST(FrechetStatistics, LoadsPytorchFidNpz) {
     EXPECT_TRUE(stats.mu.equal(want.mu)) << file;
     EXPECT_TRUE(stats.sigma.equal(want.sigma)) << file;
   }
+}
+
+// A zip entry declaring most of a GiB for the few bytes there are: refused from what is read,
+// without allocating what the header claims (tests/fuzz/crashes/npz/zip_entry_declaring_a_gib).
+TEST(FrechetStatistics, NpzEntryClaimingAGibIsOneLine) {
+  const std::string bytes = test::read_bytes(std::filesystem::path(MICRODIT_SOURCE_DIR) /
+                                             "tests/fuzz/crashes/npz/zip_entry_declaring_a_gib");
+  EXPECT_TRUE(test::throws_one_line([&] { eval::parse_npz_statistics(bytes, "claims.npz"); },
+                                    "claims.npz: ", {"member 'mu.npy'"}));
 }
 
 TEST(FrechetStatistics, RejectsBadNpz) {

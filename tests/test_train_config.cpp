@@ -130,14 +130,21 @@ TEST(TrainConfig, ScientificAndSignedNumbers) {
 TEST(TrainConfig, YamlAliasBombIsOneLine) {
   std::string yaml = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n";
   for (int level = 1; level < 9; ++level) {
-    const std::string previous = "*a" + std::to_string(level - 1);
-    yaml += "a" + std::to_string(level) + ": &a" + std::to_string(level) + " [";
-    for (int i = 0; i < 10; ++i) yaml += (i ? ", " : "") + previous;
-    yaml += "]\n";
+    const std::string name = std::to_string(level), previous = std::to_string(level - 1);
+    yaml.append("a").append(name).append(": &a").append(name).append(" [*a").append(previous);
+    for (int i = 1; i < 10; ++i) yaml.append(", *a").append(previous);
+    yaml.append("]\n");
   }
   EXPECT_TRUE(test::throws_one_line<std::invalid_argument>(
       [&] { parse_train_config(yaml, {}, "bomb.yaml"); }, "bomb.yaml: ",
       {"YAML expands to more than 100000 values"}));
+}
+
+// A NUL in a key (YAML's "\0" escape) would end what() before the file's name.
+TEST(TrainConfig, UnknownKeyWithANulStillNamesTheFile) {
+  EXPECT_TRUE(test::throws_one_line<std::invalid_argument>(
+      [] { parse_train_config("run:\n  \"a\\0b\": 1\n", {}, "nul.yaml"); }, "",
+      {"unknown key 'run.a\\x00b' in nul.yaml"}));
 }
 
 TEST(TrainConfig, DeeplyNestedYamlIsOneLine) {

@@ -1,5 +1,7 @@
 #include "microdit/io/archive_reader.h"
 
+#include <algorithm>
+#include <array>
 #include <stdexcept>
 #include <system_error>
 
@@ -101,24 +103,24 @@ std::string ArchiveReader::read(const Entry& entry) {
                    : "more than the " + std::to_string(limit) +
                          " allowed for an entry of a compressed or zip archive"));
   }
-  std::string data(static_cast<std::size_t>(entry.size), '\0');
-  for (std::size_t done = 0; done < data.size();) {
-    const la_ssize_t got =
-        archive_read_data(archive_.get(), data.data() + done, data.size() - done);
+  // Grown as the data comes, to the end (where libarchive checks a zip entry's CRC): a declared
+  // size is only a claim, which a damaged zip or compressed tar may make up to the limit above.
+  std::string data;
+  data.reserve(static_cast<std::size_t>(std::min<int64_t>(entry.size, int64_t{1} << 20)));
+  std::array<char, 1 << 16> chunk;
+  for (;;) {
+    const la_ssize_t got = archive_read_data(archive_.get(), chunk.data(), chunk.size());
     if (got < 0) throw std::runtime_error(error(where));
-    if (got == 0) {
-      throw std::runtime_error(path_.string() + ": " + where + " ends after " +
-                               std::to_string(done) + " of its " + std::to_string(entry.size) +
-                               " bytes");
+    if (got == 0) break;
+    if (static_cast<int64_t>(data.size()) + got > entry.size) {
+      throw std::runtime_error(path_.string() + ": " + where + " holds more than its declared " +
+                               std::to_string(entry.size) + " bytes");
     }
-    done += static_cast<std::size_t>(got);
+    data.append(chunk.data(), static_cast<std::size_t>(got));
   }
-  // One more read finds the end, where libarchive checks a zip entry's CRC.
-  char extra = 0;
-  const la_ssize_t after = archive_read_data(archive_.get(), &extra, 1);
-  if (after < 0) throw std::runtime_error(error(where));
-  if (after > 0) {
-    throw std::runtime_error(path_.string() + ": " + where + " holds more than its declared " +
+  if (static_cast<int64_t>(data.size()) < entry.size) {
+    throw std::runtime_error(path_.string() + ": " + where + " ends after " +
+                             std::to_string(data.size()) + " of its " +
                              std::to_string(entry.size) + " bytes");
   }
   return data;

@@ -6,7 +6,7 @@
 #include <stdexcept>
 
 #include "microdit/model/block_plan.h"
-#include "microdit/nn/feed_forward.h"
+#include "microdit/nn/hidden_dims.h"
 
 namespace microdit::model {
 namespace {

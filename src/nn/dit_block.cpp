@@ -15,11 +15,6 @@ torch::nn::Sequential make_modulation(int64_t cond_dim, int64_t out_dim) {
 }
 }  // namespace
 
-int64_t qkv_hidden_dim(int64_t dim, double qkv_ratio, int64_t head_dim) {
-  if (qkv_ratio == 1.0) return dim;
-  return round_up(static_cast<int64_t>(static_cast<double>(dim) * qkv_ratio), 2 * head_dim);
-}
-
 DiTBlockImpl::DiTBlockImpl(const DiTBlockOptions& opts) : options(opts) {
   const int64_t hidden = qkv_hidden_dim(opts.dim, opts.qkv_ratio, opts.head_dim);
   const int64_t mlp_hidden = static_cast<int64_t>(static_cast<double>(opts.dim) * opts.mlp_ratio);

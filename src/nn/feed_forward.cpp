@@ -7,14 +7,6 @@
 
 namespace microdit::nn {
 
-int64_t round_up(int64_t value, int64_t multiple_of) {
-  return multiple_of * ((value + multiple_of - 1) / multiple_of);
-}
-
-int64_t swiglu_hidden_dim(int64_t hidden_dim, int64_t multiple_of) {
-  return round_up(static_cast<int64_t>(2.0 * static_cast<double>(hidden_dim) / 3.0), multiple_of);
-}
-
 FeedForwardImpl::FeedForwardImpl(int64_t dim, int64_t hidden_dim, int64_t multiple_of,
                                  bool use_bias) {
   const int64_t f = swiglu_hidden_dim(hidden_dim, multiple_of);

@@ -379,8 +379,10 @@ bool replaced_by_execution(const std::string& prefix, const std::string& name) {
   }
   std::vector<std::string> names;
   for (const auto& key : keys) names.push_back(key.name);
-  throw std::invalid_argument("unknown key '" + join_path(prefix, name) + "' in " + source +
-                              "; did you mean '" + join_path(prefix, closest(names, name)) + "'?");
+  // one_line: a key read from the file may hold a NUL, where what() would end the message.
+  throw std::invalid_argument("unknown key '" + util::one_line(join_path(prefix, name)) +
+                              "' in " + source + "; did you mean '" +
+                              join_path(prefix, closest(names, name)) + "'?");
 }
 
 void read_section(const std::vector<Key>& keys, const YAML::Node& node, const std::string& prefix,
@@ -400,7 +402,7 @@ void read_section(const std::vector<Key>& keys, const YAML::Node& node, const st
     const Key* key = find_key(keys, name);
     if (key == nullptr) throw_unknown_key(keys, prefix, name, source);
     if (!seen.insert(name).second)
-      throw std::invalid_argument("key '" + path + "' appears twice in " + source);
+      throw std::invalid_argument("key '" + util::one_line(path) + "' appears twice in " + source);
     if (key->is_section()) {
       read_section(key->children, item.second, path, source);
     } else {

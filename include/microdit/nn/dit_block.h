@@ -31,9 +31,6 @@ struct DiTBlockOptions {
   double expert_capacity = 2.0;
 };
 
-// Attention width: dim when qkv_ratio is 1, else int(dim*ratio) rounded up to 2*head_dim.
-int64_t qkv_hidden_dim(int64_t dim, double qkv_ratio, int64_t head_dim);
-
 // Pre-norm block with adaLN modulation: gated self-attention, ungated cross-attention to the
 // caption, gated FFN (dense SwiGLU or expert-choice MoE). Fast: the gated residuals as one
 // operation (nn/gated_residual.h).

@@ -6,14 +6,11 @@
 #include <torch/nn/modules/linear.h>
 
 #include "microdit/nn/execution.h"
+#include "microdit/nn/hidden_dims.h"
 #include "microdit/nn/norm.h"
 #include "microdit/nn/weight_grad.h"
 
 namespace microdit::nn {
-
-// int(2*hidden/3) rounded up to a multiple of `multiple_of` (official FeedForward.__init__).
-int64_t swiglu_hidden_dim(int64_t hidden_dim, int64_t multiple_of);
-int64_t round_up(int64_t value, int64_t multiple_of);
 
 // Fast: silu(w1 x) recomputed in backward (nn/activation_recompute.h) instead of kept.
 class FeedForwardImpl : public torch::nn::Module, public HasExecution {
