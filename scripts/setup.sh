@@ -11,6 +11,7 @@ DEBIAN_PACKAGES=(build-essential cmake ninja-build ccache pkg-config
 TORCH_VERSION=2.13.0
 PILLOW_VERSION=11.3.0  # the tests read the PNGs we write back with Pillow
 TENSORBOARD_VERSION=2.21.0  # the tests read our event files with TensorBoard's own reader
+MATPLOTLIB_VERSION=3.10.7  # microdit-study's plot (scripts/study.py)
 PYTHON=${PYTHON:-python3}
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -36,5 +37,9 @@ fi
 if ! "$PYTHON" -c "import tensorboard, sys; sys.exit(0 if tensorboard.__version__ == '$TENSORBOARD_VERSION' else 1)" 2>/dev/null; then
   echo "setup: installing tensorboard==$TENSORBOARD_VERSION"
   "$PYTHON" -m pip install -q "tensorboard==$TENSORBOARD_VERSION"
+fi
+if ! "$PYTHON" -c "import matplotlib, sys; sys.exit(0 if matplotlib.__version__ == '$MATPLOTLIB_VERSION' else 1)" 2>/dev/null; then
+  echo "setup: installing matplotlib==$MATPLOTLIB_VERSION"
+  "$PYTHON" -m pip install -q "matplotlib==$MATPLOTLIB_VERSION"
 fi
 echo "setup: ready (torch $("$PYTHON" -c 'import torch; print(torch.__version__)'))"

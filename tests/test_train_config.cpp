@@ -350,6 +350,26 @@ TEST(TrainConfig, MaskRatioMustKeepAToken) {
   EXPECT_TRUE(override_fails("optim.mask_ratio=0.99", {"optim.mask_ratio", "64 patches"}));
 }
 
+TEST(TrainConfig, RouteIsARangeOfBackboneBlocksWithoutAMask) {
+  const auto routed = tiny({"optim.route={ratio: 0.5, start_block: 0, end_block: 1}"});
+  EXPECT_EQ(routed.optim.route.ratio, 0.5);
+  EXPECT_EQ(routed.optim.route.end_block, 1);
+  EXPECT_TRUE(override_fails("optim.route={ratio: 0.5, start_block: 0, end_block: 1, x: 1}",
+                             {"optim.route.x"}));
+  EXPECT_TRUE(throws_with(
+      [] {
+        tiny({"optim.mask_ratio=0.5", "optim.route={ratio: 0.5, start_block: 0, end_block: 1}"});
+      },
+      {"optim.route.ratio = 0.5", "not both"}));
+  EXPECT_TRUE(throws_with(
+      [] { tiny({"optim.route={ratio: 0.5, start_block: 1, end_block: 0}"}); },
+      {"optim.route.end_block = 0", "[optim.route.start_block = 1, "}));
+  EXPECT_TRUE(override_fails("optim.route={ratio: 0.5, start_block: 0, end_block: 9}",
+                             {"optim.route.end_block = 9"}));
+  EXPECT_TRUE(override_fails("optim.route.ratio=1", {"optim.route.ratio", "[0, 1)"}));
+  EXPECT_TRUE(override_fails("run.eval_steps=[5, 0]", {"run.eval_steps[1] = 0"}));
+}
+
 TEST(TrainConfig, BatchMustDivideWorldTimesMicroBatch) {
   TrainConfig c = tiny();
   c.optim.batch_size = 64;

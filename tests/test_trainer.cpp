@@ -11,6 +11,9 @@
 #include <numeric>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
+#include "microdit/io/json.h"
 #include "microdit/io/safetensors.h"
 #include "microdit/io/state_dict.h"
 #include "microdit/model/pos_embed.h"
@@ -165,6 +168,77 @@ TEST(Trainer, ContinueFromKeepsOptimizerStateAndCounter) {
   const auto loaded = train::load_checkpoint(train::checkpoint_path(c.run.dir, 6));
   EXPECT_EQ(loaded.state.step, 6);
   EXPECT_EQ(loaded.optimizer_step, 6);  // AdamW moments and bias correction carried over
+}
+
+// A routed stage (TREAD) chained into a deferred-masking one by optim.continue_from: the
+// checkpoint serves both strategies, and the compute each logs (metrics.jsonl's train_flops, the
+// checkpoint's) adds up per step from model/flops.h. run.eval_steps adds validation losses.
+TEST(Trainer, RoutedStageChainsIntoAMaskedOneCountingItsFlops) {
+  const auto a = fresh_dir("routed");
+  auto routed = tiny(a, 3);
+  routed.run.log_every = 1;
+  routed.run.eval_steps = {2};
+  routed.data.val_samples = 4;
+  routed.optim.mask_ratio = 0;
+  routed.optim.route = {0.5, 0, 1};
+  const auto r = train::Trainer(routed).run();
+  ASSERT_EQ(r.losses.size(), 3u);
+  for (double loss : r.losses) EXPECT_TRUE(std::isfinite(loss));
+  const auto dit = routed.model.resolved();
+  const double per_routed = model::training_step_flops(dit, train::training_step_shape(routed, 8));
+  auto unmasked = routed;
+  unmasked.optim.route.ratio = 0;
+  EXPECT_LT(per_routed, model::training_step_flops(dit, train::training_step_shape(unmasked, 8)));
+
+  std::ifstream lines(fs::path(a) / "metrics.jsonl");
+  std::vector<int64_t> validated;
+  int64_t logged = 0;
+  for (std::string line; std::getline(lines, line);) {
+    const auto record = io::parse_json(line, "metrics.jsonl");
+    const auto step = record["step"].get<int64_t>();
+    if (!record.contains("loss") && !record.contains("val_loss")) continue;  // the samples' record
+    ASSERT_TRUE(record.contains("train_flops")) << line;
+    EXPECT_DOUBLE_EQ(record["train_flops"].get<double>(), step * per_routed) << line;
+    if (record.contains("loss")) ++logged;
+    if (record.contains("val_loss")) validated.push_back(step);
+  }
+  EXPECT_EQ(logged, 3);
+  EXPECT_EQ(validated, (std::vector<int64_t>{2, 3}));
+
+  auto masked = tiny(fresh_dir("masked_after_routed"), 5);
+  masked.optim.continue_from = train::checkpoint_path(a, 3).string();
+  train::Trainer(masked).run();
+  const double per_masked = model::training_step_flops(dit, train::training_step_shape(masked, 8));
+  const auto loaded = train::load_checkpoint(train::checkpoint_path(masked.run.dir, 5));
+  EXPECT_DOUBLE_EQ(loaded.state.train_flops, 3 * per_routed + 2 * per_masked);
+  EXPECT_GT(loaded.state.train_seconds, 0);
+}
+
+// data.val_seed holds the held-out samples and their noise fixed across run seeds: the same
+// weights (lr 0 from one checkpoint) score the same at seeds 5 and 6, and differently without it.
+TEST(Trainer, ValidationSeedKeepsTheHeldOutSetAcrossRunSeeds) {
+  const auto start = fresh_dir("val_seed_start");
+  train::Trainer(tiny(start, 1)).run();
+  auto val_loss = [&](const std::string& name, uint64_t seed, int64_t val_seed) {
+    auto c = tiny(fresh_dir(name), 1);
+    c.run.seed = seed;
+    c.run.eval_every = 1;
+    c.data.val_samples = 4;
+    c.data.val_seed = val_seed;
+    c.optim.lr = 0;
+    c.optim.init_from = train::checkpoint_path(start, 1).string();
+    train::Trainer(c).run();
+    std::ifstream lines(fs::path(c.run.dir) / "metrics.jsonl");
+    for (std::string line; std::getline(lines, line);) {
+      const auto record = io::parse_json(line, "metrics.jsonl");
+      if (record.contains("val_loss")) return record["val_loss"].get<double>();
+    }
+    ADD_FAILURE() << "no validation loss in " << c.run.dir;
+    return 0.0;
+  };
+  const double five = val_loss("val_seed_5", 5, 0);
+  EXPECT_EQ(val_loss("val_seed_6", 6, 0), five);
+  EXPECT_NE(val_loss("val_seed_6_own", 6, -1), five);
 }
 
 TEST(Trainer, InitFromA256CheckpointAt512RecomputesPosEmbed) {
@@ -342,8 +416,8 @@ TEST(Trainer, RunDirectoryHoldsConfigMetricsEventsSamples) {
   for (const auto& entry : fs::directory_iterator(dir)) {
     if (entry.path().filename().string().find("tfevents") == std::string::npos) continue;
     ++event_files;
-    // first record + 4 scalars x 3 steps + image + prompt match
-    EXPECT_EQ(train::read_tfevents_records(entry.path()).size(), 1u + 12u + 2u);
+    // first record + 5 scalars x 3 steps + image + prompt match
+    EXPECT_EQ(train::read_tfevents_records(entry.path()).size(), 1u + 15u + 2u);
   }
   EXPECT_EQ(event_files, 1);
 }

@@ -21,7 +21,8 @@ options:
   --config FILE   the run's YAML config (required)
   --set KEY=VALUE override one config key, e.g. --set optim.lr=1e-4 (repeatable)
   --resume        continue from the newest checkpoint in run.dir
-  --dry-run       print the resolved config and the model size, then exit (builds no model)
+  --dry-run       print the resolved config, the model size and the training FLOPs per step,
+                  then exit (builds no model)
   -h, --help      this text
 Multi-process runs (docs/distributed.md): start one process per GPU with torchrun
 (torchrun --nproc-per-node 8 --no-python microdit-train --config ...) or srun; the process reads
@@ -75,8 +76,12 @@ int main(int argc, char** argv) {
   if (args.dry_run) {
     const auto dit = config.model.resolved();
     std::cout << train::to_yaml(config);
-    fmt::print("# model: {} parameters, {} tokens per image\n", model::count_parameters(dit),
-               dit.num_patches());
+    fmt::print("# model: {} parameters, {} tokens per image, {} backbone blocks\n",
+               model::count_parameters(dit), dit.num_patches(), dit.depth);
+    fmt::print("# training FLOPs per step: {} (model/flops.h, {} caption tokens)\n",
+               model::training_step_flops(
+                   dit, train::training_step_shape(config, train::configured_caption_tokens(config))),
+               train::configured_caption_tokens(config));
     return 0;
   }
   try {

@@ -2,8 +2,9 @@
 
 #include "microdit/model/block_plan.h"
 #include "microdit/model/masking.h"
+#include "microdit/model/token_route.h"
 #include "microdit/nn/dit_block.h"
-#include "microdit/nn/feed_forward.h"
+#include "microdit/nn/hidden_dims.h"
 
 namespace microdit::model {
 namespace {
@@ -60,7 +61,13 @@ double forward_flops(const DiTConfig& c, const StepShape& s) {
     if (Dm != D) flops += matmul(B * T, D, Dm) + matmul(B * L, D, Dm) + matmul(B * Tk, Dm, D);
     for (const auto& o : mixer_blocks(c)) flops += dit_block(o, B, T, L);
   }
-  for (const auto& o : backbone_blocks(c)) flops += dit_block(o, B, Tk, L);
+  const auto blocks = backbone_blocks(c);
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    const auto index = static_cast<int64_t>(i);
+    const bool routed = s.route_ratio > 0 && index >= s.route_start && index <= s.route_end;
+    const double tokens = routed ? routed_tokens(c.num_patches(), s.route_ratio) : Tk;
+    flops += dit_block(blocks[i], B, tokens, L);
+  }
   flops += matmul(B, D, 2 * D) + matmul(B * Tk, D, patch_in);             // final layer
   return flops;
 }

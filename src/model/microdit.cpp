@@ -46,13 +46,26 @@ std::pair<at::Tensor, at::Tensor> DiTImpl::condition(const at::Tensor& t, const 
 }
 
 at::Tensor DiTImpl::forward(const at::Tensor& x_in, const at::Tensor& t, const at::Tensor& y,
-                            const TokenMask* mask) {
+                            const TokenMask* mask, const TokenRoute* route) {
+  TORCH_CHECK(!(mask && route), "a forward pass masks tokens or routes them, not both");
+  TORCH_CHECK(!route || route->end_block < static_cast<int64_t>(blocks->size()),
+              "the route ends at block ", route ? route->end_block : 0, " of ", blocks->size());
+  if (route && route->end_block < route->start_block) route = nullptr;  // no block: no effect
   auto x = x_embedder(x_in) + pos_embed;  // (B,T,D)
   auto [y_emb, c] = condition(t, y, x.size(0));
   if (config.use_patch_mixer) x = patch_mixer.mix(x, y_emb, c);
   if (mask) x = keep_tokens(x, *mask);  // (B,Tk,D or Dm)
   if (config.use_patch_mixer) x = patch_mixer.map_out(x);
-  for (const auto& block : *blocks) x = block->as<nn::DiTBlock>()->forward(x, y_emb, c);
+  at::Tensor before_route;  // (B,T,D): the stream the routed tokens re-enter from
+  for (size_t i = 0; i < blocks->size(); ++i) {
+    const auto index = static_cast<int64_t>(i);
+    if (route && index == route->start_block) {
+      before_route = x;
+      x = start_route(x, *route);  // (B,Tr,D)
+    }
+    x = blocks[i]->as<nn::DiTBlock>()->forward(x, y_emb, c);
+    if (route && index == route->end_block) x = end_route(x, before_route, *route);
+  }
   x = final_layer(x, c);  // (B,Tk,p*p*C)
   if (mask) x = restore_tokens(x, *mask, mask_token);
   return unpatchify(x);

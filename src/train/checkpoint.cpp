@@ -137,6 +137,8 @@ void save_checkpoint(const std::filesystem::path& path, model::DiT& dit,
                         {"samples_seen", std::to_string(state.samples_seen)},
                         {"seed", std::to_string(state.seed)},
                         {"optimizer_step", std::to_string(optimizer_step)},
+                        {"train_flops", fmt::format("{}", state.train_flops)},
+                        {"train_seconds", fmt::format("{}", state.train_seconds)},
                         {"config", state.config_yaml},
                         {kChecksumKey, data_checksum(tensors)}});
 }
@@ -167,6 +169,13 @@ LoadedCheckpoint checkpoint_from(const std::filesystem::path& path, const io::Te
   c.state.seed = util::parse_uint64(meta(m, "seed", path),
                                     path.string() + ": checkpoint metadata 'seed'");
   c.state.config_yaml = meta(m, "config", path);
+  for (auto [key, value] : {std::pair{"train_flops", &c.state.train_flops},
+                            std::pair{"train_seconds", &c.state.train_seconds}}) {
+    if (const auto it = m.find(key); it != m.end()) {
+      *value = util::parse_double(it->second,
+                                  path.string() + ": checkpoint metadata '" + key + "'", 0);
+    }
+  }
   c.optimizer_step = count("optimizer_step");
   c.model = take_prefixed(tensors, kModel);
   c.ema = take_prefixed(tensors, kEma);

@@ -15,6 +15,7 @@
 #include <system_error>
 
 #include "microdit/io/read_file.h"
+#include "microdit/model/token_route.h"
 #include "microdit/nn/sdp_backend.h"
 #include "microdit/util/error_message.h"
 
@@ -178,6 +179,11 @@ void read_value(const YAML::Node& node, const std::string& path, const std::stri
 }
 
 void read_value(const YAML::Node& node, const std::string& path, const std::string& source,
+                std::vector<int64_t>& out) {
+  read_list(node, path, source, "a list of integers such as [100, 200]", out);
+}
+
+void read_value(const YAML::Node& node, const std::string& path, const std::string& source,
                 std::vector<std::string>& out) {
   read_list(node, path, source, "a list of strings", out);
 }
@@ -241,7 +247,7 @@ std::vector<Key> schema(TrainConfig& c) {
               {leaf("dir", r.dir), leaf("seed", r.seed), leaf("device", r.device),
                leaf("log_every", r.log_every), leaf("checkpoint_every", r.checkpoint_every),
                leaf("keep_checkpoints", r.keep_checkpoints), leaf("sample_every", r.sample_every),
-               leaf("eval_every", r.eval_every)}),
+               leaf("eval_every", r.eval_every), leaf("eval_steps", r.eval_steps)}),
       section("model",
               {leaf("arch", c.model.arch),
                section("zoo", {leaf("caption_channels", z.caption_channels),
@@ -294,6 +300,9 @@ std::vector<Key> schema(TrainConfig& c) {
                leaf("t_max", o.t_max),
                leaf("clip_norm", o.clip_norm),
                leaf("mask_ratio", o.mask_ratio),
+               section("route", {leaf("ratio", o.route.ratio),
+                                 leaf("start_block", o.route.start_block),
+                                 leaf("end_block", o.route.end_block)}),
                leaf("caption_drop_prob", o.caption_drop_prob),
                leaf("precision", o.precision),
                leaf("execution", o.execution),
@@ -315,7 +324,8 @@ std::vector<Key> schema(TrainConfig& c) {
                leaf("builtin_caption_channels", data.builtin_caption_channels),
                leaf("synthetic_samples", data.synthetic_samples),
                leaf("val_mds_dirs", data.val_mds_dirs), leaf("val_path", data.val_path),
-               leaf("val_samples", data.val_samples), leaf("val_sigmas", data.val_sigmas)}),
+               leaf("val_samples", data.val_samples), leaf("val_sigmas", data.val_sigmas),
+               leaf("val_seed", data.val_seed)}),
       section("sample", {leaf("prompts", s.prompts), leaf("prompts_file", s.prompts_file),
                          leaf("steps", s.steps), leaf("cfg", s.cfg), leaf("seed", s.seed),
                          leaf("vae", s.vae), leaf("text_encoder", s.text_encoder),
@@ -550,6 +560,10 @@ void validate_run(const RunSection& r) {
   require(r.keep_checkpoints >= 1, "run.keep_checkpoints", r.keep_checkpoints, ">= 1");
   require(r.sample_every >= 0, "run.sample_every", r.sample_every, ">= 0 (0: only at the end)");
   require(r.eval_every >= 0, "run.eval_every", r.eval_every, ">= 0 (0: no validation loss)");
+  for (size_t i = 0; i < r.eval_steps.size(); ++i) {
+    require(r.eval_steps[i] >= 1, "run.eval_steps[" + std::to_string(i) + "]", r.eval_steps[i],
+            ">= 1");
+  }
 }
 
 // Where a field of the resolved model comes from: model.dit for "custom", else model.zoo.
@@ -624,6 +638,23 @@ void validate_edm(const diffusion::EDMConfig& e) {
   require(e.S_noise > 0, "edm.S_noise", e.S_noise, "> 0");
 }
 
+void validate_route(const OptimSection& o, const model::DiTConfig& dit) {
+  const auto& r = o.route;
+  require(r.ratio >= 0 && r.ratio < 1, "optim.route.ratio", r.ratio, "a value in [0, 1) (0: off)");
+  if (r.ratio == 0) return;
+  require(o.mask_ratio == 0, "optim.route.ratio", r.ratio,
+          "0 when optim.mask_ratio is set (a run masks tokens or routes them, not both)");
+  require(model::routed_tokens(dit.num_patches(), r.ratio) >= 1, "optim.route.ratio", r.ratio,
+          "a ratio that leaves at least one of the model's " +
+              std::to_string(dit.num_patches()) + " patches in the stream");
+  require(r.start_block >= 0 && r.start_block < dit.depth, "optim.route.start_block",
+          r.start_block, "a backbone block in [0, " + std::to_string(dit.depth - 1) + "]");
+  require(r.end_block >= r.start_block && r.end_block < dit.depth, "optim.route.end_block",
+          r.end_block,
+          "a backbone block in [optim.route.start_block = " + std::to_string(r.start_block) +
+              ", " + std::to_string(dit.depth - 1) + "]");
+}
+
 void validate_optim(const OptimSection& o, int64_t world_size, const model::DiTConfig& dit) {
   require(o.steps > 0 && o.steps <= kMaxSteps, "optim.steps", o.steps, "in [1, 10^12]");
   require(o.batch_size > 0 && o.batch_size <= kMaxBatch, "optim.batch_size", o.batch_size,
@@ -670,6 +701,7 @@ void validate_optim(const OptimSection& o, int64_t world_size, const model::DiTC
   require(kept >= 1, "optim.mask_ratio", o.mask_ratio,
           "a ratio that keeps at least one of the model's " + std::to_string(dit.num_patches()) +
               " patches");
+  validate_route(o, dit);
   require(o.caption_drop_prob >= 0 && o.caption_drop_prob <= 1, "optim.caption_drop_prob",
           o.caption_drop_prob, "a probability in [0, 1]");
   require(one_of(o.precision, {"auto", "bf16", "bf16-fp32norm", "fp32"}), "optim.precision",
@@ -725,20 +757,21 @@ void validate_data(const DataSection& d, const ModelSection& model, const model:
   }
 }
 
-// The held-out set is read only when run.eval_every asks for a validation loss.
-void validate_validation(const DataSection& d, int64_t eval_every) {
+// The held-out set is read only when run.eval_every or run.eval_steps asks for a validation loss.
+void validate_validation(const DataSection& d, bool evaluated) {
   require(d.val_samples > 0 && d.val_samples <= kMaxSamples, "data.val_samples", d.val_samples,
           "in [1, 2^20]");
+  require(d.val_seed >= -1, "data.val_seed", d.val_seed, ">= 0, or -1 for run.seed");
   for (const double sigma : d.val_sigmas) {
     require(sigma > 0 && std::isfinite(sigma), "data.val_sigmas", sigma, "noise levels > 0");
   }
-  if (eval_every == 0) return;
+  if (!evaluated) return;
   if (d.kind == "mds") {
     require(!d.val_mds_dirs.empty(), "data.val_mds_dirs", std::string("[]"),
-            "at least one MDS directory of held-out samples when run.eval_every > 0");
+            "at least one MDS directory of held-out samples for the validation loss");
   } else if (d.kind == "safetensors") {
     require(!d.val_path.empty(), "data.val_path", d.val_path,
-            "a directory of held-out shards when run.eval_every > 0");
+            "a directory of held-out shards for the validation loss");
   }
 }
 
@@ -832,7 +865,7 @@ void validate(const TrainConfig& config, int64_t world_size) {
   validate_edm(config.edm);
   validate_optim(config.optim, world_size, dit);
   validate_data(config.data, config.model, dit);
-  validate_validation(config.data, config.run.eval_every);
+  validate_validation(config.data, config.run.eval_every > 0 || !config.run.eval_steps.empty());
   validate_sample(config.sample, config.data);
   validate_dist(config.dist);
   require(!config.optim.cuda_graph || world_size == 1 || config.dist.zero_stage == 0,

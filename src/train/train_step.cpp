@@ -4,6 +4,7 @@
 
 #include "microdit/diffusion/edm_loss.h"
 #include "microdit/model/masking.h"
+#include "microdit/model/token_route.h"
 #include "microdit/nn/autocast.h"
 #include "microdit/train/gradient_buckets.h"
 #include "microdit/train/optimizer.h"
@@ -70,15 +71,20 @@ at::Tensor TrainStep::micro_batch(MicroBatchInput input, bool last) {
   auto x = to_device(input.batch.latents);
   auto y = to_device(input.batch.captions) * to_device(draws.keep_caption).view({-1, 1, 1, 1});
   std::optional<model::TokenMask> mask;
+  std::optional<model::TokenRoute> route;
   if (options_.mask_ratio > 0) {
     mask = model::mask_from_noise(to_device(draws.mask_noise), options_.mask_ratio);
+  } else if (options_.route_ratio > 0) {
+    route = model::route_from_noise(to_device(draws.mask_noise), options_.route_ratio,
+                                    options_.route_start, options_.route_end);
   }
   at::Tensor loss;
   {
     nn::AutocastGuard autocast(options_.device.type(), at::kBFloat16, options_.bf16);
     loss = diffusion::edm_loss_per_sample(dit_, x, y,
                                           {to_device(draws.rnd_normal), to_device(draws.noise)},
-                                          options_.edm, mask ? &*mask : nullptr)
+                                          options_.edm, mask ? &*mask : nullptr,
+                                          route ? &*route : nullptr)
                .sum() /
            static_cast<double>(options_.batch_size);
   }

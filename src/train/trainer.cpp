@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -153,11 +154,16 @@ struct Trainer::State {
   std::unique_ptr<data::Dataset> dataset;
   const data::BuiltinShapes* builtin = nullptr;  // `dataset` when data.kind is builtin
   std::unique_ptr<SampleGrid> samples;           // sample.*: none on latent data without a VAE
-  std::unique_ptr<ValidationLoss> validation;    // run.eval_every > 0
+  std::unique_ptr<ValidationLoss> validation;    // run.eval_every > 0 or run.eval_steps
   std::unique_ptr<data::SampleOrder> order;
   std::unique_ptr<EventWriter> events;
   std::unique_ptr<MetricsLog> metrics;
   int64_t step = 0;
+  // Analytic FLOPs of one training step (model/flops.h), and the compute so far (with what
+  // optim.continue_from or --resume carried over): the equal-compute axes of metrics.jsonl.
+  double step_flops = 0;
+  double train_flops = 0;
+  double train_seconds = 0;
   at::Tensor grad_norm;  // of the last step, before clipping; on the device, read when logged
   int64_t world_size = 1, rank = 0;
   std::unique_ptr<ProcessGroup> group;       // a world of more than one
@@ -206,6 +212,11 @@ struct Trainer::State {
   void log_progress(double loss, double images_per_s, double eta_s);
   double sample_grid();
   void validation_losses();
+  bool evaluates_at(int64_t at) const {
+    const auto& r = cfg.run;
+    return (r.eval_every > 0 && at % r.eval_every == 0) ||
+           std::find(r.eval_steps.begin(), r.eval_steps.end(), at) != r.eval_steps.end();
+  }
   void log_validation(const std::string& name, const ValidationResult& result);
 };
 
@@ -253,6 +264,8 @@ void Trainer::State::setup() {
                               [&](std::ostream& out) { out << to_yaml(cfg); });
   }
   make_dataset();
+  step_flops = model::training_step_flops(
+      dit_cfg, training_step_shape(cfg, dataset->get(0).caption.size(0)));
   // Before the model: a bad sampling or held-out file fails the run at once.
   if (opts.write_files) {
     make_sample_grid();
@@ -349,11 +362,13 @@ void Trainer::State::make_sample_grid() {
 
 // The held-out set: data.val_mds_dirs or data.val_path; built-in data the samples after the
 // training ones (sample i is a function of (seed, i)); synthetic data a pool of another seed.
+// The seed is data.val_seed when set, so that runs of several seeds share one held-out set.
 void Trainer::State::make_validation() {
   const auto& d = cfg.data;
-  if (cfg.run.eval_every == 0) return;
+  if (cfg.run.eval_every == 0 && cfg.run.eval_steps.empty()) return;
+  const uint64_t seed = d.val_seed >= 0 ? static_cast<uint64_t>(d.val_seed) : cfg.run.seed;
   ValidationOptions o;
-  o.seed = cfg.run.seed;
+  o.seed = seed;
   o.sigmas = d.val_sigmas.empty() ? default_validation_sigmas(cfg.edm) : d.val_sigmas;
   o.samples = d.val_samples;
   o.batch_size = micro_batch_size();
@@ -363,11 +378,12 @@ void Trainer::State::make_validation() {
   if (d.kind == "builtin") {
     auto held = builtin->options();
     held.num_samples = d.builtin_samples + d.val_samples;
+    held.seed = seed;
     set = std::make_shared<data::BuiltinShapes>(held);
     o.first = d.builtin_samples;
   } else if (d.kind == "synthetic") {
     set = std::make_shared<data::SyntheticLatents>(
-        synthetic_options(d, dit_cfg, d.val_samples, data::mix_seed(cfg.run.seed, 1)));
+        synthetic_options(d, dit_cfg, d.val_samples, data::mix_seed(seed, 1)));
   } else {
     set = held_out(d.kind == "mds" ? "data.val_mds_dirs" : "data.val_path", [&] {
       std::shared_ptr<const data::Dataset> files;
@@ -382,8 +398,12 @@ void Trainer::State::make_validation() {
     });
   }
   validation = std::make_unique<ValidationLoss>(set, o);
-  spdlog::info("validation loss every {} steps: {} held-out samples at sigma {:.4g}",
-               cfg.run.eval_every, validation->samples(), fmt::join(validation->sigmas(), ", "));
+  const auto& r = cfg.run;
+  spdlog::info("validation loss {}{}{} and at the end: {} held-out samples at sigma {:.4g}",
+               r.eval_every > 0 ? fmt::format("every {} steps", r.eval_every) : "",
+               r.eval_every > 0 && !r.eval_steps.empty() ? ", " : "",
+               r.eval_steps.empty() ? "" : fmt::format("at steps {}", fmt::join(r.eval_steps, ", ")),
+               validation->samples(), fmt::join(validation->sigmas(), ", "));
 }
 
 namespace {
@@ -406,6 +426,23 @@ std::pair<std::filesystem::path, LoadedCheckpoint> newest_intact_checkpoint(
 
 }  // namespace
 
+model::StepShape training_step_shape(const TrainConfig& config, int64_t caption_tokens) {
+  const auto& o = config.optim;
+  model::StepShape shape;
+  shape.batch = o.batch_size;
+  shape.mask_ratio = o.mask_ratio;
+  shape.caption_tokens = caption_tokens;
+  shape.route_ratio = o.route.ratio;
+  shape.route_start = o.route.start_block;
+  shape.route_end = o.route.end_block;
+  return shape;
+}
+
+int64_t configured_caption_tokens(const TrainConfig& config) {
+  return config.data.kind == "builtin" ? config.data.builtin_caption_len
+                                       : config.data.caption_tokens;
+}
+
 void Trainer::State::restore() {
   std::optional<std::filesystem::path> full;
   std::optional<LoadedCheckpoint> from;
@@ -427,6 +464,8 @@ void Trainer::State::restore() {
     }
     if (ema && !loaded.ema.empty()) ema->load_state(loaded.ema);
     step = loaded.state.step;
+    train_flops = loaded.state.train_flops;
+    train_seconds = loaded.state.train_seconds;
     last_checkpoint = full->string();
     spdlog::info("continuing from {} at step {}", full->string(), step);
   } else if (!cfg.optim.init_from.empty()) {
@@ -462,6 +501,9 @@ void Trainer::State::make_train_step() {
   so.batch_size = o.batch_size;
   so.micro_batches = micro_batches();
   so.mask_ratio = o.mask_ratio;
+  so.route_ratio = o.route.ratio;
+  so.route_start = o.route.start_block;
+  so.route_end = o.route.end_block;
   so.clip_norm = o.clip_norm;
   so.bf16 = bf16;
   so.cuda_graph = o.cuda_graph;
@@ -521,7 +563,8 @@ void Trainer::State::save(bool final) {
   }
   if (rank == 0) {
     save_checkpoint(path, dit, moments, optimizer_step, ema.get(),
-                    {step, step * cfg.optim.batch_size, cfg.run.seed, to_yaml(cfg)});
+                    {step, step * cfg.optim.batch_size, cfg.run.seed, to_yaml(cfg), train_flops,
+                     train_seconds});
     prune_checkpoints(run_dir, cfg.run.keep_checkpoints);
     if (final) spdlog::info("checkpoint {}", path.string());
   }
@@ -537,9 +580,14 @@ void Trainer::State::log_progress(double loss, double images_per_s, double eta_s
   spdlog::info("step {}/{} | loss {:.4f} | lr {:.3e} | grad norm {:.3f} | {:.1f} img/s | ETA {}",
                step, o.steps, loss, lr, norm, images_per_s, util::format_duration(eta_s));
   if (!metrics) return;  // TrainerOptions::write_files false
-  metrics->write(step,
-                 {{"loss", loss}, {"lr", lr}, {"grad_norm", norm}, {"images_per_s", images_per_s}});
+  metrics->write(step, {{"loss", loss},
+                        {"lr", lr},
+                        {"grad_norm", norm},
+                        {"images_per_s", images_per_s},
+                        {"train_flops", train_flops},
+                        {"train_seconds", train_seconds}});
   events->add_scalar("train/loss", loss, step);
+  events->add_scalar("train/flops", train_flops, step);
   events->add_scalar("train/lr", lr, step);
   events->add_scalar("train/grad_norm", norm, step);
   events->add_scalar("train/images_per_s", images_per_s, step);
@@ -588,7 +636,8 @@ void Trainer::State::validation_losses() {
 
 void Trainer::State::log_validation(const std::string& name, const ValidationResult& result) {
   if (rank != 0) return;
-  std::vector<std::pair<std::string, double>> values{{name + "_loss", result.loss}};
+  std::vector<std::pair<std::string, double>> values{
+      {name + "_loss", result.loss}, {"train_flops", train_flops}, {"train_seconds", train_seconds}};
   events->add_scalar(name + "/loss", result.loss, step);
   const auto& sigmas = validation->sigmas();
   std::vector<std::string> shown;
@@ -614,7 +663,11 @@ TrainResult Trainer::run() {
   int64_t window_steps = 0;
   double window_loss = 0;
   while (s.step < end) {
+    const auto step_start = std::chrono::steady_clock::now();
     const double loss = s.train_one_step();
+    s.train_seconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
+    s.train_flops += s.step_flops;
     result.losses.push_back(loss);
     window_loss += loss;
     ++window_steps;
@@ -644,7 +697,7 @@ TrainResult Trainer::run() {
     }
     // The progress window's throughput leaves the validation and the samples out.
     const auto evaluation_start = std::chrono::steady_clock::now();
-    if (s.cfg.run.eval_every > 0 && s.step % s.cfg.run.eval_every == 0 && !last) {
+    if (s.evaluates_at(s.step) && !last) {
       s.validation_losses();
     }
     if (s.cfg.run.sample_every > 0 && s.step % s.cfg.run.sample_every == 0 && !last) {

@@ -14,6 +14,10 @@ struct StepShape {
   int64_t batch = 256;
   double mask_ratio = 0.75;    // 0 = all tokens through the backbone
   int64_t caption_tokens = 77;
+  // Token routing (model/token_route.h): backbone blocks route_start..route_end (inclusive) see
+  // the routed_tokens of route_ratio. Not with mask_ratio.
+  double route_ratio = 0;
+  int64_t route_start = 0, route_end = -1;
 };
 
 // Forward FLOPs of one DiT call on `shape` (masked when mask_ratio > 0).

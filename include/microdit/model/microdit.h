@@ -1,7 +1,8 @@
 // MicroDiT: the official `DiT` (SonyResearch/micro_diffusion models/dit.py) as a LibTorch module.
 // Embed patches, noise level and caption; run the patch-mixer on all tokens; keep a subset
-// (deferred masking); run the layer-wise scaled backbone with expert-choice MoE FFNs; final
-// layer; put removed tokens back as `mask_token`; unpatchify.
+// (deferred masking); run the layer-wise scaled backbone with expert-choice MoE FFNs, or in
+// training route some tokens around a range of its blocks (token_route.h); final layer; put
+// removed tokens back as `mask_token`; unpatchify.
 // Legend: B batch, C channels, H W latent size, p patch, T tokens, Tk kept tokens, D width,
 // L caption tokens, Cy caption channels.
 #pragma once
@@ -13,6 +14,7 @@
 #include "microdit/model/config.h"
 #include "microdit/model/masking.h"
 #include "microdit/model/patch_mixer.h"
+#include "microdit/model/token_route.h"
 #include "microdit/nn/dit_block.h"
 #include "microdit/nn/embedders.h"
 
@@ -22,10 +24,11 @@ class DiTImpl : public torch::nn::Module {
  public:
   explicit DiTImpl(const DiTConfig& config);
 
-  // x (B,C,H,W), t (B) or (1) c_noise, y (B,1,L,Cy) or (B,L,Cy); mask null = all tokens.
+  // x (B,C,H,W), t (B) or (1) c_noise, y (B,1,L,Cy) or (B,L,Cy); mask null = all tokens;
+  // route (training only, not with a mask): blocks start..end on the routed tokens.
   // Returns (B,C,H,W); masked positions hold mask_token.
   at::Tensor forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y,
-                     const TokenMask* mask = nullptr);
+                     const TokenMask* mask = nullptr, const TokenRoute* route = nullptr);
   // Classifier-free guidance: uncond + cfg * (cond - uncond), uncond = all-zero caption.
   at::Tensor forward_with_cfg(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y,
                               double cfg);
@@ -50,9 +53,8 @@ class DiTImpl : public torch::nn::Module {
   at::Tensor pos_embed;   // buffer (1,T,D)
   at::Tensor mask_token;  // buffer (1,1,p*p*C), zeros
 
- private:
   // Caption tokens through projection and caption block, and the conditioning vector
-  // c = t_emb + pooled caption. Returns {y (B,L,D), c (B,D)}.
+  // c = t_emb + pooled caption, as forward computes them. Returns {y (B,L,D), c (B,D)}.
   std::pair<at::Tensor, at::Tensor> condition(const at::Tensor& t, const at::Tensor& y,
                                               int64_t batch);
 };

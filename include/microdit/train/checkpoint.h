@@ -24,6 +24,11 @@ struct CheckpointState {
   int64_t samples_seen = 0;  // global stream position of the next sample
   uint64_t seed = 0;
   std::string config_yaml;  // the resolved config of the run that wrote it
+  // Training compute up to `step`, carried over by optim.continue_from (the equal-compute axes):
+  // the analytic FLOPs of the steps (model/flops.h) and the time spent in them (not validation,
+  // samples or checkpoints). 0 in checkpoints written before they were recorded.
+  double train_flops = 0;
+  double train_seconds = 0;
 };
 
 // checkpoints/step-00001234.safetensors under the run directory.

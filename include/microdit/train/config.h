@@ -21,6 +21,7 @@ struct RunSection {
   int64_t keep_checkpoints = 3;     // newest N kept
   int64_t sample_every = 0;         // steps between sample grids (0: only at the end)
   int64_t eval_every = 0;           // steps between validation losses (0: none)
+  std::vector<int64_t> eval_steps;  // and at these steps (the equal-compute points of a study)
 };
 
 struct ModelSection {
@@ -34,6 +35,14 @@ struct EMASection {
   bool enabled = false;
   double smoothing = 0.99975;
   int64_t start_step = 0;  // on the global step counter
+};
+
+// Token routing (model/token_route.h, TREAD): in training, a random `ratio` of the tokens skips
+// backbone blocks start_block..end_block (inclusive). ratio 0: off. Not with optim.mask_ratio.
+struct RouteSection {
+  double ratio = 0.0;
+  int64_t start_block = 0;
+  int64_t end_block = 0;
 };
 
 struct OptimSection {
@@ -50,6 +59,7 @@ struct OptimSection {
   int64_t t_max = 0;               // cosine: step where the decay ends (0 = steps)
   double clip_norm = 0.0;          // global gradient norm bound (0 = off)
   double mask_ratio = 0.0;         // deferred masking ratio in [0, 1)
+  RouteSection route;
   double caption_drop_prob = 0.1;  // per sample, for classifier-free guidance
   // auto (bf16 on CUDA, fp32 on CPU) | bf16 (LayerNorms in bf16, as the official runs) |
   // bf16-fp32norm (plain autocast: LayerNorms in float32) | fp32
@@ -91,6 +101,9 @@ struct DataSection {
   std::string val_path;
   int64_t val_samples = 256;        // the first N samples of the held-out set
   std::vector<double> val_sigmas;   // empty: 5 quantiles of the training sigma distribution
+  // Seeds the held-out noise (and the built-in and synthetic held-out samples); -1: run.seed.
+  // Runs of different seeds compare on one held-out set with it (microdit-study's seeds).
+  int64_t val_seed = -1;
 };
 
 struct SampleSection {

@@ -27,6 +27,9 @@ struct TrainStepOptions {
   int64_t batch_size = 1;     // the global batch: each sample's loss counts 1 / batch_size
   int64_t micro_batches = 1;  // per process and step
   double mask_ratio = 0;
+  // Token routing (model/token_route.h) from the same per-sample mask draws; ratio 0: off.
+  double route_ratio = 0;
+  int64_t route_start = 0, route_end = -1;
   double clip_norm = 0;  // global gradient norm bound (0: off)
   bool bf16 = false;     // autocast to bf16
   // The step (forward, backward, sync, clipping, AdamW) as a CUDA graph: two eager warm-up steps

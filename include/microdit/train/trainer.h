@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 
+#include "microdit/model/flops.h"
 #include "microdit/model/microdit.h"
 #include "microdit/nn/execution.h"
 #include "microdit/train/config.h"
@@ -56,6 +57,13 @@ class Trainer {
   struct State;
   std::unique_ptr<State> s_;
 };
+
+// What one training step of `config` computes, for model/flops.h: the global batch, the mask or
+// the route, and `caption_tokens` (the data's caption length).
+model::StepShape training_step_shape(const TrainConfig& config, int64_t caption_tokens);
+// The caption length the config names (data.builtin_caption_len or data.caption_tokens); the
+// trainer uses the data's own.
+int64_t configured_caption_tokens(const TrainConfig& config);
 
 // Thrown when a step's loss is not finite; names the step and the last good checkpoint.
 struct NonFiniteLoss : std::runtime_error {
