@@ -60,11 +60,13 @@ pkg_check_modules(MICRODIT_XXHASH REQUIRED IMPORTED_TARGET libxxhash)
 # Optional libraries of the real-data path. Each missing one turns off one feature with a clear
 # runtime error, so the trainer still builds on a bare GPU machine: PCRE2 (CLIP tokenizer's
 # Unicode classes), zstd (compressed MDS shards), zlib (gzip vocabularies), libarchive (WebDataset
-# tars and .npz statistics). A library is used only when a program calling it also links: the
-# static libarchive carried to the GPU machine needs shared libraries that machine may lack.
+# tars and .npz statistics), libjpeg (JPEG images; libjpeg-turbo's libjpeg.pc). A library is used
+# only when a program calling it also links: the static libarchive carried to the GPU machine
+# needs shared libraries that machine may lack.
 include(CheckCXXSourceCompiles)
 foreach(_dep PCRE2:libpcre2-8:pcre2_compile_8 ZSTD:libzstd:ZSTD_versionNumber
-             ZLIB:zlib:zlibVersion LIBARCHIVE:libarchive:archive_read_new)
+             ZLIB:zlib:zlibVersion LIBARCHIVE:libarchive:archive_read_new
+             LIBJPEG:libjpeg:jpeg_std_error)
   string(REPLACE ":" ";" _triple "${_dep}")
   list(GET _triple 0 _name)
   list(GET _triple 1 _module)
@@ -114,6 +116,11 @@ endif()
 
 # The optional libraries found above, linked to `target` with their MICRODIT_HAVE_* definitions
 # (PUBLIC: the tools and tests reuse the library's precompiled header, which needs the same -D).
+# libjpeg is called by src/image/decode.cpp alone: its definition goes on that file only (and on
+# the tests of it, microdit_define_have_libjpeg), so that finding libjpeg or not leaves every
+# other compile command, and the shared precompiled header, as they were.
+get_filename_component(MICRODIT_IMAGE_DECODE_SOURCE
+                       "${CMAKE_CURRENT_LIST_DIR}/../src/image/decode.cpp" ABSOLUTE)
 function(microdit_link_optional_libraries target)
   foreach(_name PCRE2 ZSTD ZLIB LIBARCHIVE)
     if(MICRODIT_HAVE_${_name})
@@ -121,8 +128,20 @@ function(microdit_link_optional_libraries target)
       target_link_libraries(${target} PUBLIC PkgConfig::MICRODIT_${_name})
     endif()
   endforeach()
+  if(MICRODIT_HAVE_LIBJPEG)
+    target_link_libraries(${target} PUBLIC PkgConfig::MICRODIT_LIBJPEG)
+    microdit_define_have_libjpeg(${target} "${MICRODIT_IMAGE_DECODE_SOURCE}")
+  endif()
   if(MICRODIT_HAVE_OPENCV)
     target_compile_definitions(${target} PUBLIC MICRODIT_HAVE_OPENCV=1)
     target_link_libraries(${target} PUBLIC ${OpenCV_LIBS})
+  endif()
+endfunction()
+
+# MICRODIT_HAVE_LIBJPEG=1 on the given sources of `target` where libjpeg was found.
+function(microdit_define_have_libjpeg target)
+  if(MICRODIT_HAVE_LIBJPEG)
+    set_property(SOURCE ${ARGN} TARGET_DIRECTORY ${target}
+                 APPEND PROPERTY COMPILE_DEFINITIONS MICRODIT_HAVE_LIBJPEG=1)
   endif()
 endfunction()

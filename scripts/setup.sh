@@ -7,7 +7,7 @@ set -euo pipefail
 DEBIAN_PACKAGES=(build-essential cmake ninja-build ccache pkg-config
   libyaml-cpp-dev libspdlog-dev libfmt-dev libgtest-dev libgmock-dev
   libopencv-dev libpcre2-dev libzstd-dev zlib1g-dev libgloo-dev
-  nlohmann-json3-dev libspng-dev libmd-dev libxxhash-dev libarchive-dev)
+  nlohmann-json3-dev libspng-dev libmd-dev libxxhash-dev libarchive-dev libjpeg-dev)
 TORCH_VERSION=2.13.0
 PILLOW_VERSION=11.3.0  # the tests read the PNGs we write back with Pillow
 TENSORBOARD_VERSION=2.21.0  # the tests read our event files with TensorBoard's own reader

@@ -24,7 +24,8 @@ fi
 #     libmd (static), xxHash (headers; used header-only);
 #   optional: PCRE2 (the CLIP tokenizer; without it two CUDA tests skip), libarchive (static;
 #     needs zlib, zstd, xz, bzip2 and nettle, which the GPU machine's base system carries; the
-#     build leaves it out if they do not link).
+#     build leaves it out if they do not link), libjpeg (libjpeg-turbo, static: JPEG images;
+#     jconfig.h is Debian's x86-64 one, beside the other headers here).
 # Copies, not links: links travel as links.
 DEPS=.device/deps
 LIB=/usr/lib/x86_64-linux-gnu
@@ -62,4 +63,8 @@ cp /usr/include/archive.h /usr/include/archive_entry.h "$DEPS/include/"
 cp "$LIB/libarchive.a" "$DEPS/lib/"
 pc libarchive "$(version libarchive-dev)" \
   "-L\${libdir} -larchive -l:libz.so.1 -l:libzstd.so.1 -l:liblzma.so.5 -l:libbz2.so.1.0 -l:libnettle.so.8"
+cp /usr/include/jpeglib.h /usr/include/jmorecfg.h /usr/include/jerror.h \
+  /usr/include/x86_64-linux-gnu/jconfig.h "$DEPS/include/"
+cp "$LIB/libjpeg.a" "$DEPS/lib/"
+pc libjpeg "$(version libjpeg62-turbo-dev)" "-L\${libdir} -ljpeg"
 du -sh .device

@@ -15,7 +15,8 @@ Writes
                              size, SHA-1), the WebDataset samples (key, extensions) and how many
                              regular members were skipped for having no usable extension;
   tests/data/decode/*        small PNG (every color type and bit depth, all five filters,
-                             Adam7), JPEG (one with EXIF orientation 6) and BMP files;
+                             Adam7), JPEG (one with EXIF orientation 6, one CMYK, one whose scan
+                             data is damaged: libjpeg warns, Pillow decodes it) and BMP files;
   tests/data/decode/bomb_*.png  headers over Pillow's pixel limit (no expected output);
   tests/data/decode/expected.safetensors  for each other image file name,
                              np.asarray(Image.open(f).convert('RGB')) as (H,W,3) uint8.
@@ -314,6 +315,23 @@ def exif_orientation_6():
     return exif
 
 
+def corrupt_scan_jpeg():
+    """A 64x64 JPEG of noise whose entropy-coded data is damaged but ends in EOI: libjpeg only
+    warns ("Corrupt JPEG data: ...") and decodes on, and Pillow ignores its warnings. Every 53rd
+    byte from offset 700 becomes 0xD5 (never right after an 0xFF, so no marker appears), and a
+    stray RST6 marker stands at offset 800."""
+    rng = np.random.default_rng(19)
+    data = bytearray(pil_bytes(Image.fromarray(rng.integers(0, 256, (64, 64, 3), np.uint8)),
+                               "JPEG"))
+    sos = data.index(b"\xff\xda")
+    assert sos + 2 + int.from_bytes(data[sos + 2:sos + 4], "big") < 700 < 900 < len(data)
+    for i in range(700, len(data) - 2, 53):
+        if data[i - 1] != 0xFF:
+            data[i] = 0xD5
+    data[800:802] = b"\xff\xd6"
+    return bytes(data)
+
+
 def images():
     rgb = pattern(24, 32, 3, 0)
     rgb_small = pattern(9, 13, 3, 1)
@@ -353,6 +371,9 @@ def images():
         "gray_q90.jpg": pil_bytes(Image.fromarray(rgb).convert("L"), "JPEG", quality=90),
         "exif_orientation6.jpg": pil_bytes(Image.fromarray(rgb), "JPEG", quality=90,
                                            exif=exif_orientation_6()),
+        # Adobe CMYK: Pillow reads it inverted (CMYK;I) and converts CMYK -> RGB itself.
+        "cmyk_q90.jpg": pil_bytes(Image.fromarray(rgb).convert("CMYK"), "JPEG", quality=90),
+        "corrupt_scan.jpg": corrupt_scan_jpeg(),
         "rgb.bmp": pil_bytes(Image.fromarray(rgb_small), "BMP"),
     }
 

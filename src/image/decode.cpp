@@ -1,7 +1,9 @@
+// libjpeg directly for JPEG, not OpenCV: OpenCV's libjpeg error manager prints warnings to stderr.
 // Image decoding with Pillow's results. PNG: libspng in every build, to the file's own samples;
 // their mapping to 8-bit RGB follows Pillow's PngImagePlugin (_MODES: 16-bit gray opens as I;16,
 // 16-bit color types as 8-bit modes through the ;16B unpackers, which keep the high byte) and
-// Convert.c (I;16 -> RGB clips at 255). Other formats: OpenCV where the build has it.
+// Convert.c (I;16 -> RGB clips at 255). JPEG: libjpeg where the build has it, set up as Pillow's
+// JpegDecode.c sets it up. WebP and BMP: OpenCV where the build has it.
 #include "microdit/image/decode.h"
 
 #include "microdit/io/read_file.h"
@@ -10,12 +12,17 @@
 
 #include <algorithm>
 #include <climits>
+#include <csetjmp>
 #include <cstdint>
+#include <cstdio>
 #include <memory>
 #include <new>
 #include <stdexcept>
 #include <vector>
 
+#ifdef MICRODIT_HAVE_LIBJPEG
+#include <jpeglib.h>  // needs <cstdio> first
+#endif
 #ifdef MICRODIT_HAVE_OPENCV
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
@@ -44,6 +51,13 @@ constexpr int64_t kMaxPixels = 2 * 89'478'485;
 constexpr std::size_t kMaxChunkBytes = std::size_t{64} << 20;
 
 using SpngContext = std::unique_ptr<spng_ctx, decltype(&spng_ctx_free)>;
+
+void check_pixel_limit(int64_t width, int64_t height, const std::string& name) {
+  if (width * height > kMaxPixels) {
+    fail(name, std::to_string(width) + "x" + std::to_string(height) +
+                   " pixels is over Pillow's decompression bomb limit");
+  }
+}
 
 // Throws when a libspng call fails, with libspng's description of the problem.
 void check_spng(int error, const std::string& name) {
@@ -116,8 +130,8 @@ at::Tensor samples_to_rgb(const uint8_t* raw, std::size_t row_bytes, const spng_
   return out;
 }
 
-#ifdef MICRODIT_HAVE_OPENCV
-// ------------------------------------------------------------------------------- OpenCV
+#ifdef MICRODIT_HAVE_LIBJPEG
+// ------------------------------------------------------------------------------ libjpeg
 
 // libjpeg only warns about a JPEG cut short and fills the rest with grey, where Pillow raises
 // "image file is truncated". Walks the markers (ITU T.81 B.1.1) to EOI: segments are skipped by
@@ -140,6 +154,117 @@ bool jpeg_is_complete(std::string_view b) {
   return false;
 }
 
+// libjpeg's error manager made quiet, as Pillow's: warnings (damaged scan data, which libjpeg
+// decodes through) are counted and dropped; an error keeps libjpeg's one-line message and jumps
+// back to jpeg_call, where the default manager would print it and exit the process.
+struct JpegErrors {
+  jpeg_error_mgr pub;  // first: libjpeg's pointer to it is a pointer to the whole
+  std::jmp_buf jump;
+  char message[JMSG_LENGTH_MAX];
+};
+
+[[noreturn]] void jpeg_error_exit(j_common_ptr cinfo) {
+  auto* errors = reinterpret_cast<JpegErrors*>(cinfo->err);
+  cinfo->err->format_message(cinfo, errors->message);
+  std::longjmp(errors->jump, 1);
+}
+
+void jpeg_emit_message(j_common_ptr cinfo, int msg_level) {
+  if (msg_level < 0) ++cinfo->err->num_warnings;  // trace messages (>= 0) are dropped too
+}
+
+void jpeg_output_message(j_common_ptr) {}
+
+// Runs `calls`, libjpeg calls only: where libjpeg reports an error it longjmps back here, past
+// them, so no object with a destructor may live in them. False after such an error.
+template <class Calls>
+bool jpeg_call(JpegErrors& errors, Calls&& calls) {
+  if (setjmp(errors.jump) != 0) return false;
+  calls();
+  return true;
+}
+
+// A decompressor with the quiet error manager; freed however decoding ends.
+struct JpegDecompressor {
+  jpeg_decompress_struct cinfo{};
+  JpegErrors errors{};
+  JpegDecompressor() {
+    cinfo.err = jpeg_std_error(&errors.pub);
+    errors.pub.error_exit = jpeg_error_exit;
+    errors.pub.emit_message = jpeg_emit_message;
+    errors.pub.output_message = jpeg_output_message;
+  }
+  JpegDecompressor(const JpegDecompressor&) = delete;
+  JpegDecompressor& operator=(const JpegDecompressor&) = delete;
+  ~JpegDecompressor() { jpeg_destroy_decompress(&cinfo); }
+};
+
+// Pillow's CMYK -> RGB (Convert.c cmyk2rgb) of CMYK read inverted (rawmode CMYK;I, Adobe's
+// convention, which Pillow assumes for every 4-component JPEG): with c = 255 - stored sample and
+// nk = 255 - k = stored k, each channel is nk - c * nk / 255 rounded as MULDIV255.
+at::Tensor inverted_cmyk_to_rgb(const at::Tensor& cmyk) {
+  at::Tensor out = at::empty({cmyk.size(0), cmyk.size(1), 3}, at::kByte);
+  const uint8_t* in = cmyk.data_ptr<uint8_t>();
+  uint8_t* o = out.data_ptr<uint8_t>();
+  for (int64_t i = 0, n = cmyk.size(0) * cmyk.size(1); i < n; ++i, in += 4, o += 3) {
+    const int nk = in[3];
+    for (int c = 0; c < 3; ++c) {
+      const int t = (255 - in[c]) * nk + 128;
+      o[c] = static_cast<uint8_t>(nk - (((t >> 8) + t) >> 8));
+    }
+  }
+  return out;
+}
+
+at::Tensor decode_jpeg_rgb(std::string_view bytes, const std::string& name) {
+  if (!jpeg_is_complete(bytes)) fail(name, "truncated JPEG (no end-of-image marker)");
+  JpegDecompressor d;
+  jpeg_decompress_struct& cinfo = d.cinfo;
+  const auto check = [&](bool ok) {
+    if (!ok) fail(name, std::string("JPEG: ") + d.errors.message);
+  };
+  check(jpeg_call(d.errors, [&] {
+    jpeg_create_decompress(&cinfo);
+    jpeg_mem_src(&cinfo, reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size());
+    jpeg_read_header(&cinfo, TRUE);
+  }));
+  // Pillow's JpegImagePlugin: 8-bit samples, 1 (L), 3 (RGB) or 4 (CMYK) components.
+  const int components = cinfo.num_components;
+  if (cinfo.data_precision != 8) {
+    fail(name, "JPEG: data precision " + std::to_string(cinfo.data_precision) +
+                   " is not supported (8-bit samples only, as in Pillow)");
+  }
+  if (components != 1 && components != 3 && components != 4) {
+    fail(name, "JPEG: cannot handle " + std::to_string(components) + "-component images");
+  }
+  check_pixel_limit(cinfo.image_width, cinfo.image_height, name);
+  // What Pillow's JpegDecode.c asks for; the DCT (JDCT_ISLOW) and fancy upsampling are
+  // libjpeg's defaults, which Pillow keeps outside draft mode.
+  cinfo.out_color_space = components == 1 ? JCS_GRAYSCALE : components == 3 ? JCS_RGB : JCS_CMYK;
+  check(jpeg_call(d.errors, [&] { jpeg_start_decompress(&cinfo); }));
+  if (cinfo.output_width != cinfo.image_width || cinfo.output_height != cinfo.image_height ||
+      cinfo.output_components != components) {
+    fail(name, "JPEG: unexpected output size");
+  }
+  at::Tensor samples = at::empty({cinfo.output_height, cinfo.output_width, components}, at::kByte);
+  uint8_t* const base = samples.data_ptr<uint8_t>();
+  const std::size_t row_bytes = std::size_t{cinfo.output_width} * components;
+  check(jpeg_call(d.errors, [&] {
+    while (cinfo.output_scanline < cinfo.output_height) {
+      JSAMPROW row = base + cinfo.output_scanline * row_bytes;
+      jpeg_read_scanlines(&cinfo, &row, 1);
+    }
+    jpeg_finish_decompress(&cinfo);  // Pillow's too: reads on to EOI, an error there is one
+  }));
+  if (components == 3) return samples;
+  if (components == 1) return samples.expand({samples.size(0), samples.size(1), 3}).contiguous();
+  return inverted_cmyk_to_rgb(samples);
+}
+#endif  // MICRODIT_HAVE_LIBJPEG
+
+#ifdef MICRODIT_HAVE_OPENCV
+// ------------------------------------------------------------------------------- OpenCV
+
 cv::Mat opencv_imdecode(std::string_view bytes, int flags, const std::string& name) {
   if (bytes.size() > INT_MAX) fail(name, "image data over 2 GiB");
   // OpenCV's own warnings about damaged data go to stderr; the exception below says it once.
@@ -157,9 +282,6 @@ cv::Mat opencv_imdecode(std::string_view bytes, int flags, const std::string& na
 }
 
 at::Tensor opencv_decode_rgb(std::string_view bytes, ImageFormat format, const std::string& name) {
-  if (format == ImageFormat::jpeg && !jpeg_is_complete(bytes)) {
-    fail(name, "truncated JPEG (no end-of-image marker)");
-  }
   // IMREAD_COLOR: 8-bit BGR whatever the file holds; EXIF orientation ignored as Pillow ignores it.
   const cv::Mat image =
       opencv_imdecode(bytes, cv::IMREAD_COLOR | cv::IMREAD_IGNORE_ORIENTATION, name);
@@ -173,6 +295,21 @@ at::Tensor opencv_decode_rgb(std::string_view bytes, ImageFormat format, const s
   return at::from_blob(rgb.data, {rgb.rows, rgb.cols, 3}, at::kByte).clone();
 }
 #endif  // MICRODIT_HAVE_OPENCV
+
+// A format whose decoder this build lacks, in one line with the formats it does decode.
+[[maybe_unused]] [[noreturn]] void not_in_this_build(ImageFormat format, const char* library,
+                                                     const std::string& name) {
+  std::string decoded = "PNG";
+#ifdef MICRODIT_HAVE_LIBJPEG
+  decoded += ", JPEG";
+#endif
+#ifdef MICRODIT_HAVE_OPENCV
+  decoded += ", WebP, BMP";
+#endif
+  throw std::runtime_error(name + ": cannot decode " + image_format_name(format) +
+                           " images: this build has no " + library + " (it decodes " + decoded +
+                           ")");
+}
 
 }  // namespace
 
@@ -220,10 +357,7 @@ at::Tensor decode_png_rgb(std::string_view bytes, const std::string& name_for_er
   check_spng(spng_set_png_buffer(ctx.get(), bytes.data(), bytes.size()), name);
   spng_ihdr h{};
   check_spng(spng_get_ihdr(ctx.get(), &h), name);
-  if (int64_t{h.width} * h.height > kMaxPixels) {
-    fail(name, std::to_string(h.width) + "x" + std::to_string(h.height) +
-                   " pixels is over Pillow's decompression bomb limit");
-  }
+  check_pixel_limit(h.width, h.height, name);
   spng_plte palette{};
   if (h.color_type == SPNG_COLOR_TYPE_INDEXED) check_spng(spng_get_plte(ctx.get(), &palette), name);
   // SPNG_FMT_RAW: the PNG's own samples, deinterlaced, for Pillow's reduction to 8 bits above.
@@ -253,11 +387,17 @@ at::Tensor decode_image_rgb(std::string_view bytes, const std::string& name_for_
                               " (accepted, by their first bytes: " + kAcceptedFormats + ")");
   }
   if (format == ImageFormat::png) return decode_png_rgb(bytes, name_for_errors);
+  if (format == ImageFormat::jpeg) {
+#ifdef MICRODIT_HAVE_LIBJPEG
+    return decode_jpeg_rgb(bytes, name_for_errors);
+#else
+    not_in_this_build(format, "libjpeg", name_for_errors);
+#endif
+  }
 #ifdef MICRODIT_HAVE_OPENCV
   return opencv_decode_rgb(bytes, format, name_for_errors);
 #else
-  throw std::runtime_error(name_for_errors + ": cannot decode " + image_format_name(format) +
-                           " images: this build has no OpenCV (only PNG)");
+  not_in_this_build(format, "OpenCV", name_for_errors);
 #endif
 }
 

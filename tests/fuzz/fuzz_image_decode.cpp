@@ -1,4 +1,4 @@
-// Image files (image/decode.cpp): libspng for PNG, OpenCV for the other accepted formats.
+// Image files (image/decode.cpp): libspng for PNG, libjpeg for JPEG, OpenCV for WebP and BMP.
 #include "fuzz_support.h"
 #include "microdit/image/decode.h"
 

@@ -4,7 +4,9 @@
 // are reduced as Pillow does: 16-bit grayscale (mode I;16) is clipped to 255, other 16-bit color
 // types keep the high byte of each sample.
 // PNG: libspng in every build, so a file decodes the same everywhere, Adam7 interlacing included.
-// JPEG, WebP, BMP: OpenCV's imdecode where the build has it (MICRODIT_HAVE_OPENCV), else an error.
+// JPEG: libjpeg where the build has it (MICRODIT_HAVE_LIBJPEG), set up as Pillow sets it up, its
+// warnings dropped as Pillow drops them. WebP, BMP: OpenCV's imdecode where the build has it
+// (MICRODIT_HAVE_OPENCV). Otherwise a one-line error.
 // Errors are std::runtime_error whose message starts with the name given (or the path).
 #pragma once
 #include <ATen/ATen.h>
