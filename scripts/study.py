@@ -298,7 +298,9 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--floor-seeds", type=int, default=2,
                         help="seeds of each unmasked arm; 2 set the noise floor (default 2)")
-    parser.add_argument("--out", required=True, help="study directory")
+    parser.add_argument("--out", required=True, help="study directory (the arms' runs)")
+    parser.add_argument("--report", help="directory of study.csv, study.md, study.png "
+                                         "(default: --out)")
     parser.add_argument("--bin", default="build", help="directory of the microdit tools")
     parser.add_argument("--launcher", default="",
                         help="prefix of each training command, e.g. "
@@ -332,7 +334,9 @@ def main():
         seeds = [args.seed + i for i in range(args.floor_seeds if arm.strategy == "none" else 1)]
         for seed in seeds:
             results.append(run_arm(args, arm, seed, budget, out))
-    report(results, budget, out, args)
+    report_dir = Path(args.report) if args.report else out
+    report_dir.mkdir(parents=True, exist_ok=True)
+    report(results, budget, report_dir, args)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@
 
 #include "microdit/model/config.h"
 #include "microdit/train/config.h"
+#include "microdit/util/error_message.h"
 #include "test_one_line.h"
 #include "test_support.h"
 
@@ -145,6 +146,22 @@ TEST(TrainConfig, UnknownKeyWithANulStillNamesTheFile) {
   EXPECT_TRUE(test::throws_one_line<std::invalid_argument>(
       [] { parse_train_config("run:\n  \"a\\0b\": 1\n", {}, "nul.yaml"); }, "",
       {"unknown key 'run.a\\x00b' in nul.yaml"}));
+}
+
+// A long key (here 1,000 carriage returns, each shown as 4 bytes) is cut where it is quoted, so the
+// shown line still ends with the file's name (tests/fuzz/crashes/train_config/long_unknown_key_*).
+TEST(TrainConfig, LongUnknownKeyStillNamesTheFile) {
+  std::string key = "a";
+  for (int i = 0; i < 1000; ++i) key += "\\r";  // YAML's escape in a double-quoted key
+  const std::string yaml = "run:\n  \"" + key + "\": 1\n";
+  try {
+    parse_train_config(yaml, {}, "long.yaml");
+    ADD_FAILURE() << "no error";
+  } catch (const std::invalid_argument& e) {
+    const std::string shown = util::error_message(e);
+    EXPECT_NE(shown.find("...' in long.yaml; did you mean"), std::string::npos) << shown;
+    EXPECT_LT(shown.size(), 300u) << shown;
+  }
 }
 
 TEST(TrainConfig, DeeplyNestedYamlIsOneLine) {

@@ -380,6 +380,9 @@ bool replaced_by_execution(const std::string& prefix, const std::string& name) {
   return prefix == "optim" && replaced.count(name) > 0;
 }
 
+// At most this much of a key read from the file is quoted in a message.
+constexpr size_t kShownKey = 120;
+
 [[noreturn]] void throw_unknown_key(const std::vector<Key>& keys, const std::string& prefix,
                                     const std::string& name, const std::string& source) {
   if (replaced_by_execution(prefix, name)) {
@@ -389,8 +392,9 @@ bool replaced_by_execution(const std::string& prefix, const std::string& name) {
   }
   std::vector<std::string> names;
   for (const auto& key : keys) names.push_back(key.name);
-  // one_line: a key read from the file may hold a NUL, where what() would end the message.
-  throw std::invalid_argument("unknown key '" + util::one_line(join_path(prefix, name)) +
+  // one_line: a key read from the file may hold a NUL, where what() would end the message, or
+  // be long enough to push the file's name out of the shown line.
+  throw std::invalid_argument("unknown key '" + util::one_line(join_path(prefix, name), kShownKey) +
                               "' in " + source + "; did you mean '" +
                               join_path(prefix, closest(names, name)) + "'?");
 }
@@ -412,7 +416,8 @@ void read_section(const std::vector<Key>& keys, const YAML::Node& node, const st
     const Key* key = find_key(keys, name);
     if (key == nullptr) throw_unknown_key(keys, prefix, name, source);
     if (!seen.insert(name).second)
-      throw std::invalid_argument("key '" + util::one_line(path) + "' appears twice in " + source);
+      throw std::invalid_argument("key '" + util::one_line(path, kShownKey) + "' appears twice in " +
+                                  source);
     if (key->is_section()) {
       read_section(key->children, item.second, path, source);
     } else {

@@ -8,10 +8,6 @@
 
 namespace microdit::util {
 namespace {
-// A message may quote input (a key, a file name, a header field): at most this many bytes of it
-// reach the terminal.
-constexpr size_t kMaxMessageBytes = 500;
-
 bool show_cpp_stacktraces() {
   const char* value = std::getenv("TORCH_SHOW_CPP_STACKTRACES");
   return value != nullptr && std::string_view(value) == "1";
@@ -44,13 +40,13 @@ size_t utf8_sequence_length(std::string_view text, size_t i) {
 }
 }  // namespace
 
-std::string one_line(std::string_view text) {
+std::string one_line(std::string_view text, size_t max_bytes) {
   text = text.substr(0, text.find('\n'));
   while (!text.empty() && (text.back() == ' ' || text.back() == '\r' || text.back() == '\t')) {
     text.remove_suffix(1);
   }
   std::string out;
-  for (size_t i = 0; i < text.size() && out.size() < kMaxMessageBytes;) {
+  for (size_t i = 0; i < text.size() && out.size() < max_bytes;) {
     const auto c = static_cast<unsigned char>(text[i]);
     if (c >= 0x20 && c < 0x7F) {
       out += static_cast<char>(c);
@@ -63,7 +59,7 @@ std::string one_line(std::string_view text) {
       ++i;
     }
   }
-  if (out.size() >= kMaxMessageBytes) out += "...";
+  if (out.size() >= max_bytes) out += "...";
   return out;
 }
 

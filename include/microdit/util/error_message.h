@@ -12,7 +12,8 @@ namespace microdit::util {
 std::string error_message(const std::exception& e);
 
 // The first line of `text`, trailing blanks dropped, control bytes and malformed UTF-8 (input a
-// message may quote) written as \xNN, at most a few hundred bytes.
-std::string one_line(std::string_view text);
+// message may quote) written as \xNN, at most `max_bytes` of it (then "...").
+inline constexpr size_t kMaxMessageBytes = 500;
+std::string one_line(std::string_view text, size_t max_bytes = kMaxMessageBytes);
 
 }  // namespace microdit::util
