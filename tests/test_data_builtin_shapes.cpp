@@ -69,6 +69,9 @@ TEST(BuiltinShapes, CaptionDescribesTheImage) {
     EXPECT_EQ(object + count_color(sample.latents, palette, s.background), 16 * 16);
     const auto box = sample.latents.slice(1, s.y0, s.y0 + s.size).slice(2, s.x0, s.x0 + s.size);
     EXPECT_EQ(count_color(box, palette, s.object), object);
+    // The object's pixels are the shape's mask.
+    const auto object_colour = (palette[s.object] * 2 - 1).view({3, 1, 1});
+    EXPECT_TRUE(at::equal((sample.latents == object_colour).all(0), shape_mask(s, 16)));
     const double fill = static_cast<double>(object) / static_cast<double>(s.size * s.size);
     switch (s.shape) {
       case 0:  // circle: pi/4 of the box
@@ -128,6 +131,19 @@ TEST(BuiltinShapes, RejectsBadOptions) {
   outside.size = 10;
   outside.x0 = 7;
   EXPECT_THROW(dataset.render(outside), std::invalid_argument);
+  EXPECT_THROW(shape_mask(outside, 16), std::invalid_argument);
+  ShapeSpec colourless;
+  colourless.object = 6;  // past the palette of 6
+  EXPECT_THROW(dataset.render(colourless), std::invalid_argument);
+}
+
+TEST(BuiltinShapes, ShapeSizesSpan35To65PercentOfTheImage) {
+  for (auto [image_size, min, max] : {std::tuple{16, 6, 10}, std::tuple{8, 3, 5},
+                                      std::tuple{4, 2, 2}, std::tuple{32, 12, 20}}) {
+    const SizeRange sizes = shape_sizes(image_size);
+    EXPECT_EQ(sizes.min, min) << image_size;
+    EXPECT_EQ(sizes.max, max) << image_size;
+  }
 }
 
 TEST(BuiltinShapes, OtherSizesWork) {

@@ -407,7 +407,8 @@ TEST(Trainer, RunDirectoryHoldsConfigMetricsEventsSamples) {
   EXPECT_TRUE(fs::exists(dir / "config.yaml"));
   EXPECT_EQ(train::to_yaml(train::load_train_config(dir / "config.yaml")), train::to_yaml(c));
   EXPECT_TRUE(fs::exists(dir / "samples" / "step-00000003.png"));
-  EXPECT_GE(r.prompt_match, 0.0);
+  ASSERT_TRUE(r.prompt_match.has_value());
+  EXPECT_GE(r.prompt_match->color, 0.0);
   std::ifstream metrics(dir / "metrics.jsonl");
   int lines = 0;
   for (std::string line; std::getline(metrics, line);) ++lines;
@@ -416,8 +417,8 @@ TEST(Trainer, RunDirectoryHoldsConfigMetricsEventsSamples) {
   for (const auto& entry : fs::directory_iterator(dir)) {
     if (entry.path().filename().string().find("tfevents") == std::string::npos) continue;
     ++event_files;
-    // first record + 5 scalars x 3 steps + image + prompt match
-    EXPECT_EQ(train::read_tfevents_records(entry.path()).size(), 1u + 15u + 2u);
+    // first record + 5 scalars x 3 steps + image + colour, shape and prompt match
+    EXPECT_EQ(train::read_tfevents_records(entry.path()).size(), 1u + 15u + 4u);
   }
   EXPECT_EQ(event_files, 1);
 }
@@ -496,7 +497,8 @@ TEST(Demo, ShortRunFollowsPrompts) {
                                 "run.dir=" + dir.string(), "run.device=cpu", "run.sample_every=0"});
   const auto r = train::Trainer(c).run();
   const double chance = 1.0 / (6 * 5);
-  EXPECT_GT(r.prompt_match, 5 * chance) << "prompt match " << r.prompt_match;
+  ASSERT_TRUE(r.prompt_match.has_value());
+  EXPECT_GT(r.prompt_match->color, 5 * chance) << "colour match " << r.prompt_match->color;
   EXPECT_TRUE(fs::exists(dir / "samples" / "step-00000150.png"));
 }
 

@@ -2,6 +2,7 @@
 
 #include <c10/util/StringUtil.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <stdexcept>
 
@@ -73,6 +74,29 @@ bool covers(const ShapeSpec& s, int64_t x, int64_t y) {
 
 }  // namespace
 
+SizeRange shape_sizes(int64_t image_size) {
+  SizeRange sizes;
+  sizes.min = std::max<int64_t>(1, (35 * image_size + 99) / 100);  // ceil(0.35 S)
+  sizes.max = std::max(sizes.min, 65 * image_size / 100);           // floor(0.65 S)
+  return sizes;
+}
+
+at::Tensor shape_mask(const ShapeSpec& spec, int64_t image_size) {
+  const int64_t S = image_size;
+  if (spec.shape < 0 || spec.shape >= kNumShapes || spec.size < 1 || spec.x0 < 0 || spec.y0 < 0 ||
+      spec.x0 + spec.size > S || spec.y0 + spec.size > S) {
+    throw std::invalid_argument(c10::str("built-in shapes: invalid spec (shape ", spec.shape,
+                                         ", size ", spec.size, " at ", spec.x0, ",", spec.y0,
+                                         ") for image size ", S));
+  }
+  auto mask = at::empty({S, S}, at::kBool);
+  bool* data = mask.data_ptr<bool>();
+  for (int64_t y = 0; y < S; ++y) {
+    for (int64_t x = 0; x < S; ++x) data[y * S + x] = covers(spec, x, y);
+  }
+  return mask;
+}
+
 std::vector<std::string> palette_color_names(int palette_size) {
   check_palette_size(palette_size);
   std::vector<std::string> names;
@@ -125,9 +149,8 @@ ShapeSpec BuiltinShapes::spec(int64_t index) const {
   s.object = static_cast<int>(rng.below(P));
   s.background = static_cast<int>(rng.below(P - 1));
   if (s.background >= s.object) ++s.background;
-  const int64_t min_size = std::max<int64_t>(1, (35 * S + 99) / 100);  // ceil(0.35 S)
-  const int64_t max_size = std::max(min_size, 65 * S / 100);           // floor(0.65 S)
-  s.size = rng.between(min_size, max_size);
+  const SizeRange sizes = shape_sizes(S);
+  s.size = rng.between(sizes.min, sizes.max);
   s.x0 = rng.between(0, S - s.size);
   s.y0 = rng.between(0, S - s.size);
   return s;
@@ -142,25 +165,21 @@ std::string BuiltinShapes::caption(int64_t index) const { return caption(spec(in
 at::Tensor BuiltinShapes::render(const ShapeSpec& spec) const {
   const int64_t S = options_.image_size;
   const int P = options_.palette;
-  if (spec.object < 0 || spec.object >= P || spec.background < 0 || spec.background >= P ||
-      spec.shape < 0 || spec.shape >= kNumShapes || spec.size < 1 || spec.x0 < 0 || spec.y0 < 0 ||
-      spec.x0 + spec.size > S || spec.y0 + spec.size > S) {
-    throw std::invalid_argument(c10::str("built-in shapes: invalid spec (shape ", spec.shape,
-                                         ", object ", spec.object, ", background ", spec.background,
-                                         ", size ", spec.size, " at ", spec.x0, ",", spec.y0,
-                                         ") for palette ", P, ", image size ", S));
+  if (spec.object < 0 || spec.object >= P || spec.background < 0 || spec.background >= P) {
+    throw std::invalid_argument(c10::str("built-in shapes: invalid colours (object ", spec.object,
+                                         ", background ", spec.background, ") for palette ", P));
   }
+  const auto mask = shape_mask(spec, S);
+  const bool* covered = mask.data_ptr<bool>();
   const PaletteColor& fg = kPalette[spec.object];
   const PaletteColor& bg = kPalette[spec.background];
   const std::array<float, 3> fg_signed = {2 * fg.r - 1, 2 * fg.g - 1, 2 * fg.b - 1};
   const std::array<float, 3> bg_signed = {2 * bg.r - 1, 2 * bg.g - 1, 2 * bg.b - 1};
   auto image = at::empty({3, S, S}, at::kFloat);  // (3,S,S)
   float* data = image.data_ptr<float>();
-  for (int64_t y = 0; y < S; ++y) {
-    for (int64_t x = 0; x < S; ++x) {
-      const auto& rgb = covers(spec, x, y) ? fg_signed : bg_signed;
-      for (int64_t c = 0; c < 3; ++c) data[(c * S + y) * S + x] = rgb[c];
-    }
+  for (int64_t i = 0; i < S * S; ++i) {
+    const auto& rgb = covered[i] ? fg_signed : bg_signed;
+    for (int64_t c = 0; c < 3; ++c) data[c * S * S + i] = rgb[c];
   }
   return image;
 }

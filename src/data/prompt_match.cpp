@@ -4,6 +4,8 @@
 
 #include <stdexcept>
 
+#include "microdit/data/builtin_shapes.h"
+#include "microdit/data/shape_match.h"
 #include "microdit/io/tensor_map.h"
 
 namespace microdit::data {
@@ -45,19 +47,23 @@ ColorReading read_labels(const int64_t* labels, int64_t H, int64_t W, int64_t P)
 
 }  // namespace
 
-std::vector<ColorReading> read_colors_batch(const at::Tensor& images, const at::Tensor& palette,
-                                            PixelRange range) {
+at::Tensor palette_labels(const at::Tensor& images, const at::Tensor& palette, PixelRange range) {
   check_palette(palette);
   if (images.dim() != 4 || images.size(1) != 3 || images.size(2) < 1 || images.size(3) < 1) {
     throw std::invalid_argument(
-        c10::str("read_colors: images must be (N,3,H,W), got ", io::shape_string(images.sizes())));
+        c10::str("prompt match: images must be (N,3,H,W), got ", io::shape_string(images.sizes())));
   }
   auto rgb = images.detach().to(at::kCPU, at::kFloat);
   if (range == PixelRange::kSigned) rgb = (rgb + 1) / 2;
   rgb = rgb.clamp(0, 1).permute({0, 2, 3, 1});  // (N,H,W,3)
   auto colors = palette.detach().to(at::kCPU, at::kFloat);
   auto distance2 = (rgb.unsqueeze(3) - colors).pow(2).sum(-1);  // (N,H,W,P)
-  auto labels = distance2.argmin(-1).contiguous();              // (N,H,W) int64
+  return distance2.argmin(-1).contiguous();                     // (N,H,W) int64
+}
+
+std::vector<ColorReading> read_colors_batch(const at::Tensor& images, const at::Tensor& palette,
+                                            PixelRange range) {
+  const auto labels = palette_labels(images, palette, range);
   const int64_t N = labels.size(0), H = labels.size(1), W = labels.size(2);
   const int64_t* data = labels.data_ptr<int64_t>();
   std::vector<ColorReading> readings;
@@ -76,25 +82,34 @@ ColorReading read_colors(const at::Tensor& image, const at::Tensor& palette, Pix
   return read_colors_batch(image.unsqueeze(0), palette, range).front();
 }
 
-double prompt_match(const at::Tensor& images, const std::vector<ColorReading>& expected,
-                    const at::Tensor& palette, PixelRange range) {
-  const auto readings = read_colors_batch(images, palette, range);
-  if (readings.size() != expected.size()) {
-    throw std::invalid_argument(c10::str("prompt_match: ", readings.size(), " images but ",
-                                         expected.size(), " expected colour pairs"));
+PromptMatch prompt_match(const at::Tensor& images, const std::vector<PromptReading>& expected,
+                         const at::Tensor& palette, PixelRange range) {
+  const auto colors = read_colors_batch(images, palette, range);
+  const auto shapes = read_shapes(images, palette, range);
+  if (colors.size() != expected.size()) {
+    throw std::invalid_argument(c10::str("prompt_match: ", colors.size(), " images but ",
+                                         expected.size(), " expected readings"));
   }
-  if (readings.empty()) return 0;
-  int64_t matches = 0;
-  for (std::size_t i = 0; i < readings.size(); ++i) matches += readings[i] == expected[i];
-  return static_cast<double>(matches) / static_cast<double>(readings.size());
+  PromptMatch match;
+  if (colors.empty()) return match;
+  for (std::size_t i = 0; i < colors.size(); ++i) {
+    const bool color = colors[i] == expected[i].colors, shape = shapes[i] == expected[i].shape;
+    match.color += color;
+    match.shape += shape;
+    match.both += color && shape;
+  }
+  const auto n = static_cast<double>(colors.size());
+  return {match.color / n, match.shape / n, match.both / n};
 }
 
-double chance(int palette_size) {
+PromptMatch chance(int palette_size) {
   if (palette_size < 2) {
     throw std::invalid_argument(
         c10::str("chance: palette size must be at least 2, got ", palette_size));
   }
-  return 1.0 / (static_cast<double>(palette_size) * (palette_size - 1));
+  const double color = 1.0 / (static_cast<double>(palette_size) * (palette_size - 1));
+  const double shape = 1.0 / static_cast<double>(kShapeNames.size());
+  return {color, shape, color * shape};
 }
 
 }  // namespace microdit::data

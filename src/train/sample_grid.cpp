@@ -58,10 +58,10 @@ SampleGrid::SampleGrid(const TrainConfig& config, const model::DiTConfig& dit, a
   prompts_ = read_sample_prompts(options_);
   if (builtin_) {
     if (prompts_.empty()) {
-      std::vector<data::ColorReading> expected;
+      std::vector<data::PromptReading> expected;
       for (const auto& p : data::fixed_prompts(builtin_->options().palette)) {
         prompts_.push_back(p.text);
-        expected.push_back(p.colors());
+        expected.push_back(p.reading());
       }
       expected_ = std::move(expected);
     }
@@ -130,7 +130,9 @@ SampleGridImages SampleGrid::render_builtin(model::DiT& dit) {
   const auto y = captions_.unsqueeze(1).to(device_);
   const auto images = diffusion::edm_sample(dit, init.to(device_), y, so, edm_).cpu();
   SampleGridImages result;
-  if (expected_) result.prompt_match = data::prompt_match(images, *expected_, builtin_->palette_rgb());
+  if (expected_) {
+    result.prompt_match = data::prompt_match(images, *expected_, builtin_->palette_rgb());
+  }
   result.images = (images.clamp(-1, 1) + 1) / 2;
   return result;
 }

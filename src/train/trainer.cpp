@@ -210,7 +210,7 @@ struct Trainer::State {
   double agree_on_loss_and_stop(double loss);
   void save(bool final);
   void log_progress(double loss, double images_per_s, double eta_s);
-  double sample_grid();
+  std::optional<data::PromptMatch> sample_grid();
   void validation_losses();
   bool evaluates_at(int64_t at) const {
     const auto& r = cfg.run;
@@ -594,15 +594,14 @@ void Trainer::State::log_progress(double loss, double images_per_s, double eta_s
 }
 
 // The sample grid of this step with the EMA weights when there are any (else the raw ones):
-// samples/step-N.png, a TensorBoard image, and on built-in data the prompt match (returned; -1
-// otherwise).
-double Trainer::State::sample_grid() {
-  if (!samples || !opts.write_files) return -1;
+// samples/step-N.png, a TensorBoard image, and on built-in data the prompt match (returned).
+std::optional<data::PromptMatch> Trainer::State::sample_grid() {
+  if (!samples || !opts.write_files) return std::nullopt;
   std::optional<EMAWeightsInPlace> ema_weights;
   if (ema && ema->active()) ema_weights.emplace(*dit, *ema);
   const auto result = samples->render(dit, group.get(), rank, world_size);
   ema_weights.reset();
-  if (rank != 0) return -1;
+  if (rank != 0) return std::nullopt;
   const auto n = result.images.size(0);
   // Small images are enlarged (nearest neighbour) so the grid is readable.
   const int64_t zoom = std::max<int64_t>(1, 64 / result.images.size(-1));
@@ -611,16 +610,23 @@ double Trainer::State::sample_grid() {
   const auto path = run_dir / "samples" / fmt::format("step-{:08d}.png", step);
   io::write_png(path, grid);
   events->add_image("samples", grid, step);
-  if (result.prompt_match < 0) {
+  if (!result.prompt_match) {
     spdlog::info("samples: {} prompts, grid {}", n, path.string());
-    return -1;
+    return std::nullopt;
   }
-  const double match = result.prompt_match;
-  events->add_scalar("samples/prompt_match", match, step);
-  metrics->write(step, {{"prompt_match", match}});
-  spdlog::info("samples: prompt match {:.1f}% over {} prompts (chance {:.1f}%), grid {}",
-               100 * match, n, 100 * data::chance(static_cast<int>(cfg.data.builtin_palette)),
-               path.string());
+  const data::PromptMatch& match = *result.prompt_match;
+  events->add_scalar("samples/color_match", match.color, step);
+  events->add_scalar("samples/shape_match", match.shape, step);
+  events->add_scalar("samples/prompt_match", match.both, step);
+  metrics->write(step, {{"color_match", match.color},
+                        {"shape_match", match.shape},
+                        {"prompt_match", match.both}});
+  const auto chance = data::chance(static_cast<int>(cfg.data.builtin_palette));
+  spdlog::info(
+      "samples: over {} prompts, colours match {:.1f}% (chance {:.1f}%), shape {:.1f}% (chance "
+      "{:.1f}%), both {:.1f}% (chance {:.1f}%), grid {}",
+      n, 100 * match.color, 100 * chance.color, 100 * match.shape, 100 * chance.shape,
+      100 * match.both, 100 * chance.both, path.string());
   return match;
 }
 

@@ -40,7 +40,7 @@ struct BuiltinShapesOptions {
 };
 
 // What sample i shows: the shape's bounding box is [x0, x0+size) x [y0, y0+size), fully inside
-// the image, with size drawn uniformly from [ceil(0.35 S), floor(0.65 S)].
+// the image, with size drawn uniformly from shape_sizes(S).
 struct ShapeSpec {
   int shape = 0;  // index into kShapeNames
   int object = 0;
@@ -50,6 +50,18 @@ struct ShapeSpec {
   int64_t y0 = 0;
 };
 
+// The sizes the generator draws at image size S: [ceil(0.35 S), floor(0.65 S)].
+struct SizeRange {
+  int64_t min = 1;
+  int64_t max = 1;
+};
+SizeRange shape_sizes(int64_t image_size);
+
+// The pixels of an S x S image that spec's shape covers, (S,S) bool: what render() draws in the
+// object colour (the colours of `spec` are not used). The one definition of the shapes, so that
+// the shape reading (data/shape_match.h) compares against exactly what the generator draws.
+at::Tensor shape_mask(const ShapeSpec& spec, int64_t image_size);
+
 // One prompt of the fixed evaluation set.
 struct EvalPrompt {
   std::string text;
@@ -57,6 +69,7 @@ struct EvalPrompt {
   int object;
   int background;
   ColorReading colors() const { return {background, object}; }
+  PromptReading reading() const { return {colors(), shape}; }  // what a matching image reads as
 };
 
 class BuiltinShapes : public Dataset {

@@ -2,7 +2,7 @@
 // `sample.*` rendered by the model being trained, as the official LogDiffusionImages callback.
 // - Built-in data: the fixed prompt set (or sample.prompts) embedded by the built-in caption
 //   embedder; the sampler's output is the image (its pixels are the latents); the fixed set is
-//   scored by prompt match.
+//   scored by prompt match (colours, shape and both, data/prompt_match.h).
 // - Latent data: the prompts embedded once at start-up by the CLIP text tower, which is freed
 //   again (or read from sample.caption_embeddings), the samples decoded by the VAE one image at a
 //   time. Image i is rendered by rank i mod W and gathered to rank 0, one image per rank and
@@ -27,8 +27,9 @@
 namespace microdit::train {
 
 struct SampleGridImages {
-  at::Tensor images;         // (N,3,H,W) float32 in [0,1] on the CPU; undefined but on rank 0
-  double prompt_match = -1;  // built-in data with its fixed prompts: the fraction matched
+  at::Tensor images;  // (N,3,H,W) float32 in [0,1] on the CPU; undefined but on rank 0
+  // Built-in data with its fixed prompts: how the images match them.
+  std::optional<data::PromptMatch> prompt_match;
 };
 
 class SampleGrid {
@@ -64,7 +65,7 @@ class SampleGrid {
   std::vector<std::string> prompts_;
   at::Tensor captions_;                             // (N,L,Cy)
   const data::BuiltinShapes* builtin_ = nullptr;    // built-in data
-  std::optional<std::vector<data::ColorReading>> expected_;  // the fixed prompts' colours
+  std::optional<std::vector<data::PromptReading>> expected_;  // the fixed prompts' contents
   encoders::AutoencoderKL vae_{nullptr};            // latent data
   at::ScalarType vae_dtype_ = at::kFloat;
 };

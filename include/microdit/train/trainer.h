@@ -6,7 +6,9 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 
+#include "microdit/data/prompt_match.h"
 #include "microdit/model/flops.h"
 #include "microdit/model/microdit.h"
 #include "microdit/nn/execution.h"
@@ -34,8 +36,9 @@ struct TrainerOptions {
 struct TrainResult {
   int64_t final_step = 0;
   bool stopped_by_signal = false;  // SIGTERM/SIGINT: checkpoint written, clean exit
-  double prompt_match = -1;        // built-in data: fraction of samples matching their prompt
-  std::vector<double> losses;      // loss of each step this run performed
+  // Built-in data: how the final sample grid matches its prompts (colours, shape, both).
+  std::optional<data::PromptMatch> prompt_match;
+  std::vector<double> losses;  // loss of each step this run performed
 };
 
 class Trainer {
