@@ -245,5 +245,36 @@ TEST(DecodeImage, JpegOverThePixelLimitIsRefused) {
                                     {"60000x60000 pixels is over Pillow's"}));
 }
 
+// OpenCV would allocate what a BMP or WebP header declares (up to 2^30 pixels) before finding the
+// data missing (tests/fuzz/crashes/image_decode/bmp_header_declaring_848m_pixels).
+TEST(DecodeImage, BmpAndWebpOverThePixelLimitAreRefused) {
+  if (!kHaveOpenCV) GTEST_SKIP() << "BMP and WebP need OpenCV";
+  std::string bmp = test::read_bytes(kData / "rgb.bmp");
+  bmp.replace(18, 8, std::string("\x60\xEA\x00\x00\xA0\x15\xFF\xFF", 8));  // 60000, -60000
+  EXPECT_TRUE(test::throws_one_line([&] { decode_image_rgb(bmp, "bomb.bmp"); },
+                                    "bomb.bmp: cannot be decoded: ",
+                                    {"60000x60000 pixels is over Pillow's"}));
+  const std::string riff = std::string("RIFF\x16\x00\x00\x00WEBP", 12);
+  const std::vector<std::pair<std::string, std::string>> webps = {
+      // extended: 24-bit width - 1 and height - 1 after 4 bytes of flags
+      {"16384x16384", riff + std::string("VP8X\x0A\x00\x00\x00\x00\x00\x00\x00"
+                                         "\xFF\x3F\x00\xFF\x3F\x00", 18)},
+      // lossless: signature 0x2F, then 14 bits each of width - 1 and height - 1
+      {"16384x16384", riff + std::string("VP8L\x0A\x00\x00\x00\x2F\xFF\xFF\xFF\x0F"
+                                         "\x00\x00\x00\x00\x00", 18)},
+  };
+  for (const auto& [pixels, webp] : webps) {
+    EXPECT_TRUE(test::throws_one_line([&] { decode_image_rgb(webp, "bomb.webp"); },
+                                      "bomb.webp: cannot be decoded: ",
+                                      {pixels + " pixels is over Pillow's"}));
+  }
+  // lossy: the frame tag, the start code, then 14-bit width and height
+  const std::string vp8 = riff + std::string("VP8 \x0A\x00\x00\x00\x00\x00\x00\x9D\x01\x2A"
+                                             "\xFF\x3F\xFF\x3F", 18);
+  EXPECT_TRUE(test::throws_one_line([&] { decode_image_rgb(vp8, "lossy.webp"); },
+                                    "lossy.webp: cannot be decoded: ",
+                                    {"16383x16383 pixels is over Pillow's"}));
+}
+
 }  // namespace
 }  // namespace microdit::image

@@ -166,6 +166,21 @@ TEST(TrainConfig, LongUnknownKeyStillNamesTheFile) {
   }
 }
 
+// A long value is cut where it is quoted too (tests/fuzz/crashes/train_config/long_invalid_value_*).
+TEST(TrainConfig, LongInvalidValueStillNamesTheFile) {
+  const std::string yaml = "run:\n  device: \"" + std::string(1000, '\xFF') + "\"\n";
+  try {
+    parse_train_config(yaml, {}, "long.yaml");
+    ADD_FAILURE() << "no error";
+  } catch (const std::invalid_argument& e) {
+    const std::string shown = util::error_message(e);
+    EXPECT_NE(shown.find("invalid config: run.device = \"\\xff"), std::string::npos) << shown;
+    EXPECT_NE(shown.find("...,"), std::string::npos) << shown;
+    EXPECT_NE(shown.find("(in long.yaml)"), std::string::npos) << shown;
+    EXPECT_LT(shown.size(), 300u) << shown;
+  }
+}
+
 TEST(TrainConfig, DeeplyNestedYamlIsOneLine) {
   const std::string yaml = "run: " + std::string(100, '[') + std::string(100, ']') + "\n";
   EXPECT_TRUE(test::throws_one_line<std::invalid_argument>(

@@ -11,12 +11,14 @@
 #include <spng.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <climits>
 #include <csetjmp>
 #include <cstdint>
 #include <cstdio>
 #include <memory>
 #include <new>
+#include <optional>
 #include <stdexcept>
 #include <vector>
 
@@ -281,7 +283,47 @@ cv::Mat opencv_imdecode(std::string_view bytes, int flags, const std::string& na
   }
 }
 
+uint32_t little_endian(std::string_view b, std::size_t at, int bytes) {
+  uint32_t value = 0;
+  for (int i = bytes - 1; i >= 0; --i) value = value << 8 | static_cast<uint8_t>(b[at + i]);
+  return value;
+}
+
+// The width and height a BMP or WebP header declares, where the file is long enough to hold them:
+// OpenCV allocates what the header says, up to 2^30 pixels (OPENCV_IO_MAX_IMAGE_PIXELS, read once
+// when the library loads), before it finds the data missing.
+std::optional<std::pair<int64_t, int64_t>> declared_size(std::string_view b, ImageFormat format) {
+  if (format == ImageFormat::bmp && b.size() >= 26) {
+    if (little_endian(b, 14, 4) == 12) {  // BITMAPCOREHEADER: 16-bit width and height
+      return std::pair<int64_t, int64_t>{little_endian(b, 18, 2), little_endian(b, 20, 2)};
+    }
+    // BITMAPINFOHEADER and later: signed 32-bit (a negative height is a top-down image).
+    const auto width = static_cast<int32_t>(little_endian(b, 18, 4));
+    const auto height = static_cast<int32_t>(little_endian(b, 22, 4));
+    return std::pair<int64_t, int64_t>{std::abs(int64_t{width}), std::abs(int64_t{height})};
+  }
+  if (format == ImageFormat::webp && b.size() >= 30) {
+    const std::string_view chunk = b.substr(12, 4);
+    if (chunk == "VP8X") {  // extended: 24-bit canvas width - 1 and height - 1
+      return std::pair<int64_t, int64_t>{int64_t{little_endian(b, 24, 3)} + 1,
+                                         int64_t{little_endian(b, 27, 3)} + 1};
+    }
+    if (chunk == "VP8L" && static_cast<uint8_t>(b[20]) == 0x2F) {  // lossless: 14-bit fields
+      const uint32_t bits = little_endian(b, 21, 4);
+      return std::pair<int64_t, int64_t>{(bits & 0x3FFF) + 1, (bits >> 14 & 0x3FFF) + 1};
+    }
+    if (chunk == "VP8 ") {  // lossy: 14-bit width and height after the frame tag and start code
+      return std::pair<int64_t, int64_t>{little_endian(b, 26, 2) & 0x3FFF,
+                                         little_endian(b, 28, 2) & 0x3FFF};
+    }
+  }
+  return std::nullopt;
+}
+
 at::Tensor opencv_decode_rgb(std::string_view bytes, ImageFormat format, const std::string& name) {
+  if (const auto size = declared_size(bytes, format)) {
+    check_pixel_limit(size->first, size->second, name);
+  }
   // IMREAD_COLOR: 8-bit BGR whatever the file holds; EXIF orientation ignored as Pillow ignores it.
   const cv::Mat image =
       opencv_imdecode(bytes, cv::IMREAD_COLOR | cv::IMREAD_IGNORE_ORIENTATION, name);

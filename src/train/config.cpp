@@ -380,8 +380,9 @@ bool replaced_by_execution(const std::string& prefix, const std::string& name) {
   return prefix == "optim" && replaced.count(name) > 0;
 }
 
-// At most this much of a key read from the file is quoted in a message.
-constexpr size_t kShownKey = 120;
+// At most this much of a key or value read from the file is quoted in a message, so that the
+// file's name after it stays in the shown line.
+constexpr size_t kShownText = 120;
 
 [[noreturn]] void throw_unknown_key(const std::vector<Key>& keys, const std::string& prefix,
                                     const std::string& name, const std::string& source) {
@@ -394,7 +395,7 @@ constexpr size_t kShownKey = 120;
   for (const auto& key : keys) names.push_back(key.name);
   // one_line: a key read from the file may hold a NUL, where what() would end the message, or
   // be long enough to push the file's name out of the shown line.
-  throw std::invalid_argument("unknown key '" + util::one_line(join_path(prefix, name), kShownKey) +
+  throw std::invalid_argument("unknown key '" + util::one_line(join_path(prefix, name), kShownText) +
                               "' in " + source + "; did you mean '" +
                               join_path(prefix, closest(names, name)) + "'?");
 }
@@ -416,7 +417,7 @@ void read_section(const std::vector<Key>& keys, const YAML::Node& node, const st
     const Key* key = find_key(keys, name);
     if (key == nullptr) throw_unknown_key(keys, prefix, name, source);
     if (!seen.insert(name).second)
-      throw std::invalid_argument("key '" + util::one_line(path, kShownKey) + "' appears twice in " +
+      throw std::invalid_argument("key '" + util::one_line(path, kShownText) + "' appears twice in " +
                                   source);
     if (key->is_section()) {
       read_section(key->children, item.second, path, source);
@@ -526,7 +527,7 @@ void write_section(const std::vector<Key>& keys, int indent, std::ostringstream&
 
 std::string show(double value) { return format_double(value); }
 std::string show(int64_t value) { return std::to_string(value); }
-std::string show(const std::string& value) { return quote(value); }
+std::string show(const std::string& value) { return util::one_line(quote(value), kShownText); }
 std::string show(bool value) { return value ? "true" : "false"; }
 
 template <class T>
@@ -845,8 +846,9 @@ TrainConfig parse_train_config(const std::string& yaml_text,
   try {
     validate(config);
   } catch (const std::invalid_argument& e) {
-    throw std::invalid_argument(std::string(e.what()) + " (in " + source +
-                                (overrides.empty() ? "" : " with overrides") + ")");
+    // Cut so that the file's name stays in the shown line whatever text the problem quotes.
+    throw std::invalid_argument(util::one_line(e.what(), util::kMaxMessageBytes - 150) + " (in " +
+                                source + (overrides.empty() ? "" : " with overrides") + ")");
   }
   return config;
 }
