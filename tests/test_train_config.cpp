@@ -148,6 +148,17 @@ TEST(TrainConfig, UnknownKeyWithANulStillNamesTheFile) {
       {"unknown key 'run.a\\x00b' in nul.yaml"}));
 }
 
+// The line a tool shows for the error parsing `yaml` (as long.yaml) throws.
+std::string shown_error(const std::string& yaml) {
+  try {
+    parse_train_config(yaml, {}, "long.yaml");
+  } catch (const std::invalid_argument& e) {
+    return util::error_message(e);
+  }
+  ADD_FAILURE() << "no error";
+  return "";
+}
+
 // A long key (here 1,000 carriage returns, each shown as 4 bytes) is cut where it is quoted, so the
 // shown line still ends with the file's name (tests/fuzz/crashes/train_config/long_unknown_key_*).
 TEST(TrainConfig, LongUnknownKeyStillNamesTheFile) {
@@ -155,30 +166,23 @@ TEST(TrainConfig, LongUnknownKeyStillNamesTheFile) {
   for (int i = 0; i < 1000; ++i) key += "\\r";  // YAML's escape in a double-quoted key
   key += "b";  // not trailing: one_line drops trailing blanks
   // An explicit key ("? "): YAML limits implicit ones to 1,024 characters.
-  const std::string yaml = "run:\n  ? \"" + key + "\"\n  : 1\n";
-  try {
-    parse_train_config(yaml, {}, "long.yaml");
-    ADD_FAILURE() << "no error";
-  } catch (const std::invalid_argument& e) {
-    const std::string shown = util::error_message(e);
-    EXPECT_NE(shown.find("...' in long.yaml; did you mean"), std::string::npos) << shown;
-    EXPECT_LT(shown.size(), 300u) << shown;
-  }
+  const std::string shown = shown_error("run:\n  ? \"" + key + "\"\n  : 1\n");
+  EXPECT_NE(shown.find("...' in long.yaml; did you mean"), std::string::npos) << shown;
+  EXPECT_LT(shown.size(), 300u) << shown;
 }
 
-// A long value is cut where it is quoted too (tests/fuzz/crashes/train_config/long_invalid_value_*).
+// Long values are cut too: where a validation message quotes them, and the whole message where
+// another one does (tests/fuzz/crashes/train_config/long_invalid_value_*, long_model_arch_*).
 TEST(TrainConfig, LongInvalidValueStillNamesTheFile) {
-  const std::string yaml = "run:\n  device: \"" + std::string(1000, '\xFF') + "\"\n";
-  try {
-    parse_train_config(yaml, {}, "long.yaml");
-    ADD_FAILURE() << "no error";
-  } catch (const std::invalid_argument& e) {
-    const std::string shown = util::error_message(e);
-    EXPECT_NE(shown.find("invalid config: run.device = \"\\xff"), std::string::npos) << shown;
-    EXPECT_NE(shown.find("...,"), std::string::npos) << shown;
-    EXPECT_NE(shown.find("(in long.yaml)"), std::string::npos) << shown;
-    EXPECT_LT(shown.size(), 300u) << shown;
-  }
+  const std::string bytes(1000, '\xFF');
+  const std::string device = shown_error("run:\n  device: \"" + bytes + "\"\n");
+  EXPECT_NE(device.find("invalid config: run.device = \"\\xff"), std::string::npos) << device;
+  EXPECT_NE(device.find("...,"), std::string::npos) << device;
+  EXPECT_NE(device.find("(in long.yaml)"), std::string::npos) << device;
+  EXPECT_LT(device.size(), 300u) << device;
+  const std::string arch = shown_error("model:\n  arch: \"" + bytes + "\"\n");
+  EXPECT_NE(arch.find("unknown model.arch"), std::string::npos) << arch;
+  EXPECT_NE(arch.find("... (in long.yaml)"), std::string::npos) << arch;
 }
 
 TEST(TrainConfig, DeeplyNestedYamlIsOneLine) {
