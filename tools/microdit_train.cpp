@@ -78,10 +78,10 @@ int main(int argc, char** argv) {
     std::cout << train::to_yaml(config);
     fmt::print("# model: {} parameters, {} tokens per image, {} backbone blocks\n",
                model::count_parameters(dit), dit.num_patches(), dit.depth);
+    const int64_t caption_tokens = train::configured_caption_tokens(config);
     fmt::print("# training FLOPs per step: {} (model/flops.h, {} caption tokens)\n",
-               model::training_step_flops(
-                   dit, train::training_step_shape(config, train::configured_caption_tokens(config))),
-               train::configured_caption_tokens(config));
+               model::training_step_flops(dit, train::training_step_shape(config, caption_tokens)),
+               caption_tokens);
     return 0;
   }
   try {

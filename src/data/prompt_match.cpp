@@ -61,17 +61,20 @@ at::Tensor palette_labels(const at::Tensor& images, const at::Tensor& palette, P
   return distance2.argmin(-1).contiguous();                     // (N,H,W) int64
 }
 
-std::vector<ColorReading> read_colors_batch(const at::Tensor& images, const at::Tensor& palette,
-                                            PixelRange range) {
-  const auto labels = palette_labels(images, palette, range);
+std::vector<ColorReading> read_colors_of_labels(const at::Tensor& labels, int64_t palette_size) {
   const int64_t N = labels.size(0), H = labels.size(1), W = labels.size(2);
   const int64_t* data = labels.data_ptr<int64_t>();
   std::vector<ColorReading> readings;
   readings.reserve(static_cast<std::size_t>(N));
   for (int64_t n = 0; n < N; ++n) {
-    readings.push_back(read_labels(data + n * H * W, H, W, palette.size(0)));
+    readings.push_back(read_labels(data + n * H * W, H, W, palette_size));
   }
   return readings;
+}
+
+std::vector<ColorReading> read_colors_batch(const at::Tensor& images, const at::Tensor& palette,
+                                            PixelRange range) {
+  return read_colors_of_labels(palette_labels(images, palette, range), palette.size(0));
 }
 
 ColorReading read_colors(const at::Tensor& image, const at::Tensor& palette, PixelRange range) {
@@ -84,8 +87,9 @@ ColorReading read_colors(const at::Tensor& image, const at::Tensor& palette, Pix
 
 PromptMatch prompt_match(const at::Tensor& images, const std::vector<PromptReading>& expected,
                          const at::Tensor& palette, PixelRange range) {
-  const auto colors = read_colors_batch(images, palette, range);
-  const auto shapes = read_shapes(images, palette, range);
+  const auto labels = palette_labels(images, palette, range);
+  const auto colors = read_colors_of_labels(labels, palette.size(0));
+  const auto shapes = read_shapes_of_labels(labels, colors);
   if (colors.size() != expected.size()) {
     throw std::invalid_argument(c10::str("prompt_match: ", colors.size(), " images but ",
                                          expected.size(), " expected readings"));

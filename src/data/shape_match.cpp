@@ -12,15 +12,18 @@ namespace microdit::data {
 std::vector<int> read_shapes(const at::Tensor& images, const at::Tensor& palette,
                              PixelRange range) {
   const auto labels = palette_labels(images, palette, range);  // (N,H,W)
+  return read_shapes_of_labels(labels, read_colors_of_labels(labels, palette.size(0)));
+}
+
+std::vector<int> read_shapes_of_labels(const at::Tensor& labels,
+                                       const std::vector<ColorReading>& colors) {
   const int64_t N = labels.size(0), S = labels.size(1);
   if (labels.size(2) != S) {
     throw std::invalid_argument(c10::str("read_shapes: images must be square, got ",
-                                         io::shape_string(images.sizes())));
+                                         io::shape_string(labels.sizes()), " pixels"));
   }
   std::vector<int64_t> objects;
-  for (const ColorReading& colors : read_colors_batch(images, palette, range)) {
-    objects.push_back(colors.object);
-  }
+  for (const ColorReading& reading : colors) objects.push_back(reading.object);
   // (N,S*S): 1 on the object's pixels; no pixel where no object colour was read (-1).
   const auto masks = labels.eq(at::tensor(objects).view({N, 1, 1})).flatten(1).to(at::kFloat);
   const auto areas = masks.sum(1, /*keepdim=*/true);  // (N,1)

@@ -44,6 +44,9 @@ at::Tensor palette_labels(const at::Tensor& images, const at::Tensor& palette,
 ColorReading read_colors(const at::Tensor& image, const at::Tensor& palette,
                          PixelRange range = PixelRange::kSigned);
 
+// Labels (N,H,W) of palette_labels with a palette of P colours -> N readings.
+std::vector<ColorReading> read_colors_of_labels(const at::Tensor& labels, int64_t palette_size);
+
 // images (N,3,H,W) -> N readings.
 std::vector<ColorReading> read_colors_batch(const at::Tensor& images, const at::Tensor& palette,
                                             PixelRange range = PixelRange::kSigned);

@@ -22,4 +22,9 @@ inline constexpr double kMinShapeIoU = 0.5;
 std::vector<int> read_shapes(const at::Tensor& images, const at::Tensor& palette,
                              PixelRange range = PixelRange::kSigned);
 
+// The same from the images' palette labels (N,S,S) and colour readings (prompt_match reads both
+// once for the colours and the shapes).
+std::vector<int> read_shapes_of_labels(const at::Tensor& labels,
+                                       const std::vector<ColorReading>& colors);
+
 }  // namespace microdit::data

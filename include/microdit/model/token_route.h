@@ -16,8 +16,6 @@ struct TokenRoute {
   int64_t start_block = 0;  // first backbone block on the routed stream
   int64_t end_block = -1;   // last one, inclusive; end_block < start_block: no block (no effect)
   at::Tensor ids_keep;      // (B,Tr) int64: the tokens that run through the route's blocks
-
-  bool covers(int64_t block) const { return block >= start_block && block <= end_block; }
 };
 
 // TREAD's Router.get_mask count: T - int(T * ratio) tokens stay in the stream.
