@@ -153,19 +153,6 @@ TEST(DistributedWorker, Train) {
                        grads);
 }
 
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
 // A world of `config`'s processes writing into `dir`: each rank's output goes to rank<R>.log.
 class World {
  public:
@@ -173,7 +160,7 @@ class World {
       : dir_(dir) {
     fs::create_directories(dir);
     test::write_bytes(dir / "worker.yaml", train::to_yaml(config));
-    const int port = free_port();
+    const int port = test::free_port();
     for (int rank = 0; rank < world; ++rank) {
       Env env{{"RANK", std::to_string(rank)},  {"WORLD_SIZE", std::to_string(world)},
               {"LOCAL_RANK", std::to_string(rank)}, {"MASTER_ADDR", "127.0.0.1"},
@@ -484,7 +471,7 @@ TEST(Distributed, AHungRankFailsTheOtherAfterTheTimeout) {
 TEST(Distributed, ZeroStepClipsAsOneProcess) {
   SKIP_WITHOUT_GLOO();
   train::LaunchEnv env;
-  env.master_port = free_port();
+  env.master_port = test::free_port();
   train::ProcessGroup group(env, at::Device(at::kCPU), std::chrono::seconds(60));
   for (const bool fused : {false, true}) {
     SCOPED_TRACE(fused ? "fused" : "unfused");
@@ -568,7 +555,7 @@ sample: {steps: 2, cfg: 2.0, vae: )" + vae.string() +
 // gradients, ZeRO-2's step equals a plain AdamW step.
 void expect_world_of_one(const at::Device& device, const std::string& backend) {
   train::LaunchEnv env;
-  env.master_port = free_port();
+  env.master_port = test::free_port();
   train::ProcessGroup group(env, device, std::chrono::seconds(60));
   EXPECT_EQ(group.backend_name(), backend);
   auto x = at::arange(10, at::TensorOptions(device).dtype(at::kFloat));
@@ -626,7 +613,7 @@ TEST(Distributed, NcclWorldOfOne_CUDA) {
 // world of one the steps train as the same steps without buckets.
 void expect_train_steps_on_bucket_views(const at::Device& device) {
   train::LaunchEnv env;
-  env.master_port = free_port();
+  env.master_port = test::free_port();
   train::ProcessGroup group(env, device, std::chrono::seconds(60));
   auto train = [&](bool bucketed) {
     auto s = test::train_step_setup(device, /*fused_adamw=*/false, /*seed=*/5);
@@ -659,7 +646,7 @@ TEST(Distributed, NcclAllReduceCapturedWithTheStep_CUDA) {
   test::NoTF32 no_tf32;
   const at::Device device(at::kCUDA);
   train::LaunchEnv env;
-  env.master_port = free_port();
+  env.master_port = test::free_port();
   train::ProcessGroup group(env, device, std::chrono::seconds(60));
   auto run = [&](bool captured) {
     auto s = test::train_step_setup(device, /*fused_adamw=*/true, /*seed=*/5);
@@ -696,7 +683,7 @@ TEST(Distributed, NcclWaitLeavesTheHostFree_CUDA) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   ASSERT_TRUE(train::nccl_available()) << "a CUDA build without the NCCL process group";
   train::LaunchEnv env;
-  env.master_port = free_port();
+  env.master_port = test::free_port();
   const at::Device cuda(at::kCUDA);
   train::ProcessGroup group(env, cuda, std::chrono::seconds(60));
   // NCCL sets up its communicator in the first collective, on the host: not in the timed one.

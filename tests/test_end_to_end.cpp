@@ -111,7 +111,7 @@ TEST_F(EndToEnd, PrepareTrainChainResumeSampleEvaluate) {
   const fs::path masked = config("masked", "steps: 4, batch_size: 4, lr: 0.001, mask_ratio: 0.5");
   const fs::path log = dir_.path / "masked.log";
   ASSERT_EQ(run("OMP_NUM_THREADS=1 python3 -m torch.distributed.run --nproc-per-node 2 "
-                "--master-port " + std::to_string(20000 + ::getpid() % 20000) +
+                "--master-port " + std::to_string(test::free_port()) +
                     " --no-python " + MICRODIT_TRAIN_BIN + " --config " + masked.string(),
                 log),
             0)

@@ -140,4 +140,8 @@ testing::AssertionResult throws_with(F&& f, std::string_view prefix, const Piece
   return testing::AssertionFailure() << "did not throw";
 }
 
+// A TCP port on the loopback interface that the kernel just gave out and released: free now,
+// unlike a port derived from the process id, which may be one of a client connection.
+int free_port();
+
 }  // namespace microdit::test
