@@ -406,6 +406,7 @@ TEST(TrainConfig, RouteIsARangeOfBackboneBlocksWithoutAMask) {
                              {"optim.route.end_block = 9"}));
   EXPECT_TRUE(override_fails("optim.route.ratio=1", {"optim.route.ratio", "[0, 1)"}));
   EXPECT_TRUE(override_fails("run.eval_steps=[5, 0]", {"run.eval_steps[1] = 0"}));
+  EXPECT_TRUE(override_fails("data.val_seed=-2", {"data.val_seed = -2", "-1 for run.seed"}));
 }
 
 TEST(TrainConfig, BatchMustDivideWorldTimesMicroBatch) {
