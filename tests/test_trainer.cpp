@@ -409,16 +409,25 @@ TEST(Trainer, RunDirectoryHoldsConfigMetricsEventsSamples) {
   EXPECT_TRUE(fs::exists(dir / "samples" / "step-00000003.png"));
   ASSERT_TRUE(r.prompt_match.has_value());
   EXPECT_GE(r.prompt_match->color, 0.0);
+  std::vector<io::Json> records;
   std::ifstream metrics(dir / "metrics.jsonl");
-  int lines = 0;
-  for (std::string line; std::getline(metrics, line);) ++lines;
-  EXPECT_EQ(lines, 4);  // 3 steps + the sample record
+  for (std::string line; std::getline(metrics, line);) {
+    records.push_back(io::parse_json(line, "metrics.jsonl"));
+  }
+  ASSERT_EQ(records.size(), 4u);  // 3 steps + the sample record
+  for (const auto& record : records) {
+    EXPECT_FALSE(record.contains("peak_memory_gib")) << "a GPU's figure in a CPU run";
+  }
+  const io::Json& grid = records.back();
+  EXPECT_EQ(grid.at("step").get<int64_t>(), 3);
+  EXPECT_GT(grid.at("sample_seconds").get<double>(), 0.0);
+  EXPECT_EQ(grid.at("color_match").get<double>(), r.prompt_match->color);
   int event_files = 0;
   for (const auto& entry : fs::directory_iterator(dir)) {
     if (entry.path().filename().string().find("tfevents") == std::string::npos) continue;
     ++event_files;
-    // first record + 5 scalars x 3 steps + image + colour, shape and prompt match
-    EXPECT_EQ(train::read_tfevents_records(entry.path()).size(), 1u + 15u + 4u);
+    // first record + 5 scalars x 3 steps + image, seconds, colour, shape and prompt match
+    EXPECT_EQ(train::read_tfevents_records(entry.path()).size(), 1u + 15u + 5u);
   }
   EXPECT_EQ(event_files, 1);
 }
@@ -555,6 +564,20 @@ TEST(Trainer, CudaRunFollowsTheCpuRun_CUDA) {
   for (std::size_t i = 0; i < a.losses.size(); ++i) {
     EXPECT_NEAR(b.losses[i], a.losses[i], 1e-4 * std::abs(a.losses[i])) << "step " << i + 1;
   }
+  // Its progress records carry the peak GPU memory so far, which never falls.
+  std::ifstream metrics(fs::path(cuda.run.dir) / "metrics.jsonl");
+  double peak = 0;
+  int progress = 0;
+  for (std::string line; std::getline(metrics, line);) {
+    const auto record = io::parse_json(line, "metrics.jsonl");
+    if (!record.contains("loss")) continue;
+    ++progress;
+    const double now = record.at("peak_memory_gib").get<double>();
+    EXPECT_GE(now, peak) << line;
+    peak = now;
+  }
+  EXPECT_GT(progress, 0);
+  EXPECT_GT(peak, 0.0);
 }
 
 }  // namespace

@@ -112,11 +112,18 @@ TEST_F(TrainingSamples, RunOnMDSWritesGridsTensorBoardImagesAndValidationLosses)
   EXPECT_EQ(embeddings.sizes(), (std::vector<int64_t>{3, 77, 32}));
 
   // Validation records at steps 2 and 4: raw weights at both, the EMA's once it has started.
+  // A record of each grid's seconds at steps 2 and 4.
   std::map<int64_t, io::Json> val;
+  std::vector<int64_t> grids;
   for (const auto& r : metrics_records(run)) {
     if (r.contains("val_loss")) val[r.at("step").get<int64_t>()] = r;
     if (r.contains("val_ema_loss")) val[-r.at("step").get<int64_t>()] = r;
+    if (r.contains("sample_seconds")) {
+      EXPECT_GT(r.at("sample_seconds").get<double>(), 0.0);
+      grids.push_back(r.at("step").get<int64_t>());
+    }
   }
+  EXPECT_EQ(grids, (std::vector<int64_t>{2, 4}));
   ASSERT_TRUE(val.count(2) && val.count(4) && val.count(-2) && val.count(-4)) << val.size();
   const auto& at4 = val[4];
   const double low = at4.at("val_loss_sigma_0.5").get<double>();

@@ -122,6 +122,10 @@ ours() { row 180 "$BUILD_DIR/microdit-bench" --set run.device="$DEVICE" "$@"; }
 # microdit-train itself (scripts/device/train_rate.sh): one JSON line from its metrics.jsonl.
 # shellcheck disable=SC2086  # callers pass $SYNTHETIC unquoted
 trained() { row 300 scripts/device/train_rate.sh "$BUILD_DIR/microdit-train" --set run.device="$DEVICE" "$@"; }
+# microdit-train with sample grids (scripts/device/train_with_samples.sh): peak memory and the
+# grids' seconds, from the full-size random-weight encoders it writes into $ENCODERS once.
+ENCODERS=${ENCODERS:-/tmp/microdit-random-encoders}
+sampled() { row 300 scripts/device/train_with_samples.sh "$BUILD_DIR/microdit-train" "$ENCODERS" --set run.device="$DEVICE" "$@"; }
 official() {
   [ -f .device/peer/md/dit.py ] || return 0
   row "${OFFICIAL_LIMIT:-120}" env PYTHONUNBUFFERED=1 python3 .device/peer/bench_official.py --models .device/peer "$@"
@@ -154,6 +158,10 @@ if [ "$GPU" = 1 ]; then
       --set optim.micro_batch_size=256 --set optim.steps=40 --set optim.warmup_steps=0 \
       --set run.log_every=10 --set optim.cuda_graph=$graph
   done
+  # Stage 4 as one GPU of the 8-GPU run holds it (micro-batch 32, the EMA copy), with its sample
+  # grids (the config's 16 prompts) from the full-size text tower and VAE: peak memory, seconds.
+  sampled --config configs/stage4_512_finetune.yaml $SYNTHETIC --set optim.batch_size=32 \
+    --set optim.micro_batch_size=32 --set optim.continue_from= --set optim.ema.start_step=0
   # The later stages as an 8-GPU run of their configs steps them, in a world of one at the
   # configs' micro-batches: eager and captured.
   for shape in "stage2_256_finetune 128" "stage3_512_masked 64" "stage4_512_finetune 32"; do
@@ -199,6 +207,11 @@ else
   ours --config configs/debug_tiny.yaml --steps 2
   trained --config configs/debug_tiny.yaml --set optim.steps=6 --set run.log_every=2
   official --arch MicroDiT_Tiny_2 --batch 2 --mask 0.75 --steps 1 --warmup 1
+  # The full-size encoders on a Tiny_2 at 64 px, one prompt.
+  sampled --config configs/stage4_512_finetune.yaml $SYNTHETIC --set model.arch=MicroDiT_Tiny_2 \
+    --set model.zoo.input_size=8 --set optim.batch_size=2 --set optim.micro_batch_size=2 \
+    --set optim.precision=auto --set data.synthetic_samples=4 --set optim.continue_from= \
+    --set optim.ema.start_step=0 --set sample.steps=2 --set 'sample.prompts=["a"]'
 fi
 log "tier 3 bench: $(wc -l < "$BENCH") rows"
 python3 scripts/device/bench_table.py "$BENCH" | tee "$OUT/bench_table.txt"

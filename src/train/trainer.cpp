@@ -577,15 +577,24 @@ void Trainer::State::log_progress(double loss, double images_per_s, double eta_s
   const double lr = lr_at(step - 1);  // of the update just made
   if (rank != 0) return;
   const double norm = grad_norm.item<double>();  // read only when logged: no wait in the step
-  spdlog::info("step {}/{} | loss {:.4f} | lr {:.3e} | grad norm {:.3f} | {:.1f} img/s | ETA {}",
-               step, o.steps, loss, lr, norm, images_per_s, util::format_duration(eta_s));
+  // On a GPU, the most memory the run's tensors have held so far (the sample grids included):
+  // how close the run is to running out.
+  const double peak_gib = util::peak_memory_bytes(device) / double(1 << 30);
+  const std::string memory = device.is_cuda() ? fmt::format(" | peak {:.1f} GiB", peak_gib) : "";
+  spdlog::info("step {}/{} | loss {:.4f} | lr {:.3e} | grad norm {:.3f} | {:.1f} img/s{} | ETA {}",
+               step, o.steps, loss, lr, norm, images_per_s, memory, util::format_duration(eta_s));
   if (!metrics) return;  // TrainerOptions::write_files false
-  metrics->write(step, {{"loss", loss},
-                        {"lr", lr},
-                        {"grad_norm", norm},
-                        {"images_per_s", images_per_s},
-                        {"train_flops", train_flops},
-                        {"train_seconds", train_seconds}});
+  std::vector<std::pair<std::string, double>> values{{"loss", loss},
+                                                     {"lr", lr},
+                                                     {"grad_norm", norm},
+                                                     {"images_per_s", images_per_s},
+                                                     {"train_flops", train_flops},
+                                                     {"train_seconds", train_seconds}};
+  if (device.is_cuda()) {
+    values.emplace_back("peak_memory_gib", peak_gib);
+    events->add_scalar("train/peak_memory_gib", peak_gib, step);
+  }
+  metrics->write(step, values);
   events->add_scalar("train/loss", loss, step);
   events->add_scalar("train/flops", train_flops, step);
   events->add_scalar("train/lr", lr, step);
@@ -597,11 +606,15 @@ void Trainer::State::log_progress(double loss, double images_per_s, double eta_s
 // samples/step-N.png, a TensorBoard image, and on built-in data the prompt match (returned).
 std::optional<data::PromptMatch> Trainer::State::sample_grid() {
   if (!samples || !opts.write_files) return std::nullopt;
+  const auto start = std::chrono::steady_clock::now();
   std::optional<EMAWeightsInPlace> ema_weights;
   if (ema && ema->active()) ema_weights.emplace(*dit, *ema);
   const auto result = samples->render(dit, group.get(), rank, world_size);
   ema_weights.reset();
   if (rank != 0) return std::nullopt;
+  // Rank 0 has gathered every image: the grid took this long on all ranks.
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const auto n = result.images.size(0);
   // Small images are enlarged (nearest neighbour) so the grid is readable.
   const int64_t zoom = std::max<int64_t>(1, 64 / result.images.size(-1));
@@ -610,22 +623,25 @@ std::optional<data::PromptMatch> Trainer::State::sample_grid() {
   const auto path = run_dir / "samples" / fmt::format("step-{:08d}.png", step);
   io::write_png(path, grid);
   events->add_image("samples", grid, step);
+  events->add_scalar("samples/seconds", seconds, step);
   if (!result.prompt_match) {
-    spdlog::info("samples: {} prompts, grid {}", n, path.string());
+    metrics->write(step, {{"sample_seconds", seconds}});
+    spdlog::info("samples: {} prompts in {:.3g} s, grid {}", n, seconds, path.string());
     return std::nullopt;
   }
   const data::PromptMatch& match = *result.prompt_match;
   events->add_scalar("samples/color_match", match.color, step);
   events->add_scalar("samples/shape_match", match.shape, step);
   events->add_scalar("samples/prompt_match", match.both, step);
-  metrics->write(step, {{"color_match", match.color},
+  metrics->write(step, {{"sample_seconds", seconds},
+                        {"color_match", match.color},
                         {"shape_match", match.shape},
                         {"prompt_match", match.both}});
   const auto chance = data::chance(static_cast<int>(cfg.data.builtin_palette));
   spdlog::info(
-      "samples: over {} prompts, colours match {:.1f}% (chance {:.1f}%), shape {:.1f}% (chance "
-      "{:.1f}%), both {:.1f}% (chance {:.1f}%), grid {}",
-      n, 100 * match.color, 100 * chance.color, 100 * match.shape, 100 * chance.shape,
+      "samples: over {} prompts in {:.3g} s, colours match {:.1f}% (chance {:.1f}%), shape "
+      "{:.1f}% (chance {:.1f}%), both {:.1f}% (chance {:.1f}%), grid {}",
+      n, seconds, 100 * match.color, 100 * chance.color, 100 * match.shape, 100 * chance.shape,
       100 * match.both, 100 * chance.both, path.string());
   return match;
 }
