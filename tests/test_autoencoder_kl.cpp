@@ -24,7 +24,7 @@ using encoders::AutoencoderKL;
 using encoders::AutoencoderKLConfig;
 
 const std::filesystem::path kDataDir =
-    std::filesystem::path(MICRODIT_SOURCE_DIR) / "tests/data/vae";
+    test::source_dir() / "tests/data/vae";
 constexpr double kTolerance = 1e-4;  // ||ours - reference|| / ||reference||
 
 double relative_error(const at::Tensor& ours, const at::Tensor& reference) {

@@ -37,9 +37,9 @@ std::vector<double> metrics_losses(const fs::path& metrics) {
 
 TEST(Bench, PrintsTheLossesOfMicroditTrain) {
   const test::TempDir dir("bench");
-  const fs::path config = fs::path(MICRODIT_SOURCE_DIR) / "configs" / "debug_tiny.yaml";
+  const fs::path config = test::source_dir() / "configs" / "debug_tiny.yaml";
   const fs::path run_dir = dir.path / "run";
-  ASSERT_EQ(run(std::string(MICRODIT_TRAIN_BIN) + " --config " + config.string() +
+  ASSERT_EQ(run(test::tool("microdit-train") + " --config " + config.string() +
                     " --set run.dir=" + run_dir.string(),
                 dir.path / "train.log"),
             0)
@@ -48,7 +48,7 @@ TEST(Bench, PrintsTheLossesOfMicroditTrain) {
 
   const fs::path bench_dir = dir.path / "bench_run";
   const fs::path out = dir.path / "bench.log";
-  ASSERT_EQ(run(std::string(MICRODIT_BENCH_BIN) + " --config " + config.string() +
+  ASSERT_EQ(run(test::tool("microdit-bench") + " --config " + config.string() +
                     " --set run.dir=" + bench_dir.string() + " --steps 2",
                 out),
             0)

@@ -16,6 +16,7 @@
 
 #include "microdit/data/caption_cleaner.h"
 #include "microdit/io/json.h"
+#include "test_support.h"
 
 namespace microdit {
 namespace {
@@ -26,7 +27,7 @@ using data::clean_caption_once;
 #ifdef MICRODIT_HAVE_PCRE2
 
 const std::filesystem::path kCases =
-    std::filesystem::path(MICRODIT_SOURCE_DIR) / "tests" / "data" / "captions" / "cases.jsonl";
+    test::source_dir() / "tests" / "data" / "captions" / "cases.jsonl";
 
 // The cases that differ because of the documented subset (caption_cleaner.h), by input.
 const std::set<std::string> kKnownDifferences = {

@@ -22,7 +22,7 @@ namespace microdit {
 namespace {
 namespace fs = std::filesystem;
 
-const fs::path kDataDir = fs::path(MICRODIT_SOURCE_DIR) / "tests/data/fid";
+const fs::path kDataDir = test::source_dir() / "tests/data/fid";
 const fs::path kNetwork = kDataDir / "clean_inception_random.pt";
 const fs::path kImages = kDataDir / "clean_images";
 

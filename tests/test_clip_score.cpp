@@ -20,9 +20,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const fs::path kData = fs::path(MICRODIT_SOURCE_DIR) / "tests" / "data" / "clip_score";
+const fs::path kData = test::source_dir() / "tests" / "data" / "clip_score";
 const fs::path kVocab =
-    fs::path(MICRODIT_SOURCE_DIR) / "tests" / "data" / "tokenizer" / "bpe_simple_vocab_16e6.txt.gz";
+    test::source_dir() / "tests" / "data" / "tokenizer" / "bpe_simple_vocab_16e6.txt.gz";
 constexpr int64_t kStride = 5;  // the reference keeps every 5th pixel row and column
 
 const io::TensorMap& expected() {

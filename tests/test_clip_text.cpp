@@ -22,7 +22,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const fs::path kData = fs::path(MICRODIT_SOURCE_DIR) / "tests" / "data" / "clip_text";
+const fs::path kData = test::source_dir() / "tests" / "data" / "clip_text";
 constexpr double kTolerance = 1e-4;
 
 io::Json read_json(const fs::path& path) {

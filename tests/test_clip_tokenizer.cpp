@@ -31,7 +31,7 @@ namespace microdit::encoders {
 namespace {
 
 namespace fs = std::filesystem;
-const fs::path kData = fs::path(MICRODIT_SOURCE_DIR) / "tests" / "data" / "tokenizer";
+const fs::path kData = test::source_dir() / "tests" / "data" / "tokenizer";
 const fs::path kVocab = kData / "bpe_simple_vocab_16e6.txt.gz";
 constexpr int64_t kStart = 49406, kEnd = 49407, kLength = 77;
 

@@ -16,7 +16,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const fs::path kData = fs::path(MICRODIT_SOURCE_DIR) / "tests" / "data" / "clip_score";
+const fs::path kData = test::source_dir() / "tests" / "data" / "clip_score";
 
 io::Json hf_config() { return io::read_json_file(kData / "hf" / "config.json"); }
 io::Json open_clip_config() {

@@ -507,11 +507,11 @@ TEST(Distributed, ZeroStepClipsAsOneProcess) {
 TEST(Distributed, ValidationLossAndSampleGridDoNotDependOnTheWorldSize) {
   SKIP_WITHOUT_GLOO();
   test::TempDir tmp("dist_val");
-  const auto mds = fs::path(MICRODIT_SOURCE_DIR) / "tests" / "data" / "mds" / "merged";
+  const auto mds = test::source_dir() / "tests" / "data" / "mds" / "merged";
   const auto embeddings = tmp.path / "prompts.safetensors";
   train::save_caption_embeddings(
       embeddings, at::randn({3, 7, 8}, at::make_generator<at::CPUGeneratorImpl>(5)));
-  const auto vae = fs::path(MICRODIT_SOURCE_DIR) / "tests" / "data" / "vae" / "tiny";
+  const auto vae = test::source_dir() / "tests" / "data" / "vae" / "tiny";
   auto config = [&](const std::string& name) {
     return train::parse_train_config(R"(
 run: {dir: )" + (tmp.path / name / "run").string() + R"(, device: cpu, checkpoint_every: 0,

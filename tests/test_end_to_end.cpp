@@ -24,7 +24,7 @@ namespace microdit {
 namespace {
 namespace fs = std::filesystem;
 
-const fs::path kData = fs::path(MICRODIT_SOURCE_DIR) / "tests" / "data";
+const fs::path kData = test::source_dir() / "tests" / "data";
 
 // Runs `command`, its output into `log`; returns the exit status.
 int run(const std::string& command, const fs::path& log) {
@@ -62,7 +62,7 @@ class EndToEnd : public testing::Test {
   }
   void prepare(const fs::path& images, const fs::path& out) const {
     const fs::path log = dir_.path / "prepare.log";
-    ASSERT_EQ(run(std::string(MICRODIT_PREPARE_BIN) + " --out " + out.string() + encoder_flags() +
+    ASSERT_EQ(run(test::tool("microdit-prepare") + " --out " + out.string() + encoder_flags() +
                       " --resolutions 16 --batch-size 4 " + images.string(),
                   log),
               0)
@@ -89,7 +89,7 @@ class EndToEnd : public testing::Test {
   }
   int train(const fs::path& config, const std::string& extra, const std::string& log_name) const {
     const fs::path log = dir_.path / log_name;
-    const int status = run(std::string(MICRODIT_TRAIN_BIN) + " --config " + config.string() + extra, log);
+    const int status = run(test::tool("microdit-train") + " --config " + config.string() + extra, log);
     if (status != 0) ADD_FAILURE() << test::read_bytes(log);
     return status;
   }
@@ -112,7 +112,7 @@ TEST_F(EndToEnd, PrepareTrainChainResumeSampleEvaluate) {
   const fs::path log = dir_.path / "masked.log";
   ASSERT_EQ(run("OMP_NUM_THREADS=1 python3 -m torch.distributed.run --nproc-per-node 2 "
                 "--master-port " + std::to_string(test::free_port()) +
-                    " --no-python " + MICRODIT_TRAIN_BIN + " --config " + masked.string(),
+                    " --no-python " + test::tool("microdit-train") + " --config " + masked.string(),
                 log),
             0)
       << test::read_bytes(log);
@@ -129,7 +129,7 @@ TEST_F(EndToEnd, PrepareTrainChainResumeSampleEvaluate) {
   }
   EXPECT_EQ(val_records, 2);  // steps 2 and 4
   const fs::path tf_log = dir_.path / "tfevents.log";
-  EXPECT_EQ(run("python3 " + (fs::path(MICRODIT_SOURCE_DIR) / "scripts" / "check_tfevents.py").string() +
+  EXPECT_EQ(run("python3 " + (test::source_dir() / "scripts" / "check_tfevents.py").string() +
                     " " + masked_dir.string(),
                 tf_log),
             0)
@@ -158,7 +158,7 @@ TEST_F(EndToEnd, PrepareTrainChainResumeSampleEvaluate) {
   test::write_bytes(prompts, "a photo of thing 1\na photo of thing 2\n");
   const fs::path samples = dir_.path / "samples";
   const fs::path sample_log = dir_.path / "sample.log";
-  ASSERT_EQ(run(std::string(MICRODIT_SAMPLE_BIN) + " --checkpoint " +
+  ASSERT_EQ(run(test::tool("microdit-sample") + " --checkpoint " +
                     train::checkpoint_path(dir_.path / "whole", 6).string() + encoder_flags() +
                     " --prompts " + prompts.string() + " --steps 2 --out " + samples.string(),
                 sample_log),
@@ -174,7 +174,7 @@ TEST_F(EndToEnd, PrepareTrainChainResumeSampleEvaluate) {
   // 5. FID against the training images and the CLIP score of each sample with its prompt.
   const fs::path scores = dir_.path / "scores.json";
   const fs::path eval_log = dir_.path / "eval.log";
-  ASSERT_EQ(run(std::string(MICRODIT_EVAL_BIN) + " --generated " + generated.string() +
+  ASSERT_EQ(run(test::tool("microdit-eval") + " --generated " + generated.string() +
                     " --captions " + prompts.string() + " --real " +
                     (dir_.path / "images_a").string() + " --real-size 16 --inception " +
                     (kData / "fid" / "clean_inception_random.pt").string() + " --clip-open-clip " +

@@ -65,7 +65,7 @@ class Eval : public testing::Test {
     const auto out = dir_.path / "result.json";
     fs::remove(out);
     const std::string command =
-        std::string(MICRODIT_EVAL_BIN) + " " +
+        test::tool("microdit-eval") + " " +
         (network.empty() ? "--mode pytorch-fid --inception " + inception_.string() : network) +
         " --out " + out.string() + " " + args + " > " + (dir_.path / "log.txt").string() + " 2>&1";
     const int raw = std::system(command.c_str());
@@ -106,7 +106,7 @@ TEST_F(Eval, FidOfFolders) {
 TEST_F(Eval, CleanModeFidOfFolders) {
   const std::string clean =
       "--inception " +
-      (fs::path(MICRODIT_SOURCE_DIR) / "tests/data/fid/clean_inception_random.pt").string();
+      (test::source_dir() / "tests/data/fid/clean_inception_random.pt").string();
   int status = 0;
   const auto a = (dir_.path / "a").string(), b = (dir_.path / "b").string();
   const auto same =

@@ -27,7 +27,7 @@ namespace {
 using eval::FIDInceptionV3;
 
 const std::filesystem::path kDataDir =
-    std::filesystem::path(MICRODIT_SOURCE_DIR) / "tests/data/fid_inception";
+    test::source_dir() / "tests/data/fid_inception";
 constexpr double kTolerance = 1e-4;  // ||ours - pytorch-fid|| / ||pytorch-fid||
 
 uint32_t fnv1a32(std::string_view text) {

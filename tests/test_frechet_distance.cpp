@@ -16,7 +16,7 @@ namespace microdit {
 namespace {
 
 const std::filesystem::path kDataDir =
-    std::filesystem::path(MICRODIT_SOURCE_DIR) / "tests/data/fid";
+    test::source_dir() / "tests/data/fid";
 
 const io::TensorMap& reference() {
   static const io::TensorMap tensors = io::load_safetensors(kDataDir / "frechet.safetensors");
@@ -140,7 +140,7 @@ TEST(FrechetStatistics, LoadsPytorchFidNpz) {
 // A zip entry declaring most of a GiB for the few bytes there are: refused from what is read,
 // without allocating what the header claims (tests/fuzz/crashes/npz/zip_entry_declaring_a_gib).
 TEST(FrechetStatistics, NpzEntryClaimingAGibIsOneLine) {
-  const std::string bytes = test::read_bytes(std::filesystem::path(MICRODIT_SOURCE_DIR) /
+  const std::string bytes = test::read_bytes(test::source_dir() /
                                              "tests/fuzz/crashes/npz/zip_entry_declaring_a_gib");
   EXPECT_TRUE(test::throws_one_line([&] { eval::parse_npz_statistics(bytes, "claims.npz"); },
                                     "claims.npz: ", {"member 'mu.npy'"}));

@@ -18,7 +18,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const fs::path kData = fs::path(MICRODIT_SOURCE_DIR) / "tests" / "data" / "decode";
+const fs::path kData = test::source_dir() / "tests" / "data" / "decode";
 
 #ifdef MICRODIT_HAVE_OPENCV
 constexpr bool kHaveOpenCV = true;

@@ -207,7 +207,7 @@ TEST(Json, ParsesLargeObjectsInLinearTime) {
 }
 
 TEST(Json, ParsesTheReferenceConfig) {
-  const Json config = read_json_file(std::filesystem::path(MICRODIT_REFERENCE_DIR) / "config.json");
+  const Json config = read_json_file(test::reference_dir() / "config.json");
   EXPECT_EQ(json_to_int64(config.at("dit_kwargs").at("dim")), 64);
   EXPECT_DOUBLE_EQ(config.at("dit_kwargs").at("norm_eps").get<double>(), 1e-6);
   EXPECT_EQ(config.at("edm").at("S_max"), "inf");

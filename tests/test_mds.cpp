@@ -24,7 +24,7 @@ namespace {
 namespace fs = std::filesystem;
 using io::Json;
 
-fs::path fixtures() { return fs::path(MICRODIT_SOURCE_DIR) / "tests" / "data" / "mds"; }
+fs::path fixtures() { return test::source_dir() / "tests" / "data" / "mds"; }
 
 // expected.json, loaded once.
 const Json& expected() {

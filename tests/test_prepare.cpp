@@ -25,7 +25,7 @@ namespace microdit {
 namespace {
 namespace fs = std::filesystem;
 
-const fs::path kData = fs::path(MICRODIT_SOURCE_DIR) / "tests" / "data";
+const fs::path kData = test::source_dir() / "tests" / "data";
 
 // A folder of six captioned 20x16 PNGs, one unreadable image and one image without caption.
 const std::vector<std::string> kCaptions{"A RED square!", "a green  circle", "Blue   sky",
@@ -72,7 +72,7 @@ class Prepare : public testing::Test {
 TEST_F(Prepare, CommandLineWritesMDSThatTrainingReads) {
   const fs::path out = dir_ / "out";
   const std::string command =
-      std::string(MICRODIT_PREPARE_BIN) + " --out " + out.string() + " --vae " +
+      test::tool("microdit-prepare") + " --out " + out.string() + " --vae " +
       files_.vae.string() + " --text-encoder " + files_.text_encoder.string() + " --text-config " +
       files_.text_config.string() + " --tokenizer " + files_.tokenizer.string() +
       " --resolutions 16 --batch-size 3 --entries-per-part 4 " + (dir_ / "images").string() +

@@ -5,12 +5,13 @@
 
 #include "microdit/image/resize.h"
 #include "microdit/io/safetensors.h"
+#include "test_support.h"
 
 namespace microdit {
 namespace {
 
 const auto kCases =
-    std::filesystem::path(MICRODIT_SOURCE_DIR) / "tests/data/resize/cases.safetensors";
+    test::source_dir() / "tests/data/resize/cases.safetensors";
 
 int64_t max_grey_difference(const at::Tensor& a, const at::Tensor& b) {
   return (a.to(at::kInt) - b.to(at::kInt)).abs().max().item<int64_t>();

@@ -17,7 +17,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const fs::path kFixtures = fs::path(MICRODIT_SOURCE_DIR) / "tests" / "data" / "io";
+const fs::path kFixtures = test::source_dir() / "tests" / "data" / "io";
 
 using test::throws_with;
 

@@ -55,7 +55,7 @@ class Sample : public testing::Test {
   // Runs the tool; returns its exit status, its output in *log.
   int sample(const std::string& args, std::string* log, const std::string& env = "") const {
     const auto log_file = dir_.path / "log.txt";
-    const std::string command = env + " " + std::string(MICRODIT_SAMPLE_BIN) + " --vae " +
+    const std::string command = env + " " + test::tool("microdit-sample") + " --vae " +
                                 files_.vae.string() + " --text-encoder " +
                                 files_.text_encoder.string() + " --text-config " +
                                 files_.text_config.string() + " --tokenizer " +
@@ -68,7 +68,7 @@ class Sample : public testing::Test {
 
   // microdit-eval's flags for the random open_clip model of tests/data/clip_score.
   static std::string clip_flags() {
-    const fs::path data = fs::path(MICRODIT_SOURCE_DIR) / "tests" / "data";
+    const fs::path data = test::source_dir() / "tests" / "data";
     return " --clip-open-clip " +
            (data / "clip_score" / "open_clip" / "open_clip_config.json").string() +
            " --clip-weights " +
@@ -80,7 +80,7 @@ class Sample : public testing::Test {
   int evaluate(const std::string& args, std::string* log) const {
     const auto log_file = dir_.path / "eval.log";
     const std::string command =
-        std::string(MICRODIT_EVAL_BIN) + " " + args + " > " + log_file.string() + " 2>&1";
+        test::tool("microdit-eval") + " " + args + " > " + log_file.string() + " 2>&1";
     const int status = std::system(command.c_str());
     *log = test::read_bytes(log_file);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
@@ -157,7 +157,7 @@ TEST_F(Sample, CocoProtocolSampledThenScored) {
   const auto manifest = eval::read_caption_manifest(gen / "captions.jsonl");
   // A corrupt real image is skipped and counted.
   test::write_bytes(dir_.path / "coco" / "val2014" / manifest[2].file_name, "not a png");
-  const fs::path data = fs::path(MICRODIT_SOURCE_DIR) / "tests" / "data";
+  const fs::path data = test::source_dir() / "tests" / "data";
   const auto result_path = dir_.path / "result.json";
   const std::string eval = " --coco " + gen.string() + " --real " +
                            (dir_.path / "coco" / "val2014").string() + " --inception " +

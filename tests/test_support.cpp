@@ -21,6 +21,12 @@
 
 namespace microdit::test {
 
+std::filesystem::path source_dir() { return MICRODIT_SOURCE_DIR; }
+std::filesystem::path reference_dir() { return MICRODIT_REFERENCE_DIR; }
+std::string tool(std::string_view name) {
+  return (std::filesystem::path(MICRODIT_TOOLS_DIR) / name).string();
+}
+
 void remove_tree(const std::filesystem::path& path) { util::remove_tree(path); }
 
 std::string read_bytes(const std::filesystem::path& path) {
@@ -100,7 +106,7 @@ encoders::EncoderFiles tiny_encoder_files(const std::filesystem::path& dir) {
   write_bytes(dir / "open_clip_config.json",
               R"({"quick_gelu": true, "text_cfg": {"context_length": 77, "vocab_size": 49408, )"
               R"("width": 32, "heads": 2, "layers": 1}})");
-  const std::filesystem::path data = std::filesystem::path(MICRODIT_SOURCE_DIR) / "tests" / "data";
+  const std::filesystem::path data = source_dir() / "tests" / "data";
   return {data / "vae" / "tiny", dir / "text.safetensors", dir / "open_clip_config.json",
           data / "tokenizer" / "bpe_simple_vocab_16e6.txt.gz"};
 }

@@ -18,7 +18,12 @@
 
 namespace microdit::test {
 
-inline std::filesystem::path reference_dir() { return MICRODIT_REFERENCE_DIR; }
+// Where the checkout, the official reference set and the built tools are. Only test_support.cpp
+// is compiled with these paths, so that the other test objects of a fresh clone elsewhere are the
+// same compilation and ccache reuses them.
+std::filesystem::path source_dir();
+std::filesystem::path reference_dir();
+std::string tool(std::string_view name);  // the path of the built tool `name`, e.g. microdit-train
 
 // TF32 off in cuBLAS while one lives (float32 comparisons on a GPU), the previous setting after.
 struct NoTF32 {

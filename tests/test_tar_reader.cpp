@@ -23,7 +23,7 @@ namespace {
 namespace fs = std::filesystem;
 using io::Json;
 
-const fs::path kData = fs::path(MICRODIT_SOURCE_DIR) / "tests" / "data" / "tar";
+const fs::path kData = test::source_dir() / "tests" / "data" / "tar";
 
 const Json& expected() {
   static const Json json = io::read_json_file(kData / "expected.json");

@@ -16,8 +16,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const fs::path kFixtures = fs::path(MICRODIT_SOURCE_DIR) / "tests" / "data" / "io";
-const fs::path kReference = MICRODIT_REFERENCE_DIR;
+const fs::path kFixtures = test::source_dir() / "tests" / "data" / "io";
+const fs::path kReference = test::reference_dir();
 
 using test::throws_with;
 

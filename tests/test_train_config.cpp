@@ -572,7 +572,7 @@ TEST(TrainConfig, ToYamlWritesEveryKeyReadably) {
 }
 
 TEST(TrainConfig, ShippedConfigsLoadAndValidate) {
-  const std::filesystem::path dir = MICRODIT_SOURCE_DIR "/configs";
+  const std::filesystem::path dir = test::source_dir() / "configs";
   std::vector<std::string> names;
   for (const auto& entry : std::filesystem::directory_iterator(dir)) {
     if (entry.path().extension() != ".yaml") continue;
@@ -594,7 +594,7 @@ TEST(TrainConfig, ShippedConfigsLoadAndValidate) {
 
 // The official recipe (paper Sec. 4 and the official configs), read from the shipped stage configs.
 TEST(TrainConfig, StageConfigsFollowTheOfficialRecipe) {
-  const std::filesystem::path dir = MICRODIT_SOURCE_DIR "/configs";
+  const std::filesystem::path dir = test::source_dir() / "configs";
   const TrainConfig s1 = load_train_config(dir / "stage1_256_masked.yaml");
   const TrainConfig s2 = load_train_config(dir / "stage2_256_finetune.yaml");
   const TrainConfig s3 = load_train_config(dir / "stage3_512_masked.yaml");
@@ -700,7 +700,7 @@ bool same_value(const YAML::Node& documented, const YAML::Node& actual) {
 // Every key of docs/config.md's tables is a key of the schema and the other way round, and each
 // documented default (where the table gives one as a value) is the real default.
 TEST(TrainConfig, DocumentedKeysAreTheSchemaWithTheirDefaults) {
-  std::ifstream doc(std::filesystem::path(MICRODIT_SOURCE_DIR) / "docs" / "config.md");
+  std::ifstream doc(test::source_dir() / "docs" / "config.md");
   ASSERT_TRUE(doc) << "docs/config.md";
   const std::regex heading(R"(^#{2,3} `([a-z_.]+)`)");
   const std::regex row(R"(^\| `([A-Za-z0-9_]+)` \| [^|]+ \| ([^|]+) \|)");

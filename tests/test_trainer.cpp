@@ -501,7 +501,7 @@ namespace {
 TEST(Demo, ShortRunFollowsPrompts) {
   const auto dir = fresh_dir("demo");
   auto c =
-      train::load_train_config(fs::path(MICRODIT_SOURCE_DIR) / "configs" / "demo.yaml",
+      train::load_train_config(test::source_dir() / "configs" / "demo.yaml",
                                {"optim.steps=150", "optim.warmup_steps=20",
                                 "run.dir=" + dir.string(), "run.device=cpu", "run.sample_every=0"});
   const auto r = train::Trainer(c).run();
@@ -519,7 +519,7 @@ namespace {
 
 // Training reads the official MDS layout (a merged index over two writer folders).
 TEST(Trainer, TrainsOnMDSShards) {
-  const auto mds = fs::path(MICRODIT_SOURCE_DIR) / "tests" / "data" / "mds" / "merged";
+  const auto mds = test::source_dir() / "tests" / "data" / "mds" / "merged";
   auto c = train::parse_train_config(R"(
 run: {dir: )" + fresh_dir("mds").string() +
                                      R"(, device: cpu, log_every: 1}
@@ -535,7 +535,7 @@ data: {kind: mds, mds_dirs: [)" + mds.string() +
 }
 
 TEST(Trainer, MDSLatentsOfAnotherShapeAreAClearError) {
-  const auto mds = fs::path(MICRODIT_SOURCE_DIR) / "tests" / "data" / "mds" / "merged";
+  const auto mds = test::source_dir() / "tests" / "data" / "mds" / "merged";
   auto c = tiny(fresh_dir("mds_shape"), 1);
   c.data.kind = "mds";
   c.data.mds_dirs = {mds.string()};

@@ -139,7 +139,7 @@ TEST_F(TrainingSamples, RunOnMDSWritesGridsTensorBoardImagesAndValidationLosses)
     GTEST_SKIP() << "the tensorboard Python package is not installed (scripts/setup.sh)";
   }
   const fs::path log = dir_->path / "check_tfevents.txt";
-  const std::string command = "python3 " + std::string(MICRODIT_SOURCE_DIR) +
+  const std::string command = "python3 " + test::source_dir().string() +
                               "/scripts/check_tfevents.py " + run.string() +
                               " --expect-images 1 --expect-scalars 10 > " + log.string() + " 2>&1";
   const int rc = std::system(command.c_str());
