@@ -5,7 +5,6 @@
 
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -25,11 +24,9 @@ int run(const std::string& command, const fs::path& log) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-std::vector<double> metrics_losses(const fs::path& metrics) {
+std::vector<double> metrics_losses(const fs::path& run_dir) {
   std::vector<double> losses;
-  std::ifstream in(metrics);
-  for (std::string line; std::getline(in, line);) {
-    const auto record = io::parse_json(line, "test");
+  for (const auto& record : test::metrics_records(run_dir)) {
     if (const auto* loss = io::json_find(record, "loss")) losses.push_back(loss->get<double>());
   }
   return losses;
@@ -44,7 +41,7 @@ TEST(Bench, PrintsTheLossesOfMicroditTrain) {
                 dir.path / "train.log"),
             0)
       << test::read_bytes(dir.path / "train.log");
-  const auto trained = metrics_losses(run_dir / "metrics.jsonl");  // debug_tiny logs every step
+  const auto trained = metrics_losses(run_dir);  // debug_tiny logs every step
 
   const fs::path bench_dir = dir.path / "bench_run";
   const fs::path out = dir.path / "bench.log";

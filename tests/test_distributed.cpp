@@ -15,7 +15,6 @@
 
 #include <chrono>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <map>
 #include <thread>
@@ -257,9 +256,7 @@ float max_abs_diff(const io::TensorMap& a, const io::TensorMap& b, const std::st
 // The gradient norms a run logged (metrics.jsonl), by step.
 std::map<int64_t, double> logged_grad_norms(const fs::path& run_dir) {
   std::map<int64_t, double> norms;
-  std::ifstream in(run_dir / "metrics.jsonl");
-  for (std::string line; std::getline(in, line);) {
-    const auto record = io::parse_json(line, "line");  // training records, and the samples' records
+  for (const auto& record : test::metrics_records(run_dir)) {  // training and samples' records
     if (record.contains("grad_norm")) {
       norms[record.at("step").get<int64_t>()] = record.at("grad_norm").get<double>();
     }
@@ -530,9 +527,7 @@ sample: {steps: 2, cfg: 2.0, vae: )" + vae.string() +
   }
   auto losses = [](const fs::path& run) {
     std::map<std::string, double> values;
-    std::ifstream in(run / "metrics.jsonl");
-    for (std::string line; std::getline(in, line);) {
-      const auto record = io::parse_json(line, "line");
+    for (const auto& record : test::metrics_records(run)) {
       for (const auto& [key, value] : record.items()) {
         if (key.starts_with("val")) values[key] = value.get<double>();
       }

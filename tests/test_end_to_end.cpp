@@ -9,7 +9,6 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <string>
 #include <vector>
 
@@ -42,13 +41,6 @@ void make_images(const fs::path& dir, int first, int count) {
     test::write_bytes(fs::path(stem).replace_extension(".txt"),
                       "a photo of thing " + std::to_string(i));
   }
-}
-
-std::vector<nlohmann::json> records(const fs::path& metrics) {
-  std::vector<nlohmann::json> out;
-  std::ifstream in(metrics);
-  for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line));
-  return out;
 }
 
 class EndToEnd : public testing::Test {
@@ -122,7 +114,7 @@ TEST_F(EndToEnd, PrepareTrainChainResumeSampleEvaluate) {
   EXPECT_TRUE(fs::exists(masked_dir / "samples" / "step-00000002.png"));
   EXPECT_TRUE(fs::exists(masked_dir / "samples" / "step-00000004.png"));
   int val_records = 0;
-  for (const auto& record : records(masked_dir / "metrics.jsonl")) {
+  for (const auto& record : test::metrics_records(masked_dir)) {
     if (!record.contains("val_loss")) continue;
     ++val_records;
     EXPECT_TRUE(std::isfinite(record.at("val_loss").get<double>())) << record.dump();

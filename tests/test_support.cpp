@@ -39,6 +39,15 @@ void write_bytes(const std::filesystem::path& path, std::string_view bytes) {
       .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
+std::vector<io::Json> metrics_records(const std::filesystem::path& run_dir) {
+  std::vector<io::Json> records;
+  std::ifstream in(run_dir / "metrics.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    records.push_back(io::parse_json(line, "metrics.jsonl"));
+  }
+  return records;
+}
+
 TempDir::TempDir(const std::string& name)
     : path(std::filesystem::temp_directory_path() /
            ("microdit_" + name + "_" + std::to_string(::getpid()))) {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "microdit/encoders/pipeline.h"
+#include "microdit/io/json.h"
 #include "microdit/model/config.h"
 #include "microdit/parity/reference_check.h"
 #include "microdit/train/train_step.h"
@@ -81,6 +82,9 @@ TrainStepSetup train_step_setup(at::Device device, bool fused_adamw, uint64_t se
 // Whole-file reads and writes in binary mode (a missing file reads as empty).
 std::string read_bytes(const std::filesystem::path& path);
 void write_bytes(const std::filesystem::path& path, std::string_view bytes);
+
+// Every record of the run directory's metrics.jsonl, in file order (none when it is missing).
+std::vector<io::Json> metrics_records(const std::filesystem::path& run_dir);
 
 // A fresh empty directory under the system temporary directory, named after `name` and the
 // process, removed with its contents when the object goes.

@@ -190,15 +190,13 @@ TEST(Trainer, RoutedStageChainsIntoAMaskedOneCountingItsFlops) {
   unmasked.optim.route.ratio = 0;
   EXPECT_LT(per_routed, model::training_step_flops(dit, train::training_step_shape(unmasked, 8)));
 
-  std::ifstream lines(fs::path(a) / "metrics.jsonl");
   std::vector<int64_t> validated;
   int64_t logged = 0;
-  for (std::string line; std::getline(lines, line);) {
-    const auto record = io::parse_json(line, "metrics.jsonl");
+  for (const auto& record : test::metrics_records(a)) {
     const auto step = record["step"].get<int64_t>();
     if (!record.contains("loss") && !record.contains("val_loss")) continue;  // the samples' record
-    ASSERT_TRUE(record.contains("train_flops")) << line;
-    EXPECT_DOUBLE_EQ(record["train_flops"].get<double>(), step * per_routed) << line;
+    ASSERT_TRUE(record.contains("train_flops")) << record.dump();
+    EXPECT_DOUBLE_EQ(record["train_flops"].get<double>(), step * per_routed) << record.dump();
     if (record.contains("loss")) ++logged;
     if (record.contains("val_loss")) validated.push_back(step);
   }
@@ -228,9 +226,7 @@ TEST(Trainer, ValidationSeedKeepsTheHeldOutSetAcrossRunSeeds) {
     c.optim.lr = 0;
     c.optim.init_from = train::checkpoint_path(start, 1).string();
     train::Trainer(c).run();
-    std::ifstream lines(fs::path(c.run.dir) / "metrics.jsonl");
-    for (std::string line; std::getline(lines, line);) {
-      const auto record = io::parse_json(line, "metrics.jsonl");
+    for (const auto& record : test::metrics_records(c.run.dir)) {
       if (record.contains("val_loss")) return record["val_loss"].get<double>();
     }
     ADD_FAILURE() << "no validation loss in " << c.run.dir;
@@ -409,11 +405,7 @@ TEST(Trainer, RunDirectoryHoldsConfigMetricsEventsSamples) {
   EXPECT_TRUE(fs::exists(dir / "samples" / "step-00000003.png"));
   ASSERT_TRUE(r.prompt_match.has_value());
   EXPECT_GE(r.prompt_match->color, 0.0);
-  std::vector<io::Json> records;
-  std::ifstream metrics(dir / "metrics.jsonl");
-  for (std::string line; std::getline(metrics, line);) {
-    records.push_back(io::parse_json(line, "metrics.jsonl"));
-  }
+  const auto records = test::metrics_records(dir);
   ASSERT_EQ(records.size(), 4u);  // 3 steps + the sample record
   for (const auto& record : records) {
     EXPECT_FALSE(record.contains("peak_memory_gib")) << "a GPU's figure in a CPU run";
@@ -565,15 +557,13 @@ TEST(Trainer, CudaRunFollowsTheCpuRun_CUDA) {
     EXPECT_NEAR(b.losses[i], a.losses[i], 1e-4 * std::abs(a.losses[i])) << "step " << i + 1;
   }
   // Its progress records carry the peak GPU memory so far, which never falls.
-  std::ifstream metrics(fs::path(cuda.run.dir) / "metrics.jsonl");
   double peak = 0;
   int progress = 0;
-  for (std::string line; std::getline(metrics, line);) {
-    const auto record = io::parse_json(line, "metrics.jsonl");
+  for (const auto& record : test::metrics_records(cuda.run.dir)) {
     if (!record.contains("loss")) continue;
     ++progress;
     const double now = record.at("peak_memory_gib").get<double>();
-    EXPECT_GE(now, peak) << line;
+    EXPECT_GE(now, peak) << record.dump();
     peak = now;
   }
   EXPECT_GT(progress, 0);

@@ -7,7 +7,6 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
-#include <fstream>
 
 #include <nlohmann/json.hpp>
 
@@ -83,13 +82,6 @@ sample:
 test::TempDir* TrainingSamples::dir_ = nullptr;
 encoders::EncoderFiles TrainingSamples::files_;
 
-std::vector<io::Json> metrics_records(const fs::path& run) {
-  std::vector<io::Json> records;
-  std::ifstream in(run / "metrics.jsonl");
-  for (std::string line; std::getline(in, line);) records.push_back(io::parse_json(line, "line"));
-  return records;
-}
-
 fs::path event_file(const fs::path& run) {
   for (const auto& entry : fs::directory_iterator(run)) {
     if (entry.path().filename().string().starts_with("events.out.tfevents")) return entry.path();
@@ -115,7 +107,7 @@ TEST_F(TrainingSamples, RunOnMDSWritesGridsTensorBoardImagesAndValidationLosses)
   // A record of each grid's seconds at steps 2 and 4.
   std::map<int64_t, io::Json> val;
   std::vector<int64_t> grids;
-  for (const auto& r : metrics_records(run)) {
+  for (const auto& r : test::metrics_records(run)) {
     if (r.contains("val_loss")) val[r.at("step").get<int64_t>()] = r;
     if (r.contains("val_ema_loss")) val[-r.at("step").get<int64_t>()] = r;
     if (r.contains("sample_seconds")) {
