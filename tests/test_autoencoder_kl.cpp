@@ -136,6 +136,11 @@ TEST(AutoencoderKL, ConfigRejectsWhatItCannotBuild) {
             std::string::npos);
   EXPECT_NE(error_of(R"({"layers_per_block":"two"})").find("'layers_per_block' must be an integer"),
             std::string::npos);
+  // 2^(levels - 1), the downsampling factor, must be defined.
+  std::string channels = "32";
+  for (int i = 1; i < 17; ++i) channels += ",32";
+  EXPECT_EQ(error_of(R"({"block_out_channels":[)" + channels + "]}"),
+            "AutoencoderKL config: block_out_channels has 17 levels, at most 16");
 }
 
 TEST(AutoencoderKL, EncodeMatchesDiffusers) {

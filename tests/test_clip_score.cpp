@@ -8,6 +8,9 @@
 #include <algorithm>
 #include <cmath>
 #include <iostream>
+#include <string>
+#include <tuple>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -238,12 +241,90 @@ TEST(CLIPScoreErrors, WrongTensorShapeNamesFileAndKey) {
   test::TempDir dir("clip_score_bad_shape");
   make_hf_folder(dir.path);
   io::TensorMap tensors = io::load_safetensors(dir.path / "model.safetensors");
-  tensors["vision_model.embeddings.patch_embedding.weight"] = at::zeros({32, 3, 16, 16});
+  tensors["vision_model.post_layernorm.weight"] = at::zeros({16});
   io::save_safetensors(dir.path / "model.safetensors", tensors);
-  EXPECT_TRUE(test::throws_with(
-      [&] { CLIPScore model(CLIPScoreFiles::hf_folder(dir.path)); },
-      (dir.path / "model.safetensors").string(),
-      {"vision_model.embeddings.patch_embedding.weight", "[32,3,16,16]", "[32,3,32,32]"}));
+  EXPECT_TRUE(test::throws_with([&] { CLIPScore model(CLIPScoreFiles::hf_folder(dir.path)); },
+                                (dir.path / "model.safetensors").string(),
+                                {"vision_model.post_layernorm.weight", "[16]", "[32]"}));
+}
+
+// The HF folder with `from` replaced by `to` in its file `name`.
+void edit_hf_file(const fs::path& dir, const std::string& name, const std::string& from,
+                  const std::string& to) {
+  std::string text = test::read_bytes(dir / name);
+  const size_t at = text.find(from);
+  ASSERT_NE(at, std::string::npos) << from;
+  test::write_bytes(dir / name, text.replace(at, from.size(), to));
+}
+
+// The towers' configs are compared with the weights before the towers are built: a config of
+// another size is one line naming the config, not minutes spent building it.
+TEST(CLIPScoreErrors, AConfigOfAnotherSizeIsRefusedBeforeBuilding) {
+  const std::vector<std::tuple<std::string, std::string, std::string>> cases = {
+      {"\"num_hidden_layers\": 2,\n    \"patch_size\"",
+       "\"num_hidden_layers\": 4096,\n    \"patch_size\"",
+       "the image tower's layer count is 4096 but the weights have 2 "
+       "(vision_model.encoder.layers.*)"},
+      {"\"patch_size\": 32", "\"patch_size\": 16",
+       "the image tower's patch_size is 16 but the weights have 32 "
+       "(vision_model.embeddings.patch_embedding.weight)"},
+      {"\"image_size\": 224", "\"image_size\": 448",
+       "the image tower's token count (image_size / patch_size)^2 + 1 is 197 but the weights "
+       "have 50 (vision_model.embeddings.position_embedding.weight)"},
+      {"\"projection_dim\": 16", "\"projection_dim\": 24",
+       "the image tower's projection_dim is 24 but the weights have 16 "
+       "(visual_projection.weight)"},
+      {"\"num_hidden_layers\": 2,\n    \"projection_dim\"",
+       "\"num_hidden_layers\": 4096,\n    \"projection_dim\"",
+       "the text tower's layer count is 4096 but the weights have 2 "
+       "(text_model.encoder.layers.*)"}};
+  for (const auto& [from, to, message] : cases) {
+    test::TempDir dir("clip_score_config_size");
+    make_hf_folder(dir.path);
+    edit_hf_file(dir.path, "config.json", from, to);
+    if (to.find("448") != std::string::npos) {  // the crop follows the tower's image size
+      edit_hf_file(dir.path, "preprocessor_config.json", "\"crop_size\": 224", "\"crop_size\": 448");
+    }
+    try {
+      CLIPScore model(CLIPScoreFiles::hf_folder(dir.path));
+      ADD_FAILURE() << "loaded with " << to;
+    } catch (const std::exception& e) {
+      EXPECT_EQ(std::string(e.what()), (dir.path / "config.json").string() + ": " + message);
+    }
+  }
+}
+
+// A value the readers refuse is one line starting with the file that holds it.
+TEST(CLIPScoreErrors, ConfigErrorsNameTheirFile) {
+  const std::vector<std::tuple<std::string, std::string, std::string, std::string>> cases = {
+      {"config.json", "\"hidden_act\": \"quick_gelu\",\n    \"hidden_size\": 32",
+       "\"hidden_act\": \"relu\",\n    \"hidden_size\": 32", "hidden_act \"relu\""},
+      {"config.json", "\"intermediate_size\": 32", "\"intermediate_size\": 9007199254740993",
+       "intermediate_size = 9007199254740993, expected > 0 and below 2^53"},
+      {"preprocessor_config.json", "\"size\": 224", "\"size\": 100000",
+       "size = 100000, expected 1 to 4096"},
+      {"preprocessor_config.json", "0.26862954", "0",
+       "image_std = 0, expected a positive finite number"},
+      {"preprocessor_config.json", "\"crop_size\": 224", "\"crop_size\": 200",
+       "crop_size 200 (0: no crop), but the image tower of "}};
+  for (const auto& [name, from, to, piece] : cases) {
+    test::TempDir dir("clip_score_config_value");
+    make_hf_folder(dir.path);
+    edit_hf_file(dir.path, name, from, to);
+    EXPECT_TRUE(test::throws_with([&] { CLIPScore model(CLIPScoreFiles::hf_folder(dir.path)); },
+                                  (dir.path / name).string() + ": ", {piece}))
+        << to;
+  }
+}
+
+TEST(CLIPScoreErrors, AWeightIndexOfOtherTypesNamesTheIndex) {
+  test::TempDir dir("clip_score_bad_index");
+  make_hf_folder(dir.path);
+  fs::remove(dir.path / "model.safetensors");
+  const fs::path index = dir.path / "model.safetensors.index.json";
+  test::write_bytes(index, R"({"weight_map": {"logit_scale": 5}})");
+  EXPECT_TRUE(test::throws_with([&] { CLIPScoreFiles::hf_folder(dir.path); }, index.string() + ": ",
+                                {"expected string, got integer"}));
 }
 
 TEST(CLIPScoreErrors, ShardedWeightsLoadThroughTheIndex) {

@@ -5,6 +5,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <utility>
+#include <vector>
+
 #include "microdit/encoders/clip_vision.h"
 #include "microdit/image/clip_preprocess.h"
 #include "microdit/io/safetensors.h"
@@ -157,13 +160,43 @@ TEST(CLIPVision, PreprocessorConfigForms) {
   EXPECT_EQ(old_form.mean, new_form.mean);
   EXPECT_TRUE(test::throws_with<std::invalid_argument>(
       [] { image::CLIPImagePreprocess::from_hf_json({{"resample", 2}}); },
-      "preprocessor_config.json: resample = 2", {"bicubic"}));
+      "CLIPImageProcessor: resample = 2", {"bicubic"}));
   EXPECT_TRUE(test::throws_with<std::invalid_argument>(
       [] {
         image::CLIPImagePreprocess::from_hf_json(
             io::parse_json(R"({"size": {"height": 224, "width": 300}})", "test"));
       },
-      "preprocessor_config.json: size", {"shortest_edge"}));
+      "CLIPImageProcessor: size", {"shortest_edge"}));
+}
+
+// Values whose derived sizes would overflow, or would ask for images of gigabytes, are refused
+// by the readers (the fuzz harness encoder_configs holds them to it under UBSan).
+TEST(CLIPVision, ConfigReadersBoundWhatTheyDerive) {
+  auto parse = [](const char* text) { return io::parse_json(text, "test"); };
+  EXPECT_TRUE(test::throws_with<std::invalid_argument>(
+      [&] { CLIPTextConfig::from_open_clip_json(parse(R"({"text_cfg": {"mlp_ratio": 1e300}})")); },
+      "CLIP text config: mlp_ratio = ", {"below 2^62"}));
+  EXPECT_TRUE(test::throws_with<std::invalid_argument>(
+      [&] {
+        CLIPTextConfig::from_hf_json(parse(R"({"intermediate_size": 9223372036854775807})"));
+      },
+      "CLIP text config: intermediate_size = 9223372036854775807", {"below 2^53"}));
+  EXPECT_TRUE(test::throws_with<std::invalid_argument>(
+      [&] {
+        CLIPVisionConfig::from_hf_json(
+            parse(R"({"vision_config": {"image_size": 4294967296, "patch_size": 1}})"));
+      },
+      "CLIP vision config: image_size = 4294967296", {"at most 4096 patches of 1 per side"}));
+  for (const auto& [json, message] : std::vector<std::pair<const char*, const char*>>{
+           {R"({"size": 0})", "CLIPImageProcessor: size = 0, expected 1 to 4096"},
+           {R"({"crop_size": {"height": 5000, "width": 5000}})",
+            "CLIPImageProcessor: crop_size = 5000, expected 1 to 4096"},
+           {R"({"rescale_factor": -1})",
+            "CLIPImageProcessor: rescale_factor = -1, expected a positive finite number"}}) {
+    EXPECT_TRUE(test::throws_with<std::invalid_argument>(
+        [&] { image::CLIPImagePreprocess::from_hf_json(parse(json)); }, message, {}))
+        << json;
+  }
 }
 
 }  // namespace

@@ -82,5 +82,18 @@ TEST(EncoderConfigs, ATextConfigOfAnotherSizeIsRefusedBeforeBuilding) {
                 ": the text tower's width is 64 but the weights have 32 (token_embedding.weight)");
 }
 
+// A value the config readers refuse is one line starting with the config's path.
+TEST(EncoderConfigs, ATextConfigErrorNamesTheFile) {
+  test::TempDir dir("encoder-configs-text-value");
+  auto files = test::tiny_encoder_files(dir.path);
+  test::write_bytes(files.text_config, R"({"text_cfg": {"width": "x"}})");
+  EXPECT_EQ(load_error(files),
+            files.text_config.string() + ": CLIP text config: width must be an integer, got \"x\"");
+  test::write_bytes(files.text_config, R"({"hidden_size": 32, "hidden_act": "relu"})");  // HF form
+  EXPECT_EQ(load_error(files).find(files.text_config.string() + ": CLIP text config: hidden_act"),
+            0u)
+      << load_error(files);
+}
+
 }  // namespace
 }  // namespace microdit

@@ -278,6 +278,10 @@ void AutoencoderKLConfig::validate() const {
                   ", ", out_channels, ", ", latent_channels));
   }
   if (block_out_channels.empty()) fail("block_out_channels is empty");
+  // The downsampling factor 2^(levels - 1) must be defined; released VAEs have 4 levels.
+  if (block_out_channels.size() > 16) {
+    fail(c10::str("block_out_channels has ", block_out_channels.size(), " levels, at most 16"));
+  }
   if (layers_per_block < 1) fail(c10::str("layers_per_block must be >= 1, got ", layers_per_block));
   if (norm_num_groups < 1) fail(c10::str("norm_num_groups must be >= 1, got ", norm_num_groups));
   for (std::size_t i = 0; i < block_out_channels.size(); ++i) {

@@ -94,7 +94,9 @@ void CLIPTextConfig::validate(std::string_view what) const {
   require(width > 0, "width", width, "> 0");
   require(heads > 0 && width % heads == 0, "heads", heads, c10::str("a divisor of width ", width));
   require(layers >= 0, "layers", layers, ">= 0");
-  require(mlp_ratio > 0.0 && mlp_width() > 0, "mlp_ratio", mlp_ratio, "> 0");
+  // The product is checked before mlp_width() converts it: past int64 the conversion is undefined.
+  require(mlp_ratio > 0.0 && static_cast<double>(width) * mlp_ratio < 0x1p62 && mlp_width() > 0,
+          "mlp_ratio", mlp_ratio, "> 0, with width * mlp_ratio below 2^62");
   require(layer_norm_eps > 0.0, "layer_norm_eps", layer_norm_eps, "> 0");
   require(projection_dim >= 0, "projection_dim", projection_dim, ">= 0 (0: none)");
 }
@@ -144,6 +146,10 @@ CLIPTextConfig read_hf_transformer_fields(const io::Json& cfg, const HfTransform
   }
   config.layer_norm_eps = clip_config_double(cfg, "layer_norm_eps", 1e-5, what);
   if (config.width <= 0) config.validate(what);  // names the width before dividing by it
+  if (intermediate <= 0 || intermediate >= (int64_t{1} << 53)) {  // exact in a double
+    throw std::invalid_argument(
+        c10::str(what, ": intermediate_size = ", intermediate, ", expected > 0 and below 2^53"));
+  }
   config.mlp_ratio = static_cast<double>(intermediate) / static_cast<double>(config.width);
   if (config.mlp_width() != intermediate) {
     throw std::invalid_argument(c10::str(what, ": intermediate_size ", intermediate,

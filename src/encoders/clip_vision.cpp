@@ -60,6 +60,9 @@ void CLIPVisionConfig::validate() const {
   require_clip_config(patch_size > 0, kVisionWhat, "patch_size", patch_size, "> 0");
   require_clip_config(image_size > 0 && image_size % patch_size == 0, kVisionWhat, "image_size",
                       image_size, c10::str("a positive multiple of patch_size ", patch_size));
+  // The token count grid^2 + 1 must be defined; real towers have 16 to 37 patches per side.
+  require_clip_config(grid() <= 4096, kVisionWhat, "image_size", image_size,
+                      c10::str("at most 4096 patches of ", patch_size, " per side"));
   require_clip_config(projection_dim > 0, kVisionWhat, "projection_dim", projection_dim, "> 0");
   layer_config().validate(kVisionWhat);
 }
@@ -216,6 +219,43 @@ void load_clip_vision_state_dict(CLIPVisionEncoder& encoder, const io::TensorMap
                                       hf ? "vision_model.*" : "visual.*", ")"));
   }
   io::load_state_dict(*encoder, tower);  // strict by default
+}
+
+void check_clip_vision_config(const CLIPVisionConfig& c, const io::TensorMap& tensors,
+                              const std::string& config_source) {
+  const bool hf = is_hf(c);
+  const std::string tower = hf ? "vision_model." : "visual.";
+  const std::string layers = tower + (hf ? "encoder.layers." : "transformer.resblocks.");
+  const std::string cls = tower + (hf ? "embeddings.class_embedding" : "class_embedding");
+  const std::string patches = tower + (hf ? "embeddings.patch_embedding.weight" : "conv1.weight");
+  const std::string positions =
+      tower + (hf ? "embeddings.position_embedding.weight" : "positional_embedding");
+  const std::string projection = hf ? "visual_projection.weight" : "visual.proj";
+  const auto fail = [&](const std::string& field, int64_t configured, int64_t in_weights,
+                        const std::string& where) {
+    throw std::runtime_error(c10::str(config_source, ": the image tower's ", field, " is ",
+                                      configured, " but the weights have ", in_weights, " (",
+                                      where, ")"));
+  };
+  // Dimension `dim` of tensor `key` when it has `rank` dimensions, else 0 (absent or misshapen).
+  const auto size = [&](const std::string& key, int64_t rank, int64_t dim) -> int64_t {
+    const auto it = tensors.find(key);
+    return it == tensors.end() || it->second.dim() != rank ? 0 : it->second.size(dim);
+  };
+  const int64_t weight_layers = io::indexed_children(tensors, layers);
+  if (weight_layers != c.layers) fail("layer count", c.layers, weight_layers, layers + "*");
+  if (size(cls, 1, 0) != c.width) fail("width", c.width, size(cls, 1, 0), cls);
+  if (size(patches, 4, 2) != c.patch_size) {
+    fail("patch_size", c.patch_size, size(patches, 4, 2), patches);
+  }
+  const int64_t tokens = c.grid() * c.grid() + 1;
+  if (size(positions, 2, 0) != tokens) {
+    fail("token count (image_size / patch_size)^2 + 1", tokens, size(positions, 2, 0), positions);
+  }
+  const int64_t projected = size(projection, 2, hf ? 0 : 1);
+  if (projected != c.projection_dim) {
+    fail("projection_dim", c.projection_dim, projected, projection);
+  }
 }
 
 }  // namespace microdit::encoders

@@ -5,26 +5,36 @@
 #include <nlohmann/json.hpp>
 
 #include "microdit/io/json.h"
+#include "microdit/util/error_message.h"
 
 namespace microdit::encoders {
 namespace fs = std::filesystem;
 namespace {
 
+// The text tower's config file: config.json of a Hugging Face folder, else --text-config; empty
+// when neither is given (the DFN5B ViT-H-14 config).
+fs::path text_config_file(const EncoderFiles& files) {
+  if (fs::is_directory(files.text_encoder)) return files.text_encoder / "config.json";
+  return files.text_config;
+}
+
 CLIPTextConfig text_config(const EncoderFiles& files) {
-  if (fs::is_directory(files.text_encoder)) {
-    return CLIPTextConfig::from_hf_json(io::read_json_file(files.text_encoder / "config.json"));
+  const fs::path path = text_config_file(files);
+  if (path.empty()) return CLIPTextConfig::dfn5b_vit_h_14_378();
+  const io::Json json = io::read_json_file(path);
+  try {
+    return json.contains("text_cfg") ? CLIPTextConfig::from_open_clip_json(json)
+                                     : CLIPTextConfig::from_hf_json(json);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(c10::str(path.string(), ": ", util::error_message(e)));
   }
-  if (files.text_config.empty()) return CLIPTextConfig::dfn5b_vit_h_14_378();
-  const io::Json json = io::read_json_file(files.text_config);
-  return json.contains("text_cfg") ? CLIPTextConfig::from_open_clip_json(json)
-                                   : CLIPTextConfig::from_hf_json(json);
 }
 
 // Where text_config found the config, for messages.
 std::string text_config_source(const EncoderFiles& files) {
-  if (fs::is_directory(files.text_encoder)) return (files.text_encoder / "config.json").string();
-  if (files.text_config.empty()) return files.text_encoder.string() + " (the DFN5B ViT-H-14 config)";
-  return files.text_config.string();
+  const fs::path path = text_config_file(files);
+  return path.empty() ? files.text_encoder.string() + " (the DFN5B ViT-H-14 config)"
+                      : path.string();
 }
 
 fs::path text_weights(const fs::path& path) {

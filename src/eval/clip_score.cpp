@@ -15,6 +15,7 @@
 #include "microdit/io/json.h"
 #include "microdit/io/safetensors.h"
 #include "microdit/io/torch_checkpoint.h"
+#include "microdit/util/error_message.h"
 
 namespace microdit::eval {
 namespace fs = std::filesystem;
@@ -29,6 +30,22 @@ fs::path require_file(const fs::path& path, std::string_view what) {
   return path;
 }
 
+// What `f` returns; its errors start with `where`, the file or files it reads.
+template <class F>
+auto named(const std::string& where, F&& f) {
+  try {
+    return f();
+  } catch (const std::exception& e) {
+    throw std::runtime_error(c10::str(where, ": ", util::error_message(e)));
+  }
+}
+
+std::string joined(const std::vector<fs::path>& files) {
+  std::string names;
+  for (const fs::path& f : files) names += (names.empty() ? "" : ", ") + f.string();
+  return names;
+}
+
 // The shard files named by a model.safetensors.index.json's weight_map, each once.
 std::vector<fs::path> index_shards(const fs::path& index) {
   const io::Json json = io::read_json_file(index);
@@ -37,7 +54,9 @@ std::vector<fs::path> index_shards(const fs::path& index) {
     throw std::runtime_error(c10::str("CLIPScore: ", index.string(), ": no \"weight_map\" object"));
   }
   std::set<std::string> names;
-  for (const auto& [key, file] : io::json_to_object(*map)) names.insert(io::json_to_string(file));
+  named(index.string(), [&] {
+    for (const auto& [key, file] : io::json_to_object(*map)) names.insert(io::json_to_string(file));
+  });
   std::vector<fs::path> shards;
   for (const std::string& name : names) shards.push_back(index.parent_path() / name);
   return shards;
@@ -74,18 +93,6 @@ encoders::CLIPTokenizer load_tokenizer(const CLIPScoreFiles& files) {
   }
   return encoders::CLIPTokenizer::open_clip(
       require_file(files.tokenizer.at(0), "open_clip BPE vocabulary"));
-}
-
-// The tensors of `weights` into `load`'s module; errors start with the weight file names.
-template <class F>
-void load_named(const std::vector<fs::path>& weights, F&& load) {
-  try {
-    load();
-  } catch (const std::runtime_error& e) {
-    std::string names;
-    for (const fs::path& w : weights) names += (names.empty() ? "" : ", ") + w.string();
-    throw std::runtime_error(c10::str(names, ": ", e.what()));
-  }
 }
 
 }  // namespace
@@ -126,23 +133,37 @@ double CLIPScoreAccumulator::compute() const {
 CLIPScore::CLIPScore(const CLIPScoreFiles& files, at::Device device)
     : device_(device), tokenizer_(load_tokenizer(files)) {
   const io::Json config = io::read_json_file(files.config);
-  encoders::CLIPTextConfig text_config;
-  encoders::CLIPVisionConfig vision_config;
-  if (files.layout == CLIPTextLayout::hf) {
-    text_config = encoders::CLIPTextConfig::from_hf_json(config);
-    vision_config = encoders::CLIPVisionConfig::from_hf_json(config);
-    preprocess_ = image::CLIPImagePreprocess::from_hf_json(io::read_json_file(files.preprocessor));
+  const bool hf = files.layout == CLIPTextLayout::hf;
+  auto text_config = named(files.config.string(), [&] {
+    return hf ? encoders::CLIPTextConfig::from_hf_json(config)
+              : encoders::CLIPTextConfig::from_open_clip_json(config);
+  });
+  const auto vision_config = named(files.config.string(), [&] {
+    return hf ? encoders::CLIPVisionConfig::from_hf_json(config)
+              : encoders::CLIPVisionConfig::from_open_clip_json(config);
+  });
+  if (hf) {
+    const io::Json settings = io::read_json_file(files.preprocessor);
+    preprocess_ = named(files.preprocessor.string(),
+                        [&] { return image::CLIPImagePreprocess::from_hf_json(settings); });
+    if (preprocess_.crop_size != vision_config.image_size) {
+      throw std::runtime_error(c10::str(
+          files.preprocessor.string(), ": crop_size ", preprocess_.crop_size,
+          " (0: no crop), but the image tower of ", files.config.string(), " takes ",
+          vision_config.image_size, "x", vision_config.image_size, " images"));
+    }
   } else {
-    text_config = encoders::CLIPTextConfig::from_open_clip_json(config);
-    vision_config = encoders::CLIPVisionConfig::from_open_clip_json(config);
     preprocess_ = image::CLIPImagePreprocess::open_clip(vision_config.image_size);
   }
   text_config.projection_dim = vision_config.projection_dim;
+  const io::TensorMap tensors = load_weights(files.weights);
+  // Before the towers are built: a config of another size would build them first.
+  encoders::check_clip_vision_config(vision_config, tensors, files.config.string());
+  encoders::check_clip_text_config(text_config, tensors, files.config.string());
   vision_ = encoders::CLIPVisionEncoder(vision_config);
   text_ = encoders::CLIPTextEncoder(text_config);
-  const io::TensorMap tensors = load_weights(files.weights);
-  load_named(files.weights, [&] { encoders::load_clip_vision_state_dict(vision_, tensors); });
-  load_named(files.weights, [&] { encoders::load_clip_text_state_dict(text_, tensors); });
+  named(joined(files.weights), [&] { encoders::load_clip_vision_state_dict(vision_, tensors); });
+  named(joined(files.weights), [&] { encoders::load_clip_text_state_dict(text_, tensors); });
   for (torch::nn::Module* m : {static_cast<torch::nn::Module*>(vision_.get()),
                                static_cast<torch::nn::Module*>(text_.get())}) {
     m->to(device_, at::kFloat);

@@ -3,6 +3,7 @@
 
 #include <c10/util/StringUtil.h>
 
+#include <cmath>
 #include <stdexcept>
 #include <string>
 
@@ -13,7 +14,7 @@
 namespace microdit::image {
 namespace {
 
-constexpr std::string_view kWhat = "preprocessor_config.json";
+constexpr std::string_view kWhat = "CLIPImageProcessor";
 
 [[noreturn]] void unsupported(std::string_view key, const io::Json& value, std::string_view why) {
   throw std::invalid_argument(c10::str(kWhat, ": ", key, " = ", value.dump(), " ", why));
@@ -26,30 +27,46 @@ bool flag(const io::Json& json, std::string_view key, bool fallback) {
   return io::json_to_bool(*value);
 }
 
+// An edge of the resize or the crop: CLIP towers take 224 to 448 pixels; 4096 keeps a hostile
+// file from asking for an image of many gigabytes.
+int64_t check_edge(std::string_view key, int64_t edge) {
+  if (edge < 1 || edge > 4096) {
+    throw std::invalid_argument(c10::str(kWhat, ": ", key, " = ", edge, ", expected 1 to 4096"));
+  }
+  return edge;
+}
+
+void check_finite(std::string_view key, double value, bool positive) {
+  if (!std::isfinite(value) || (positive && !(value > 0.0))) {
+    throw std::invalid_argument(c10::str(kWhat, ": ", key, " = ", value, ", expected a ",
+                                         positive ? "positive " : "", "finite number"));
+  }
+}
+
 // size: 224 (the openai files' old form) or {"shortest_edge": 224}.
 int64_t shortest_edge(const io::Json& json) {
   const io::Json* size = io::json_find(json, "size");
   if (size == nullptr || size->is_null()) return 224;
-  if (const auto n = io::json_int64(*size)) return *n;
+  if (const auto n = io::json_int64(*size)) return check_edge("size", *n);
   const io::Json* edge = io::json_find(*size, "shortest_edge");
   if (edge == nullptr || !io::json_int64(*edge) || size->size() != 1) {
     unsupported("size", *size, "is not supported (expected an integer or {\"shortest_edge\": n})");
   }
-  return io::json_to_int64(*edge);
+  return check_edge("size", io::json_to_int64(*edge));
 }
 
 // crop_size: 224 or {"height": 224, "width": 224}.
 int64_t square_crop(const io::Json& json) {
   const io::Json* crop = io::json_find(json, "crop_size");
   if (crop == nullptr || crop->is_null()) return 224;
-  if (const auto side = io::json_int64(*crop)) return *side;
+  if (const auto side = io::json_int64(*crop)) return check_edge("crop_size", *side);
   const io::Json* h = io::json_find(*crop, "height");
   const io::Json* w = io::json_find(*crop, "width");
   if (h == nullptr || w == nullptr || !io::json_int64(*h) ||
       io::json_int64(*h) != io::json_int64(*w)) {
     unsupported("crop_size", *crop, "is not supported (expected a square crop)");
   }
-  return io::json_to_int64(*h);
+  return check_edge("crop_size", io::json_to_int64(*h));
 }
 
 std::array<double, 3> channel_values(const io::Json& json, std::string_view key,
@@ -92,6 +109,11 @@ CLIPImagePreprocess CLIPImagePreprocess::from_hf_json(const io::Json& json) {
   p.normalize = flag(json, "do_normalize", true);
   p.mean = channel_values(json, "image_mean", kOpenAIClipMean);
   p.std_dev = channel_values(json, "image_std", kOpenAIClipStd);
+  check_finite("rescale_factor", p.rescale_factor, true);
+  for (std::size_t c = 0; c < 3; ++c) {
+    check_finite("image_mean", p.mean[c], false);
+    check_finite("image_std", p.std_dev[c], true);
+  }
   return p;
 }
 

@@ -16,6 +16,7 @@
 #include <torch/nn/modules/conv.h>
 
 #include <filesystem>
+#include <string>
 
 #include "microdit/encoders/clip_text.h"
 
@@ -82,5 +83,12 @@ TORCH_MODULE(CLIPVisionEncoder);
 // std::runtime_error listing each problem by key. Tensors are converted to the module's dtype
 // and device.
 void load_clip_vision_state_dict(CLIPVisionEncoder& encoder, const io::TensorMap& tensors);
+
+// Compares the config's layer count, width, patch size, token count and projection dim with the
+// image tower's tensors in `tensors` (a full CLIP state dict, the config's layout); throws one line
+// naming `config_source` and the first difference. Run before the tower is built: a config of
+// another size would build it first.
+void check_clip_vision_config(const CLIPVisionConfig& config, const io::TensorMap& tensors,
+                              const std::string& config_source);
 
 }  // namespace microdit::encoders
