@@ -916,6 +916,12 @@ TensorMap to_state_dict(const Ref& root, std::vector<std::string>& notes) {
 }
 
 // The archive `open` gives, as a state dict; errors start with `name`.
+// PyTorchStreamReader trusts the sizes the zip's headers declare, as pytorch/pytorch#185440 shows
+// for reads: its constructor allocates the declared size of its version records before reading
+// them (tests/fuzz/crashes/torch_checkpoint/declared_record_size_4_gib: 4 GiB for a 1.8 KB file).
+// The allocation is only reserved, never touched; the reader then refuses the archive, which
+// reaches the user as one line. Our storage reads check the size against the pickle first
+// (StorageLoader::read), and BytesReadAdapter clamps reads to the bytes there are.
 template <class OpenReader>
 TensorMap state_dict_of(const std::string& name, OpenReader open, std::vector<std::string>* notes) {
   std::vector<std::string> local_notes;
