@@ -68,5 +68,21 @@ TEST(Resize, RejectsBadInput) {
   EXPECT_THROW(image::center_crop(at::zeros({4, 8, 3}, at::kByte), 5), std::invalid_argument);
 }
 
+// A 1 x 100,000 image at a short side of 256 would be 256 x 25,600,000: refused, naming the sizes,
+// before anything is allocated. At the limit itself the resize goes ahead.
+TEST(Resize, AnExtremeAspectRatioIsRefusedBeforeResizing) {
+  EXPECT_TRUE(test::throws_with<std::invalid_argument>(
+      [] { image::resize_short_side(at::zeros({1, 100'000, 3}, at::kByte), 256); },
+      "a 100000x1 image resized to a short side of 256 would have 6553600000 pixels, over the "
+      "limit of 89478485",
+      {}));
+  EXPECT_TRUE(test::throws_with<std::invalid_argument>(
+      [] { image::resize_short_side(at::zeros({300'000, 2, 3}, at::kByte), 600); },
+      "a 2x300000 image resized to a short side of 600 would have", {"over the limit"}));
+  // 2 x 993 at a short side of 300: 300 x 148,950 = 44,685,000 pixels, under the limit.
+  EXPECT_EQ(image::resize_short_side(at::zeros({2, 993, 3}, at::kByte), 300).sizes(),
+            (at::IntArrayRef{300, 148'950, 3}));
+}
+
 }  // namespace
 }  // namespace microdit

@@ -174,7 +174,17 @@ at::Tensor pil_resize_bicubic_float(const at::Tensor& image, int64_t out_w, int6
 at::Tensor resize_short_side(const at::Tensor& image, int64_t size) {
   const int64_t h = image.size(0), w = image.size(1);
   const int64_t short_side = std::min(h, w), long_side = std::max(h, w);
-  const auto new_long = static_cast<int64_t>(static_cast<double>(size) * long_side / short_side);
+  const double exact_long = static_cast<double>(size) * static_cast<double>(long_side) /
+                            static_cast<double>(short_side);
+  // A long, thin image becomes a large one: a 100,000 x 1 PNG of 370 bytes would take 19 GB at a
+  // short side of 256. Refused where Pillow's decompression-bomb check warns.
+  if (!(exact_long * static_cast<double>(size) <= kMaxResizedPixels)) {
+    throw std::invalid_argument(c10::str(
+        "a ", w, "x", h, " image resized to a short side of ", size, " would have ",
+        static_cast<int64_t>(std::min(exact_long * static_cast<double>(size), 0x1p62)),
+        " pixels, over the limit of ", kMaxResizedPixels, " (its aspect ratio is too extreme)"));
+  }
+  const auto new_long = static_cast<int64_t>(exact_long);
   return h <= w ? pil_resize_bicubic(image, new_long, size)
                 : pil_resize_bicubic(image, size, new_long);
 }

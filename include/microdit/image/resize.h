@@ -21,8 +21,12 @@ at::Tensor pil_resize_bicubic(const at::Tensor& image, int64_t out_w, int64_t ou
 // channel: double weights and accumulation, float32 after each pass, no clipping. CPU result.
 at::Tensor pil_resize_bicubic_float(const at::Tensor& image, int64_t out_w, int64_t out_h);
 
+// Pillow's MAX_IMAGE_PIXELS: the most pixels resize_short_side makes.
+inline constexpr int64_t kMaxResizedPixels = 89'478'485;
+
 // torchvision Resize(size) on a PIL image: the short side becomes `size`, the long side
-// int(size * long / short).
+// int(size * long / short). Throws std::invalid_argument, naming the sizes, when the result would
+// have more than kMaxResizedPixels pixels (an image of extreme aspect ratio).
 at::Tensor resize_short_side(const at::Tensor& image, int64_t size);
 
 // How a center crop places an odd margin: torchvision's CenterCrop takes
