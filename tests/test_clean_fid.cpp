@@ -10,11 +10,13 @@
 #include <filesystem>
 #include <iostream>
 #include <string>
+#include <vector>
 
 #include "microdit/eval/clean_fid_inception.h"
 #include "microdit/eval/image_folder.h"
 #include "microdit/image/decode.h"
 #include "microdit/image/resize.h"
+#include "microdit/io/png.h"
 #include "microdit/io/safetensors.h"
 #include "test_support.h"
 
@@ -118,6 +120,31 @@ TEST(CleanFID, FolderMatchesGetFolderFeatures) {
   EXPECT_LE(difference, kFeatureTolerance * scale);
   // The rows differ (a resize or ordering bug could make them agree by accident otherwise).
   EXPECT_GT(max_abs_difference(expected[0], expected[1]), 100 * kFeatureTolerance * scale);
+}
+
+// A batch holds at most max_batch_bytes of images (one image at least), in file order, and the
+// features do not depend on how the images were batched.
+TEST(ImageFolder, BatchesStayWithinTheByteBudget) {
+  test::TempDir dir{"image_folder_budget"};
+  for (int i = 0; i < 5; ++i) {
+    test::write_bytes(dir.path / ("img" + std::to_string(i) + ".png"),
+                      io::encode_png(at::randint(0, 256, {8, 8, 3}, at::kByte)));
+  }
+  std::vector<int64_t> batches;
+  const eval::FeatureExtractor extract = [&](const at::Tensor& images) {  // (B,3,8,8) uint8
+    batches.push_back(images.size(0));
+    return images.to(at::kFloat).flatten(1);
+  };
+  const auto together = eval::folder_activations(extract, dir.path, {0, 50});
+  EXPECT_EQ(batches, (std::vector<int64_t>{5}));
+  batches.clear();
+  const int64_t one_image = 8 * 8 * 3;
+  const auto budgeted = eval::folder_activations(extract, dir.path, {0, 50, 2 * one_image});
+  EXPECT_EQ(batches, (std::vector<int64_t>{2, 2, 1}));
+  EXPECT_TRUE(at::equal(budgeted.activations, together.activations));
+  batches.clear();
+  eval::folder_activations(extract, dir.path, {0, 50, 1});  // under one image: one at a time
+  EXPECT_EQ(batches, (std::vector<int64_t>{1, 1, 1, 1, 1}));
 }
 
 // clean-fid resizes even a 299 x 299 image; Pillow's resize to the same size is a copy, so

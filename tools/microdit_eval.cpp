@@ -68,7 +68,8 @@ CLIP score (torchmetrics: 100 x cosine per image-caption pair, averaged, floored
                         bpe_simple_vocab_16e6.txt.gz
   --clip-scores FILE    per-image scores, JSON lines (default: RESULT with .clip_scores.jsonl)
 
-  --batch-size N        default 50
+  --batch-size N        images per network batch (default 50; fewer where N of them would
+                        hold over 1 GiB of pixels)
   --device D            auto (default), cpu, cuda, cuda:N
   --out FILE            the result JSON (written atomically)
 exit status: 0 done, 1 failed (the message names the file and the problem), 2 bad arguments

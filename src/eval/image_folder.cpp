@@ -48,10 +48,12 @@ FolderActivations file_activations(const FeatureExtractor& extract,
   at::NoGradGuard no_grad;
   FolderActivations out;
   std::vector<at::Tensor> features, pending;
+  int64_t pending_bytes = 0;
   auto flush = [&] {
     if (pending.empty()) return;
     features.push_back(extract(at::stack(pending)).to(at::kCPU, at::kFloat));
     pending.clear();
+    pending_bytes = 0;
   };
   for (const auto& file : files) {
     at::Tensor image;
@@ -62,8 +64,13 @@ FolderActivations file_activations(const FeatureExtractor& extract,
       spdlog::warn("skipping {}", util::error_message(e));
       continue;
     }
-    if (!pending.empty() && pending.front().sizes() != image.sizes()) flush();
+    const auto bytes = static_cast<int64_t>(image.nbytes());
+    if (!pending.empty() && (pending.front().sizes() != image.sizes() ||
+                             pending_bytes + bytes > options.max_batch_bytes)) {
+      flush();
+    }
     pending.push_back(image);
+    pending_bytes += bytes;
     if (static_cast<int64_t>(pending.size()) == options.batch_size) flush();
   }
   flush();

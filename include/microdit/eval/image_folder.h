@@ -19,6 +19,9 @@ using FeatureExtractor = std::function<at::Tensor(const at::Tensor& images)>;
 struct FolderOptions {
   int64_t resize_to = 0;  // 0: images as they are; else short side + center crop to this size
   int64_t batch_size = 50;
+  // The most bytes of images held for one batch: a batch of large photos at full size would
+  // otherwise take batch_size times their size, and that again as floats in the network.
+  int64_t max_batch_bytes = int64_t{1} << 30;
 };
 
 struct FolderActivations {
