@@ -8,6 +8,8 @@
 #include <cstdlib>
 #include <fstream>
 
+#include <sys/wait.h>
+
 #include "microdit/data/caption_cleaner.h"
 #include "microdit/data/mds.h"
 #include "microdit/data/prepare.h"
@@ -144,6 +146,27 @@ data: {kind: mds, mds_dirs: [)" + out.string() + R"(], resolution: 16, caption_t
   const auto r = train::Trainer(c).run();
   ASSERT_EQ(r.losses.size(), 3u);
   for (double loss : r.losses) EXPECT_TRUE(std::isfinite(loss));
+}
+
+// Inputs of which none can be prepared end in one line and exit 1, not an empty dataset that
+// training would refuse later with a less clear message.
+TEST_F(Prepare, NothingPreparedIsAnError) {
+  const fs::path images = dir_ / "only_broken", out = dir_ / "empty_out", log = dir_ / "empty.txt";
+  fs::create_directories(images);
+  fs::copy_file(dir_ / "images" / "zz_broken.png", images / "zz_broken.png");
+  fs::copy_file(dir_ / "images" / "zz_broken.txt", images / "zz_broken.txt");
+  const std::string command =
+      test::tool("microdit-prepare") + " --out " + out.string() + " --vae " +
+      files_.vae.string() + " --text-encoder " + files_.text_encoder.string() + " --text-config " +
+      files_.text_config.string() + " --tokenizer " + files_.tokenizer.string() +
+      " --resolutions 16 " + images.string() + " > " + log.string() + " 2>&1";
+  const int status = std::system(command.c_str());
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 1) << test::read_bytes(log);
+  EXPECT_NE(test::read_bytes(log).find("microdit-prepare: " + out.string() +
+                                       ": no sample could be prepared; every input was skipped"),
+            std::string::npos)
+      << test::read_bytes(log);
 }
 
 TEST_F(Prepare, ResumesAtTheFirstIncompletePart) {

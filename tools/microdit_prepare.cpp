@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "microdit/util/arg_cursor.h"
+#include "microdit/data/mds.h"
 #include "microdit/data/prepare.h"
 #include "microdit/util/device.h"
 
@@ -160,6 +161,12 @@ int run(Args& a) {
   spdlog::info("done: {} samples written, {} skipped; {}", report.samples_written, report.skipped,
                report.merged ? "wrote " + (a.options.out / "index.json").string()
                              : std::string("other processes still have parts to finish"));
+  // An empty dataset would only fail later, at the start of training, with a less clear message.
+  if (report.merged && data::MDSReader(a.options.out).size() == 0) {
+    throw std::runtime_error(a.options.out.string() +
+                             ": no sample could be prepared; every input was skipped (the "
+                             "\"skipping\" lines above say why)");
+  }
   return 0;
 }
 }  // namespace
