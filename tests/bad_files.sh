@@ -66,6 +66,11 @@ check 1 "^microdit-prepare: .*garbage\.pt" "$bin/microdit-prepare" --out "$work/
   --vae "$data/vae/tiny" --text-encoder "$work/garbage.pt" \
   --text-config "$data/clip_text/open_clip_config.json" \
   --tokenizer "$data/tokenizer/bpe_simple_vocab_16e6.txt.gz" --resolutions 16 "$work/images"
+printf '{"text_cfg": {"width": "wide"}}' >"$work/bad_text_config.json"
+check 1 "^microdit-prepare: .*bad_text_config\.json: CLIP text config: width" \
+  "$bin/microdit-prepare" --out "$work/prepared" --vae "$data/vae/tiny" \
+  --text-encoder "$data/clip_text/open_clip.safetensors" --text-config "$work/bad_text_config.json" \
+  --tokenizer "$data/tokenizer/bpe_simple_vocab_16e6.txt.gz" --resolutions 16 "$work/images"
 # microdit-eval
 check 1 "^microdit-eval: .*images: no readable images" "$bin/microdit-eval" --generated "$work/images" \
   --out "$work/result.json" --inception "$data/fid/clean_inception_random.pt" \
