@@ -60,7 +60,7 @@ void CLIPVisionConfig::validate() const {
   require_clip_config(patch_size > 0, kVisionWhat, "patch_size", patch_size, "> 0");
   require_clip_config(image_size > 0 && image_size % patch_size == 0, kVisionWhat, "image_size",
                       image_size, c10::str("a positive multiple of patch_size ", patch_size));
-  // The token count grid^2 + 1 must be defined; real towers have 16 to 37 patches per side.
+  // The token count grid^2 + 1 must be defined; released towers have a few dozen patches per side.
   require_clip_config(grid() <= 4096, kVisionWhat, "image_size", image_size,
                       c10::str("at most 4096 patches of ", patch_size, " per side"));
   require_clip_config(projection_dim > 0, kVisionWhat, "projection_dim", projection_dim, "> 0");

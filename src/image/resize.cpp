@@ -176,8 +176,9 @@ at::Tensor resize_short_side(const at::Tensor& image, int64_t size) {
   const int64_t short_side = std::min(h, w), long_side = std::max(h, w);
   const double exact_long = static_cast<double>(size) * static_cast<double>(long_side) /
                             static_cast<double>(short_side);
-  // A long, thin image becomes a large one: a 100,000 x 1 PNG of 370 bytes would take 19 GB at a
-  // short side of 256. Refused where Pillow's decompression-bomb check warns.
+  // A long, thin image becomes a large one: a 100,000 x 1 PNG of a few hundred bytes would become
+  // 256 x 25,600,000 pixels at a short side of 256. Refused where Pillow's decompression-bomb
+  // check warns.
   if (!(exact_long * static_cast<double>(size) <= kMaxResizedPixels)) {
     throw std::invalid_argument(c10::str(
         "a ", w, "x", h, " image resized to a short side of ", size, " would have ",
