@@ -67,18 +67,24 @@ class Prepare : public testing::Test {
     return o;
   }
 
+  // The microdit-prepare command line with the tiny encoders, at 16 px, its output in `log`.
+  std::string prepare_command(const fs::path& out, const std::string& flags,
+                              const fs::path& input, const fs::path& log) const {
+    return test::tool("microdit-prepare") + " --out " + out.string() + " --vae " +
+           files_.vae.string() + " --text-encoder " + files_.text_encoder.string() +
+           " --text-config " + files_.text_config.string() + " --tokenizer " +
+           files_.tokenizer.string() + " --resolutions 16 " + flags + " " + input.string() +
+           " > " + log.string() + " 2>&1";
+  }
+
   fs::path dir_;
   encoders::EncoderFiles files_;
 };
 
 TEST_F(Prepare, CommandLineWritesMDSThatTrainingReads) {
   const fs::path out = dir_ / "out";
-  const std::string command =
-      test::tool("microdit-prepare") + " --out " + out.string() + " --vae " +
-      files_.vae.string() + " --text-encoder " + files_.text_encoder.string() + " --text-config " +
-      files_.text_config.string() + " --tokenizer " + files_.tokenizer.string() +
-      " --resolutions 16 --batch-size 3 --entries-per-part 4 " + (dir_ / "images").string() +
-      " > " + (dir_ / "log.txt").string() + " 2>&1";
+  const std::string command = prepare_command(out, "--batch-size 3 --entries-per-part 4",
+                                              dir_ / "images", dir_ / "log.txt");
   ASSERT_EQ(std::system(command.c_str()), 0) << test::read_bytes(dir_ / "log.txt");
   const std::string log = test::read_bytes(dir_ / "log.txt");
   EXPECT_NE(log.find("skipping " + (dir_ / "images" / "zz_broken.png").string()), std::string::npos)
@@ -155,12 +161,7 @@ TEST_F(Prepare, NothingPreparedIsAnError) {
   fs::create_directories(images);
   fs::copy_file(dir_ / "images" / "zz_broken.png", images / "zz_broken.png");
   fs::copy_file(dir_ / "images" / "zz_broken.txt", images / "zz_broken.txt");
-  const std::string command =
-      test::tool("microdit-prepare") + " --out " + out.string() + " --vae " +
-      files_.vae.string() + " --text-encoder " + files_.text_encoder.string() + " --text-config " +
-      files_.text_config.string() + " --tokenizer " + files_.tokenizer.string() +
-      " --resolutions 16 " + images.string() + " > " + log.string() + " 2>&1";
-  const int status = std::system(command.c_str());
+  const int status = std::system(prepare_command(out, "", images, log).c_str());
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 1) << test::read_bytes(log);
   EXPECT_NE(test::read_bytes(log).find("microdit-prepare: " + out.string() +

@@ -6,6 +6,7 @@
 // JpegDecode.c sets it up. WebP and BMP: OpenCV where the build has it.
 #include "microdit/image/decode.h"
 
+#include "microdit/image/resize.h"
 #include "microdit/io/read_file.h"
 
 #include <spng.h>
@@ -47,7 +48,7 @@ constexpr const char* kAcceptedFormats = "PNG, JPEG, WebP, BMP";
 
 // Pillow refuses images of more than 2 * Image.MAX_IMAGE_PIXELS (DecompressionBombError); the
 // same bound keeps a forged header from allocating gigabytes here.
-constexpr int64_t kMaxPixels = 2 * 89'478'485;
+constexpr int64_t kMaxPixels = 2 * kMaxResizedPixels;
 // libspng keeps ancillary chunks (text, ICC profiles, ...) in memory, by default without bound; we
 // never use them. At most 64 MiB of them, per chunk and in all, as Pillow's MAX_TEXT_MEMORY.
 constexpr std::size_t kMaxChunkBytes = std::size_t{64} << 20;

@@ -21,7 +21,8 @@ at::Tensor pil_resize_bicubic(const at::Tensor& image, int64_t out_w, int64_t ou
 // channel: double weights and accumulation, float32 after each pass, no clipping. CPU result.
 at::Tensor pil_resize_bicubic_float(const at::Tensor& image, int64_t out_w, int64_t out_h);
 
-// Pillow's MAX_IMAGE_PIXELS: the most pixels resize_short_side makes.
+// Pillow's Image.MAX_IMAGE_PIXELS: the most pixels resize_short_side makes (decoding allows twice
+// as many, where Pillow raises DecompressionBombError).
 inline constexpr int64_t kMaxResizedPixels = 89'478'485;
 
 // torchvision Resize(size) on a PIL image: the short side becomes `size`, the long side
