@@ -251,10 +251,7 @@ TEST(CLIPScoreErrors, WrongTensorShapeNamesFileAndKey) {
 // The HF folder with `from` replaced by `to` in its file `name`.
 void edit_hf_file(const fs::path& dir, const std::string& name, const std::string& from,
                   const std::string& to) {
-  std::string text = test::read_bytes(dir / name);
-  const size_t at = text.find(from);
-  ASSERT_NE(at, std::string::npos) << from;
-  test::write_bytes(dir / name, text.replace(at, from.size(), to));
+  test::write_bytes(dir / name, test::replace_once(test::read_bytes(dir / name), from, to));
 }
 
 // The towers' configs are compared with the weights before the towers are built: a config of

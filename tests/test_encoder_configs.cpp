@@ -38,11 +38,8 @@ encoders::EncoderFiles with_vae_config(const fs::path& dir, const std::string& f
   fs::create_directories(vae);
   fs::copy_file(files.vae / "diffusion_pytorch_model.safetensors",
                 vae / "diffusion_pytorch_model.safetensors");
-  std::string config = test::read_bytes(files.vae / "config.json");
-  const size_t at = config.find(from);
-  EXPECT_NE(at, std::string::npos) << from;
-  if (at != std::string::npos) config.replace(at, from.size(), to);
-  test::write_bytes(vae / "config.json", config);
+  test::write_bytes(vae / "config.json",
+                    test::replace_once(test::read_bytes(files.vae / "config.json"), from, to));
   files.vae = vae;
   return files;
 }

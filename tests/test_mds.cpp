@@ -555,11 +555,8 @@ TEST_F(MDSTest, BadIndexJsonIsReported) {
     test::write_bytes(dir / "index.json", text);
     return [dir] { MDSReader reader(dir); };
   };
-  auto replaced = [&](const std::string& from, const std::string& to) {
-    std::string text = good;
-    const auto pos = text.find(from);
-    EXPECT_NE(pos, std::string::npos) << from;
-    return text.replace(pos, from.size(), to);
+  auto replaced = [&](const char* from, const char* to) {
+    return test::replace_once(good, from, to);
   };
   EXPECT_TRUE(fails_with(with_index("{\"shards\": ["), {"index.json"}));
   EXPECT_TRUE(fails_with(with_index("{\"version\": 2}"), {"index.json", "missing key \"shards\""}));

@@ -39,6 +39,15 @@ void write_bytes(const std::filesystem::path& path, std::string_view bytes) {
       .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
+std::string replace_once(std::string text, std::string_view from, std::string_view to) {
+  const size_t at = text.find(from);
+  if (at == std::string::npos) {
+    ADD_FAILURE() << "no \"" << from << "\" to replace";
+    return text;
+  }
+  return text.replace(at, from.size(), to);
+}
+
 std::vector<io::Json> metrics_records(const std::filesystem::path& run_dir) {
   std::vector<io::Json> records;
   std::ifstream in(run_dir / "metrics.jsonl");

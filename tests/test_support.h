@@ -83,6 +83,9 @@ TrainStepSetup train_step_setup(at::Device device, bool fused_adamw, uint64_t se
 std::string read_bytes(const std::filesystem::path& path);
 void write_bytes(const std::filesystem::path& path, std::string_view bytes);
 
+// `text` with the first `from` replaced by `to`; a test failure names `from` when it is absent.
+std::string replace_once(std::string text, std::string_view from, std::string_view to);
+
 // Every record of the run directory's metrics.jsonl, in file order (none when it is missing).
 std::vector<io::Json> metrics_records(const std::filesystem::path& run_dir);
 

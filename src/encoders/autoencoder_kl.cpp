@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "microdit/io/config_check.h"
 #include "microdit/io/safetensors.h"
 #include "microdit/io/state_dict.h"
 #include "microdit/io/torch_checkpoint.h"
@@ -620,43 +621,26 @@ void load_into(AutoencoderKL& vae, const io::TensorMap& tensors, const std::file
   }
 }
 
-int64_t out_channels_of(const io::TensorMap& tensors, const std::string& key) {
-  const auto it = tensors.find(key);
-  return it == tensors.end() || it->second.dim() < 1 ? 0 : it->second.size(0);
-}
 }  // namespace
 
 void check_autoencoder_config(const AutoencoderKLConfig& c, const io::TensorMap& tensors,
                               const std::filesystem::path& config_path) {
-  const auto fail = [&](const std::string& field, int64_t configured, int64_t in_weights,
-                        const std::string& where) {
-    throw std::runtime_error(c10::str(config_path.string(), ": ", field, " is ", configured,
-                                      " but the weights have ", in_weights, " (", where, ")"));
-  };
+  const io::ConfigCheck check(tensors, config_path.string(), "");
   const auto levels = static_cast<int64_t>(c.block_out_channels.size());
-  const int64_t weight_levels = io::indexed_children(tensors, "encoder.down_blocks.");
-  if (weight_levels != levels) {
-    fail("the length of block_out_channels", levels, weight_levels, "encoder.down_blocks.*");
-  }
-  const int64_t resnets = io::indexed_children(tensors, "encoder.down_blocks.0.resnets.");
-  if (resnets != c.layers_per_block) {
-    fail("layers_per_block", c.layers_per_block, resnets, "encoder.down_blocks.0.resnets.*");
-  }
+  check.expect_layers("the length of block_out_channels", levels, "encoder.down_blocks.");
+  check.expect_layers("layers_per_block", c.layers_per_block, "encoder.down_blocks.0.resnets.");
   for (int64_t i = 0; i < levels; ++i) {
     const std::string key = c10::str("encoder.down_blocks.", i, ".resnets.0.conv2.weight");
-    const int64_t channels = out_channels_of(tensors, key);
-    if (channels != c.block_out_channels[i]) {
-      fail(c10::str("block_out_channels[", i, "]"), c.block_out_channels[i], channels, key);
-    }
+    check.expect(c10::str("block_out_channels[", i, "]"), c.block_out_channels[i],
+                 check.size(key, 4, 0), key);
   }
-  const auto input = tensors.find("encoder.conv_in.weight");
-  if (input != tensors.end() && input->second.dim() == 4 && input->second.size(1) != c.in_channels) {
-    fail("in_channels", c.in_channels, input->second.size(1), "encoder.conv_in.weight");
+  // Channel counts of the image and the latent: checked when the weights hold them (strict
+  // loading names a missing tensor afterwards).
+  if (const int64_t in = check.size("encoder.conv_in.weight", 4, 1); in != 0) {
+    check.expect("in_channels", c.in_channels, in, "encoder.conv_in.weight");
   }
-  const auto latent = tensors.find("decoder.conv_in.weight");
-  if (latent != tensors.end() && latent->second.dim() == 4 &&
-      latent->second.size(1) != c.latent_channels) {
-    fail("latent_channels", c.latent_channels, latent->second.size(1), "decoder.conv_in.weight");
+  if (const int64_t latent = check.size("decoder.conv_in.weight", 4, 1); latent != 0) {
+    check.expect("latent_channels", c.latent_channels, latent, "decoder.conv_in.weight");
   }
 }
 

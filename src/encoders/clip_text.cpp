@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "microdit/io/config_check.h"
 #include "microdit/io/safetensors.h"
 #include "microdit/io/state_dict.h"
 #include "microdit/io/torch_checkpoint.h"
@@ -397,23 +398,11 @@ void check_clip_text_config(const CLIPTextConfig& c, const io::TensorMap& tensor
   const std::string positions = hf ? prefix + "embeddings.position_embedding.weight"
                                    : "positional_embedding";
   const std::string layers = hf ? prefix + "encoder.layers." : "transformer.resblocks.";
-  const auto fail = [&](const std::string& field, int64_t configured, int64_t in_weights,
-                        const std::string& where) {
-    throw std::runtime_error(c10::str(config_source, ": the text tower's ", field, " is ",
-                                      configured, " but the weights have ", in_weights, " (",
-                                      where, ")"));
-  };
-  const int64_t weight_layers = io::indexed_children(tensors, layers);
-  if (weight_layers != c.layers) fail("layer count", c.layers, weight_layers, layers + "*");
-  const auto size = [&](const std::string& key, int64_t dim) -> int64_t {
-    const auto it = tensors.find(key);
-    return it == tensors.end() || it->second.dim() != 2 ? 0 : it->second.size(dim);
-  };
-  if (size(tokens, 1) != c.width) fail("width", c.width, size(tokens, 1), tokens);
-  if (size(tokens, 0) != c.vocab_size) fail("vocab_size", c.vocab_size, size(tokens, 0), tokens);
-  if (size(positions, 0) != c.context_length) {
-    fail("context_length", c.context_length, size(positions, 0), positions);
-  }
+  const io::ConfigCheck check(tensors, config_source, "the text tower's ");
+  check.expect_layers("layer count", c.layers, layers);
+  check.expect("width", c.width, check.size(tokens, 2, 1), tokens);
+  check.expect("vocab_size", c.vocab_size, check.size(tokens, 2, 0), tokens);
+  check.expect("context_length", c.context_length, check.size(positions, 2, 0), positions);
 }
 
 void load_clip_text_weights(CLIPTextEncoder& encoder, const std::filesystem::path& path) {

@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "microdit/io/config_check.h"
 #include "microdit/io/state_dict.h"
 
 namespace microdit::encoders {
@@ -231,31 +232,14 @@ void check_clip_vision_config(const CLIPVisionConfig& c, const io::TensorMap& te
   const std::string positions =
       tower + (hf ? "embeddings.position_embedding.weight" : "positional_embedding");
   const std::string projection = hf ? "visual_projection.weight" : "visual.proj";
-  const auto fail = [&](const std::string& field, int64_t configured, int64_t in_weights,
-                        const std::string& where) {
-    throw std::runtime_error(c10::str(config_source, ": the image tower's ", field, " is ",
-                                      configured, " but the weights have ", in_weights, " (",
-                                      where, ")"));
-  };
-  // Dimension `dim` of tensor `key` when it has `rank` dimensions, else 0 (absent or misshapen).
-  const auto size = [&](const std::string& key, int64_t rank, int64_t dim) -> int64_t {
-    const auto it = tensors.find(key);
-    return it == tensors.end() || it->second.dim() != rank ? 0 : it->second.size(dim);
-  };
-  const int64_t weight_layers = io::indexed_children(tensors, layers);
-  if (weight_layers != c.layers) fail("layer count", c.layers, weight_layers, layers + "*");
-  if (size(cls, 1, 0) != c.width) fail("width", c.width, size(cls, 1, 0), cls);
-  if (size(patches, 4, 2) != c.patch_size) {
-    fail("patch_size", c.patch_size, size(patches, 4, 2), patches);
-  }
-  const int64_t tokens = c.grid() * c.grid() + 1;
-  if (size(positions, 2, 0) != tokens) {
-    fail("token count (image_size / patch_size)^2 + 1", tokens, size(positions, 2, 0), positions);
-  }
-  const int64_t projected = size(projection, 2, hf ? 0 : 1);
-  if (projected != c.projection_dim) {
-    fail("projection_dim", c.projection_dim, projected, projection);
-  }
+  const io::ConfigCheck check(tensors, config_source, "the image tower's ");
+  check.expect_layers("layer count", c.layers, layers);
+  check.expect("width", c.width, check.size(cls, 1, 0), cls);
+  check.expect("patch_size", c.patch_size, check.size(patches, 4, 2), patches);
+  check.expect("token count (image_size / patch_size)^2 + 1", c.grid() * c.grid() + 1,
+               check.size(positions, 2, 0), positions);
+  check.expect("projection_dim", c.projection_dim, check.size(projection, 2, hf ? 0 : 1),
+               projection);
 }
 
 }  // namespace microdit::encoders
