@@ -170,5 +170,36 @@ TEST_F(Eval, BadInputIsAClearError) {
             std::string::npos);
 }
 
+// An output that would replace an input (or another output) is refused before anything is read.
+TEST_F(Eval, OutputsNeverReplaceWhatTheRunReads) {
+  const fs::path a = dir_.path / "a", log = dir_.path / "log.txt";
+  const fs::path result = dir_.path / "r.json", stats = dir_.path / "real.safetensors";
+  const fs::path captions = dir_.path / "captions.txt";
+  test::write_bytes(captions, "a\nb\nc\nd\n");
+  const std::string image = test::read_bytes(a / "img0.png");
+  const std::string fid = "--inception " + inception_.string() + " --generated " + a.string();
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {fid + " --real " + a.string() + " --out " + (a / "img0.png").string(),
+       "--out " + (a / "img0.png").string() + " is a file of the --generated folder"},
+      {fid + " --real " + a.string() + " --out " + result.string() + " --save-real-stats " +
+           (dir_.path / "." / "r.json").string(),
+       "--out and --save-real-stats are the same file"},
+      {fid + " --real-stats " + stats.string() + " --out " + stats.string(),
+       "--out " + stats.string() + " is also the --real-stats input"},
+      {"--generated " + a.string() + " --captions " + captions.string() + " --clip " +
+           a.string() + " --out " + result.string() + " --clip-scores " + captions.string(),
+       "--clip-scores " + captions.string() + " is also the --captions input"}};
+  for (const auto& [args, message] : cases) {
+    const int raw = std::system(
+        (test::tool("microdit-eval") + " " + args + " > " + log.string() + " 2>&1").c_str());
+    EXPECT_EQ(WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, 2) << args;
+    EXPECT_NE(test::read_bytes(log).find("microdit-eval: " + message), std::string::npos)
+        << test::read_bytes(log);
+  }
+  EXPECT_EQ(test::read_bytes(a / "img0.png"), image);
+  EXPECT_EQ(test::read_bytes(captions), "a\nb\nc\nd\n");
+  EXPECT_FALSE(fs::exists(result));
+}
+
 }  // namespace
 }  // namespace microdit

@@ -195,6 +195,26 @@ TEST_F(Prepare, ResumesAtTheFirstIncompletePart) {
   EXPECT_EQ(data::MDSReader(o.out).size(), 6);
 }
 
+// A rerun with options that change the samples would mix two kinds of sample in one dataset.
+TEST_F(Prepare, ARerunWithOtherSettingsIsRefused) {
+  auto encoders = encoders::load_pipeline_encoders(files_, at::kCPU, at::kFloat);
+  auto o = options(dir_ / "out");
+  data::prepare_dataset(o, encoders);
+  const std::string index = test::read_bytes(o.out / "index.json");
+  const std::string stats = (o.out / "part-00000" / "prepare.json").string();
+  o.resolutions = {24};
+  EXPECT_TRUE(test::throws_with<std::invalid_argument>(
+      [&] { data::prepare_dataset(o, encoders); }, stats,
+      {"prepared with --resolutions [16], this run asks for [24]", "or another --out"}));
+  o.resolutions = {16};
+  o.seed += 1;
+  EXPECT_TRUE(test::throws_with<std::invalid_argument>([&] { data::prepare_dataset(o, encoders); },
+                                                       stats, {"--seed"}));
+  o.seed -= 1;
+  EXPECT_EQ(data::prepare_dataset(o, encoders).parts_resumed, 2);
+  EXPECT_EQ(test::read_bytes(o.out / "index.json"), index);
+}
+
 TEST_F(Prepare, ProcessesShareTheParts) {
   auto encoders = encoders::load_pipeline_encoders(files_, at::kCPU, at::kFloat);
   auto o = options(dir_ / "out");

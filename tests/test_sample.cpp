@@ -139,6 +139,17 @@ TEST_F(Sample, CocoImagesDoNotDependOnTheProcessSplitAndResume) {
   // Another setting in the same folder would mix images of two runs.
   EXPECT_EQ(sample(common + one.string() + " --steps 4", &log), 1) << log;
   EXPECT_NE(log.find("made with steps = 3, this run has 4"), std::string::npos) << log;
+  // Prompts into the COCO folder would replace its images.
+  const auto first = test::read_bytes(one / "00000.png");
+  EXPECT_EQ(sample(" --checkpoint " + checkpoint_.string() + " --prompt x --out " + one.string(),
+                   &log),
+            1)
+      << log;
+  EXPECT_NE(log.find("microdit-sample: --out " + one.string() +
+                     " holds the images of a --coco-captions run (generation.json)"),
+            std::string::npos)
+      << log;
+  EXPECT_EQ(test::read_bytes(one / "00000.png"), first);
 }
 
 // The whole protocol on the CPU: captions drawn, images sampled from a tiny checkpoint, FID
@@ -274,6 +285,16 @@ TEST_F(Sample, BadInputIsAClearError) {
             std::string::npos)
       << log;
   EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 1) << log;
+
+  // A VAE of other latent channels than the model's, before anything is sampled (the flag given
+  // last wins).
+  const fs::path vae16 = test::source_dir() / "tests" / "data" / "vae" / "tiny_d16";
+  EXPECT_EQ(sample(ck + " --prompt x --vae " + vae16.string(), &log), 1);
+  EXPECT_NE(log.find("microdit-sample: " + vae16.string() +
+                     ": the VAE has 16 latent channels, the model's in_channels is 4"),
+            std::string::npos)
+      << log;
+  EXPECT_EQ(log.find("sampling"), std::string::npos) << log;
 
   EXPECT_EQ(sample(" --checkpoint " + (dir_.path / "missing.pt").string() + " --prompt x --out o", &log), 1);
   EXPECT_NE(log.find("missing.pt: no such file"), std::string::npos) << log;

@@ -156,6 +156,23 @@ TEST(Trainer, ResumeWithoutACheckpointIsAnError) {
   EXPECT_THROW(train::Trainer(tiny(fresh_dir("nockpt"), 2), {true, {}}), std::runtime_error);
 }
 
+// A new run into the directory of another one is refused before anything there changes.
+TEST(Trainer, ANewRunDoesNotReplaceAnotherRunsCheckpoints) {
+  const auto dir = fresh_dir("taken");
+  train::Trainer(tiny(dir, 2)).run();
+  const fs::path newest = dir / "checkpoints" / "step-00000002.safetensors";
+  const std::string checkpoint = test::read_bytes(newest);
+  const std::string config = test::read_bytes(dir / "config.yaml");
+  ASSERT_FALSE(checkpoint.empty());
+  auto other = tiny(dir, 2);
+  other.optim.lr *= 2;
+  EXPECT_TRUE(test::throws_with<std::invalid_argument>(
+      [&] { train::Trainer trainer(other); }, "run.dir " + dir.string(),
+      {"already holds a run's checkpoints (newest: step-00000002.safetensors): give --resume"}));
+  EXPECT_EQ(test::read_bytes(newest), checkpoint);
+  EXPECT_EQ(test::read_bytes(dir / "config.yaml"), config);
+}
+
 TEST(Trainer, ContinueFromKeepsOptimizerStateAndCounter) {
   const auto a = fresh_dir("stage_a");
   train::Trainer(tiny(a, 4)).run();

@@ -12,6 +12,7 @@
 #include "microdit/nn/execution.h"
 #include "microdit/parity/reference_check.h"
 #include "microdit/util/arg_cursor.h"
+#include "microdit/util/device.h"
 #include "microdit/util/error_message.h"
 
 namespace {
@@ -71,7 +72,7 @@ Args parse_args(int argc, char** argv) {
 
 int run(const Args& args) {
   const auto ref = microdit::parity::load_reference_set(args.dir);
-  const at::Device device(args.device);
+  const at::Device device = microdit::util::resolve_device(args.device, "--device");
   at::globalContext().setAllowTF32CuBLAS(false);
   at::globalContext().setAllowTF32CuDNN(false);
   int failures = 0, cases = 0;

@@ -7,13 +7,17 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "microdit/data/prepare_sources.h"
 #include "microdit/diffusion/text_to_image.h"
 #include "microdit/eval/clean_fid_inception.h"
 #include "microdit/eval/clip_score.h"
@@ -51,7 +55,7 @@ FID, float64 Frechet distance with pytorch-fid's eps retry, in one of two protoc
   --real DIR            real images, short side resized (Pillow bicubic) and center-cropped to
                         --real-size first; with --coco only the files of its captions (COCO's
                         val2014 folder); unreadable files are skipped and counted
-  --real-size N         default: generation.json's image_size with --coco, else 256
+  --real-size N         up to 4096; default: generation.json's image_size with --coco, else 256
   --real-stats FILE     cached real statistics (.safetensors from --save-real-stats, or
                         pytorch-fid's .npz) instead of --real
   --save-real-stats F   write the real statistics computed from --real to F
@@ -83,7 +87,54 @@ struct Args {
 
   bool fid() const { return !inception.empty(); }
   bool clip_score() const { return !clip.empty() || !clip_open_clip.empty(); }
+  fs::path clip_scores_path() const {
+    return clip_scores.empty() ? fs::path(out).replace_extension(".clip_scores.jsonl")
+                               : fs::path(clip_scores);
+  }
 };
+
+// An output may not replace what the run reads or another output: an input file, or an image
+// (or COCO manifest) of an input folder. Compared by resolved path, so "./x" is "x".
+void check_outputs(const Args& a) {
+  const auto resolved = [](const fs::path& path) {
+    std::error_code error;
+    const fs::path r = fs::weakly_canonical(path, error);
+    return error ? path.lexically_normal() : r;
+  };
+  std::vector<std::pair<std::string, fs::path>> outputs = {{"--out", a.out}};
+  if (a.clip_score()) outputs.emplace_back("--clip-scores", a.clip_scores_path());
+  if (!a.save_real_stats.empty()) outputs.emplace_back("--save-real-stats", a.save_real_stats);
+  const std::vector<std::pair<std::string, std::string>> input_files = {
+      {"--captions", a.captions},       {"--real-stats", a.real_stats},
+      {"--inception", a.inception},     {"--clip-open-clip", a.clip_open_clip},
+      {"--clip-weights", a.clip_weights}, {"--clip-vocab", a.clip_vocab}};
+  const std::vector<std::pair<std::string, std::string>> input_folders = {
+      {"--generated", a.generated}, {"--coco", a.coco}, {"--real", a.real}};
+  for (std::size_t i = 0; i < outputs.size(); ++i) {
+    const auto& [flag, path] = outputs[i];
+    const fs::path out = resolved(path);
+    for (std::size_t j = 0; j < i; ++j) {
+      if (resolved(outputs[j].second) == out) {
+        throw std::invalid_argument(fmt::format("{} and {} are the same file, {}", outputs[j].first,
+                                                flag, path.string()));
+      }
+    }
+    for (const auto& [input, file] : input_files) {
+      if (!file.empty() && resolved(file) == out) {
+        throw std::invalid_argument(fmt::format("{} {} is also the {} input: it would be replaced",
+                                                flag, path.string(), input));
+      }
+    }
+    const bool read_there = microdit::data::is_image_file(out) || out.filename() == "captions.jsonl" ||
+                            out.filename() == "generation.json";
+    for (const auto& [input, folder] : input_folders) {
+      if (!folder.empty() && read_there && resolved(folder) == out.parent_path()) {
+        throw std::invalid_argument(fmt::format(
+            "{} {} is a file of the {} folder: it would be replaced", flag, path.string(), input));
+      }
+    }
+  }
+}
 
 void check(const Args& a) {
   if (a.generated.empty() == a.coco.empty() || a.out.empty()) {
@@ -107,6 +158,7 @@ void check(const Args& a) {
   if (a.real_size < 0 || a.batch_size <= 0) {
     throw std::invalid_argument("--real-size and --batch-size must be positive");
   }
+  check_outputs(a);
 }
 
 Args parse(int argc, char** argv) {
@@ -127,7 +179,7 @@ Args parse(int argc, char** argv) {
     if (flag != text_flags.end()) {
       *flag->second = args.value();
     } else if (arg == "--real-size") {
-      a.real_size = args.int_value(1);
+      a.real_size = args.int_value(1, 4096);
     } else if (arg == "--batch-size") {
       a.batch_size = args.int_value(1);
     } else {
@@ -269,8 +321,7 @@ void compute_clip_score(const Args& a, const Generated& g, at::Device device,
                          : eval::CLIPScoreFiles::hf_folder(a.clip);
   eval::CLIPScore model(files, device);
   const auto scored = eval::clip_score_files(model, g.files, g.captions, a.batch_size);
-  const fs::path scores_path =
-      a.clip_scores.empty() ? fs::path(a.out).replace_extension(".clip_scores.jsonl") : fs::path(a.clip_scores);
+  const fs::path scores_path = a.clip_scores_path();
   io::write_file_atomically(scores_path, [&](std::ostream& out) {
     for (std::size_t i = 0; i < g.files.size(); ++i) {
       io::Json line = io::Json::object();
@@ -291,7 +342,7 @@ void compute_clip_score(const Args& a, const Generated& g, at::Device device,
 
 int run(Args& a) {
   using namespace microdit;
-  const at::Device device(a.device == "auto" ? util::default_device_name() : a.device);
+  const at::Device device = util::resolve_device(a.device, "--device");
   const Generated g = generated_images(a);
   io::Json result = io::Json::object();
   if (!a.coco.empty()) {

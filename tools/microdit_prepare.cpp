@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <iostream>
 #include <string>
@@ -30,7 +31,7 @@ models (no downloads: local files only):
   --tokenizer PATH     bpe_simple_vocab_16e6.txt.gz (open_clip) or a folder with vocab.json and
                        merges.txt (Hugging Face)
 options:
-  --resolutions LIST   image sizes, comma separated (default 256,512)
+  --resolutions LIST   image sizes, comma separated, each up to 4096 (default 256,512)
   --batch-size N       images encoded together (default 32)
   --min-size N         skip images whose short side is under N pixels (default 0)
   --no-clean           keep captions as written (stripped) instead of the official cleaner
@@ -60,12 +61,16 @@ int64_t env_int(const char* name, int64_t fallback) {
   return value != nullptr && *value != '\0' ? microdit::util::parse_int(value, name) : fallback;
 }
 
+// Four times SDXL's 1024 px; past it the VAE's activations alone take gigabytes per image.
+constexpr int64_t kMaxResolution = 4096;
+
 std::vector<int64_t> parse_list(const std::string& text) {
   std::vector<int64_t> out;
   std::size_t start = 0;
   while (start <= text.size()) {
     const auto comma = text.find(',', start);
-    out.push_back(microdit::util::parse_int(text.substr(start, comma - start), "--resolutions", 1));
+    out.push_back(microdit::util::parse_int(text.substr(start, comma - start), "--resolutions", 1,
+                                            kMaxResolution));
     if (comma == std::string::npos) break;
     start = comma + 1;
   }
@@ -125,18 +130,23 @@ Args parse(int argc, char** argv) {
   if (o.batch_size <= 0 || o.resolutions.empty() || o.shard_size <= 0) {
     throw std::invalid_argument("--batch-size, --resolutions and --shard-size-mib must be positive");
   }
-  for (const int64_t res : o.resolutions) {
+  for (std::size_t i = 0; i < o.resolutions.size(); ++i) {
+    const int64_t res = o.resolutions[i];
     if (res <= 0 || res % 8 != 0) {
       throw std::invalid_argument(fmt::format("resolution {} is not a positive multiple of 8", res));
+    }
+    if (std::find(o.resolutions.begin(), o.resolutions.begin() + i, res) !=
+        o.resolutions.begin() + i) {
+      throw std::invalid_argument(fmt::format("--resolutions lists {} twice", res));
     }
   }
   return a;
 }
 
 at::Device pick_device(const std::string& name) {
-  if (name != "auto") return at::Device(name);
-  if (!microdit::util::cuda_available()) return at::kCPU;
-  return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(env_int("LOCAL_RANK", 0)));
+  // auto: the process's own GPU under torchrun or srun.
+  return microdit::util::resolve_device(name, "--device",
+                                        name == "auto" ? env_int("LOCAL_RANK", 0) : -1);
 }
 
 int run(Args& a) {

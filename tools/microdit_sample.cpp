@@ -52,8 +52,8 @@ sampling:
   --coco-captions F    COCO's annotations/captions_val2014.json (instead of prompts)
   --count N            with --coco-captions: images to make (default 30000)
   --caption-seed N     with --coco-captions: seed of the caption draw (default 0)
-  --steps N            Heun steps (default 30)
-  --cfg X              guidance scale (default 5.0; 1 = unguided)
+  --steps N            Heun steps, 2 to 100000 (default 30)
+  --cfg X              guidance scale >= 1 (default 5.0; 1 = unguided)
   --seed N             image i starts from noise seeded N + i (default 0)
   --batch-size N       images per sampler batch (default 8)
   --s-churn X          EDM S_churn (default 0)
@@ -104,9 +104,9 @@ Args parse(int argc, char** argv) {
     } else if (arg == "--out") {
       a.out = args.value();
     } else if (arg == "--steps") {
-      a.options.steps = args.int_value(1, 100000);
+      a.options.steps = args.int_value(2, 100000);  // Heun's last step needs one before it
     } else if (arg == "--cfg") {
-      a.options.cfg = args.number_value(std::numeric_limits<double>::lowest());
+      a.options.cfg = args.number_value(1);  // 1: no guidance (as the trainer's sample.cfg)
     } else if (arg == "--seed") {
       a.options.seed = args.seed_value();
     } else if (arg == "--batch-size") {
@@ -129,8 +129,14 @@ Args parse(int argc, char** argv) {
         "give prompts with --prompt, --prompts FILE or --coco-captions FILE (one of the three)");
   }
   if (a.count < 1) throw std::invalid_argument("--count must be >= 1");
-  if (a.options.steps < 2 || a.options.batch_size < 1 || a.image_size % 8 != 0) {
-    throw std::invalid_argument("--steps must be >= 2, --batch-size >= 1, --image-size a multiple of 8");
+  for (const auto& prompt : a.prompts) {  // as a blank line of --prompts
+    if (prompt.find_first_not_of(" \t") == std::string::npos) {
+      throw std::invalid_argument("--prompt '" + prompt + "' is blank");
+    }
+  }
+  if (a.image_size % 8 != 0) {
+    throw std::invalid_argument(
+        fmt::format("--image-size is {}, expected a multiple of 8 (the VAE's factor)", a.image_size));
   }
   return a;
 }
@@ -239,16 +245,21 @@ void generate_coco(const Args& a, microdit::model::DiT& dit,
 int run(Args& a) {
   using namespace microdit;
   const auto env = train::read_launch_env();
+  // A --coco-captions folder's images belong to its manifest; prompts there would replace them.
+  if (a.coco_captions.empty() &&
+      std::filesystem::exists(std::filesystem::path(a.out) / "generation.json")) {
+    throw std::invalid_argument(fmt::format(
+        "--out {} holds the images of a --coco-captions run (generation.json): give another --out",
+        a.out));
+  }
   const auto prompts = !a.coco_captions.empty()  ? std::vector<std::string>{}
                        : a.prompts_file.empty() ? a.prompts
                                                 : diffusion::read_prompt_file(a.prompts_file);
   const auto weights = train::load_sampling_weights(a.checkpoint, a.ema);
   auto [dit_config, edm] = model_config(a, weights.config_yaml);
   edm.S_churn = a.s_churn;
-  at::Device device(a.device == "auto" ? util::default_device_name() : a.device);
-  if (device.is_cuda() && !device.has_index() && env.distributed()) {
-    device = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
-  }
+  const at::Device device =
+      util::resolve_device(a.device, "--device", env.distributed() ? env.local_rank : -1);
   // Weights of another architecture, or a text tower of another width, are one line before the
   // model (4.7 GB at XL) is built.
   model::check_state_dict_shapes(dit_config, weights.tensors, a.checkpoint);
@@ -259,6 +270,11 @@ int run(Args& a) {
         "{}: the text tower is {} wide, the model takes captions {} wide (model.caption_channels)",
         a.files.text_encoder.string(), encoders.text_encoder->config().width,
         dit_config.caption_channels));
+  }
+  if (encoders.vae->config().latent_channels != dit_config.in_channels) {
+    throw std::invalid_argument(fmt::format(
+        "{}: the VAE has {} latent channels, the model's in_channels is {}", a.files.vae.string(),
+        encoders.vae->config().latent_channels, dit_config.in_channels));
   }
   model::DiT dit(dit_config);
   io::load_state_dict(*dit, weights.tensors);

@@ -136,6 +136,34 @@ bool part_complete(const fs::path& out, int64_t index) {
   return fs::exists(out / part_name(index) / "index.json");
 }
 
+// The options that change what a part holds, by their flags: kept in each part's prepare.json,
+// so that a rerun with other ones is refused instead of mixing two kinds of sample.
+io::Json content_settings(const PrepareOptions& options) {
+  io::Json settings = io::Json::object();
+  settings["--resolutions"] = options.resolutions;
+  settings["--min-size"] = options.min_size;
+  settings["--no-clean"] = !options.clean_captions;
+  settings["--seed"] = options.seed;
+  return settings;
+}
+
+// A complete part made with other settings (parts from before the settings were kept pass).
+void check_part_settings(const fs::path& out, int64_t index, const io::Json& settings) {
+  const fs::path stats = out / part_name(index) / "prepare.json";
+  const io::Json recorded = io::read_json_file(stats);
+  if (!recorded.is_object() || !recorded.contains("settings")) return;
+  for (const auto& [flag, value] : settings.items()) {
+    const auto& previous = recorded["settings"];
+    if (!previous.is_object() || !previous.contains(flag) || previous[flag] != value) {
+      throw std::invalid_argument(c10::str(
+          stats.string(), ": this part was prepared with ", flag, " ",
+          previous.is_object() && previous.contains(flag) ? previous[flag].dump() : "(none)",
+          ", this run asks for ", value.dump(),
+          ": give the same options to continue it, or another --out"));
+    }
+  }
+}
+
 // Writes one part under part-NNNNN.partial/, then renames it: a part directory is complete.
 void write_part(const PreparePart& part, const PrepareOptions& options, encoders::PipelineEncoders& encoders,
                 PrepareReport& report) {
@@ -154,6 +182,7 @@ void write_part(const PreparePart& part, const PrepareOptions& options, encoders
   stats["source"] = part.describe();
   stats["samples"] = writer.written;
   stats["skipped"] = writer.skipped;
+  stats["settings"] = content_settings(options);
   io::write_file_atomically(partial / "prepare.json",
                             [&](std::ostream& out) { out << stats.dump() << "\n"; });
   fs::rename(partial, options.out / part_name(part.index));
@@ -188,6 +217,7 @@ PrepareReport prepare_dataset(const PrepareOptions& options, encoders::PipelineE
     if (part.index % options.num_processes != options.process_index) continue;
     ++report.parts_mine;
     if (part_complete(options.out, part.index)) {
+      check_part_settings(options.out, part.index, content_settings(options));
       ++report.parts_resumed;
     } else {
       todo.push_back(&part);

@@ -2,14 +2,19 @@
 
 #include <fmt/format.h>
 
-#include <fstream>
+#include <sstream>
 
 #include "microdit/diffusion/edm_sampler.h"
 #include "microdit/io/png.h"
+#include "microdit/io/read_file.h"
 #include "microdit/nn/autocast.h"
 
 namespace microdit::diffusion {
 namespace {
+
+// Far above any list of prompts a person writes; a wrong path (a dataset, an image) is refused
+// before it is read.
+constexpr uint64_t kMaxPromptFileBytes = 64 << 20;
 
 // Starting latents of images first..first+n-1: one seeded CPU draw per image.
 at::Tensor initial_latents(const model::DiTConfig& c, int64_t first, int64_t n, uint64_t seed) {
@@ -62,8 +67,7 @@ at::Tensor text_to_image(model::DiT& dit, encoders::PipelineEncoders& encoders,
 }
 
 std::vector<std::string> read_prompt_file(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error(path.string() + ": cannot open the prompt file");
+  std::istringstream in(io::read_file(path, kMaxPromptFileBytes, "a prompt file"));
   std::vector<std::string> prompts;
   std::string line;
   for (int64_t n = 1; std::getline(in, line); ++n) {

@@ -183,7 +183,8 @@ at::Tensor resize_short_side(const at::Tensor& image, int64_t size) {
     throw std::invalid_argument(c10::str(
         "a ", w, "x", h, " image resized to a short side of ", size, " would have ",
         static_cast<int64_t>(std::min(exact_long * static_cast<double>(size), 0x1p62)),
-        " pixels, over the limit of ", kMaxResizedPixels, " (its aspect ratio is too extreme)"));
+        " pixels, over the limit of ", kMaxResizedPixels,
+        " (its aspect ratio is too extreme for that size)"));
   }
   const auto new_long = static_cast<int64_t>(exact_long);
   return h <= w ? pil_resize_bicubic(image, new_long, size)

@@ -14,7 +14,16 @@ std::string read_file(const std::filesystem::path& path) {
   if (!in) {
     throw std::runtime_error(path.string() + ": cannot open (" + std::strerror(errno) + ")");
   }
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  // A directory opens, and its first read throws libstdc++'s "basic_filebuf::underflow ...".
+  std::error_code error;
+  if (std::filesystem::is_directory(path, error)) {
+    throw std::runtime_error(path.string() + ": is a directory, not a file");
+  }
+  try {
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  } catch (const std::exception& e) {
+    throw std::runtime_error(path.string() + ": cannot read (" + e.what() + ")");
+  }
 }
 
 std::string read_file(const std::filesystem::path& path, std::uint64_t max_bytes,

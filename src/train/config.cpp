@@ -578,12 +578,21 @@ std::string model_key(const ModelSection& m, const std::string& field) {
 }
 
 model::DiTConfig validate_model(const ModelSection& m) {
+  const auto model_error = [](const std::exception& e) {
+    return std::invalid_argument(std::string("invalid config: model: ") + util::error_message(e));
+  };
   model::DiTConfig dit;
   try {
     dit = m.resolved();
+  } catch (const std::exception& e) {
+    throw model_error(e);
+  }
+  // Before DiTConfig::validate, which expands the per-block ratios to `depth` entries.
+  require(dit.depth <= 1024, model_key(m, "depth"), dit.depth, "<= 1024");
+  try {
     dit.validate();
   } catch (const std::exception& e) {
-    throw std::invalid_argument(std::string("invalid config: model: ") + util::error_message(e));
+    throw model_error(e);
   }
   // Fields DiTConfig::validate leaves to its callers.
   const bool custom = m.arch == "custom";
@@ -614,7 +623,6 @@ model::DiTConfig validate_model(const ModelSection& m) {
   require(dit.patch_mixer_mlp_ratio <= kMaxRatio, "model.dit.patch_mixer_mlp_ratio",
           dit.patch_mixer_mlp_ratio, "<= 64");
   require(dit.dim <= 65536, model_key(m, "dim"), dit.dim, "<= 65536");
-  require(dit.depth <= 1024, model_key(m, "depth"), dit.depth, "<= 1024");
   require(dit.patch_mixer_depth <= 1024, "model.dit.patch_mixer_depth", dit.patch_mixer_depth,
           "<= 1024");
   require(dit.patch_mixer_dim <= 65536, "model.dit.patch_mixer_dim", dit.patch_mixer_dim,
@@ -624,6 +632,11 @@ model::DiTConfig validate_model(const ModelSection& m) {
   require(dit.caption_channels <= 65536, model_key(m, "caption_channels"), dit.caption_channels,
           "<= 65536");
   require(dit.num_experts <= 4096, "model.dit.num_experts", dit.num_experts, "<= 4096");
+  // Each expert chooses int(capacity x tokens / experts) of the tokens: at most all of them.
+  require(dit.expert_capacity <= static_cast<double>(dit.num_experts),
+          model_key(m, "expert_capacity"), dit.expert_capacity,
+          "<= num_experts (" + std::to_string(dit.num_experts) + ")");
+  require(dit.multiple_of <= 65536, "model.dit.multiple_of", dit.multiple_of, "<= 65536");
   return dit;
 }
 
@@ -787,12 +800,20 @@ void validate_sample(const SampleSection& s, const DataSection& d) {
           "a finite guidance scale >= 1 (1: no guidance)");
   require(s.prompts.empty() || s.prompts_file.empty(), "sample.prompts_file", s.prompts_file,
           "empty when sample.prompts lists prompts (one or the other)");
-  const bool tools = !s.vae.empty() || !s.text_encoder.empty() || !s.text_config.empty() ||
-                     !s.tokenizer.empty() || !s.caption_embeddings.empty();
+  const std::vector<std::pair<std::string, std::string>> tool_keys = {
+      {"sample.vae", s.vae},
+      {"sample.text_encoder", s.text_encoder},
+      {"sample.text_config", s.text_config},
+      {"sample.tokenizer", s.tokenizer},
+      {"sample.caption_embeddings", s.caption_embeddings}};
+  const bool tools = std::any_of(tool_keys.begin(), tool_keys.end(),
+                                 [](const auto& key) { return !key.second.empty(); });
   if (d.kind == "builtin") {
-    require(!tools, "sample.vae", s.vae,
-            "no sampling encoders with data.kind builtin (its pixels are the latents, its "
-            "captions embedded by the built-in embedder)");
+    for (const auto& [key, value] : tool_keys) {
+      require(value.empty(), key, value,
+              "empty with data.kind builtin (its pixels are the latents, its captions embedded by "
+              "the built-in embedder)");
+    }
     return;
   }
   if (!tools) return;  // no sample grids on latent data (the trainer says so at start-up)

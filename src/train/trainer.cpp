@@ -63,16 +63,6 @@ class StopSignals {
 };
 
 // In a multi-process run "auto" and "cuda" mean this process's GPU, cuda:LOCAL_RANK.
-at::Device resolve_device(const std::string& name, const LaunchEnv& launch) {
-  at::Device device(name == "auto" ? util::default_device_name() : name);
-  if (device.is_cuda() && !util::cuda_available()) {
-    throw std::runtime_error("run.device is '" + name + "' but no CUDA device is available");
-  }
-  if (device.is_cuda() && !device.has_index() && launch.distributed()) {
-    device = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(launch.local_rank));
-  }
-  return device;
-}
 // optim.execution auto: the fast path where its kernels are (CUDA), the reference elsewhere. The
 // LayerNorms' precision under autocast is optim.precision's.
 nn::Execution resolve_execution(const OptimSection& optim, const at::Device& device) {
@@ -245,7 +235,8 @@ MicroBatchInput Trainer::next_input(int64_t m) const {
 
 void Trainer::State::setup() {
   run_dir = cfg.run.dir;
-  device = resolve_device(cfg.run.device, opts.launch);
+  device = util::resolve_device(cfg.run.device, "run.device",
+                                opts.launch.distributed() ? opts.launch.local_rank : -1);
   bf16 = cfg.optim.precision.starts_with("bf16") ||
          (cfg.optim.precision == "auto" && device.is_cuda());
   execution = resolve_execution(cfg.optim, device);
@@ -254,6 +245,15 @@ void Trainer::State::setup() {
   attention_backend = std::make_unique<nn::SdpBackendGuard>(cfg.optim.attention_backend);
   if (cfg.optim.cuda_graph && !device.is_cuda()) {
     throw std::invalid_argument("optim.cuda_graph needs a CUDA device, not " + device.str());
+  }
+  // A new run never replaces another run's checkpoints, config and logs.
+  if (opts.write_files && !opts.resume) {
+    if (const auto newest = latest_checkpoint(run_dir)) {
+      throw std::invalid_argument(fmt::format(
+          "run.dir {} already holds a run's checkpoints (newest: {}): give --resume to continue "
+          "it, or another run.dir",
+          run_dir.string(), newest->filename().string()));
+    }
   }
   if (opts.write_files) std::filesystem::create_directories(run_dir / "samples");
   if (rank == 0 && opts.write_files) {

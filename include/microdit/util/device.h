@@ -2,12 +2,19 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include <cstdint>
 #include <string>
 
 namespace microdit::util {
 
 bool cuda_available();
 std::string default_device_name();  // "cuda" when a GPU is visible, else "cpu"
+
+// The device `name` names (auto, cpu, cuda or cuda:N; auto: cuda when a GPU is visible), checked
+// against the GPUs there are, with errors naming `what` (the flag or config key). A plain "cuda"
+// becomes cuda:`local_rank` when local_rank >= 0: one GPU per process under torchrun or srun.
+at::Device resolve_device(const std::string& name, const std::string& what,
+                          int64_t local_rank = -1);
 void synchronize(const at::Device& device);
 void reset_peak_memory(const at::Device& device);
 void empty_cache(const at::Device& device);  // returns cached GPU blocks to the driver
