@@ -163,6 +163,24 @@ TEST_F(Eval, BadInputIsAClearError) {
   EXPECT_EQ(status, 2);
   EXPECT_NE(test::read_bytes(dir_.path / "log.txt").find("needs --clip-weights and --clip-vocab"),
             std::string::npos);
+  // FID needs two images or more, and statistics of the network's width.
+  const fs::path one = dir_.path / "one";
+  fs::create_directories(one);
+  fs::copy_file(dir_.path / "a" / "img0.png", one / "img0.png");
+  evaluate("--generated " + one.string() + " --real " + a, &status);
+  EXPECT_EQ(status, 1);
+  EXPECT_NE(test::read_bytes(dir_.path / "log.txt")
+                .find(one.string() + ": FID needs at least 2 readable images, found 1"),
+            std::string::npos)
+      << test::read_bytes(dir_.path / "log.txt");
+  const fs::path stats16 = test::source_dir() / "tests" / "data" / "fid" / "stats16.npz";
+  evaluate("--generated " + a + " --real-stats " + stats16.string(), &status);
+  EXPECT_EQ(status, 1);
+  EXPECT_NE(test::read_bytes(dir_.path / "log.txt")
+                .find(stats16.string() + ": statistics of 16 features, the Inception network "
+                                         "gives 2048"),
+            std::string::npos)
+      << test::read_bytes(dir_.path / "log.txt");
   // Clean mode given pytorch-fid's weights: the TorchScript loader names the file.
   evaluate("--generated " + a + " --real " + a, &status, "--inception " + inception_.string());
   EXPECT_EQ(status, 1);

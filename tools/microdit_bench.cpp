@@ -49,7 +49,8 @@ decides what runs: e.g. --set optim.execution=fast, --set optim.cuda_graph=true,
 Fields: s_per_step, images_per_s (the trainer's steps: input path, loss read, EMA, logging);
 step_s_per_step, step_images_per_s (the step alone); loop_overhead_s (their difference);
 losses (every step's loss from step 1, warm-up included, as microdit-train logs them).
-exit status: 0 done, 2 bad arguments or config, 3 out of GPU memory (a JSON error line)
+exit status: 0 done, 1 failed (e.g. no CUDA device), 2 bad arguments or config, 3 out of GPU
+memory (a JSON error line)
 )";
 
 struct Args {

@@ -102,13 +102,15 @@ int main(int argc, char** argv) {
               << " (see microdit-check-reference --help)\n";
     return 2;
   }
+  // Status 1 is kept for a case that fails its bound: a reference set that cannot be read, or a
+  // device that is not there, is 2, so that a script can tell the two apart.
   try {
     return run(args);
   } catch (const std::exception& e) {
     std::cerr << "microdit-check-reference: " << microdit::util::error_message(e) << "\n";
-    return 1;
+    return 2;
   } catch (...) {
     std::cerr << "microdit-check-reference: unknown error (an exception that is not a std::exception)\n";
-    return 1;
+    return 2;
   }
 }

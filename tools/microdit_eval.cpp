@@ -258,7 +258,17 @@ microdit::eval::FeatureExtractor make_extractor(const Args& a, at::Device device
   };
 }
 
-microdit::eval::ActivationStatistics load_real_stats(const Args& a) {
+// FID's covariance needs two images or more on each side.
+microdit::eval::ActivationStatistics statistics_of(const microdit::eval::FolderActivations& set,
+                                                   const std::string& where) {
+  if (set.activations.size(0) < 2) {
+    throw std::runtime_error(fmt::format("{}: FID needs at least 2 readable images, found {}",
+                                         where, set.activations.size(0)));
+  }
+  return microdit::eval::ActivationStatistics::from_activations(set.activations);
+}
+
+microdit::eval::ActivationStatistics load_real_stats(const Args& a, int64_t features) {
   std::string recorded;
   auto stats = microdit::eval::load_statistics(a.real_stats, &recorded);
   if (!recorded.empty() && recorded != a.mode) {
@@ -267,6 +277,11 @@ microdit::eval::ActivationStatistics load_real_stats(const Args& a) {
         "resizes differ, so the FID would be meaningless)",
         a.real_stats, recorded, a.mode));
   }
+  if (stats.mu.size(0) != features) {
+    throw std::runtime_error(
+        fmt::format("{}: statistics of {} features, the Inception network gives {}", a.real_stats,
+                    stats.mu.size(0), features));
+  }
   return stats;
 }
 
@@ -274,11 +289,11 @@ microdit::eval::ActivationStatistics load_real_stats(const Args& a) {
 // drawn captions only), resized and cropped to the generation resolution.
 microdit::eval::ActivationStatistics real_statistics(const Args& a, const Generated& g,
                                                      const microdit::eval::FeatureExtractor& extract,
-                                                     microdit::io::Json& result) {
+                                                     int64_t features, microdit::io::Json& result) {
   using namespace microdit;
   if (!a.real_stats.empty()) {
     result["real"] = a.real_stats;
-    return load_real_stats(a);
+    return load_real_stats(a, features);
   }
   int64_t size = a.real_size;
   if (size == 0) {
@@ -290,7 +305,7 @@ microdit::eval::ActivationStatistics real_statistics(const Args& a, const Genera
   const auto set = g.coco.empty()
                        ? eval::folder_activations(extract, a.real, {size, a.batch_size})
                        : eval::file_activations(extract, files, {size, a.batch_size}, a.real);
-  auto stats = eval::ActivationStatistics::from_activations(set.activations);
+  auto stats = statistics_of(set, a.real);
   if (!a.save_real_stats.empty()) eval::save_statistics(a.save_real_stats, stats, a.mode);
   auto entry = set_entry(a.real, set);
   entry["size"] = size;
@@ -306,9 +321,9 @@ void compute_fid(const Args& a, const Generated& g, at::Device device, microdit:
   const auto generated = eval::file_activations(extract, g.files, {0, a.batch_size},
                                                 a.coco.empty() ? a.generated : a.coco);
   result["generated"] = set_entry(a.coco.empty() ? a.generated : a.coco, generated);
-  const auto real = real_statistics(a, g, extract, result);
-  const double fid = eval::frechet_distance(
-      eval::ActivationStatistics::from_activations(generated.activations), real);
+  const auto fake = statistics_of(generated, a.coco.empty() ? a.generated : a.coco);
+  const auto real = real_statistics(a, g, extract, generated.activations.size(1), result);
+  const double fid = eval::frechet_distance(fake, real);
   result["fid"] = fid;
   spdlog::info("FID {:.4f} ({} generated images)", fid, generated.activations.size(0));
 }

@@ -53,6 +53,10 @@ Prepared prepare_one(RawSample& raw, const PrepareOptions& options) {
     }
     out.caption = options.clean_captions ? clean_caption(raw.caption) : strip(raw.caption);
     for (const int64_t res : options.resolutions) out.images.push_back(image::preprocess(image, res));
+  } catch (const std::bad_alloc&) {
+    throw;  // the machine's memory, not the image: the part must not be recorded as done
+  } catch (const c10::OutOfMemoryError&) {
+    throw;
   } catch (const std::exception& e) {
     out.error = util::error_message(e);
   }
