@@ -85,7 +85,7 @@ check 1 "^microdit-eval: .*garbage\.pt" "$bin/microdit-eval" --generated "$work/
 mkdir -p "$work/reference"
 cp "$work/garbage.safetensors" "$work/reference/cases.safetensors"
 cp "$data/reference/microdit-official-tiny/config.json" "$data/reference/microdit-official-tiny/weights.safetensors" "$work/reference/"
-check 1 "^microdit-check-reference: .*cases\.safetensors" "$bin/microdit-check-reference" "$work/reference"
+check 2 "^microdit-check-reference: .*cases\.safetensors" "$bin/microdit-check-reference" "$work/reference"
 # microdit-bench
 check 2 "^microdit-bench: .*broken\.yaml" "$bin/microdit-bench" --config "$work/broken.yaml"
 

@@ -321,8 +321,10 @@ void compute_fid(const Args& a, const Generated& g, at::Device device, microdit:
   const auto generated = eval::file_activations(extract, g.files, {0, a.batch_size},
                                                 a.coco.empty() ? a.generated : a.coco);
   result["generated"] = set_entry(a.coco.empty() ? a.generated : a.coco, generated);
-  const auto fake = statistics_of(generated, a.coco.empty() ? a.generated : a.coco);
+  // The real side first: a cached statistics file that cannot be used is named before the
+  // generated set's own problems.
   const auto real = real_statistics(a, g, extract, generated.activations.size(1), result);
+  const auto fake = statistics_of(generated, a.coco.empty() ? a.generated : a.coco);
   const double fid = eval::frechet_distance(fake, real);
   result["fid"] = fid;
   spdlog::info("FID {:.4f} ({} generated images)", fid, generated.activations.size(0));
