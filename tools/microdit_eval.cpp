@@ -149,6 +149,13 @@ void check(const Args& a) {
   if (a.clip_score() && a.coco.empty() && a.captions.empty()) {
     throw std::invalid_argument("CLIP score needs captions: --coco DIR, or --captions FILE with --generated");
   }
+  if (!a.coco.empty() && !a.captions.empty()) {
+    throw std::invalid_argument("--captions is for --generated; a --coco folder's captions are its "
+                                "captions.jsonl");
+  }
+  if (!a.clip.empty() && !a.clip_open_clip.empty()) {
+    throw std::invalid_argument("give one CLIP model: --clip DIR or --clip-open-clip CONFIG");
+  }
   if (!a.clip_open_clip.empty() && (a.clip_weights.empty() || a.clip_vocab.empty())) {
     throw std::invalid_argument("--clip-open-clip needs --clip-weights and --clip-vocab");
   }

@@ -69,6 +69,7 @@ struct Args {
   std::string prompts_file, coco_captions;
   int64_t count = 30000;
   uint64_t caption_seed = 0;
+  bool coco_flag_given = false;  // --count or --caption-seed: meaningless without --coco-captions
   bool ema = false;
   int64_t image_size = 256, in_channels = 4;
   double s_churn = 0;
@@ -99,8 +100,10 @@ Args parse(int argc, char** argv) {
       a.coco_captions = args.value();
     } else if (arg == "--count") {
       a.count = args.int_value(1);
+      a.coco_flag_given = true;
     } else if (arg == "--caption-seed") {
       a.caption_seed = args.seed_value();
+      a.coco_flag_given = true;
     } else if (arg == "--out") {
       a.out = args.value();
     } else if (arg == "--steps") {
@@ -128,7 +131,9 @@ Args parse(int argc, char** argv) {
     throw std::invalid_argument(
         "give prompts with --prompt, --prompts FILE or --coco-captions FILE (one of the three)");
   }
-  if (a.count < 1) throw std::invalid_argument("--count must be >= 1");
+  if (a.coco_captions.empty() && a.coco_flag_given) {
+    throw std::invalid_argument("--count and --caption-seed are for --coco-captions");
+  }
   for (const auto& prompt : a.prompts) {  // as a blank line of --prompts
     if (prompt.find_first_not_of(" \t") == std::string::npos) {
       throw std::invalid_argument("--prompt '" + prompt + "' is blank");
