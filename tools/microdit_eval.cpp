@@ -125,8 +125,8 @@ void check_outputs(const Args& a) {
                                                 flag, path.string(), input));
       }
     }
-    const bool read_there = microdit::data::is_image_file(out) || out.filename() == "captions.jsonl" ||
-                            out.filename() == "generation.json";
+    const bool read_there = microdit::data::is_image_file(out) ||
+                            out.filename() == "captions.jsonl" || out.filename() == "generation.json";
     for (const auto& [input, folder] : input_folders) {
       if (!folder.empty() && read_there && resolved(folder) == out.parent_path()) {
         throw std::invalid_argument(fmt::format(

@@ -156,13 +156,13 @@ void check_part_settings(const fs::path& out, int64_t index, const io::Json& set
   const fs::path stats = out / part_name(index) / "prepare.json";
   const io::Json recorded = io::read_json_file(stats);
   if (!recorded.is_object() || !recorded.contains("settings")) return;
+  const io::Json& previous = recorded.at("settings");
   for (const auto& [flag, value] : settings.items()) {
-    const auto& previous = recorded["settings"];
-    if (!previous.is_object() || !previous.contains(flag) || previous[flag] != value) {
+    const bool known = previous.is_object() && previous.contains(flag);
+    if (!known || previous.at(flag) != value) {
       throw std::invalid_argument(c10::str(
           stats.string(), ": this part was prepared with ", flag, " ",
-          previous.is_object() && previous.contains(flag) ? previous[flag].dump() : "(none)",
-          ", this run asks for ", value.dump(),
+          known ? previous.at(flag).dump() : "(none)", ", this run asks for ", value.dump(),
           ": give the same options to continue it, or another --out"));
     }
   }
