@@ -166,6 +166,7 @@ void check(const Args& a) {
     throw std::invalid_argument("--real-size and --batch-size must be positive");
   }
   check_outputs(a);
+  microdit::util::resolve_device(a.device, "--device");  // a bad argument (exit 2), not a failure
 }
 
 Args parse(int argc, char** argv) {

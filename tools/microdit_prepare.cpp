@@ -77,6 +77,12 @@ std::vector<int64_t> parse_list(const std::string& text) {
   return out;
 }
 
+at::Device pick_device(const std::string& name) {
+  // auto: the process's own GPU under torchrun or srun.
+  return microdit::util::resolve_device(name, "--device",
+                                        name == "auto" ? env_int("LOCAL_RANK", 0) : -1);
+}
+
 Args parse(int argc, char** argv) {
   Args a;
   auto& o = a.options;
@@ -140,14 +146,15 @@ Args parse(int argc, char** argv) {
       throw std::invalid_argument(fmt::format("--resolutions lists {} twice", res));
     }
   }
+  if (o.num_processes < 1 || o.process_index < 0 || o.process_index >= o.num_processes) {
+    throw std::invalid_argument(fmt::format("process {} of {} is not a valid split",
+                                            o.process_index, o.num_processes));
+  }
+  pick_device(a.device);  // spelled right and present: a bad argument (exit 2)
+  microdit::encoders::pipeline_dtype(a.dtype, at::kCPU);
   return a;
 }
 
-at::Device pick_device(const std::string& name) {
-  // auto: the process's own GPU under torchrun or srun.
-  return microdit::util::resolve_device(name, "--device",
-                                        name == "auto" ? env_int("LOCAL_RANK", 0) : -1);
-}
 
 int run(Args& a) {
   using namespace microdit;

@@ -143,6 +143,9 @@ Args parse(int argc, char** argv) {
     throw std::invalid_argument(
         fmt::format("--image-size is {}, expected a multiple of 8 (the VAE's factor)", a.image_size));
   }
+  // Spelled right and present (exit 2); run() then picks the process's own GPU under torchrun.
+  microdit::util::resolve_device(a.device, "--device");
+  microdit::encoders::pipeline_dtype(a.dtype, at::kCPU);
   return a;
 }
 
