@@ -281,6 +281,9 @@ TEST_F(Safetensors, RejectsUnknownAndUnsupportedDtypes) {
 TEST_F(Safetensors, MissingFileNamesThePath) {
   const fs::path path = file("absent.safetensors");
   EXPECT_TRUE(throws_with([&] { load_safetensors(path); }, path.string() + ": ", {"cannot open"}));
+  // A folder opens as a stream; it is named as what it is.
+  EXPECT_TRUE(throws_with([&] { load_safetensors(dir_); }, dir_.string() + ": ",
+                          {"is a directory, not a file"}));
 }
 
 TEST_F(Safetensors, SaveRejectsUnwritableTensors) {

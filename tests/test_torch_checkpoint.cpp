@@ -120,6 +120,7 @@ TEST(TorchCheckpoint, RejectsFilesThatAreNotZipArchives) {
   EXPECT_TRUE(rejects(kFixtures / "legacy.pt", {"not a torch.save zip archive"}));
   EXPECT_TRUE(rejects(kFixtures / "python_metadata.safetensors", {"not a torch.save zip archive"}));
   EXPECT_TRUE(rejects(kFixtures / "absent.pt", {"cannot open"}));
+  EXPECT_TRUE(rejects(kFixtures, {"is a directory, not a file"}));
 }
 
 // ---------------------------------------------------------------------------------------------

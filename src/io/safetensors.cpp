@@ -339,6 +339,7 @@ TensorMap load_safetensors(const fs::path& path, std::map<std::string, std::stri
   try {
     std::ifstream in(path, std::ios::binary);
     if (!in) fail(c10::str("cannot open: ", std::strerror(errno)));
+    if (fs::is_directory(path)) fail("is a directory, not a file");  // it opens, and has no size
     return load_impl(in, fs::file_size(path), metadata);
   } catch (const std::exception& e) {
     rethrow_with_path(path, e);

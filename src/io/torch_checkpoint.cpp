@@ -800,6 +800,7 @@ constexpr std::string_view kZipSignature("PK\x03\x04", 4);
 bool has_zip_signature(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw std::runtime_error(c10::str("cannot open: ", std::strerror(errno)));
+  if (fs::is_directory(path)) throw std::runtime_error("is a directory, not a file");
   char magic[4] = {};
   in.read(magic, 4);
   return in.gcount() == 4 && std::string_view(magic, 4) == kZipSignature;
