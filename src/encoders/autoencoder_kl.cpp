@@ -263,11 +263,7 @@ AutoencoderKLConfig AutoencoderKLConfig::from_json(const io::Json& json) {
 
 AutoencoderKLConfig AutoencoderKLConfig::from_json_file(const std::filesystem::path& path) {
   const io::Json json = io::read_json_file(path);
-  try {
-    return from_json(json);
-  } catch (const std::exception& e) {
-    throw std::runtime_error(c10::str(path.string(), ": ", util::error_message(e)));
-  }
+  return util::in_context(path.string(), [&] { return from_json(json); });
 }
 
 void AutoencoderKLConfig::validate() const {

@@ -22,12 +22,10 @@ CLIPTextConfig text_config(const EncoderFiles& files) {
   const fs::path path = text_config_file(files);
   if (path.empty()) return CLIPTextConfig::dfn5b_vit_h_14_378();
   const io::Json json = io::read_json_file(path);
-  try {
+  return util::in_context(path.string(), [&] {
     return json.contains("text_cfg") ? CLIPTextConfig::from_open_clip_json(json)
                                      : CLIPTextConfig::from_hf_json(json);
-  } catch (const std::exception& e) {
-    throw std::runtime_error(c10::str(path.string(), ": ", util::error_message(e)));
-  }
+  });
 }
 
 // Where text_config found the config, for messages.

@@ -30,16 +30,6 @@ fs::path require_file(const fs::path& path, std::string_view what) {
   return path;
 }
 
-// What `f` returns; its errors start with `where`, the file or files it reads.
-template <class F>
-auto named(const std::string& where, F&& f) {
-  try {
-    return f();
-  } catch (const std::exception& e) {
-    throw std::runtime_error(c10::str(where, ": ", util::error_message(e)));
-  }
-}
-
 std::string joined(const std::vector<fs::path>& files) {
   std::string names;
   for (const fs::path& f : files) names += (names.empty() ? "" : ", ") + f.string();
@@ -54,7 +44,7 @@ std::vector<fs::path> index_shards(const fs::path& index) {
     throw std::runtime_error(c10::str("CLIPScore: ", index.string(), ": no \"weight_map\" object"));
   }
   std::set<std::string> names;
-  named(index.string(), [&] {
+  util::in_context(index.string(), [&] {
     for (const auto& [key, file] : io::json_to_object(*map)) names.insert(io::json_to_string(file));
   });
   std::vector<fs::path> shards;
@@ -134,18 +124,19 @@ CLIPScore::CLIPScore(const CLIPScoreFiles& files, at::Device device)
     : device_(device), tokenizer_(load_tokenizer(files)) {
   const io::Json config = io::read_json_file(files.config);
   const bool hf = files.layout == CLIPTextLayout::hf;
-  auto text_config = named(files.config.string(), [&] {
+  auto text_config = util::in_context(files.config.string(), [&] {
     return hf ? encoders::CLIPTextConfig::from_hf_json(config)
               : encoders::CLIPTextConfig::from_open_clip_json(config);
   });
-  const auto vision_config = named(files.config.string(), [&] {
+  const auto vision_config = util::in_context(files.config.string(), [&] {
     return hf ? encoders::CLIPVisionConfig::from_hf_json(config)
               : encoders::CLIPVisionConfig::from_open_clip_json(config);
   });
   if (hf) {
     const io::Json settings = io::read_json_file(files.preprocessor);
-    preprocess_ = named(files.preprocessor.string(),
-                        [&] { return image::CLIPImagePreprocess::from_hf_json(settings); });
+    preprocess_ = util::in_context(files.preprocessor.string(), [&] {
+      return image::CLIPImagePreprocess::from_hf_json(settings);
+    });
     if (preprocess_.crop_size != vision_config.image_size) {
       throw std::runtime_error(c10::str(
           files.preprocessor.string(), ": crop_size ", preprocess_.crop_size,
@@ -162,8 +153,9 @@ CLIPScore::CLIPScore(const CLIPScoreFiles& files, at::Device device)
   encoders::check_clip_text_config(text_config, tensors, files.config.string());
   vision_ = encoders::CLIPVisionEncoder(vision_config);
   text_ = encoders::CLIPTextEncoder(text_config);
-  named(joined(files.weights), [&] { encoders::load_clip_vision_state_dict(vision_, tensors); });
-  named(joined(files.weights), [&] { encoders::load_clip_text_state_dict(text_, tensors); });
+  const std::string weights = joined(files.weights);
+  util::in_context(weights, [&] { encoders::load_clip_vision_state_dict(vision_, tensors); });
+  util::in_context(weights, [&] { encoders::load_clip_text_state_dict(text_, tensors); });
   for (torch::nn::Module* m : {static_cast<torch::nn::Module*>(vision_.get()),
                                static_cast<torch::nn::Module*>(text_.get())}) {
     m->to(device_, at::kFloat);

@@ -15,16 +15,6 @@ namespace {
 
 constexpr const char* kEmbeddingsName = "caption_embeddings";
 
-// A loader's error under the key that named the file (util::error_message makes it one line).
-template <class F>
-auto under_key(const std::string& key, F&& load) -> decltype(load()) {
-  try {
-    return load();
-  } catch (const std::exception& e) {
-    throw std::runtime_error(key + ": " + util::error_message(e));
-  }
-}
-
 }  // namespace
 
 bool SampleGrid::configured(const TrainConfig& config) {
@@ -33,7 +23,7 @@ bool SampleGrid::configured(const TrainConfig& config) {
 
 std::vector<std::string> read_sample_prompts(const SampleSection& sample) {
   if (sample.prompts_file.empty()) return sample.prompts;
-  return under_key("sample.prompts_file",
+  return util::in_context("sample.prompts_file",
                    [&] { return diffusion::read_prompt_file(sample.prompts_file); });
 }
 
@@ -74,12 +64,12 @@ SampleGrid::SampleGrid(const TrainConfig& config, const model::DiTConfig& dit, a
   const at::ScalarType dtype = encoders::pipeline_dtype("auto", device);
   const auto& s = options_;
   if (!s.text_encoder.empty()) {
-    captions_ = under_key("sample.text_encoder", [&] {
+    captions_ = util::in_context("sample.text_encoder", [&] {
       const encoders::EncoderFiles files{{}, s.text_encoder, s.text_config, s.tokenizer};
       return encoders::encode_prompts_once(files, prompts_, device, dtype);
     });
   } else {
-    captions_ = under_key("sample.caption_embeddings",
+    captions_ = util::in_context("sample.caption_embeddings",
                           [&] { return load_caption_embeddings(s.caption_embeddings); })
                     .to(device);
     if (prompts_.empty()) {
@@ -98,7 +88,8 @@ SampleGrid::SampleGrid(const TrainConfig& config, const model::DiTConfig& dit, a
         tower ? "sample.text_encoder" : "sample.caption_embeddings",
         tower ? s.text_encoder : s.caption_embeddings, captions_.size(-1), dit.caption_channels));
   }
-  vae_ = under_key("sample.vae", [&] { return encoders::load_pipeline_vae(s.vae, device, dtype); });
+  vae_ = util::in_context("sample.vae",
+                          [&] { return encoders::load_pipeline_vae(s.vae, device, dtype); });
   vae_dtype_ = dtype;
   if (vae_->config().latent_channels != dit.in_channels) {
     throw std::runtime_error(fmt::format(

@@ -118,15 +118,6 @@ data::SafetensorsShardsOptions shards_options(const DataSection& d) {
   return o;
 }
 
-// A held-out set's problem as one line under the key that names it.
-template <class F>
-auto held_out(const std::string& key, F&& open) -> decltype(open()) {
-  try {
-    return open();
-  } catch (const std::exception& e) {
-    throw std::runtime_error(key + ": " + util::error_message(e));
-  }
-}
 }  // namespace
 
 struct Trainer::State {
@@ -385,7 +376,7 @@ void Trainer::State::make_validation() {
     set = std::make_shared<data::SyntheticLatents>(
         synthetic_options(d, dit_cfg, d.val_samples, data::mix_seed(seed, 1)));
   } else {
-    set = held_out(d.kind == "mds" ? "data.val_mds_dirs" : "data.val_path", [&] {
+    set = util::in_context(d.kind == "mds" ? "data.val_mds_dirs" : "data.val_path", [&] {
       std::shared_ptr<const data::Dataset> files;
       if (d.kind == "mds") {
         std::vector<std::filesystem::path> dirs(d.val_mds_dirs.begin(), d.val_mds_dirs.end());
